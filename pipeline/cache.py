@@ -1,0 +1,194 @@
+"""The HDF5 store of CNN codes: schema, crash-safe writes with resume, validated reads.
+
+Layout of features/<dataset>/<backbone>-<weights>.h5:
+  attrs: format, complete, fingerprint, inputs (JSON of everything that determines the codes),
+         classes (JSON), dataset, backbone, weights, weights_sha256, transform (JSON), image_size,
+         precision, versions (JSON), created
+  /<split>/codes  N x D float32      /<split>/labels N int64      /<split>/paths N str
+  /<split>/skipped_paths, skipped_reasons (files left out and why)
+  /<split>/files/{path,size,mtime_ns}  the scanned image list, to explain what changed
+
+Crash safety (hand-written because HDF5 itself is not crash-safe: a killed writer can leave a file
+that does not open): work is saved as small shard files, each written to a temporary name and
+renamed into place, in `<out>.parts/`; a resumed run keeps the shards whose fingerprint matches and
+computes the rest with the same batch boundaries, so the result equals an uninterrupted run. The
+HDF5 file is assembled under a temporary name, flushed, fsync'ed and renamed over `<out>` in one
+step: a reader sees either no file, the old complete file, or the new complete file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import UserError
+
+FORMAT = "cnncodes-features/1"
+_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class SplitCodes:
+    codes: np.ndarray  # N x D float32
+    labels: np.ndarray  # N int64
+    paths: list[str]
+    skipped: list[tuple[str, str]]
+
+
+@dataclass
+class Codes:
+    path: Path
+    classes: list[str]
+    splits: dict[str, SplitCodes]
+    attrs: dict
+
+
+def _decode_attr(v):
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def read_attrs(path: Path | str) -> dict:
+    """Root attributes of a complete cache; UserError for a missing, unreadable or partial file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"features file {str(path)!r} does not exist (run `make features` first)")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+    except OSError as e:
+        raise UserError(f"{str(path)!r} is not a readable HDF5 features file ({e})") from None
+    if attrs.get("format") != FORMAT:
+        raise UserError(f"{str(path)!r} is not a cnncodes features file of format {FORMAT} (found {attrs.get('format')!r}); re-run `features`")
+    if not attrs.get("complete"):
+        raise UserError(f"{str(path)!r} is incomplete (its writer did not finish); re-run `features` to resume")
+    return attrs
+
+
+def read_codes(path: Path | str) -> Codes:
+    attrs = read_attrs(path)
+    splits = {}
+    with h5py.File(path, "r") as f:
+        for name in attrs["splits"]:
+            g = f[name]
+            splits[name] = SplitCodes(
+                codes=g["codes"][...],
+                labels=g["labels"][...].astype(np.int64),
+                paths=[p.decode() if isinstance(p, bytes) else p for p in g["paths"][...]],
+                skipped=list(zip(g["skipped_paths"].asstr()[...], g["skipped_reasons"].asstr()[...])),
+            )
+    return Codes(Path(path), list(attrs["classes"]), splits, attrs)
+
+
+def recorded_files(path: Path | str) -> dict[str, dict[str, tuple[int, int]]]:
+    """{split: {relative path: (size, mtime_ns)}} of the image list the cache was made from."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        for name in _decode_attr(f.attrs["splits"]):
+            g = f[name]["files"]
+            out[name] = dict(zip(g["path"].asstr()[...], zip(g["size"][...].tolist(), g["mtime_ns"][...].tolist())))
+    return out
+
+
+class Shards:
+    """Finished pieces of an extraction, one .npz per (split, shard index), in `<out>.parts/`."""
+
+    def __init__(self, out: Path, fingerprint: str):
+        self.dir = Path(str(out) + ".parts")
+        stamp = self.dir / "fingerprint"
+        if self.dir.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+            shutil.rmtree(self.dir)  # shards of other inputs must never be mixed in
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not stamp.is_file():
+            _atomic_write_bytes(stamp, fingerprint.encode())
+
+    def _file(self, split: str, index: int) -> Path:
+        return self.dir / f"{split}-{index:06d}.npz"
+
+    def done(self, split: str, index: int) -> bool:
+        return self._file(split, index).is_file()
+
+    def save(self, split: str, index: int, codes: np.ndarray, reasons: list[str]) -> None:
+        tmp = self._file(split, index).with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, codes=codes.astype(np.float32), reasons=np.array(reasons, dtype=str))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._file(split, index))
+
+    def load(self, split: str, index: int) -> tuple[np.ndarray, list[str]]:
+        with np.load(self._file(split, index)) as z:
+            return z["codes"], [str(r) for r in z["reasons"]]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _attr(v):
+    return json.dumps(v) if isinstance(v, (dict, list, tuple)) else ("" if v is None else v)
+
+
+def write_codes(out: Path, attrs: dict, splits: dict[str, dict]) -> None:
+    """Assemble the final file from per-split pieces and rename it into place atomically.
+
+    `splits[name]` holds: dim, files (scan records), skipped (list of (path, reason)),
+    and `chunks`, an iterator of (codes, labels, paths) pieces in output order, so memory stays
+    flat whatever the dataset size.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = _attr(v)
+            f.attrs["format"] = FORMAT
+            f.attrs["splits"] = json.dumps(list(splits))
+            f.attrs["complete"] = False
+            for name, s in splits.items():
+                g = f.create_group(name)
+                n = s["n"]
+                codes = g.create_dataset("codes", (n, s["dim"]), "f4", chunks=(min(max(n, 1), 1024), s["dim"]) if n else None)
+                labels = g.create_dataset("labels", (n,), "i8")
+                paths = g.create_dataset("paths", (n,), _STR)
+                i = 0
+                for c, l, p in s["chunks"]:
+                    codes[i:i + len(c)] = c
+                    labels[i:i + len(c)] = l
+                    paths[i:i + len(c)] = p
+                    i += len(c)
+                assert i == n, f"{name}: wrote {i} of {n} rows"
+                g.create_dataset("skipped_paths", data=[p for p, _ in s["skipped"]], dtype=_STR)
+                g.create_dataset("skipped_reasons", data=[r for _, r in s["skipped"]], dtype=_STR)
+                fg = g.create_group("files")
+                fg.create_dataset("path", data=[r.path for r in s["files"]], dtype=_STR)
+                fg.create_dataset("size", data=np.array([r.size for r in s["files"]], dtype=np.int64))
+                fg.create_dataset("mtime_ns", data=np.array([r.mtime_ns for r in s["files"]], dtype=np.int64))
+            f.attrs["complete"] = True  # last: a file without it is never accepted
+            f.flush()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

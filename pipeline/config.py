@@ -1,0 +1,95 @@
+"""Stage settings as frozen dataclasses, and the argparse CLI built from them.
+
+Each field's metadata carries its help text (and choices); `add_arguments` turns the fields into
+`--flags` with the defaults shown, so a stage's settings are declared once.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, **kw) -> Any:
+    """A dataclass field that carries its CLI help."""
+    return field(default=default, metadata={"help": help, "choices": choices, **kw})
+
+
+@dataclass(frozen=True)
+class Common:
+    """Flags every compute stage shares."""
+
+    device: str = opt("auto", "where to run: auto picks cuda when available", DEVICES)
+    seed: int = opt(0, "random seed (weights=none init, CV folds, training order)")
+    workers: int = opt(-1, "DataLoader worker processes for decoding (0 = in process, -1 = one per spare core, at most 8)")
+    batch_size: int = opt(32, "images per batch")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad value is one line on stderr and exit code 2 (no usage dump)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def _type_of(f: dataclasses.Field, hints: dict) -> Any:
+    t = hints[f.name]
+    if t in (int, float, str, bool, Path):
+        return t
+    return str
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        t = _type_of(f, hints)
+        kw: dict[str, Any] = {"help": meta.get("help", ""), "default": f.default, "dest": f.name}
+        if meta.get("positional"):
+            parser.add_argument(f.name, nargs=meta.get("nargs", "+"), type=t, help=kw["help"])
+            continue
+        if t is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = t
+            if meta.get("choices"):
+                kw["choices"] = meta["choices"]
+            if meta.get("nargs"):
+                kw["nargs"] = meta["nargs"]
+        if meta.get("required"):
+            kw["required"] = True
+            kw.pop("default")
+        parser.add_argument(flag, **kw)
+
+
+def from_args(cls: type, ns: argparse.Namespace):
+    vals = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)}
+    for k, v in vals.items():
+        if isinstance(v, list):
+            vals[k] = tuple(v)
+    return cls(**vals)
+
+
+def resolve_device(name: str):
+    import torch
+
+    from . import UserError
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def resolve_workers(n: int) -> int:
+    import os
+
+    return min(8, max((os.cpu_count() or 1) - 1, 0)) if n < 0 else n
