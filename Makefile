@@ -1,0 +1,55 @@
+# cnncodes: `make demo` sets everything up and runs every stage; `make test` runs the tests.
+# Overrides: DATA=, BACKBONE=, WEIGHTS=, HEAD=, EPOCHS=, MODE=, DEVICE=, SEED=, RUNS=, FORCE=1
+PYTHON ?= python3
+PY := .venv/bin/python
+DATA ?= data/hymenoptera_data
+BACKBONE ?= resnet18
+WEIGHTS ?= DEFAULT
+HEAD ?= all
+EPOCHS ?= 25
+MODE ?= full
+DEVICE ?= auto
+SEED ?= 0
+DATASET := $(notdir $(abspath $(DATA)))
+WTAG := $(basename $(notdir $(WEIGHTS)))
+FEATURES ?= features/$(DATASET)/$(BACKBONE)-$(WTAG).h5
+RUNS ?= reports/runs/$(DATASET)
+COMMON := --device $(DEVICE) --seed $(SEED)
+
+.PHONY: venv data features classify finetune report demo test bench clean
+
+venv: .venv/.installed
+.venv/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+data: venv
+	$(PY) -m pipeline data --data $(DATA)
+
+features: data
+	$(PY) -m pipeline features --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --out $(FEATURES) $(COMMON) $(if $(FORCE),--force)
+
+classify: venv
+	$(PY) -m pipeline classify --features $(FEATURES) --head $(HEAD) --data $(DATA) --out $(RUNS) $(COMMON)
+
+finetune: data
+	$(PY) -m pipeline finetune --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --mode $(MODE) --epochs $(EPOCHS) --out $(RUNS) $(COMMON)
+
+report: venv
+	$(PY) -m pipeline report --runs $(RUNS) --out reports
+
+demo: features classify
+	$(MAKE) finetune MODE=full
+	$(MAKE) finetune MODE=frozen
+	$(MAKE) report
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) bench/run.py --quick --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --out reports/benchmarks.json
+
+clean:
+	rm -rf features/*/ reports/runs .venv
