@@ -1,0 +1,193 @@
+"""Report figures: learning curves, confusion matrices, an image grid, accuracy vs compute, PCA.
+
+Each function draws one PNG from numbers that were already saved and returns the path it wrote,
+or None (after printing why) when its inputs are gone. Figures use matplotlib's object API
+(`Figure` saved through the Agg canvas), not pyplot: no global state, no display needed, and
+nothing changes for other code in the same process.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+DPI = 110
+CLASSIFY_COLOR, FINETUNE_COLOR, MISTAKE_COLOR, CORRECT_COLOR = "#1f77b4", "#ff7f0e", "#d62728", "#2a7d2a"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _column(history: list[dict], key: str) -> np.ndarray:
+    # missing or null entries (e.g. no val pass that epoch) become gaps, not zeros
+    return np.array([np.nan if h.get(key) is None else float(h[key]) for h in history], dtype=float)
+
+
+def learning_curves(history: list[dict], title: str, path: Path, best_epoch: int | None = None) -> Path:
+    """Loss and accuracy per epoch, train and val, side by side; the best val epoch dotted."""
+    epochs = np.array([h.get("epoch", i + 1) for i, h in enumerate(history)], dtype=float)
+    fig = Figure(figsize=(9, 3.4))
+    for ax, key, label, scale in zip(fig.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy (%)"), (1, 100)):
+        for split, style in (("train", "-"), ("val", "--")):
+            ax.plot(epochs, _column(history, f"{split}_{key}") * scale, style, marker=".", label=split)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1, label=f"best val epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def confusion_matrix(confusion: list[list[int]], classes: list[str], title: str, path: Path) -> Path:
+    """Counts with rows = true class and columns = predicted class, as metrics.scores stores them."""
+    cm = np.asarray(confusion, dtype=int)
+    k = len(classes)
+    side = max(3.2, 0.45 * k + 1.8)
+    fig = Figure(figsize=(side + 0.8, side))
+    ax = fig.subplots()
+    im = ax.imshow(cm, cmap="Blues", vmin=0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if k <= 20:  # beyond that the numbers are unreadable; the colours still show the pattern
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=9,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ticks = range(k)
+    ax.set_xticks(ticks, classes if k <= 30 else [""] * k, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
+    ax.set_yticks(ticks, classes if k <= 30 else [""] * k)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def pick_grid(predictions: list[dict], max_images: int = 20, seed: int = 0) -> list[dict]:
+    """Mistakes first (in path order), then an evenly drawn, reproducible sample of correct ones.
+
+    At least a few correct images stay in the grid when there are any, so it shows what the
+    method gets right next to what it gets wrong.
+    """
+    wrong = sorted((p for p in predictions if p["pred"] != p["true"]), key=lambda p: p["path"])
+    right = sorted((p for p in predictions if p["pred"] == p["true"]), key=lambda p: p["path"])
+    n_wrong = min(len(wrong), max_images - min(4, len(right)))
+    n_right = min(len(right), max_images - n_wrong)
+    rng = np.random.default_rng(seed)
+    sample = sorted(rng.choice(len(right), n_right, replace=False).tolist()) if n_right else []
+    return wrong[:n_wrong] + [right[i] for i in sample]
+
+
+def image_grid(predictions: list[dict], classes: list[str], data_root: Path, title: str, path: Path,
+               max_images: int = 20, thumb: int = 160) -> Path | None:
+    """Val images with predicted and true labels; mistakes get a red frame and a red caption."""
+    from PIL import Image
+
+    shown = []
+    for p in pick_grid(predictions, max_images):
+        f = Path(data_root) / p["path"]
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                im.thumbnail((thumb, thumb))
+                shown.append((p, np.asarray(im)))
+        except (OSError, ValueError):
+            continue  # a moved or unreadable image leaves a gap, not a failed report
+    if not shown:
+        print(f"  note: no val images found under {str(data_root)!r}; skipping the image grid")
+        return None
+    cols = min(5, len(shown))
+    rows = -(-len(shown) // cols)
+    fig = Figure(figsize=(cols * 1.9, rows * 2.15))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.axis("off")
+    for ax, (p, img) in zip(axes, shown):
+        ax.axis("on")
+        ax.imshow(img)
+        wrong = p["pred"] != p["true"]
+        name = lambda i: classes[i] if 0 <= i < len(classes) else str(i)  # noqa: E731
+        text = f"pred {name(p['pred'])}\ntrue {name(p['true'])}" if wrong else f"{name(p['pred'])} (correct)"
+        colour = MISTAKE_COLOR if wrong else CORRECT_COLOR
+        ax.set_title(text, fontsize=8, color=colour)
+        for s in ax.spines.values():
+            s.set_edgecolor(colour)
+            s.set_linewidth(3 if wrong else 0.8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path) -> Path | None:
+    """Val accuracy against total compute seconds (log x), with 95% Wilson whiskers.
+
+    points: {label, stage, accuracy, lo, hi, seconds}; references: {label, accuracy} drawn as
+    dashed lines because they have no compute we measured.
+    """
+    points = [p for p in points if p.get("seconds") and p["seconds"] > 0]  # log axis: 0 s cannot be placed
+    if not points:
+        print("  note: no run recorded compute seconds; skipping the accuracy-vs-compute figure")
+        return None
+    fig = Figure(figsize=(8, 4.8))
+    ax = fig.subplots()
+    seen = set()
+    for p in points:
+        colour = FINETUNE_COLOR if p["stage"] == "finetune" else CLASSIFY_COLOR
+        kind = "fine-tuning" if p["stage"] == "finetune" else "cached codes + head"
+        y = 100 * p["accuracy"]
+        ax.errorbar(p["seconds"], y, yerr=[[y - 100 * p["lo"]], [100 * p["hi"] - y]], fmt="o", color=colour,
+                    capsize=3, label=None if kind in seen else kind)
+        seen.add(kind)
+        ax.annotate(p["label"], (p["seconds"], y), xytext=(6, 4), textcoords="offset points", fontsize=7)
+    for r in references:
+        ax.axhline(100 * r["accuracy"], color="grey", linestyle="--", linewidth=0.8)
+        ax.annotate(r["label"], (0.01, 100 * r["accuracy"]), xycoords=("axes fraction", "data"),
+                    xytext=(0, 2), textcoords="offset points", fontsize=7, color="grey")
+    ax.set_xscale("log")
+    ax.set_xlabel("compute seconds, log scale (extract + fit + train + predict)")
+    ax.set_ylabel("val accuracy (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    # room on the right for the labels of the slowest runs
+    lo, hi = min(p["seconds"] for p in points), max(p["seconds"] for p in points)
+    ax.set_xlim(lo / 2, hi * 4)
+    return _save(fig, path)
+
+
+def pca_codes(train: np.ndarray, train_labels: np.ndarray, val: np.ndarray | None, val_labels: np.ndarray | None,
+              classes: list[str], title: str, path: Path) -> Path:
+    """2-D PCA of cached codes coloured by class: fitted on train, val projected into the same axes
+    (what a head trained on train would see), train as faint dots and val as outlined triangles."""
+    from sklearn.decomposition import PCA
+
+    import matplotlib
+
+    pca = PCA(n_components=min(2, *train.shape), random_state=0).fit(train)
+    var = pca.explained_variance_ratio_
+    # a cache with a single code dimension (or one image) still gets a plot, on the line y = 0
+    project = lambda x: np.pad(pca.transform(x), ((0, 0), (0, 2 - pca.n_components_)))  # noqa: E731
+    palette = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "viridis"]
+    colour = lambda i: palette(i % 20) if len(classes) <= 20 else palette(i / max(len(classes) - 1, 1))  # noqa: E731
+    fig = Figure(figsize=(6.4, 5))
+    ax = fig.subplots()
+    t = project(train)
+    v = project(val) if val is not None and len(val) else None
+    for i, c in enumerate(classes):
+        m = train_labels == i
+        ax.scatter(t[m, 0], t[m, 1], s=14, alpha=0.45, color=colour(i), label=f"{c} (train)" if len(classes) <= 12 else None)
+        if v is not None:
+            mv = val_labels == i
+            ax.scatter(v[mv, 0], v[mv, 1], s=30, marker="^", color=colour(i), edgecolors="black", linewidths=0.5,
+                       label=f"{c} (val)" if len(classes) <= 12 else None)
+    ax.set_xlabel(f"PC1 ({100 * var[0]:.0f}% of variance)")
+    ax.set_ylabel(f"PC2 ({100 * var[1]:.0f}% of variance)" if len(var) > 1 else "PC2")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if len(classes) <= 12:
+        ax.legend(fontsize=7, markerscale=1.2)
+    return _save(fig, path)

@@ -1,0 +1,51 @@
+"""Shared fixtures: synthetic ImageFolders, and the ../shared data and weights when present."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+HYMENOPTERA = SHARED / "data" / "hymenoptera_data"
+MOBILENET = SHARED / "weights" / "mobilenet_v2_imagenet_features.pth"
+
+needs_shared = pytest.mark.skipif(not (HYMENOPTERA.is_dir() and MOBILENET.is_file()),
+                                  reason="../shared hymenoptera data and MobileNetV2 weights not present")
+
+
+def make_image(path: Path, color, size=(64, 48), mode="RGB", seed=0):
+    """A noisy image dominated by `color`, saved in the format of its extension."""
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(color, dtype=np.int16)[None, None, :] + rng.integers(-30, 30, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def make_folder(root: Path, n_train=6, n_val=4, classes=("ants", "bees"), size=(64, 48)) -> Path:
+    colors = [(200, 40, 40), (40, 40, 200), (40, 200, 40)]
+    for split, n in (("train", n_train), ("val", n_val)):
+        for ci, c in enumerate(classes):
+            for i in range(n):
+                make_image(root / split / c / f"img{i:03d}.jpg", colors[ci], size=size, seed=hash((split, c, i)) % 2**32)
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    return make_folder(tmp_path / "data")
+
+
+def cli(*args, cwd=None):
+    """Run `python -m pipeline ...` in a subprocess; returns CompletedProcess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=600)

@@ -1,0 +1,158 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from conftest import HYMENOPTERA, MOBILENET, ROOT, cli, make_image, needs_shared
+from pipeline import UserError
+from pipeline.backbone import load_backbone
+from pipeline.cache import read_attrs, read_codes
+from pipeline.features import Config, ImageFiles, extract, normalize
+from pipeline.data import scan
+
+SMALL = dict(backbone="resnet18", weights="none", workers=0, batch_size=4, device="cpu")
+
+
+def cfg(folder, out, **kw):
+    return Config(data=folder, out=str(out), **{**SMALL, **kw})
+
+
+def test_round_trip_matches_a_direct_forward_pass(folder, tmp_path):
+    out = extract(cfg(folder, tmp_path / "f.h5"))
+    c = read_codes(out)
+    assert c.classes == ["ants", "bees"] and list(c.splits) == ["train", "val"]
+    tr = c.splits["train"]
+    assert tr.codes.shape == (12, 512) and tr.codes.dtype == np.float32
+    assert tr.paths == sorted(tr.paths) and list(tr.labels) == [0] * 6 + [1] * 6
+    # the same images through the same trunk, by hand
+    s = scan(folder)
+    ds = ImageFiles(folder, s.splits["val"].items)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    with torch.no_grad():
+        want = load_backbone("resnet18", "none").trunk(normalize(x, channels_last=False)).numpy()
+    np.testing.assert_allclose(c.splits["val"].codes, want, rtol=1e-4, atol=1e-4)
+    a = read_attrs(out)
+    assert a["backbone"] == "resnet18" and a["weights"] == "none(seed=0)" and a["precision"] == "fp32"
+    assert a["transform"]["crop"] == 224 and a["inputs"]["image_list"] == s.digest()
+
+
+def test_bad_files_are_skipped_and_recorded(folder, tmp_path):
+    good = (folder / "train/ants/img000.jpg").read_bytes()
+    (folder / "train/ants/trunc.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "train/bees/x.gif").write_bytes(b"GIF89a")
+    make_image(folder / "val/bees/gray.png", (90, 90, 90), mode="L")
+    c = read_codes(extract(cfg(folder, tmp_path / "f.h5")))
+    skipped = dict(c.splits["train"].skipped)
+    assert "undecodable" in skipped["train/ants/trunc.jpg"] and "not an image" in skipped["train/bees/x.gif"]
+    assert "train/ants/trunc.jpg" not in c.splits["train"].paths and len(c.splits["train"].paths) == 12
+    assert "val/bees/gray.png" in c.splits["val"].paths
+
+
+def test_cache_hit_does_no_model_work(folder, tmp_path, capsys, monkeypatch):
+    out = extract(cfg(folder, tmp_path / "f.h5"))
+    stamp = os.stat(out).st_mtime_ns
+    import pipeline.features as F
+    monkeypatch.setattr(F.Encoder, "__call__", lambda *a: pytest.fail("model ran on a cache hit"))
+    extract(cfg(folder, out))
+    assert "cache hit" in capsys.readouterr().out and os.stat(out).st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("change,expect", [
+    ("weights", "weights"), ("added", "1 added"), ("modified", "1 modified"), ("removed", "1 removed"), ("crop", "transform"),
+])
+def test_changed_inputs_are_refused_then_forced(folder, tmp_path, change, expect):
+    out = extract(cfg(folder, tmp_path / "f.h5"))
+    kw = {}
+    if change == "weights":
+        kw["seed"] = 1
+    elif change == "added":
+        make_image(folder / "train/bees/new.jpg", (0, 0, 255))
+    elif change == "modified":
+        p = folder / "val/ants/img000.jpg"
+        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    elif change == "removed":
+        (folder / "val/ants/img001.jpg").unlink()
+    elif change == "crop":
+        kw["crop"] = 192
+    with pytest.raises(UserError, match=expect):
+        extract(cfg(folder, out, **kw))
+    before = read_attrs(out)["fingerprint"]
+    extract(cfg(folder, out, force=True, **kw))
+    assert read_attrs(out)["fingerprint"] != before
+
+
+def test_incomplete_or_foreign_files_are_rejected(tmp_path):
+    p = tmp_path / "half.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["format"] = "cnncodes-features/1"
+        f.attrs["complete"] = False
+    with pytest.raises(UserError, match="incomplete"):
+        read_attrs(p)
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(UserError, match="not a readable HDF5"):
+        read_attrs(tmp_path / "junk.h5")
+
+
+def test_resume_after_sigkill_gives_identical_file(tmp_path):
+    from conftest import make_folder
+    data = make_folder(tmp_path / "data", n_train=10, n_val=6)
+    args = ["--data", data, "--backbone", "resnet18", "--weights", "none", "--workers", "0",
+            "--batch-size", "2", "--shard-size", "2", "--device", "cpu"]
+    ref = cli("features", *args, "--out", tmp_path / "ref.h5")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed.h5"
+    parts = tmp_path / "killed.h5.parts"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "features", *map(str, args), "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("*.npz"))) < 3:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(parts.glob("*.npz")))
+    assert 3 <= done < 16 and not out.exists(), "the kill must land mid-extraction"
+    with pytest.raises(UserError):
+        read_attrs(out)
+    again = cli("features", *args, "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming: {done} of 16 shards" in again.stdout
+    a, b = read_codes(tmp_path / "ref.h5"), read_codes(out)
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(a.splits[split].codes, b.splits[split].codes)
+        np.testing.assert_array_equal(a.splits[split].labels, b.splits[split].labels)
+        assert a.splits[split].paths == b.splits[split].paths
+    assert not parts.exists()
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path, folder):
+    for args, msg in [
+        (("features", "--data", folder, "--backbone", "resnet19", "--weights", "none"), "unknown backbone"),
+        (("features", "--data", tmp_path / "missing", "--weights", "none"), "does not exist"),
+        (("features", "--device", "tpu"), "invalid choice"),
+        (("nosuchstage",), "unknown stage"),
+    ]:
+        r = cli(*args)
+        assert r.returncode == 2, r.stderr
+        assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = cli("features", "--help")
+    assert r.returncode == 0 and "(default: resnet18)" in " ".join(r.stdout.split())
+
+
+@needs_shared
+def test_hymenoptera_mobilenet_codes_are_real_features(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    out = extract(Config(data=HYMENOPTERA, backbone="mobilenet_v2", weights=str(MOBILENET), out=str(tmp_path / "h.h5"), device="cpu"))
+    c = read_codes(out)
+    tr, va = c.splits["train"], c.splits["val"]
+    assert tr.codes.shape == (244, 1280) and va.codes.shape == (153, 1280)
+    assert dict(tr.skipped) == {"train/ants/imageNotFound.gif": "not an image type (.gif)"}
+    acc = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(tr.codes, tr.labels).score(va.codes, va.labels)
+    assert acc >= 0.93
