@@ -49,3 +49,33 @@ def cli(*args, cwd=None):
 
     return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or ROOT, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def hymenoptera_codes(tmp_path_factory):
+    """Real MobileNetV2 codes of hymenoptera, extracted once per test session."""
+    if not (HYMENOPTERA.is_dir() and MOBILENET.is_file()):
+        pytest.skip("../shared hymenoptera data and MobileNetV2 weights not present")
+    from pipeline.features import Config, extract
+    out = tmp_path_factory.mktemp("hym") / "mobilenet_v2.h5"
+    return extract(Config(data=HYMENOPTERA, backbone="mobilenet_v2", weights=str(MOBILENET), out=str(out), device="cpu"))
+
+
+def write_synthetic_codes(path: Path, n_train=30, n_val=20, dim=16, classes=("a", "b", "c"), seed=0, sep=6.0):
+    """A features file of separable Gaussian blobs, in the real cache format."""
+    from pipeline.cache import write_codes
+    from pipeline.data import ImageRecord
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, sep, (len(classes), dim))
+    splits = {}
+    for name, n in (("train", n_train), ("val", n_val)):
+        y = np.arange(n) % len(classes)
+        x = (centres[y] + rng.normal(0, 1, (n, dim))).astype(np.float32)
+        paths = [f"{name}/{classes[c]}/{i:04d}.jpg" for i, c in enumerate(y)]
+        splits[name] = {"n": n, "dim": dim, "skipped": [], "files": [ImageRecord(p, int(c), 1, 1) for p, c in zip(paths, y)],
+                        "chunks": iter([(x, y, paths)])}
+    write_codes(path, {"fingerprint": "f" * 64, "inputs": {"image_list": "x"}, "classes": list(classes), "dataset": "blobs",
+                       "data_root": "", "backbone": "resnet18", "weights": "none(seed=0)", "weights_sha256": None,
+                       "weights_arg": "none", "transform": {"resize": 256, "crop": 224, "decode": "PIL full"},
+                       "device": "cpu", "seed": 0, "extract_seconds": 1.5}, splits)
+    return path

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import HYMENOPTERA, MOBILENET, ROOT, cli, make_image, needs_shared
+from conftest import ROOT, cli, make_image
 from pipeline import UserError
 from pipeline.backbone import load_backbone
 from pipeline.cache import read_attrs, read_codes
@@ -144,13 +144,11 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, folder):
     assert r.returncode == 0 and "(default: resnet18)" in " ".join(r.stdout.split())
 
 
-@needs_shared
-def test_hymenoptera_mobilenet_codes_are_real_features(tmp_path):
+def test_hymenoptera_mobilenet_codes_are_real_features(hymenoptera_codes):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    out = extract(Config(data=HYMENOPTERA, backbone="mobilenet_v2", weights=str(MOBILENET), out=str(tmp_path / "h.h5"), device="cpu"))
-    c = read_codes(out)
+    c = read_codes(hymenoptera_codes)
     tr, va = c.splits["train"], c.splits["val"]
     assert tr.codes.shape == (244, 1280) and va.codes.shape == (153, 1280)
     assert dict(tr.skipped) == {"train/ants/imageNotFound.gif": "not an image type (.gif)"}

@@ -1,0 +1,131 @@
+import json
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from conftest import cli, needs_shared, write_synthetic_codes
+from pipeline import UserError
+from pipeline.cache import read_codes
+from pipeline.classify import Config, classify, fit_head
+from pipeline.features import Config as FConfig, extract
+from pipeline.heads import HEADS, Head
+from pipeline.predict import Config as PConfig, predict
+
+
+@pytest.fixture
+def blobs(tmp_path):
+    return write_synthetic_codes(tmp_path / "blobs.h5", n_train=240)  # the linear head's recipe needs ~15 batches an epoch
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_every_head_separates_separable_codes(blobs, head):
+    c = read_codes(blobs)
+    tr, va = c.splits["train"], c.splits["val"]
+    model = fit_head(head, tr.codes, tr.labels, folds=3, seed=0).best_estimator_
+    assert (model.predict(va.codes) == va.labels).all()
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_seeded_fit_is_reproducible_and_joblib_round_trips(blobs, head, tmp_path):
+    c = read_codes(blobs)
+    tr, va = c.splits["train"], c.splits["val"]
+    a = fit_head(head, tr.codes, tr.labels, folds=3, seed=7).best_estimator_
+    b = fit_head(head, tr.codes, tr.labels, folds=3, seed=7).best_estimator_
+    fa = getattr(a, "decision_function", None) or a.predict_proba
+    fb = getattr(b, "decision_function", None) or b.predict_proba
+    np.testing.assert_array_equal(fa(va.codes), fb(va.codes))
+    joblib.dump(a, tmp_path / "m.joblib")
+    back = joblib.load(tmp_path / "m.joblib")
+    np.testing.assert_array_equal(back.predict(va.codes), a.predict(va.codes))
+
+
+def test_run_folder_holds_model_and_metrics(blobs, tmp_path):
+    [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["stage"] == "classify" and m["head"] == "softmax" and m["dataset"] == "blobs"
+    assert (m["n_train"], m["n_val"]) == (240, 20) and m["val"]["accuracy"] == 1.0
+    lo, hi = m["val"]["accuracy_ci95"]
+    assert lo == pytest.approx(0.8389, abs=1e-4) and hi == 1.0  # Wilson, 20/20
+    assert m["selection"] == "CV on train (3-fold)" and "C" in m["hyperparameters"] and m["cv_score"] == 1.0
+    assert m["val"]["confusion"] == [[7, 0, 0], [0, 7, 0], [0, 0, 6]] and m["val"]["log_loss"] is not None
+    assert len(m["predictions"]) == 20 and m["seconds"]["extract"] == 1.5 and m["seconds"]["fit"] > 0
+    assert (run / "model.joblib").is_file() and json.loads((run / "model.json").read_text())["kind"] == "head"
+
+
+class Spy(LogisticRegression):
+    """Logistic regression that records every row it is fitted on."""
+    seen: list = []
+
+    def fit(self, X, y, **kw):
+        Spy.seen.append({r.tobytes() for r in np.asarray(X, dtype=np.float32)})
+        return super().fit(X, y, **kw)
+
+
+def test_cross_validation_never_reads_val(blobs, tmp_path, monkeypatch):
+    c = read_codes(blobs)
+    val_rows = {r.tobytes() for r in c.splits["val"].codes}
+    train_rows = {r.tobytes() for r in c.splits["train"].codes}
+    seen = Spy.seen = []
+    monkeypatch.setitem(HEADS, "spy", Head("spy", lambda s: Pipeline([("clf", Spy())]), {"clf__C": [0.1, 1.0]}))
+    classify(Config(features=blobs, head="spy", out=tmp_path / "runs", folds=3))
+    assert len(seen) == 2 * 3 + 1  # every fold of every grid point, then the refit
+    for rows in seen:
+        assert rows <= train_rows and not rows & val_rows
+    assert seen[-1] == train_rows
+
+
+def test_bad_inputs(blobs, tmp_path, folder):
+    one = write_synthetic_codes(tmp_path / "one.h5", n_train=4, classes=("a", "b", "c"))  # class c: 1 image
+    with pytest.raises(UserError, match="single training image"):
+        classify(Config(features=one, head="softmax", out=tmp_path / "runs"))
+    r = cli("classify", "--features", blobs, "--head", "forest")
+    assert r.returncode == 2 and "invalid choice" in r.stderr and len(r.stderr.splitlines()) == 1
+    (tmp_path / "half.h5").write_bytes(b"")
+    r = cli("classify", "--features", tmp_path / "half.h5", "--out", tmp_path / "runs")
+    assert r.returncode == 2 and "not a readable HDF5" in r.stderr
+    with pytest.raises(UserError, match="another|holds codes of dataset"):
+        classify(Config(features=blobs, head="knn", out=tmp_path / "runs", data=str(folder)))
+
+
+def test_stale_features_are_refused(folder, tmp_path):
+    feats = extract(FConfig(data=folder, backbone="resnet18", weights="none", workers=0, out=str(tmp_path / "f.h5"), device="cpu"))
+    classify(Config(features=feats, head="knn", out=tmp_path / "runs", data=str(folder), folds=3))
+    (folder / "val/ants/img000.jpg").unlink()
+    with pytest.raises(UserError, match="stale"):
+        classify(Config(features=feats, head="knn", out=tmp_path / "runs", data=str(folder), folds=3))
+
+
+def test_predict_round_trips_through_a_random_backbone(folder, tmp_path):
+    feats = extract(FConfig(data=folder, backbone="resnet18", weights="none", seed=3, workers=0, out=str(tmp_path / "f.h5"), device="cpu"))
+    [run] = classify(Config(features=feats, head="softmax", out=tmp_path / "runs", folds=3))
+    m = json.loads((run / "metrics.json").read_text())
+    rows = predict(PConfig(model=run, images=(str(folder / "val"),), device="cpu", csv=str(tmp_path / "p.csv")))
+    classes = m["classes"]
+    want = {p["path"]: (classes[p["pred"]], p["score"]) for p in m["predictions"]}
+    assert len(rows) == len(want)
+    for path, cls, score in rows:
+        rel = "val/" + path.split("/val/")[1]
+        assert cls == want[rel][0] and score == pytest.approx(want[rel][1], abs=1e-4)
+    assert (tmp_path / "p.csv").read_text().startswith("path,class,score")
+
+
+def test_predict_refuses_other_weights(folder, tmp_path):
+    import torch
+    from pipeline.backbone import load_backbone
+    torch.save(load_backbone("resnet18", "none", seed=1).trunk.state_dict(), tmp_path / "w.pth")
+    feats = extract(FConfig(data=folder, backbone="resnet18", weights=str(tmp_path / "w.pth"), workers=0, out=str(tmp_path / "f.h5"), device="cpu"))
+    [run] = classify(Config(features=feats, head="knn", out=tmp_path / "runs", folds=3))
+    torch.save(load_backbone("resnet18", "none", seed=2).trunk.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(UserError, match="not the weights"):
+        predict(PConfig(model=run, images=(str(folder / "val"),), device="cpu"))
+
+
+@needs_shared
+def test_hymenoptera_softmax_and_linsvc_reach_94(hymenoptera_codes, tmp_path):
+    for run in classify(Config(features=hymenoptera_codes, head="all", out=tmp_path / "runs")):
+        m = json.loads((run / "metrics.json").read_text())
+        if m["head"] in ("softmax", "linsvc"):
+            assert m["val"]["accuracy"] >= 0.94, (m["head"], m["val"]["accuracy"])
