@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 DPI = 110
 CLASSIFY_COLOR, FINETUNE_COLOR, MISTAKE_COLOR, CORRECT_COLOR = "#1f77b4", "#ff7f0e", "#d62728", "#2a7d2a"
@@ -37,6 +38,7 @@ def learning_curves(history: list[dict], title: str, path: Path, best_epoch: int
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1, label=f"best val epoch ({best_epoch})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -102,7 +104,7 @@ def image_grid(predictions: list[dict], classes: list[str], data_root: Path, tit
         return None
     cols = min(5, len(shown))
     rows = -(-len(shown) // cols)
-    fig = Figure(figsize=(cols * 1.9, rows * 2.15))
+    fig = Figure(figsize=(cols * 1.9, rows * 1.85), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.set_xticks([])
@@ -118,7 +120,7 @@ def image_grid(predictions: list[dict], classes: list[str], data_root: Path, tit
         ax.set_title(text, fontsize=8, color=colour)
         for s in ax.spines.values():
             s.set_edgecolor(colour)
-            s.set_linewidth(3 if wrong else 0.8)
+            s.set_linewidth(4 if wrong else 0.8)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -144,15 +146,19 @@ def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path) 
                     capsize=3, label=None if kind in seen else kind)
         seen.add(kind)
         ax.annotate(p["label"], (p["seconds"], y), xytext=(6, 4), textcoords="offset points", fontsize=7)
-    for r in references:
-        ax.axhline(100 * r["accuracy"], color="grey", linestyle="--", linewidth=0.8)
-        ax.annotate(r["label"], (0.01, 100 * r["accuracy"]), xycoords=("axes fraction", "data"),
-                    xytext=(0, 2), textcoords="offset points", fontsize=7, color="grey")
+    # published numbers sit close together, so they are named in the legend, not on the plot
+    for r, style in zip(references, ("--", ":", "-.", (0, (1, 3)))):
+        ax.axhline(100 * r["accuracy"], color="grey", linestyle=style, linewidth=0.9,
+                   label=f"{r['label']}: {100 * r['accuracy']:.2f}%")
     ax.set_xscale("log")
+    # plain seconds (1, 2, 5, 10, ...) read better than 2×10⁰ on a short log axis
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("compute seconds, log scale (extract + fit + train + predict)")
     ax.set_ylabel("val accuracy (%)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)  # below: never over a point
     # room on the right for the labels of the slowest runs
     lo, hi = min(p["seconds"] for p in points), max(p["seconds"] for p in points)
     ax.set_xlim(lo / 2, hi * 4)

@@ -1,0 +1,259 @@
+"""The report stage on synthetic run folders with known numbers: table, CSV, paired test and
+summary, figures, HTML, and the one-line errors. CPU, a few seconds, no torch."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, cli, make_folder
+from pipeline import UserError, metrics, report
+from pipeline.cache import write_codes
+from pipeline.metrics import wilson
+
+CLASSES = ["ants", "bees"]
+PNG = b"\x89PNG\r\n\x1a\n"
+# val: 10 ants then 10 bees, as make_folder lays them out
+VAL = [f"val/{c}/img{i:03d}.jpg" for c in CLASSES for i in range(10)]
+Y = [0] * 10 + [1] * 10
+
+
+def fake_env():
+    # metrics.environment() imports torch to name the GPU; the report must not need it
+    return {"cpu": "test-cpu", "cores": 2, "gpu": None, "python": "3", "torch": None}
+
+
+def write_run(folder: Path, *, method, stage, pred, seconds, selection, dataset="hymenoptera_data",
+              classes=CLASSES, shuffle=False, proba=False, paths=VAL, y=Y, **extra) -> Path:
+    val = metrics.scores(y, pred, classes, proba=np.eye(len(classes))[pred] * 0.8 + 0.1 if proba else None)
+    preds = metrics.predictions(paths, y, pred, [0.9] * len(y))
+    if shuffle:  # the paired test must match images by path, not by position
+        preds = [preds[i] for i in np.random.default_rng(1).permutation(len(preds))]
+    doc = metrics.record(method=method, stage=stage, dataset=dataset, classes=classes, backbone="mobilenet_v2",
+                         weights="DEFAULT", n_train=6, n_val=len(y), val=val, selection=selection, seconds=seconds,
+                         device="cpu", seed=0, preds=preds, **extra)
+    return metrics.write_json(folder / "metrics.json", doc)
+
+
+def write_features(path: Path, rng) -> Path:
+    def split(n_per):
+        labels = np.repeat([0, 1], n_per)
+        codes = (rng.normal(size=(2 * n_per, 8)) + labels[:, None] * 3).astype(np.float32)
+        paths = [f"x/{i}.jpg" for i in range(2 * n_per)]
+        files = [SimpleNamespace(path=p, size=1, mtime_ns=1) for p in paths]
+        return {"n": 2 * n_per, "dim": 8, "files": files, "skipped": [], "chunks": iter([(codes, labels, paths)])}
+
+    write_codes(path, {"classes": CLASSES, "dataset": "hymenoptera_data", "backbone": "mobilenet_v2"},
+                {"train": split(6), "val": split(10)})
+    return path
+
+
+def wrong_at(indices):
+    pred = list(Y)
+    for i in indices:
+        pred[i] = 1 - pred[i]
+    return pred
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Three runs (two heads on codes, one fine-tune with history and best_val) and their report."""
+    tmp = tmp_path_factory.mktemp("report")
+    data = make_folder(tmp / "hymenoptera_data", n_train=3, n_val=10)
+    feats = write_features(tmp / "features.h5", np.random.default_rng(0))
+    runs = tmp / "runs"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(metrics, "environment", fake_env)
+        write_run(runs / "linsvc", method="mobilenet_v2 codes + LinearSVC", stage="classify", pred=list(Y),
+                  seconds={"extract": 3.0, "fit": 0.25, "predict": 0.05}, selection="CV on train (5-fold)",
+                  head="linsvc", data_root=str(data), features_file=str(feats))
+        # wrong on ants 0-4: the LinearSVC gets all of those right -> McNemar b=5, c=0
+        write_run(runs / "knn k=5", method="mobilenet_v2 codes + kNN", stage="classify", pred=wrong_at(range(5)),
+                  seconds={"extract": 3.0, "fit": 0.01}, selection="CV on train (5-fold)", shuffle=True, proba=True,
+                  head="knn", data_root=str(data), features_file=str(feats))
+        best_pred = wrong_at(range(10, 14))
+        history = [{"epoch": e, "train_loss": 1 / e, "train_acc": 0.5 + 0.1 * e, "val_loss": 0.9 / e + 0.05 * e,
+                    "val_acc": [0.55, 0.8, 0.6][e - 1], "lr": 0.001, "seconds": 3.0} for e in (1, 2, 3)]
+        metrics.write_json(runs / "finetune-full" / "history.json", history)
+        write_run(runs / "finetune-full", method="fine-tune (full)", stage="finetune", pred=wrong_at(range(10, 18)),
+                  seconds={"decode": 1.5, "train": 10.0, "predict": 0.5}, selection="last epoch", mode="full",
+                  data_root=str(data), history="history.json",
+                  best_val={"epoch": 2, **metrics.scores(Y, best_pred, CLASSES),
+                            "selection": "best epoch on val (reference protocol)"})
+    bench = metrics.write_json(tmp / "benchmarks.json", {
+        "machine": {"cpu": "Test CPU 9000", "cores": 2, "gpu": None}, "commit": "abc1234", "versions": {"torch": "x"},
+        "quick": True, "results": [{"name": "extract images/s", "ours": 120.5, "reference": 60.0, "unit": "img/s",
+                                    "ratio": 2.008, "target": 2.0, "met": True, "note": "batch 32"}]})
+    out = tmp / "out"
+    written = report.run(report.Config(runs=runs, out=out, bench=bench, title="Test report", note="made by the tests"))
+    return SimpleNamespace(tmp=tmp, runs=runs, out=out, data=data, written=written, loaded=report.load_runs(runs))
+
+
+def test_table_rows_exact_and_sorted(built):
+    rows = report.table_rows(built.loaded)
+    assert [r["method"] for r in rows] == [
+        "mobilenet_v2 codes + LinearSVC", "mobilenet_v2 codes + kNN", "fine-tune (full)",
+        "fine-tune (full), best epoch 2 on val (reference protocol)",
+        "Reference tutorial (published): fine-tune (full)", "Reference tutorial (published): frozen backbone"]
+    assert [r["kind"] for r in rows] == ["ours", "ours", "ours", "best_epoch", "reference", "reference"]
+    assert [r["is_reference"] for r in rows] == [False] * 4 + [True] * 2
+    # Wilson 95%: 20/20 -> [83.9, 100.0], 15/20 -> [53.1, 88.8], 12/20 -> [38.7, 78.1], 16/20 -> [58.4, 91.9]
+    assert report.display_row(rows[0]) == ["mobilenet_v2 codes + LinearSVC", "mobilenet_v2 / DEFAULT", "6 / 20",
+                                           "100.0% [83.9, 100.0]", "100.0%", "1.000", "—", "3.00", "0.25", "—", "cpu",
+                                           "CV on train (5-fold)"]
+    assert report.display_row(rows[1])[3:10] == ["75.0% [53.1, 88.8]", "75.0%", "0.733",
+                                                 f"{rows[1]['log_loss']:.3f}", "3.00", "0.01", "—"]
+    assert report.display_row(rows[2])[3] == "60.0% [38.7, 78.1]"
+    assert report.display_row(rows[2])[7:10] == ["—", "—", "11.5"]  # decode counts with train
+    assert report.display_row(rows[3])[3] == "80.0% [58.4, 91.9]"
+    assert report.display_row(rows[3])[11] == "best epoch on val (reference protocol)"
+    assert report.display_row(rows[4])[2:4] == ["244 / 153", "96.73% [92.6, 98.6]"]
+    assert report.display_row(rows[5])[3] == "96.08% [91.7, 98.2]"
+
+
+def test_csv_values(built):
+    with open(built.out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6
+    assert [r["is_reference"] for r in rows] == ["False"] * 4 + ["True"] * 2
+    svc, knn, ft, ft_best = rows[:4]
+    assert (svc["run"], svc["accuracy"], svc["correct"], svc["n_val"]) == ("linsvc", "1.0", "20", "20")
+    assert float(knn["accuracy"]) == 0.75 and knn["run"] == "knn-k-5"
+    lo, hi = wilson(15, 20)
+    assert float(knn["accuracy_ci95_lo"]) == pytest.approx(lo) and float(knn["accuracy_ci95_hi"]) == pytest.approx(hi)
+    assert (svc["extract_s"], svc["fit_s"], svc["train_s"], svc["predict_s"], svc["total_s"]) == ("3.0", "0.25", "", "0.05", "3.3")
+    assert (ft["extract_s"], ft["fit_s"], ft["train_s"], ft["total_s"]) == ("", "", "11.5", "12.0")
+    assert svc["log_loss"] == "" and float(knn["log_loss"]) > 0
+    assert (ft_best["kind"], ft_best["epoch"], ft_best["accuracy"]) == ("best_epoch", "2", "0.8")
+    assert rows[4]["accuracy"] == "0.9673" and rows[4]["correct"] == "148" and rows[4]["selection"] == "best epoch on val"
+
+
+def test_mcnemar_matched_by_path_and_summary_within_noise(built):
+    by = {r.slug: r for r in built.loaded}
+    t = report.paired_test(by["linsvc"], by["knn-k-5"])  # kNN's predictions are stored shuffled
+    assert (t["only_a"], t["only_b"], t["n"], t["unmatched"]) == (5, 0, 20, 0)
+    assert t["p_value"] == pytest.approx(2 * 0.5 ** 5)  # 0.0625
+    text = "\n".join(report.summary_paragraphs(report.table_rows(built.loaded), built.loaded))
+    assert "Best on val: **mobilenet_v2 codes + LinearSVC**" in text
+    assert "5 val images apart" in text and "p = 0.0625" in text
+    assert "within noise" in text
+    assert "best epoch on val (epoch 2) would report 80.0% instead of the last epoch's 60.0%" in text
+
+
+def test_summary_says_real_difference_when_it_is(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "environment", fake_env)
+    paths = [f"val/a/{i}.jpg" for i in range(40)]
+    y = [0] * 20 + [1] * 20
+    write_run(tmp_path / "good", method="good", stage="classify", pred=y, seconds={"fit": 1.0}, selection="CV",
+              dataset="toy", paths=paths, y=y)
+    write_run(tmp_path / "bad", method="bad", stage="classify", pred=[0] * 40, seconds={"fit": 0.5}, selection="CV",
+              dataset="toy", paths=paths, y=y)
+    runs = report.load_runs(tmp_path)
+    rows = report.table_rows(runs)
+    assert not any(r["is_reference"] for r in rows)  # published hymenoptera numbers only beside hymenoptera runs
+    text = " ".join(report.summary_paragraphs(rows, runs))
+    assert "20 val images apart" in text and "unlikely to be noise" in text and "within noise" not in text
+
+
+def test_figures_written_and_valid_png(built):
+    names = sorted(p.name for p in (built.out / "figures").glob("*.png"))
+    assert names == sorted(["accuracy-vs-compute.png", "grid-linsvc.png", "confusion-linsvc.png", "confusion-knn-k-5.png",
+                            "confusion-finetune-full.png", "curves-finetune-full.png", "pca-knn-k-5.png"])  # first classify run by path
+    for n in names:
+        f = built.out / "figures" / n
+        assert f.read_bytes()[:8] == PNG
+        with Image.open(f) as im:
+            im.verify()
+    md = (built.out / "report.md").read_text()
+    for n in names:
+        assert f"](figures/{n})" in md
+
+
+def test_grid_picks_mistakes_first():
+    preds = [{"path": f"{i:02d}", "true": 0, "pred": int(i % 7 == 0), "score": 1.0} for i in range(40)]
+    from pipeline.figures import pick_grid
+
+    picked = pick_grid(preds, max_images=20)
+    assert len(picked) == 20
+    assert [p["path"] for p in picked[:6]] == ["00", "07", "14", "21", "28", "35"]
+    assert all(p["pred"] == p["true"] for p in picked[6:])
+    assert pick_grid(preds, 20) == picked  # reproducible
+
+
+def test_markdown_and_html_content(built):
+    md = (built.out / "report.md").read_text()
+    assert md.startswith("# Test report\n")
+    assert "Dataset **hymenoptera_data**" in md and "made by the tests" in md
+    assert "| mobilenet_v2 codes + LinearSVC | mobilenet_v2 / DEFAULT | 6 / 20 | 100.0% [83.9, 100.0] |" in md
+    assert "| Reference tutorial (published): fine-tune (full) |" in md
+    assert "## What this shows" in md
+    assert "## Benchmarks" in md and "Test CPU 9000" in md and "| extract images/s | 120.5 | 60 | img/s | 2.01× | 2 | yes |" in md
+    page = (built.out / "report.html").read_text()
+    n_fig = len(list((built.out / "figures").glob("*.png")))
+    assert page.count('src="data:image/png;base64,') == n_fig
+    assert 'src="figures/' not in page  # self-contained
+    assert '<tr class="reference">' in page and '<tr class="best-epoch">' in page
+    assert "<strong>mobilenet_v2 codes + LinearSVC</strong>" in page
+
+
+def test_missing_images_and_features_skip_with_note(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(metrics, "environment", fake_env)
+    write_run(tmp_path / "runs" / "a", method="a", stage="classify", pred=list(Y), seconds={"fit": 1.0}, selection="CV",
+              data_root=str(tmp_path / "gone"), features_file=str(tmp_path / "gone.h5"))
+    report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "out", bench=tmp_path / "none.json"))
+    note = capsys.readouterr().out
+    assert "skipping the image grid" in note and "skipping the PCA figure" in note
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").glob("*.png")) == ["accuracy-vs-compute.png", "confusion-a.png"]
+    assert "## Benchmarks" not in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_mixed_datasets_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "environment", fake_env)
+    write_run(tmp_path / "a", method="a", stage="classify", pred=list(Y), seconds={}, selection="CV")
+    write_run(tmp_path / "b", method="b", stage="classify", pred=list(Y), seconds={}, selection="CV", dataset="flowers")
+    with pytest.raises(UserError, match="different datasets") as e:
+        report.check_one_dataset(report.load_runs(tmp_path))
+    assert "'hymenoptera_data'" in str(e.value) and "'flowers'" in str(e.value)
+
+
+def test_same_dataset_other_classes_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "environment", fake_env)
+    write_run(tmp_path / "a", method="a", stage="classify", pred=list(Y), seconds={}, selection="CV")
+    write_run(tmp_path / "b", method="b", stage="classify", pred=list(Y), seconds={}, selection="CV", classes=["ants", "wasps"])
+    with pytest.raises(UserError, match="different class lists"):
+        report.check_one_dataset(report.load_runs(tmp_path))
+
+
+def test_empty_or_bad_runs_dir_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no metrics.json"):
+        report.load_runs(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        report.load_runs(tmp_path / "nope")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "metrics.json").write_text(json.dumps({"schema": "other/1"}))
+    with pytest.raises(UserError, match="schema"):
+        report.load_runs(tmp_path)
+
+
+def test_cli_empty_runs_exits_2_with_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = cli("report", "--runs", tmp_path / "empty", "--out", tmp_path / "out")
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "no metrics.json" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_report_never_imports_torch(built, tmp_path):
+    code = ("import sys; from pipeline.__main__ import main; "
+            f"rc = main(['report', '--runs', {str(built.runs)!r}, '--out', {str(tmp_path / 'o')!r}, '--bench', '']); "
+            "assert rc == 0, rc; assert 'torch' not in sys.modules, 'report imported torch'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o" / "report.html").is_file()
