@@ -134,6 +134,10 @@ class Shards:
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    @staticmethod
+    def remove_leftovers(out: Path) -> None:
+        shutil.rmtree(Path(str(out) + ".parts"), ignore_errors=True)
+
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -157,6 +161,8 @@ def write_codes(out: Path, attrs: dict, splits: dict[str, dict]) -> None:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f"{out.name}.tmp*"):
+        stale.unlink()  # left by a writer killed mid-assembly; its shards are still there
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:

@@ -30,7 +30,7 @@ class Config(Common):
     data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root: DATA/<split>/<class>/<image>")
     backbone: str = opt("resnet18", "torchvision classification model name")
     weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
-    out: str = opt("", "output .h5 (default: features/<dataset>/<backbone>-<weights>.h5)")
+    out: str = opt("", "output .h5; empty means features/<dataset>/<backbone>-<weights>.h5")
     splits: str = opt("train,val", "comma-separated split folders")
     resize: int = opt(256, "eval transform: resize the shorter side to this")
     crop: int = opt(224, "eval transform: center crop size")
@@ -157,6 +157,7 @@ def extract(cfg: Config) -> Path:
         if old is not None and old.get("fingerprint") == fp:
             n = {k: len(v.items) for k, v in s.splits.items()}
             print(f"cache hit: {out} is up to date ({n}); no model work done")
+            Shards.remove_leftovers(out)  # a run killed between rename and cleanup
             return out
         if old is not None:
             raise UserError(f"{out} was made from other inputs ({explain_change(out, old, inputs, s)}); "
