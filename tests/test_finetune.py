@@ -1,0 +1,155 @@
+"""finetune stage: tiny red-vs-blue ImageFolders, random weights, a small backbone, CPU only."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline import UserError
+from pipeline.backbone import classifier, load_backbone
+from pipeline.data import load_rgb
+from pipeline.features import eval_transform, normalize
+from pipeline.finetune import Config, augment, build, crop_params, train
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny tensors gain nothing from threads, and OpenMP threads spinning on a shared 2-core
+    # machine can make these tests 10x slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """2 classes (reddish vs bluish noise), 64 train + 6 val per class, JPEG and PNG, odd sizes.
+
+    64 train images at batch 8 give BatchNorm enough updates in 2 epochs that a randomly
+    initialised net scores as well in eval mode as in train mode.
+    """
+    root = tmp_path_factory.mktemp("colours")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("val", 6)):
+        for c, cls in enumerate(("blue", "red")):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                h, w = (48, 64) if i % 2 else (64, 40)
+                px = rng.integers(0, 90, (h, w, 3))
+                px[..., 2 if c == 0 else 0] += 160
+                ext = "png" if i % 3 == 0 else "jpg"
+                Image.fromarray(px.astype(np.uint8)).save(d / f"{i}.{ext}")
+    (root / "train" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def cfg_for(data: Path, out: Path, **kw) -> Config:
+    # 32 px crops and resnet18 (mobilenet_v3_small stays at chance in eval mode from random init):
+    # two epochs learn red vs blue in ~1-3 s.
+    base = dict(data=data, out=out, backbone="resnet18", weights="none", epochs=2, batch_size=8,
+                lr=0.003, resize=40, crop=32, workers=0, device="cpu", seed=0)
+    return Config(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def full_run(data, tmp_path_factory):
+    return train(cfg_for(data, tmp_path_factory.mktemp("runs")))
+
+
+def test_full_run_outputs(full_run, data):
+    run_dir, doc = full_run
+    assert run_dir.name == f"{data.name}-resnet18-none-finetune-full"
+    hist = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2] and all(KEYS <= h.keys() for h in hist)
+    assert hist[1]["train_loss"] < hist[0]["train_loss"] or hist[1]["train_acc"] > hist[0]["train_acc"]
+    assert doc["val"]["accuracy"] == 1.0 and doc["n_train"] == 128 and doc["n_val"] == 12
+    assert doc["method"] == "fine-tune (full)" and doc["stage"] == "finetune" and doc["selection"] == "last epoch"
+    assert doc["val"]["log_loss"] is not None and len(doc["predictions"]) == 12
+    assert set(doc["seconds"]) == {"train", "decode", "predict"} and doc["best_val"]["epoch"] in (1, 2)
+    assert [p for p, _ in doc["skipped"]["train"]] == ["train/red/broken.jpg"]
+    assert json.loads((run_dir / "metrics.json").read_text())["val"]["accuracy"] == 1.0
+    assert (run_dir / "best.pt").is_file()
+
+
+def test_final_reloads_to_same_predictions(full_run, data):
+    run_dir, doc = full_run
+    spec = json.loads((run_dir / "model.json").read_text())
+    assert spec["kind"] == "finetune" and spec["classes"] == ["blue", "red"] and spec["weights_arg"] == "none"
+    model = classifier(load_backbone(spec["backbone"], "none"), len(spec["classes"]))
+    model.load_state_dict(torch.load(run_dir / spec["file"], weights_only=True))
+    tf = eval_transform(spec["resize"], spec["crop"])
+    x = torch.stack([tf(load_rgb(data / p["path"], draft=spec["resize"])) for p in doc["predictions"]])
+    with torch.no_grad():
+        probs = model.eval()(normalize(x, channels_last=False)).softmax(1)
+    assert probs.argmax(1).tolist() == [p["pred"] for p in doc["predictions"]]
+    assert np.allclose(probs.max(1).values.numpy(), [p["score"] for p in doc["predictions"]], atol=1e-4)
+
+
+def test_frozen_fast_keeps_trunk(data, tmp_path):
+    cfg = cfg_for(data, tmp_path, mode="frozen")
+    _, init = build(cfg, 2)
+    before = {k: v.clone() for k, v in init.state_dict().items()}
+    run_dir, doc = train(cfg)
+    after = torch.load(run_dir / "final.pt", weights_only=True)
+    trunk = [k for k in before if k.startswith("trunk.")]
+    assert any("running_mean" in k for k in trunk)  # BN buffers are part of the check
+    assert all(torch.equal(before[k], after[k]) for k in trunk)
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+    assert doc["method"] == "frozen + augmentation" and doc["mode"] == "frozen"
+
+
+def test_reference_matches_fast(full_run, data, tmp_path):
+    run_dir, doc = train(cfg_for(data, tmp_path, loop="reference"))
+    assert run_dir.name.endswith("-finetune-full-reference")
+    assert doc["method"] == "fine-tune (full) [reference loop]" and doc["seconds"]["decode"] == 0.0
+    assert doc["val"]["accuracy"] == full_run[1]["val"]["accuracy"] == 1.0
+    assert [p for p, _ in doc["skipped"]["train"]] == ["train/red/broken.jpg"]
+
+
+def test_same_seed_same_history(full_run, data, tmp_path):
+    _, doc = train(cfg_for(data, tmp_path))
+    a = json.loads((full_run[0] / "history.json").read_text())
+    b = json.loads((tmp_path / full_run[0].name / "history.json").read_text())
+    for h, k in zip(a, b):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            assert h[key] == pytest.approx(k[key], abs=1e-6)
+
+
+def test_crop_params_follow_torchvision():
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        h, w = rng.integers(20, 300, 2)
+        i, j, ch, cw = crop_params(int(h), int(w), rng.random(23).tolist())
+        assert 0 <= i <= h - ch and 0 <= j <= w - cw and 0 < ch <= h and 0 < cw <= w
+        if ch * cw < h * w:  # a sampled crop: area fraction and aspect ratio inside the recipe's ranges
+            assert 0.06 <= ch * cw / (h * w) <= 1.0 and 3 / 4 - 0.05 <= cw / ch <= 4 / 3 + 0.05
+    x = augment([torch.zeros(3, 40, 50, dtype=torch.uint8), torch.zeros(3, 60, 40, dtype=torch.uint8)], 32,
+                torch.Generator().manual_seed(0))
+    assert x.shape == (2, 3, 32, 32) and x.dtype == torch.uint8
+
+
+def test_bad_settings_are_user_errors(data, tmp_path):
+    with pytest.raises(UserError):
+        train(cfg_for(data, tmp_path, crop=64, resize=40))
+    with pytest.raises(UserError):
+        train(replace(cfg_for(data, tmp_path), splits="train"))
+
+
+@pytest.mark.parametrize("args", [["--mode", "bogus"], ["--data", "/nonexistent/dir", "--weights", "none"]])
+def test_cli_errors(args, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pipeline", "finetune", *args, "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "error" in r.stderr
