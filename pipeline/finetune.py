@@ -24,7 +24,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from . import UserError, metrics
-from .backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, classifier, load_backbone
+from .backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, classifier, fold_batchnorm, load_backbone
 from .config import Common, opt, resolve_device, resolve_workers
 from .data import BadImage, ImageFolderScan, ImageRecord, load_rgb, scan
 from .features import eval_transform, normalize, weights_tag
@@ -228,8 +228,11 @@ def augment(images: list[torch.Tensor], crop: int, g: torch.Generator) -> torch.
     return torch.stack(out)
 
 
-def train_one_epoch(model, images, labels, optimizer, g, batch_size: int, crop: int, frozen: bool, bar=None):
-    """One pass over the train images in a seeded random order; returns (mean loss, accuracy)."""
+def train_one_epoch(model, images, labels, optimizer, g, batch_size: int, crop: int, frozen_trunk=None, bar=None):
+    """One pass over the train images in a seeded random order; returns (mean loss, accuracy).
+
+    With `frozen_trunk` (an eval-mode, BN-folded copy of model.trunk) only model.head learns."""
+    frozen = frozen_trunk is not None
     device = labels.device
     cuda = device.type == "cuda"
     model.train()
@@ -245,7 +248,7 @@ def train_one_epoch(model, images, labels, optimizer, g, batch_size: int, crop: 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             if frozen:
                 with torch.no_grad():  # the trunk runs on each augmented batch but learns nothing
-                    x = model.trunk(x)
+                    x = frozen_trunk(x)
                 out = model.head(x)
             else:
                 out = model(x)
@@ -319,12 +322,14 @@ def train(cfg: Config) -> tuple[Path, dict]:
         train_labels = torch.tensor([r.label for r in data.train], device=device)
         val_labels = torch.tensor(y_val, device=device)
         t0 = time.perf_counter()
-        # Val has no augmentation, so in frozen mode its codes never change: compute them once.
-        val_x = forward(model.trunk, data.val_images, cfg.batch_size, images=True) if frozen else data.val_images
+        # Frozen: the trunk never changes, so fold its BatchNorms once (faster, same function), and
+        # since val has no augmentation its codes never change either: compute them once.
+        frozen_trunk = fold_batchnorm(model.trunk)[0].to(memory_format=torch.channels_last) if frozen else None
+        val_x = forward(frozen_trunk, data.val_images, cfg.batch_size, images=True) if frozen else data.val_images
         data.seconds += time.perf_counter() - t0
 
         def train_phase(bar):
-            return train_one_epoch(model, data.train_images, train_labels, optimizer, g, cfg.batch_size, cfg.crop, frozen, bar)
+            return train_one_epoch(model, data.train_images, train_labels, optimizer, g, cfg.batch_size, cfg.crop, frozen_trunk, bar)
 
         def val_phase():
             return evaluate(model.head if frozen else model, val_x, val_labels, cfg.batch_size, images=not frozen)

@@ -68,11 +68,22 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     return {"only_a": b, "only_b": c, "p_value": p}
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name (platform.processor() is often empty or just the architecture)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": gpu,
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu,
             "python": platform.python_version(), "torch": torch.__version__}
 
 

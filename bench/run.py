@@ -1,0 +1,542 @@
+"""Benchmarks: our stages against the PyTorch transfer-learning tutorial's way, same data, same run.
+
+Usage: python bench/run.py [--quick] --data DIR --backbone NAME --weights W --out reports/benchmarks.json
+
+Sections (each a plain function returning result rows):
+  1. extraction   images/s of `features` vs a tutorial-style eval pass (PIL + transforms per image,
+                  batch 16, no workers, fp32, no channels_last); on a GPU also 10,000 synthetic
+                  ImageNet-size JPEGs against the 15,000 images/s target
+  2. frozen       extract once + softmax head (classify) vs the tutorial's frozen-backbone scheme
+                  (finetune --mode frozen --loop reference, 25 epochs): >= 15x faster at equal accuracy
+  3. finetune     full fine-tuning, fast path vs reference loop: CPU >= 1.5x per epoch, GPU >= 10x for 25 epochs
+  4. memory       peak RSS of `features` at N and 10N small synthetic images: must not grow (within 10%)
+  5. heads        fit time of each head on the DATA codes (CV) and on synthetic 512-d codes (one fit)
+
+Every row: name, ours, reference, unit, ratio (> 1 = we are faster/better), target, met
+(true/false, or null when there is nothing to judge) and a note. Missed targets are reported, not
+errors: the exit code is 0 when the benchmark ran, 2 (one line on stderr) for bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/run.py` from a checkout, installed or not
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torchvision.transforms as T  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pipeline import UserError, __version__  # noqa: E402
+from pipeline import finetune  # noqa: E402
+from pipeline.backbone import IMAGENET_MEAN, IMAGENET_STD, load_backbone  # noqa: E402
+from pipeline.cache import read_codes  # noqa: E402
+from pipeline.classify import Config as ClassifyConfig, classify, fit_head  # noqa: E402
+from pipeline.config import Parser, resolve_device  # noqa: E402
+from pipeline.data import scan  # noqa: E402
+from pipeline.features import Config as FeaturesConfig, extract  # noqa: E402
+from pipeline.heads import HEADS  # noqa: E402
+from pipeline.metrics import environment, read_json, write_json  # noqa: E402
+
+SECTIONS = ("extraction", "frozen", "finetune", "memory", "heads")
+TUTORIAL_EPOCHS = 25  # the recipe's length: what "25 epochs" targets refer to
+TARGETS = {  # ratio targets unless said otherwise
+    "gpu_images_per_s": 15_000,  # on ours (images/s), not a ratio
+    "frozen_speedup": 15.0,
+    "finetune_cpu_per_epoch": 1.5,
+    "finetune_gpu_25_epochs": 10.0,
+    "memory_growth": 1.10,  # peak RSS at 10N within 10% of N: ratio (RSS_N / RSS_10N) >= 1/1.10
+}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every section needs; `quick` and the sizes below decide how long it takes."""
+
+    data: Path
+    backbone: str
+    weights: str
+    tmp: Path  # a TemporaryDirectory: features files, runs, synthetic images
+    quick: bool = False
+    device: str = "auto"
+    seed: int = 0
+    epochs: int = TUTORIAL_EPOCHS  # per training run (quick: 2)
+    resize: int = 256  # the eval/val transform of ours and the reference alike
+    crop: int = 224
+    memory_counts: tuple[int, int] = (2_000, 20_000)
+    synthetic_codes: int = 100_000  # rows of 512-d codes for the heads' single fits
+    gpu_images: int = 10_000  # synthetic ImageNet-size JPEGs for the GPU extraction target
+    gpu_reference_images: int = 1_000  # the reference eval pass runs on this many of them
+    force_gpu_section: bool = False  # tests: run the synthetic-JPEG section on CPU too
+
+
+@dataclass
+class Extraction:
+    """Our features run on DATA, shared by sections 1, 2 and 5."""
+
+    path: Path
+    images: int
+    seconds: float  # wall time of extract(): scan, model load, decode, forward, HDF5 write
+    loop_rate: float | None  # the stage's own images/s (decode + forward loop only)
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Result rows: the ratio and target logic lives here, once.
+
+def ratio_of(ours, reference, better: str | None) -> float | None:
+    """> 1 means we are faster/better: ours/reference when higher is better, reference/ours when lower is."""
+    if better is None or ours is None or reference is None:
+        return None
+    num, den = (ours, reference) if better == "higher" else (reference, ours)
+    return float(num) / float(den) if den else None
+
+
+def judge(value, target, *conditions) -> bool | None:
+    """value >= target and every condition that was measured (None = not measured, ignored).
+    None when there is no target or no value to judge."""
+    if target is None or value is None:
+        return None
+    return bool(value >= target and all(c for c in conditions if c is not None))
+
+
+def row(name: str, ours, reference, unit: str, better: str | None = None, target=None, target_of: str = "ratio",
+        conditions: tuple = (), note: str = "") -> dict:
+    """One result. `target` applies to the ratio (default) or to `ours` (target_of="ours")."""
+    ratio = ratio_of(ours, reference, better)
+    met = judge(ratio if target_of == "ratio" else ours, target, *conditions)
+    return {"name": name, "ours": ours, "reference": reference, "unit": unit, "ratio": ratio, "target": target,
+            "met": met, "note": note}
+
+
+def same_accuracy(ours_correct: int, reference_correct: int) -> bool:
+    """Equal accuracy as the targets mean it: ours at most one val image behind the reference."""
+    return ours_correct >= reference_correct - 1
+
+
+def short(s: Setup) -> str:
+    """The note prefix of rows measured on fewer than the recipe's 25 epochs."""
+    return "" if s.epochs == TUTORIAL_EPOCHS else ("quick mode: " if s.quick else f"{s.epochs} epochs: ")
+
+
+def per_epoch(seconds: list[float]) -> float:
+    """Mean epoch time, leaving out the first (warm-up) epoch when more than 2 were run."""
+    return float(np.mean(seconds[1:] if len(seconds) > 2 else seconds))
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic images
+
+def _noise_jpeg(rng: np.random.Generator, size: tuple[int, int], noise: float, quality: int) -> bytes:
+    """A smooth random colour field plus pixel noise: compresses like a photo (~110 KB at 500x375)."""
+    import io
+
+    w, h = size
+    base = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    px = np.asarray(base, dtype=np.float32) + rng.normal(0, noise, (h, w, 3)).astype(np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(px, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def make_image_folder(root: Path, n: int, size: tuple[int, int], splits=(("train", 0.8), ("val", 0.2)),
+                      unique: int = 500, noise: float = 24, quality: int = 90, seed: int = 0) -> Path:
+    """n JPEGs in root/<split>/<class a|b>/; `unique` distinct images are encoded and the rest are
+    byte copies (decoding costs the same, and generating stays cheap)."""
+    rng = np.random.default_rng(seed)
+    pool = [_noise_jpeg(rng, size, noise, quality) for _ in range(min(unique, n))]
+    i = 0
+    for split, share in splits:
+        k = round(n * share) if split != splits[-1][0] else n - i
+        for j in range(k):
+            d = root / split / ("a" if j % 2 else "b")
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{i:06d}.jpg").write_bytes(pool[i % len(pool)])
+            i += 1
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Ours and the reference, timed
+
+def extract_ours(s: Setup, data: Path, tag: str, splits: str = "train,val") -> Extraction:
+    """`features` into a fresh file (never a cache hit), default settings otherwise."""
+    out = s.tmp / f"features-{tag}-{time.monotonic_ns()}" / "codes.h5"
+    cfg = FeaturesConfig(data=data, backbone=s.backbone, weights=s.weights, out=str(out), splits=splits,
+                         resize=s.resize, crop=s.crop, device=s.device, seed=s.seed)
+    t0 = time.perf_counter()
+    path = extract(cfg)
+    secs = time.perf_counter() - t0
+    c = read_codes(path)
+    n = sum(len(sp.labels) + len(sp.skipped) for sp in c.splits.values())
+    return Extraction(path, n, secs, c.attrs.get("images_per_second"))
+
+
+def extract_reference(s: Setup, data: Path, splits: tuple[str, ...] = ("train", "val"), limit: int | None = None) -> tuple[int, float]:
+    """The tutorial's eval pass: ImageFolder-style PIL load, Resize/CenterCrop/ToTensor/Normalize per
+    image, DataLoader batch 16, num_workers=0, fp32, model in eval, default memory format.
+    Returns (images, wall seconds incl. model load)."""
+    records = [r for sp in scan(data, splits).splits.values() for r in sp.items][:limit]
+    device = resolve_device(s.device)
+    t0 = time.perf_counter()
+    model = load_backbone(s.backbone, s.weights, s.seed).trunk.to(device).eval()
+    tf = T.Compose([T.Resize(s.resize), T.CenterCrop(s.crop), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    loader = torch.utils.data.DataLoader(finetune.ImageList(data, records, tf), batch_size=16, num_workers=0)
+    codes = []
+    with torch.no_grad():
+        for x, _ in loader:
+            codes.append(model(x.to(device)).cpu())  # .cpu() waits for the GPU
+    return sum(len(c) for c in codes), time.perf_counter() - t0
+
+
+def warm_file_cache(root: Path) -> None:
+    """Read every file once so whichever method runs first does not pay for cold disk reads."""
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            p.read_bytes()
+
+
+def train_run(s: Setup, mode: str, loop: str, tag: str) -> tuple[dict, list[dict]]:
+    """finetune.train with the tutorial's recipe; the reference loop decodes in-process (workers=0).
+    Returns (metrics.json document, history)."""
+    cfg = finetune.Config(data=s.data, backbone=s.backbone, weights=s.weights, mode=mode, loop=loop, epochs=s.epochs,
+                          batch_size=16, resize=s.resize, crop=s.crop, device=s.device, seed=s.seed,
+                          out=s.tmp / f"runs-{tag}", **({"workers": 0} if loop == "reference" else {}))
+    run_dir, doc = finetune.train(cfg)
+    return doc, read_json(run_dir / "history.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Extraction
+
+def bench_extraction(s: Setup) -> tuple[list[dict], Extraction]:
+    warm_file_cache(s.data)
+    log(f"extraction: ours (features) on {s.data}")
+    ours = extract_ours(s, s.data, "data")
+    log("extraction: reference eval pass")
+    n_ref, ref_s = extract_reference(s, s.data)
+    loop = f"; the stage's own decode+forward loop: {ours.loop_rate:.1f} images/s" if ours.loop_rate else ""
+    rows = [row(f"extraction: {s.data.resolve().name} ({ours.images} images)", ours.images / ours.seconds, n_ref / ref_s,
+                "images/s", "higher",
+                note="wall time of the whole call (scan, model load, decode, forward, write) for both; reference: PIL + "
+                     f"Resize/CenterCrop/ToTensor/Normalize per image, batch 16, num_workers=0, fp32, no channels_last{loop}")]
+    rows.append(bench_gpu_extraction(s))
+    return rows, ours
+
+
+def bench_gpu_extraction(s: Setup) -> dict:
+    name = f"extraction: {s.gpu_images:,} synthetic ImageNet-size JPEGs (GPU)"
+    if not (torch.cuda.is_available() or s.force_gpu_section):
+        log("extraction on synthetic ImageNet-size JPEGs: skipped (no CUDA GPU)")
+        return row(name, None, None, "images/s", "higher", TARGETS["gpu_images_per_s"], target_of="ours",
+                   note="skipped: no CUDA GPU on this machine; the 15,000 images/s target is for a GPU")
+    root = s.tmp / "synthetic-imagenet"
+    log(f"generating {s.gpu_images:,} synthetic 500x375 JPEGs in {root}")
+    make_image_folder(root, s.gpu_images, (500, 375), splits=(("train", 1.0),))
+    kb = np.mean([p.stat().st_size for p in list(root.rglob("*.jpg"))[:500]]) / 1e3
+    warm_file_cache(root)
+    ours = extract_ours(s, root, "synthetic", splits="train")
+    n_ref, ref_s = extract_reference(s, root, ("train",), limit=s.gpu_reference_images)
+    return row(name, ours.images / ours.seconds, n_ref / ref_s, "images/s", "higher", TARGETS["gpu_images_per_s"],
+               target_of="ours",
+               note=f"target is on ours (images/s); 500x375 JPEGs, {kb:.0f} KB on average; reference measured on "
+                    f"{n_ref:,} of them (its rate does not depend on how many); device {resolve_device(s.device)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Frozen backbone, end to end
+
+def bench_frozen(s: Setup, ours: Extraction | None = None) -> list[dict]:
+    reused = ours is not None
+    ours = ours or extract_ours(s, s.data, "frozen")
+    log("frozen: ours = cached codes + softmax head (classify, CV on train)")
+    t0 = time.perf_counter()
+    runs = classify(ClassifyConfig(features=ours.path, head="softmax", out=s.tmp / "runs-classify", device=s.device, seed=s.seed))
+    ours_s = ours.seconds + (time.perf_counter() - t0)
+    ours_val = read_json(runs[0] / "metrics.json")["val"]
+
+    log(f"frozen: reference = tutorial scheme 2 (finetune --mode frozen --loop reference), {s.epochs} epochs")
+    ref, history = train_run(s, "frozen", "reference", "frozen-reference")
+    epoch_s = [h["seconds"] for h in history]  # train + val phase: the tutorial evaluates every epoch
+    full = s.epochs == TUTORIAL_EPOCHS  # otherwise the 25-epoch time is projected and accuracy not judged
+    ref_s = sum(epoch_s) if full else TUTORIAL_EPOCHS * per_epoch(epoch_s)
+    ref_val = ref["val"] if full else None
+    equal = same_accuracy(ours_val["correct"], ref_val["correct"]) if ref_val else None
+    how = (f"reference: {s.epochs} epochs measured (train + val each epoch; model load and the up-front file check not counted)"
+           if full else f"{short(s)}reference ran {s.epochs} epochs; projected = {TUTORIAL_EPOCHS} x its mean epoch time "
+                        f"({per_epoch(epoch_s):.1f}s, train + val)")
+    ext = "extraction timed in the extraction section" if reused else "incl. extraction"
+    gpu = resolve_device(s.device).type == "cuda"  # the 15x target is stated for CPU
+    acc_rule = ("no GPU target (the 15x target is for CPU)" if gpu else
+                "met needs >= 15x and equal accuracy (ours at most one val image behind)" if full else
+                f"accuracy not measured ({s.epochs} of {TUTORIAL_EPOCHS} epochs): met judged on time only")
+    return [
+        row(f"frozen backbone end to end: wall time (reference {TUTORIAL_EPOCHS} epochs)", ours_s, ref_s, "s", "lower",
+            None if gpu else TARGETS["frozen_speedup"], conditions=(equal,),
+            note=f"ours: features + classify softmax ({ext}, 5-fold CV); {how}; {acc_rule}"),
+        row("frozen backbone end to end: val accuracy", ours_val["accuracy"], ref_val["accuracy"] if ref_val else None,
+            "accuracy", "higher",
+            note=(f"ours {ours_val['correct']}/{ours_val['n']}, reference {ref_val['correct']}/{ref_val['n']} "
+                  f"(last epoch, not best-on-val); equal within one val image: {equal}") if ref_val else
+                 f"{short(s)}ours {ours_val['correct']}/{ours_val['n']}; reference accuracy not measured "
+                 f"({s.epochs} of {TUTORIAL_EPOCHS} epochs)") | {"met": equal},
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Full fine-tuning: fast path vs reference loop
+
+def bench_finetune(s: Setup) -> list[dict]:
+    gpu = resolve_device(s.device).type == "cuda"
+    log(f"finetune: fast path, full mode, {s.epochs} epochs")
+    fast, fast_h = train_run(s, "full", "fast", "finetune-fast")
+    log(f"finetune: reference loop, full mode, {s.epochs} epochs")
+    ref, ref_h = train_run(s, "full", "reference", "finetune-reference")
+    full = s.epochs == TUTORIAL_EPOCHS
+    rule = "first epoch left out" if s.epochs > 2 else f"mean of all {s.epochs} epochs"
+    equal = same_accuracy(fast["val"]["correct"], ref["val"]["correct"]) if full else None
+    # 25 epochs: decoding once is part of the fast path's cost; the reference's up-front file check is not counted
+    fast_total = fast["seconds"].get("decode", 0.0) + (sum(h["seconds"] for h in fast_h) if full else
+                                                       TUTORIAL_EPOCHS * per_epoch([h["seconds"] for h in fast_h]))
+    ref_total = sum(h["seconds"] for h in ref_h) if full else TUTORIAL_EPOCHS * per_epoch([h["seconds"] for h in ref_h])
+    proj = "" if full else f"{short(s)}projected from {s.epochs} epochs ({TUTORIAL_EPOCHS} x mean epoch time); "
+    return [
+        row("fine-tuning (full): train time per epoch", fast["seconds_per_epoch"], ref["seconds_per_epoch"], "s/epoch",
+            "lower", None if gpu else TARGETS["finetune_cpu_per_epoch"],
+            note=f"{short(s)}{s.epochs} epochs each, per-epoch train time compared ({rule}; val "
+                 f"phase excluded); reference: PIL transforms per epoch, batch 16, num_workers=0, fp32"
+                 + ("; GPU target is on 25 epochs (next row)" if gpu else "")),
+        row(f"fine-tuning (full): {TUTORIAL_EPOCHS} epochs wall time", fast_total, ref_total, "s", "lower",
+            TARGETS["finetune_gpu_25_epochs"] if gpu else None, conditions=(equal,),
+            note=proj + "train + val every epoch; ours adds its one-time decode" +
+                 ("; met needs >= 10x and equal accuracy" if gpu and full else
+                  f"; accuracy not judged after {s.epochs} epochs" if gpu else "; no CPU target on the total")),
+        row("fine-tuning (full): final val accuracy", fast["val"]["accuracy"], ref["val"]["accuracy"], "accuracy", "higher",
+            note=f"after {s.epochs} epochs, last epoch: ours {fast['val']['correct']}/{fast['val']['n']}, reference "
+                 f"{ref['val']['correct']}/{ref['val']['n']}" +
+                 (f"; equal within one val image: {equal}" if full else
+                  f"; not judged ({s.epochs} of {TUTORIAL_EPOCHS} epochs)")) | {"met": equal},
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Memory: peak RSS of `features` must not grow with the number of images
+
+# A small launcher between us and the measured process. A child's ru_maxrss starts from the peak
+# RSS of the process image it was exec'd from: started straight from this (multi-GB) process it
+# would report our own peak. The launcher is a fresh, small Python; it starts the stage, waits for
+# it with wait4 (whose rusage covers the stage and its reaped descendants: max, not sum) and
+# prints the stage's peak RSS in KiB as its last line.
+LAUNCHER = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(p.pid, 0)
+p.returncode = os.waitstatus_to_exitcode(status)
+print(f"peak_rss_kib={usage.ru_maxrss}", flush=True)
+sys.exit(p.returncode)
+"""
+
+
+def peak_rss_mb(args: list[str], log_file: Path) -> tuple[float, float]:
+    """Run `python -m pipeline ARGS` in a fresh process; (its peak RSS in MB, wall seconds)."""
+    t0 = time.perf_counter()
+    with open(log_file, "wb") as f:
+        p = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-m", "pipeline", *args],
+                           stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    lines = log_file.read_text(errors="replace").strip().splitlines()
+    if p.returncode != 0 or not lines or not lines[-1].startswith("peak_rss_kib="):
+        raise RuntimeError(f"`python -m pipeline {' '.join(args)}` failed ({p.returncode}): {lines[-2:]}")
+    return int(lines[-1].split("=")[1]) / 1024, time.perf_counter() - t0  # Linux: ru_maxrss is in KiB
+
+
+def bench_memory(s: Setup) -> list[dict]:
+    small, large = s.memory_counts
+    rss, secs = {}, {}
+    for n in (small, large):
+        root = make_image_folder(s.tmp / f"memory-{n}", n, (48, 40), unique=64)
+        log(f"memory: features on {n:,} synthetic 48x40 images in a fresh process")
+        args = ["features", "--data", str(root), "--backbone", "resnet18", "--weights", "none", "--resize", "40",
+                "--crop", "32", "--device", "cpu", "--workers", "0", "--out", str(s.tmp / f"memory-{n}.h5")]
+        rss[n], secs[n] = peak_rss_mb(args, s.tmp / f"memory-{n}.log")
+        shutil.rmtree(root)
+    return [row(f"features peak RSS: {large:,} vs {small:,} images", rss[large], rss[small], "MB", "lower",
+                1 / TARGETS["memory_growth"],
+                note=f"reference column = the same stage at {small:,} images; met when RSS at {large:,} is within "
+                     f"10% of {small:,} (ratio >= 1/1.1); growth {rss[large] - rss[small]:+.1f} MB; resnet18 --weights none, "
+                     f"48x40 JPEGs, --resize 40 --crop 32, CPU, --workers 0 (one process holds everything); "
+                     f"{secs[small]:.0f}s and {secs[large]:.0f}s")]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Heads: fit time
+
+def blobs(n: int, dim: int = 512, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs that overlap a little (a few % of pairs confusable), float32 like real codes."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 0.1, (classes, dim))  # centre distance ~3.2 vs unit noise per dimension
+    y = np.arange(n) % classes
+    return (centres[y] + rng.normal(0, 1, (n, dim))).astype(np.float32), y
+
+
+def bench_heads(s: Setup, ours: Extraction | None = None) -> list[dict]:
+    ours = ours or extract_ours(s, s.data, "heads")
+    tr = read_codes(ours.path).splits["train"]
+    rows = []
+    for name, head in HEADS.items():
+        log(f"heads: {name} with CV on the {len(tr.labels)} train codes")
+        t0 = time.perf_counter()
+        search = fit_head(name, tr.codes, tr.labels, folds=5, seed=s.seed)
+        grid = " x ".join(f"{len(v)} {k.removeprefix('clf__')}" for k, v in head.grid.items())
+        rows.append(row(f"head fit with CV: {name} ({s.data.resolve().name} codes)", time.perf_counter() - t0, None, "s",
+                        note=f"grid search ({grid}) x {search.n_splits_}-fold CV + refit, on "
+                             f"{tr.codes.shape[0]}x{tr.codes.shape[1]} train codes; no reference"))
+    X, y = blobs(s.synthetic_codes, seed=s.seed)
+    for name, head in HEADS.items():
+        log(f"heads: {name}, one fit on {len(y):,} synthetic codes")
+        t0 = time.perf_counter()
+        head.make(s.seed).fit(X, y)
+        rows.append(row(f"head fit once: {name} ({len(y):,} synthetic codes)", time.perf_counter() - t0, None, "s",
+                        note=f"{len(y):,}x{X.shape[1]} float32 Gaussian blobs, 10 classes; one fit with default "
+                             "hyperparameters, no CV" + ("; k-NN fit = building the index" if name == "knn" else "")
+                             + (f"; quick mode: {len(y):,} instead of 100,000" if s.quick else "")))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The document
+
+def machine() -> dict:
+    env = environment()
+    return {k: env[k] for k in ("cpu", "cores", "gpu")}
+
+
+def versions() -> dict:
+    import sklearn
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": np.__version__,
+            "sklearn": sklearn.__version__, "python": platform.python_version(), "cnncodes": __version__}
+
+
+def commit() -> str:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_all(s: Setup, sections: tuple[str, ...] = SECTIONS) -> dict:
+    """Run the chosen sections in order; returns the benchmarks.json document."""
+    t0 = time.perf_counter()
+    results, ours, timing = [], None, {}
+    for name in sections:
+        t = time.perf_counter()
+        if name == "extraction":
+            rows, ours = bench_extraction(s)
+        elif name == "frozen":
+            rows = bench_frozen(s, ours)
+        elif name == "finetune":
+            rows = bench_finetune(s)
+        elif name == "memory":
+            rows = bench_memory(s)
+        elif name == "heads":
+            rows = bench_heads(s, ours)
+        else:
+            raise UserError(f"unknown section {name!r} (choose from {', '.join(SECTIONS)})")
+        results += rows
+        timing[name] = round(time.perf_counter() - t, 1)
+        log(f"{name}: done in {timing[name]:.0f}s")
+    return {"machine": machine(), "commit": commit(), "versions": versions(), "quick": s.quick,
+            "data": str(s.data), "backbone": s.backbone, "weights": s.weights, "device": str(resolve_device(s.device)),
+            "epochs": s.epochs, "section_seconds": timing, "wall_seconds": round(time.perf_counter() - t0, 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results}
+
+
+def fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
+def table(doc: dict) -> str:
+    head = ["benchmark", "ours", "reference", "unit", "ratio", "target", "met"]
+    body = [[r["name"], fmt(r["ours"]), fmt(r["reference"]), r["unit"], "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
+             fmt(r["target"]), fmt(r["met"])] for r in doc["results"]]
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    line = lambda cells: "  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    out = [line(head), line(["-" * w for w in widths])]
+    for cells, r in zip(body, doc["results"]):
+        out.append(line(cells))
+        if r["note"]:
+            out.append("    " + r["note"])
+    m = doc["machine"]
+    out.append(f"machine: {m['cpu']}, {m['cores']} cores, GPU {m['gpu'] or 'none'}; commit {doc['commit']}; "
+               f"{'quick' if doc['quick'] else 'full'} run in {doc['wall_seconds']:.0f}s")
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = Parser(prog="python bench/run.py", description=__doc__.strip().splitlines()[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="2 training epochs (25-epoch times projected), 20,000 instead of 100,000 synthetic codes for the heads")
+    p.add_argument("--data", type=Path, default=Path("data/hymenoptera_data"), help="ImageFolder root with train/ and val/")
+    p.add_argument("--backbone", default="resnet18", help="torchvision classification model name")
+    p.add_argument("--weights", default="DEFAULT", help="DEFAULT, none, or a state_dict path")
+    p.add_argument("--out", type=Path, default=Path("reports/benchmarks.json"), help="results JSON")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where ours and the reference run")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights=none, CV folds, training order")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per run; None: 25, or 2 with --quick")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of the sections to run")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    sections = tuple(x for x in a.sections.split(",") if x)
+    try:
+        bad = [x for x in sections if x not in SECTIONS]
+        if bad or not sections:
+            raise UserError(f"unknown section(s) {bad or sections!r}: choose from {', '.join(SECTIONS)}")
+        if a.epochs is not None and a.epochs < 1:
+            raise UserError("--epochs must be >= 1")
+        if a.out.is_dir():
+            raise UserError(f"--out {str(a.out)!r} is a directory; give a .json file path")
+        scan(a.data)  # a missing or malformed data folder fails here, in one line
+        load_backbone(a.backbone, a.weights, a.seed)  # so do an unknown backbone and unusable weights
+        resolve_device(a.device)
+        with tempfile.TemporaryDirectory(prefix="cnncodes-bench-") as tmp:
+            s = Setup(data=a.data, backbone=a.backbone, weights=a.weights, tmp=Path(tmp), quick=a.quick,
+                      device=a.device, seed=a.seed, epochs=a.epochs or (2 if a.quick else TUTORIAL_EPOCHS))
+            if a.quick:  # memory keeps 2,000 / 20,000: measured ~30 s for both on 2 cores
+                s = replace(s, synthetic_codes=20_000)
+            doc = run_all(s, sections)
+    except UserError as e:
+        sys.stderr.write(f"bench: error: {e}\n")
+        return 2
+    write_json(a.out, doc)
+    print()
+    print(table(doc))
+    print(f"\nwrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
