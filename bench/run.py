@@ -182,7 +182,7 @@ def extract_ours(s: Setup, data: Path, tag: str, splits: str = "train,val") -> E
     path = extract(cfg)
     secs = time.perf_counter() - t0
     c = read_codes(path)
-    n = sum(len(sp.labels) + len(sp.skipped) for sp in c.splits.values())
+    n = sum(len(sp.labels) for sp in c.splits.values())  # images with codes; skipped files do not count
     return Extraction(path, n, secs, c.attrs.get("images_per_second"))
 
 

@@ -17,9 +17,9 @@ DPI = 110
 CLASSIFY_COLOR, FINETUNE_COLOR, MISTAKE_COLOR, CORRECT_COLOR = "#1f77b4", "#ff7f0e", "#d62728", "#2a7d2a"
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 
 
@@ -43,7 +43,7 @@ def learning_curves(history: list[dict], title: str, path: Path, best_epoch: int
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, dpi=85)  # photos compress poorly in PNG: keep the embedded HTML light
 
 
 def confusion_matrix(confusion: list[list[int]], classes: list[str], title: str, path: Path) -> Path:
@@ -122,7 +122,7 @@ def image_grid(predictions: list[dict], classes: list[str], data_root: Path, tit
             s.set_edgecolor(colour)
             s.set_linewidth(4 if wrong else 0.8)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, dpi=85)  # photos compress poorly in PNG: keep the embedded HTML light
 
 
 def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path) -> Path | None:
@@ -137,15 +137,19 @@ def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path) 
         return None
     fig = Figure(figsize=(8, 4.8))
     ax = fig.subplots()
-    seen = set()
-    for p in points:
+    seen, placed = set(), []
+    for p in sorted(points, key=lambda p: (p["seconds"], -p["accuracy"])):
         colour = FINETUNE_COLOR if p["stage"] == "finetune" else CLASSIFY_COLOR
         kind = "fine-tuning" if p["stage"] == "finetune" else "cached codes + head"
         y = 100 * p["accuracy"]
         ax.errorbar(p["seconds"], y, yerr=[[y - 100 * p["lo"]], [100 * p["hi"] - y]], fmt="o", color=colour,
                     capsize=3, label=None if kind in seen else kind)
         seen.add(kind)
-        ax.annotate(p["label"], (p["seconds"], y), xytext=(6, 4), textcoords="offset points", fontsize=7)
+        # runs with near-equal accuracy and compute would print their labels on top of each
+        # other: push each later label one line down per earlier neighbour
+        near = sum(1 for s, a in placed if abs(np.log10(p["seconds"] / s)) < 0.8 and abs(a - y) < 0.6)
+        placed.append((p["seconds"], y))
+        ax.annotate(p["label"], (p["seconds"], y), xytext=(6, 4 - 10 * near), textcoords="offset points", fontsize=7)
     # published numbers sit close together, so they are named in the legend, not on the plot
     for r, style in zip(references, ("--", ":", "-.", (0, (1, 3)))):
         ax.axhline(100 * r["accuracy"], color="grey", linestyle=style, linewidth=0.9,

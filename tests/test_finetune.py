@@ -97,6 +97,14 @@ def test_final_reloads_to_same_predictions(full_run, data):
     assert np.allclose(probs.max(1).values.numpy(), [p["score"] for p in doc["predictions"]], atol=1e-4)
 
 
+def test_predict_command_uses_the_checkpoint(full_run, data):
+    from pipeline.predict import Config as PConfig, predict
+    run_dir, doc = full_run
+    rows = predict(PConfig(model=run_dir, images=(str(data / "val"),), device="cpu"))
+    want = {p["path"]: doc["classes"][p["pred"]] for p in doc["predictions"]}
+    assert {str(Path(path).relative_to(data)): cls for path, cls, _ in rows} == want
+
+
 def test_frozen_fast_keeps_trunk(data, tmp_path):
     cfg = cfg_for(data, tmp_path, mode="frozen")
     _, init = build(cfg, 2)
