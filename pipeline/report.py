@@ -451,7 +451,8 @@ def bench_blocks(bench: dict) -> list[tuple]:
     versions = bench.get("versions") or {}
     if versions:
         meta += " Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."
-    num = lambda x: DASH if not isinstance(x, (int, float)) else f"{x:.4g}"  # noqa: E731
+    # 4 significant digits, but never scientific notation for the large ones (15,000 images/s)
+    num = lambda x: DASH if not isinstance(x, (int, float)) else f"{x:,.0f}" if abs(x) >= 10_000 else f"{x:.4g}"  # noqa: E731
     rows = [[str(r.get("name", "")), num(r.get("ours")), num(r.get("reference")), str(r.get("unit") or ""),
              DASH if r.get("ratio") is None else f"{r['ratio']:.2f}×", num(r.get("target")),
              {True: "yes", False: "no"}.get(r.get("met"), DASH), str(r.get("note") or "")] for r in bench["results"]]
