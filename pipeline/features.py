@@ -84,6 +84,10 @@ class ImageFiles(torch.utils.data.Dataset):
             return torch.zeros(3, self.crop, self.crop, dtype=torch.uint8), str(e)
 
 
+def precision_for(device: torch.device) -> str:
+    return "bf16-autocast" if device.type == "cuda" else "fp32"
+
+
 class Encoder:
     """The frozen trunk on a device: uint8 batches in, float32 codes out (bf16 autocast on CUDA)."""
 
@@ -92,7 +96,7 @@ class Encoder:
         # channels_last is faster on CUDA and on CPU alike (oneDNN): measured 1.3-1.5x on 2 cores
         trunk, self.bn_folded = fold_batchnorm(bb.trunk)
         self.model = trunk.to(device, memory_format=torch.channels_last)
-        self.precision = "bf16-autocast" if self.cuda else "fp32"
+        self.precision = precision_for(device)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,15 +105,17 @@ class Encoder:
             return self.model(x).float()
 
 
-def fingerprint_inputs(s: ImageFolderScan, bb: Backbone, cfg: Config, enc: Encoder) -> dict:
+def fingerprint_inputs(s: ImageFolderScan, bb: Backbone, cfg: Config, device: torch.device) -> dict:
     return {
         "format": FORMAT,
         "backbone": bb.name,
         "weights": bb.weights_id,
         "weights_sha256": bb.weights_sha256,
         "transform": transform_spec(cfg.resize, cfg.crop, cfg.fast_decode),
-        "precision": enc.precision,
-        "bn_folded": enc.bn_folded,
+        "precision": precision_for(device),
+        # BN folding is decided by the backbone and the torch version (both recorded): fx either
+        # traces the model or not, so the setting, not its outcome, goes in the fingerprint
+        "bn_folding": "torch.fx fuse when traceable",
         "classes": s.classes,
         "splits": list(s.splits),
         "image_list": s.digest(),
@@ -151,8 +157,7 @@ def extract(cfg: Config) -> Path:
     out = Path(cfg.out) if cfg.out else default_out(cfg.data, cfg.backbone, cfg.weights)
     device = resolve_device(cfg.device)
     bb = load_backbone(cfg.backbone, cfg.weights, cfg.seed)
-    enc = Encoder(bb, device)
-    inputs = fingerprint_inputs(s, bb, cfg, enc)
+    inputs = fingerprint_inputs(s, bb, cfg, device)
     fp = digest(inputs)
     if out.exists():
         old = read_attrs(out) if not cfg.force else None
@@ -165,6 +170,7 @@ def extract(cfg: Config) -> Path:
             raise UserError(f"{out} was made from other inputs ({explain_change(out, old, inputs, s)}); "
                             "re-run with --force to recompute it (the old file stays until the new one is complete)")
 
+    enc = Encoder(bb, device)  # after the cache check: a hit builds nothing
     shard = -(-cfg.shard_size // cfg.batch_size) * cfg.batch_size
     shards = Shards(out, f"{fp} batch={cfg.batch_size} shard={shard}")
     records, plan = [], []  # all splits' records flattened; (split, shard idx, [global index lists])
@@ -218,7 +224,7 @@ def extract(cfg: Config) -> Path:
     write_codes(out, {
         "fingerprint": fp, "inputs": inputs, "classes": s.classes, "dataset": s.name, "data_root": str(cfg.data),
         "backbone": bb.name, "weights": bb.weights_id, "weights_sha256": bb.weights_sha256, "weights_arg": bb.weights_arg,
-        "transform": inputs["transform"], "image_size": cfg.crop, "dim": bb.dim, "precision": enc.precision,
+        "transform": inputs["transform"], "image_size": cfg.crop, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "seed": cfg.seed,
         "extract_seconds": secs, "images_per_second": n_done / secs if n_done else None,
         "versions": {**inputs["versions"], "h5py": __import__("h5py").__version__, "numpy": np.__version__, "cnncodes": __version__},
