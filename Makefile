@@ -11,12 +11,14 @@ MODE ?= full
 DEVICE ?= auto
 SEED ?= 0
 DATASET := $(notdir $(abspath $(DATA)))
-WTAG := $(basename $(notdir $(WEIGHTS)))
+# a weights file's stem, else the enum member (ResNet18_Weights.IMAGENET1K_V2 -> IMAGENET1K_V2), as features.weights_tag
+WTAG := $(if $(filter %.pth %.pt %.bin %.ckpt,$(WEIGHTS)),$(basename $(notdir $(WEIGHTS))),$(lastword $(subst ., ,$(WEIGHTS))))
 FEATURES ?= features/$(DATASET)/$(BACKBONE)-$(WTAG).h5
 RUNS ?= reports/runs/$(DATASET)
 COMMON := --device $(DEVICE) --seed $(SEED)
 BENCH_ARGS ?= --quick
 BENCH_OUT ?= reports/benchmarks.json
+REPORT_OUT ?= reports
 
 .PHONY: venv data features classify finetune report demo test bench clean
 
@@ -34,13 +36,13 @@ features: data
 	$(PY) -m pipeline features --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --out $(FEATURES) $(COMMON) $(if $(FORCE),--force)
 
 classify: venv
-	$(PY) -m pipeline classify --features $(FEATURES) --head $(HEAD) --data $(DATA) --out $(RUNS) $(COMMON)
+	$(PY) -m pipeline classify --features $(FEATURES) --head $(HEAD) --data $(DATA) --out $(RUNS) --seed $(SEED)
 
 finetune: data
 	$(PY) -m pipeline finetune --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --mode $(MODE) --epochs $(EPOCHS) --out $(RUNS) $(COMMON)
 
 report: venv
-	$(PY) -m pipeline report --runs $(RUNS) --out reports
+	$(PY) -m pipeline report --runs $(RUNS) --out $(REPORT_OUT)
 
 demo: features classify
 	$(MAKE) finetune MODE=full

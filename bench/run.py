@@ -265,7 +265,7 @@ def bench_frozen(s: Setup, ours: Extraction | None = None) -> list[dict]:
     ours = ours or extract_ours(s, s.data, "frozen")
     log("frozen: ours = cached codes + softmax head (classify, CV on train)")
     t0 = time.perf_counter()
-    runs = classify(ClassifyConfig(features=ours.path, head="softmax", out=s.tmp / "runs-classify", device=s.device, seed=s.seed))
+    runs = classify(ClassifyConfig(features=ours.path, head="softmax", out=s.tmp / "runs-classify", seed=s.seed))
     ours_s = ours.seconds + (time.perf_counter() - t0)
     ours_val = read_json(runs[0] / "metrics.json")["val"]
 

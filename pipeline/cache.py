@@ -119,10 +119,10 @@ class Shards:
     def done(self, split: str, index: int) -> bool:
         return self._file(split, index).is_file()
 
-    def save(self, split: str, index: int, codes: np.ndarray, reasons: list[str]) -> None:
+    def save(self, split: str, index: int, codes: np.ndarray, reasons: list[str], seconds: float = 0.0) -> None:
         tmp = self._file(split, index).with_suffix(".tmp")
         with open(tmp, "wb") as fh:
-            np.savez(fh, codes=codes.astype(np.float32), reasons=np.array(reasons, dtype=str))
+            np.savez(fh, codes=codes.astype(np.float32), reasons=np.array(reasons, dtype=str), seconds=np.float64(seconds))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self._file(split, index))
@@ -130,6 +130,14 @@ class Shards:
     def load(self, split: str, index: int) -> tuple[np.ndarray, list[str]]:
         with np.load(self._file(split, index)) as z:
             return z["codes"], [str(r) for r in z["reasons"]]
+
+    def reasons(self, split: str, index: int) -> list[str]:
+        with np.load(self._file(split, index)) as z:  # npz members load lazily: codes stay on disk
+            return [str(r) for r in z["reasons"]]
+
+    def seconds(self, split: str, index: int) -> float:
+        with np.load(self._file(split, index)) as z:
+            return float(z["seconds"])
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -16,7 +16,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from . import UserError
 from .cache import Codes, read_codes
-from .config import Common, opt
+from .config import opt
 from .data import scan
 from .features import weights_tag
 from .heads import HEADS, scores_of
@@ -24,7 +24,8 @@ from .metrics import predictions, record, scores, write_json
 
 
 @dataclass(frozen=True)
-class Config(Common):
+class Config:
+    seed: int = opt(0, "random seed (CV folds, the linear head's init and order)")
     features: Path = opt(Path(""), "the HDF5 codes file written by `features`", required=True)
     head: str = opt("all", "which head to fit, or all of them in turn", tuple(HEADS) + ("all",))
     out: Path = opt(Path("reports/runs"), "runs folder: one sub-folder per head is written")
@@ -45,6 +46,8 @@ def check_fresh(codes: Codes, data: Path) -> None:
 
 
 def cv_folds(y: np.ndarray, folds: int, seed: int) -> StratifiedKFold:
+    if folds < 2:
+        raise UserError(f"--folds must be at least 2 (got {folds})")
     counts = np.bincount(y)
     smallest = int(counts[counts > 0].min())
     if smallest < 2:
@@ -85,6 +88,8 @@ def classify(cfg: Config) -> list[Path]:
         val = scores(va.labels, pred, codes.classes, proba)
         run = Path(cfg.out) / f"{a['dataset']}-{a['backbone']}-{weights_tag(a['weights_arg'])}-{name}"
         run.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.json", "model.json"):  # written last: never beside another run's model
+            (run / stale).unlink(missing_ok=True)
         tmp = run / "model.joblib.tmp"
         joblib.dump(model, tmp)
         os.replace(tmp, run / "model.joblib")

@@ -103,7 +103,11 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val")) -> ImageF
                     if not fn.lower().endswith(IMG_EXTENSIONS):
                         split.skipped.append((rel, f"not an image type ({p.suffix or 'no extension'})"))
                         continue
-                    st = p.stat()
+                    try:
+                        st = p.stat()
+                    except OSError as e:  # a dangling link or unreadable entry
+                        split.skipped.append((rel, f"unreadable: {e.strerror}"))
+                        continue
                     if st.st_size == 0:
                         split.skipped.append((rel, "empty file (0 bytes)"))
                         continue

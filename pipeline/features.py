@@ -4,6 +4,7 @@ Usage: python -m pipeline features --data DIR --backbone resnet18 --weights DEFA
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -39,8 +40,15 @@ class Config(Common):
     force: bool = opt(False, "recompute even when an existing file was made from other inputs")
 
 
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
 def weights_tag(weights: str) -> str:
-    return Path(weights).stem if ("/" in weights or Path(weights).suffix) else weights
+    """Short name of a weights choice for file names: a file's stem, else the enum member name
+    (ResNet18_Weights.IMAGENET1K_V2 -> IMAGENET1K_V2, so V1 and V2 never share a file)."""
+    if "/" in weights or Path(weights).suffix in WEIGHT_FILE_SUFFIXES:
+        return Path(weights).stem
+    return weights.split(".")[-1]
 
 
 def default_out(data: Path, backbone: str, weights: str) -> Path:
@@ -58,10 +66,16 @@ def transform_spec(resize: int, crop: int, fast_decode: bool) -> dict:
             "decode": f"PIL draft>={resize}" if fast_decode else "PIL full"}
 
 
+@functools.lru_cache(maxsize=None)
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # made once per device: a fresh host->GPU copy per batch would stall the stream
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    return mean, torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+
+
 def normalize(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """uint8 NCHW on the device -> normalised float (ImageNet mean/std)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
+    mean, std = _mean_std(x.device)
     x = (x.float() - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -159,16 +173,18 @@ def extract(cfg: Config) -> Path:
     bb = load_backbone(cfg.backbone, cfg.weights, cfg.seed)
     inputs = fingerprint_inputs(s, bb, cfg, device)
     fp = digest(inputs)
-    if out.exists():
-        old = read_attrs(out) if not cfg.force else None
-        if old is not None and old.get("fingerprint") == fp:
+    if out.exists() and not cfg.force:
+        try:
+            old = read_attrs(out)
+        except UserError as e:
+            raise UserError(f"{e}; --force replaces it") from None
+        if old.get("fingerprint") == fp:
             n = {k: len(v.items) for k, v in s.splits.items()}
             print(f"cache hit: {out} is up to date ({n}); no model work done")
             Shards.remove_leftovers(out)  # a run killed between rename and cleanup
             return out
-        if old is not None:
-            raise UserError(f"{out} was made from other inputs ({explain_change(out, old, inputs, s)}); "
-                            "re-run with --force to recompute it (the old file stays until the new one is complete)")
+        raise UserError(f"{out} was made from other inputs ({explain_change(out, old, inputs, s)}); "
+                        "re-run with --force to recompute it (the old file stays until the new one is complete)")
 
     enc = Encoder(bb, device)  # after the cache check: a hit builds nothing
     shard = -(-cfg.shard_size // cfg.batch_size) * cfg.batch_size
@@ -192,17 +208,21 @@ def extract(cfg: Config) -> Path:
               disable=None, smoothing=0.1) as bar:
         batches = iter(loader)
         for name, si, idx in todo:
-            codes, reasons = [], []
+            codes, reasons, t_shard = [], [], time.perf_counter()
             for _ in idx:
                 x, why = next(batches)
                 codes.append(enc(x).cpu().numpy())
                 reasons += list(why)
                 bar.update(len(why))
-            shards.save(name, si, np.concatenate(codes), reasons)
+            shards.save(name, si, np.concatenate(codes), reasons, time.perf_counter() - t_shard)
             n_done += len(reasons)
     secs = time.perf_counter() - t0
     if n_done:
         print(f"extracted {n_done} images in {secs:.1f}s ({n_done / secs:.1f} images/s)")
+    # recorded: the model time of every shard, this run's and those a killed run left, so a
+    # resumed extraction reports what the codes cost, not what was left to do
+    secs = sum(shards.seconds(name, si) for name, si, _ in plan)
+    n_all = len(records)
 
     def chunks(name: str, nshards: int, items: list[ImageRecord]):
         pos = 0
@@ -216,7 +236,7 @@ def extract(cfg: Config) -> Path:
     pieces = {}
     for name, split in s.splits.items():
         nsh = sum(1 for p in plan if p[0] == name)
-        bad = [(r.path, why) for si in range(nsh) for r, why in zip(split.items[si * shard:(si + 1) * shard], shards.load(name, si)[1]) if why]
+        bad = [(r.path, why) for si in range(nsh) for r, why in zip(split.items[si * shard:(si + 1) * shard], shards.reasons(name, si)) if why]
         pieces[name] = {"n": len(split.items) - len(bad), "dim": bb.dim, "files": split.items,
                         "skipped": sorted(split.skipped + bad), "chunks": chunks(name, nsh, split.items)}
         for p, why in bad:
@@ -226,7 +246,7 @@ def extract(cfg: Config) -> Path:
         "backbone": bb.name, "weights": bb.weights_id, "weights_sha256": bb.weights_sha256, "weights_arg": bb.weights_arg,
         "transform": inputs["transform"], "image_size": cfg.crop, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "seed": cfg.seed,
-        "extract_seconds": secs, "images_per_second": n_done / secs if n_done else None,
+        "extract_seconds": secs, "images_per_second": n_all / secs if secs else None,
         "versions": {**inputs["versions"], "h5py": __import__("h5py").__version__, "numpy": np.__version__, "cnncodes": __version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }, pieces)

@@ -11,6 +11,7 @@ decodes each image once, keeps uint8 tensors on the device and augments there (a
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -294,8 +295,11 @@ def build(cfg: Config, n_classes: int, bb: Backbone | None = None) -> tuple[Back
     return bb, model
 
 
-def cpu_state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def save_state(model: torch.nn.Module, path: Path) -> None:
+    """A CPU state_dict, written under a temporary name and renamed: never a truncated checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)
 
 
 def train(cfg: Config) -> tuple[Path, dict]:
@@ -309,6 +313,8 @@ def train(cfg: Config) -> tuple[Path, dict]:
     name = cfg.name or f"{data.dataset}-{cfg.backbone}-{weights_tag(cfg.weights)}-finetune-{cfg.mode}" + ("" if fast else "-reference")
     run_dir = Path(cfg.out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.json", "model.json"):  # a rerun killed midway must not leave the old
+        (run_dir / stale).unlink(missing_ok=True)  # run's record beside new checkpoints
     y_val = np.array([r.label for r in data.val])
     params = model.head.parameters() if frozen else model.parameters()
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
@@ -364,13 +370,13 @@ def train(cfg: Config) -> tuple[Path, dict]:
               f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.2g}  {t1 - t0:.1f}s + val {t2 - t1:.1f}s")
         if best is None or val_acc > best[1]:  # strictly better, as the tutorial's best_acc
             best = (epoch, val_acc, probs)
-            torch.save(cpu_state(model), run_dir / "best.pt")
-    torch.save(cpu_state(model), run_dir / "final.pt")
+            save_state(model, run_dir / "best.pt")
+    save_state(model, run_dir / "final.pt")
 
     metrics.write_json(run_dir / "model.json", {
         "kind": "finetune", "backbone": bb.name, "weights": bb.weights_id, "weights_arg": cfg.weights,
         "weights_sha256": bb.weights_sha256, "seed": cfg.seed, "classes": data.classes,
-        "resize": cfg.resize, "crop": cfg.crop, "file": "final.pt"})
+        "resize": cfg.resize, "crop": cfg.crop, "fast_decode": fast, "file": "final.pt"})
     pred = probs.argmax(1)
     per_epoch = [h["train_seconds"] for h in history]
     method = "fine-tune (full)" if not frozen else "frozen + augmentation"

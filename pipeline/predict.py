@@ -63,6 +63,8 @@ def backbone_for(spec: dict, override: str = ""):
 
 
 def predict(cfg: Config) -> list[tuple[str, str, float]]:
+    if cfg.batch_size < 1:
+        raise UserError("--batch-size must be positive")
     spec_file = Path(cfg.model) / "model.json"
     if not spec_file.is_file():
         raise UserError(f"{str(cfg.model)!r} is not a run folder with a model.json (made by classify or finetune)")

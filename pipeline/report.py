@@ -144,13 +144,16 @@ CSV_COLUMNS = ["kind", "is_reference", "run", "method", "stage", "dataset", "bac
                "log_loss", "extract_s", "fit_s", "train_s", "predict_s", "total_s", "device", "selection", "epoch", "seed"]
 
 
-def split_seconds(seconds: dict | None) -> dict:
+def split_seconds(seconds: dict | None, stage: str | None = None) -> dict:
     """extract / fit / train / predict / total seconds; decoding is part of training's cost.
-    A key that was not recorded stays None (not spent), which is different from 0."""
+    A key that was not recorded stays None (not spent), which is different from 0. A fine-tune's
+    `train` already holds every epoch's val pass, its `predict` (the last one) included, so the
+    total does not count that twice."""
     s = {k: float(v) for k, v in (seconds or {}).items() if isinstance(v, (int, float))}
     train = [s[k] for k in ("train", "decode") if k in s]
+    counted = [v for k, v in s.items() if not (stage == "finetune" and k == "predict")]
     return {"extract_s": s.get("extract"), "fit_s": s.get("fit"), "train_s": sum(train) if train else None,
-            "predict_s": s.get("predict"), "total_s": sum(s.values()) if s else None}
+            "predict_s": s.get("predict"), "total_s": sum(counted) if counted else None}
 
 
 def _row(run: Run, scores: dict, kind: str, method: str, selection: str, epoch: int | None = None) -> dict:
@@ -161,7 +164,7 @@ def _row(run: Run, scores: dict, kind: str, method: str, selection: str, epoch: 
             "dataset": m.get("dataset"), "backbone": m.get("backbone"), "weights": m.get("weights"),
             "n_train": m.get("n_train"), "n_val": n, "correct": k, "accuracy": scores.get("accuracy"),
             "accuracy_ci95_lo": lo, "accuracy_ci95_hi": hi, "balanced_accuracy": scores.get("balanced_accuracy"),
-            "macro_f1": scores.get("macro_f1"), "log_loss": scores.get("log_loss"), **split_seconds(m.get("seconds")),
+            "macro_f1": scores.get("macro_f1"), "log_loss": scores.get("log_loss"), **split_seconds(m.get("seconds"), m.get("stage")),
             "device": m.get("device"), "selection": selection, "epoch": epoch, "seed": m.get("seed")}
 
 
@@ -471,7 +474,7 @@ def build_document(rows: list[dict], summary: list[str], figures: list[tuple[str
               "settings were picked: CV on train or the last epoch never look at val; rows marked *best epoch on val* "
               "did, so they are optimistic and stand apart, next to the published numbers that were chosen the same "
               "way. *Reference tutorial (published)* rows are not our runs. Seconds: extract = computing the CNN codes "
-              "(shared by every head on one cache), fit = fitting the head, train = fine-tuning including image "
+              "(shared by every head on one cache), fit = fitting the head, train = fine-tuning including its per-epoch val pass and image "
               f"decoding; {DASH} = not spent or not known.")
     blocks: list[tuple] = [("h1", title or f"cnncodes report: {dataset}"), ("p", head)]
     if note:
