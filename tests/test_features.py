@@ -154,3 +154,23 @@ def test_hymenoptera_mobilenet_codes_are_real_features(hymenoptera_codes):
     assert dict(tr.skipped) == {"train/ants/imageNotFound.gif": "not an image type (.gif)"}
     acc = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(tr.codes, tr.labels).score(va.codes, va.labels)
     assert acc >= 0.93
+
+
+def test_crash_during_assembly_resumes_without_model_work_and_keeps_the_cost(folder, tmp_path, monkeypatch, capsys):
+    import pipeline.features as F
+    real = F.write_codes
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt  # killed after every shard was saved, before the file existed
+
+    monkeypatch.setattr(F, "write_codes", crash)
+    with pytest.raises(KeyboardInterrupt):
+        extract(cfg(folder, tmp_path / "f.h5"))
+    assert not (tmp_path / "f.h5").exists()
+    monkeypatch.setattr(F, "write_codes", real)
+    monkeypatch.setattr(F.Encoder, "__call__", lambda *a: pytest.fail("all shards were done: no model work"))
+    out = extract(cfg(folder, tmp_path / "f.h5"))
+    assert "resuming: 2 of 2 shards" in capsys.readouterr().out
+    a = read_attrs(out)
+    # the recorded cost is what the codes took in the killed run, not the ~0 s of the resume
+    assert a["extract_seconds"] > 0.05 and a["images_per_second"] == pytest.approx(20 / a["extract_seconds"])
