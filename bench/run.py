@@ -19,7 +19,6 @@ errors: the exit code is 0 when the benchmark ran, 2 (one line on stderr) for ba
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import shutil
 import subprocess
@@ -35,12 +34,11 @@ if str(ROOT) not in sys.path:  # `python bench/run.py` from a checkout, installe
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torchvision.transforms as T  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline import UserError, __version__  # noqa: E402
 from pipeline import finetune  # noqa: E402
-from pipeline.backbone import IMAGENET_MEAN, IMAGENET_STD, load_backbone  # noqa: E402
+from pipeline.backbone import load_backbone  # noqa: E402
 from pipeline.cache import read_codes  # noqa: E402
 from pipeline.classify import Config as ClassifyConfig, classify, fit_head  # noqa: E402
 from pipeline.config import Parser, resolve_device  # noqa: E402
@@ -133,9 +131,7 @@ def short(s: Setup) -> str:
     return "" if s.epochs == TUTORIAL_EPOCHS else ("quick mode: " if s.quick else f"{s.epochs} epochs: ")
 
 
-def per_epoch(seconds: list[float]) -> float:
-    """Mean epoch time, leaving out the first (warm-up) epoch when more than 2 were run."""
-    return float(np.mean(seconds[1:] if len(seconds) > 2 else seconds))
+per_epoch = finetune.mean_epoch_seconds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +190,7 @@ def extract_reference(s: Setup, data: Path, splits: tuple[str, ...] = ("train", 
     device = resolve_device(s.device)
     t0 = time.perf_counter()
     model = load_backbone(s.backbone, s.weights, s.seed).trunk.to(device).eval()
-    tf = T.Compose([T.Resize(s.resize), T.CenterCrop(s.crop), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    tf = finetune.reference_transforms(s.resize, s.crop)[1]
     loader = torch.utils.data.DataLoader(finetune.ImageList(data, records, tf), batch_size=16, num_workers=0)
     codes = []
     with torch.no_grad():

@@ -22,6 +22,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import h5py
 import numpy as np
@@ -111,7 +112,7 @@ class Shards:
             shutil.rmtree(self.dir)  # shards of other inputs must never be mixed in
         self.dir.mkdir(parents=True, exist_ok=True)
         if not stamp.is_file():
-            _atomic_write_bytes(stamp, fingerprint.encode())
+            atomic_write(stamp, lambda fh: fh.write(fingerprint.encode()))
 
     def _file(self, split: str, index: int) -> Path:
         return self.dir / f"{split}-{index:06d}.npz"
@@ -120,12 +121,8 @@ class Shards:
         return self._file(split, index).is_file()
 
     def save(self, split: str, index: int, codes: np.ndarray, reasons: list[str], seconds: float = 0.0) -> None:
-        tmp = self._file(split, index).with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, codes=codes.astype(np.float32), reasons=np.array(reasons, dtype=str), seconds=np.float64(seconds))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._file(split, index))
+        atomic_write(self._file(split, index), lambda fh: np.savez(
+            fh, codes=codes.astype(np.float32), reasons=np.array(reasons, dtype=str), seconds=np.float64(seconds)))
 
     def load(self, split: str, index: int) -> tuple[np.ndarray, list[str]]:
         with np.load(self._file(split, index)) as z:
@@ -147,13 +144,19 @@ class Shards:
         shutil.rmtree(Path(str(out) + ".parts"), ignore_errors=True)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file through `write(fh)` under a temporary name, fsync, and rename it into place:
+    a reader sees the old file or the new one, never half of one. Every output of the project
+    (shards, JSON records, checkpoints, models, reports) goes through here."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        fh.write(data)
+        write(fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    return path
 
 
 def _attr(v):

@@ -5,7 +5,6 @@ Usage: python -m pipeline classify --features FILE.h5 --head softmax|linsvc|line
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from . import UserError
-from .cache import Codes, read_codes
+from .cache import Codes, atomic_write, read_codes
 from .config import opt
 from .data import scan
 from .features import weights_tag
@@ -90,9 +89,7 @@ def classify(cfg: Config) -> list[Path]:
         run.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.json", "model.json"):  # written last: never beside another run's model
             (run / stale).unlink(missing_ok=True)
-        tmp = run / "model.joblib.tmp"
-        joblib.dump(model, tmp)
-        os.replace(tmp, run / "model.joblib")
+        atomic_write(run / "model.joblib", lambda fh: joblib.dump(model, fh))
         write_json(run / "model.json", {
             "kind": "head", "head": name, "backbone": a["backbone"], "weights": a["weights"], "weights_arg": a["weights_arg"],
             "weights_sha256": a["weights_sha256"] or None, "seed": a["seed"], "classes": codes.classes,

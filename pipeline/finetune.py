@@ -11,7 +11,6 @@ decodes each image once, keeps uint8 tensors on the device and augments there (a
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -26,9 +25,10 @@ from tqdm import tqdm
 
 from . import UserError, metrics
 from .backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, classifier, fold_batchnorm, load_backbone
+from .cache import atomic_write
 from .config import Common, opt, resolve_device, resolve_workers
 from .data import BadImage, ImageFolderScan, ImageRecord, load_rgb, scan
-from .features import eval_transform, normalize, weights_tag
+from .features import eval_transform, normalize, precision_for, weights_tag
 
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop defaults, as in the tutorial
 
@@ -155,10 +155,20 @@ class ImageList(torch.utils.data.Dataset):
         return self.transform(load_rgb(self.root / r.path)), r.label  # load_rgb == ImageFolder's pil_loader
 
 
-def reference_loaders(cfg: Config, data: Data):
+def reference_transforms(resize: int, crop: int):
+    """The tutorial's PIL transforms: (train, val)."""
     norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train_tf = T.Compose([T.RandomResizedCrop(cfg.crop), T.RandomHorizontalFlip(), T.ToTensor(), norm])
-    val_tf = T.Compose([T.Resize(cfg.resize), T.CenterCrop(cfg.crop), T.ToTensor(), norm])
+    return (T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.ToTensor(), norm]),
+            T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), norm]))
+
+
+def mean_epoch_seconds(seconds: list[float]) -> float:
+    """Mean epoch time, leaving out the first (warm-up) epoch when more than 2 were run."""
+    return float(np.mean(seconds[1:] if len(seconds) > 2 else seconds))
+
+
+def reference_loaders(cfg: Config, data: Data):
+    train_tf, val_tf = reference_transforms(cfg.resize, cfg.crop)
     workers = resolve_workers(cfg.workers)
     g = torch.Generator().manual_seed(cfg.seed)  # shuffling and the workers' augmentation seeds
     train = torch.utils.data.DataLoader(ImageList(cfg.data, data.train, train_tf), cfg.batch_size, shuffle=True,
@@ -297,9 +307,7 @@ def build(cfg: Config, n_classes: int, bb: Backbone | None = None) -> tuple[Back
 
 def save_state(model: torch.nn.Module, path: Path) -> None:
     """A CPU state_dict, written under a temporary name and renamed: never a truncated checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, fh))
 
 
 def train(cfg: Config) -> tuple[Path, dict]:
@@ -320,7 +328,7 @@ def train(cfg: Config) -> tuple[Path, dict]:
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     n_batches = -(-len(data.train) // cfg.batch_size)
-    precision = "bf16-autocast" if fast and device.type == "cuda" else "fp32"
+    precision = precision_for(device) if fast else "fp32"  # the reference loop stays fp32
 
     if fast:
         model.to(device, memory_format=torch.channels_last)  # faster with oneDNN/cuDNN alike
@@ -400,7 +408,7 @@ def train(cfg: Config) -> tuple[Path, dict]:
         best_val={"epoch": best[0], **metrics.scores(y_val, best[2].argmax(1), data.classes, best[2]),
                   "selection": "best epoch on val (reference protocol)"},
         history="history.json",
-        seconds_per_epoch=float(np.mean(per_epoch[1:] if len(per_epoch) > 2 else per_epoch)),
+        seconds_per_epoch=mean_epoch_seconds(per_epoch),
         seconds_per_epoch_all=float(np.mean(per_epoch)),
         check_seconds=0.0 if fast else data.seconds,  # reference: the up-front decode check of every file
         skipped=data.skipped, config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},

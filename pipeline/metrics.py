@@ -15,6 +15,8 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn import metrics as skm
 
+from .cache import atomic_write
+
 SCHEMA = "cnncodes-metrics/1"
 
 
@@ -103,12 +105,8 @@ def record(*, method: str, stage: str, dataset: str, classes: list[str], backbon
 
 def write_json(path: Path | str, doc: dict) -> Path:
     """Write JSON atomically (temp file + rename): a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=_jsonable))
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(doc, indent=1, default=_jsonable)
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def read_json(path: Path | str) -> dict:

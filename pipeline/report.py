@@ -18,13 +18,13 @@ import html
 import io
 import json
 import math
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import UserError
+from .cache import atomic_write
 from .config import opt
 from .metrics import SCHEMA, mcnemar_exact, wilson
 
@@ -567,13 +567,7 @@ def render_html(blocks: list[tuple], figdir: Path) -> str:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    # temp file + rename, like every other output of the project: a reader never sees half a report
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))  # never half a report
 
 
 def run(cfg: Config) -> dict[str, Path]:

@@ -3,7 +3,6 @@ the JSON shape, the ratio/target logic, and one-line errors for bad input."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
