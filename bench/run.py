@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline import UserError, __version__  # noqa: E402
-from pipeline import finetune  # noqa: E402
+from pipeline import finetune, reference  # noqa: E402
 from pipeline.backbone import load_backbone  # noqa: E402
 from pipeline.cache import read_codes  # noqa: E402
 from pipeline.classify import Config as ClassifyConfig, classify, fit_head  # noqa: E402
@@ -45,7 +45,9 @@ from pipeline.config import Parser, resolve_device  # noqa: E402
 from pipeline.data import scan  # noqa: E402
 from pipeline.features import Config as FeaturesConfig, extract  # noqa: E402
 from pipeline.heads import HEADS  # noqa: E402
-from pipeline.metrics import environment, read_json, write_json  # noqa: E402
+from pipeline.files import read_json, write_json  # noqa: E402
+from pipeline.metrics import mean_epoch_seconds  # noqa: E402
+from pipeline.runs import environment  # noqa: E402
 
 SECTIONS = ("extraction", "frozen", "finetune", "memory", "heads")
 TUTORIAL_EPOCHS = 25  # the recipe's length: what "25 epochs" targets refer to
@@ -131,7 +133,7 @@ def short(s: Setup) -> str:
     return "" if s.epochs == TUTORIAL_EPOCHS else ("quick mode: " if s.quick else f"{s.epochs} epochs: ")
 
 
-per_epoch = finetune.mean_epoch_seconds
+per_epoch = mean_epoch_seconds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +181,7 @@ def extract_ours(s: Setup, data: Path, tag: str, splits: str = "train,val") -> E
     secs = time.perf_counter() - t0
     c = read_codes(path)
     n = sum(len(sp.labels) for sp in c.splits.values())  # images with codes; skipped files do not count
-    return Extraction(path, n, secs, c.attrs.get("images_per_second"))
+    return Extraction(path, n, secs, c.header.images_per_second)
 
 
 def extract_reference(s: Setup, data: Path, splits: tuple[str, ...] = ("train", "val"), limit: int | None = None) -> tuple[int, float]:
@@ -190,13 +192,9 @@ def extract_reference(s: Setup, data: Path, splits: tuple[str, ...] = ("train", 
     device = resolve_device(s.device)
     t0 = time.perf_counter()
     model = load_backbone(s.backbone, s.weights, s.seed).trunk.to(device).eval()
-    tf = finetune.reference_transforms(s.resize, s.crop)[1]
-    loader = torch.utils.data.DataLoader(finetune.ImageList(data, records, tf), batch_size=16, num_workers=0)
-    codes = []
-    with torch.no_grad():
-        for x, _ in loader:
-            codes.append(model(x.to(device)).cpu())  # .cpu() waits for the GPU
-    return sum(len(c) for c in codes), time.perf_counter() - t0
+    tf = reference.reference_transforms(s.resize, s.crop)[1]
+    loader = torch.utils.data.DataLoader(reference.image_folder(data, records, tf), batch_size=16, num_workers=0)
+    return reference.eval_pass(model, loader, device), time.perf_counter() - t0
 
 
 def warm_file_cache(root: Path) -> None:

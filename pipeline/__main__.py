@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=__import__("argparse").ArgumentDefaultsHelpFormatter,
     )
     add_arguments(parser, module.Config)
-    cfg = from_args(module.Config, parser.parse_args(rest))
+    args = parser.parse_args(rest)
     try:
-        module.run(cfg)
+        module.run(from_args(module.Config, args))  # settings are validated as the Config is made
     except UserError as e:
         sys.stderr.write(f"pipeline {stage}: error: {e}\n")
         return 2

@@ -6,7 +6,6 @@ Identity, so its output is the penultimate "CNN code" (512-d for resnet18, 1280-
 from __future__ import annotations
 
 import difflib
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,7 @@ import torchvision
 from torch import nn
 
 from . import UserError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .weights import Weights
 
 
 @dataclass
@@ -26,9 +23,8 @@ class Backbone:
     trunk: nn.Module  # eval mode, gradients off, last Linear replaced by Identity
     name: str
     dim: int
+    weights: Weights
     weights_id: str  # "ResNet18_Weights.IMAGENET1K_V1", "none(seed=0)" or "file:<name>"
-    weights_sha256: str | None  # of the local file, when weights came from one
-    weights_arg: str  # what the user passed (DEFAULT / none / a path)
 
 
 def list_backbones() -> list[str]:
@@ -40,15 +36,8 @@ def check_name(name: str) -> None:
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UserError(f"unknown backbone {name!r}{hint}; any torchvision classification model works, e.g. resnet18, mobilenet_v2")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        raise UserError(f"unknown backbone {name!r}{hint}; any torchvision classification model works, "
+                        "e.g. resnet18, mobilenet_v2")
 
 
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -75,47 +64,44 @@ def _load_state_dict_file(path: Path) -> dict:
     return sd
 
 
-def build_model(name: str, weights: str = "DEFAULT", seed: int = 0) -> tuple[nn.Module, str, str | None]:
-    """The full torchvision model with `weights`; returns (model, weights_id, sha256 or None)."""
+def _from_file(name: str, weights: Weights) -> nn.Module:
+    weights.sha256  # noqa: B018 - a missing file is a UserError here, before the model is built
+    model = torchvision.models.get_model(name, weights=None)
+    head, _ = _last_linear(model)
+    missing, unexpected = model.load_state_dict(_load_state_dict_file(weights.path), strict=False)
+    missing = [k for k in missing if not k.startswith(head + ".")]
+    if missing or unexpected:
+        raise UserError(
+            f"weights {weights.path.name!r} do not fit {name}: {len(missing)} missing keys {missing[:3]}, "
+            f"{len(unexpected)} unexpected {unexpected[:3]} (only the classifier '{head}' may be missing)")
+    return model
+
+
+def build_model(name: str, weights: Weights) -> tuple[nn.Module, str]:
+    """The full torchvision model with `weights`; returns (model, weights_id)."""
     check_name(name)
-    if weights.lower() == "none":
-        torch.manual_seed(seed)  # random init is a function of the seed, recorded in the id
-        return torchvision.models.get_model(name, weights=None), f"none(seed={seed})", None
-    path = Path(weights)
-    if path.suffix in (".pth", ".pt", ".bin", ".ckpt") or path.exists():
-        if not path.is_file():
-            raise UserError(f"weights file {str(path)!r} does not exist")
-        model = torchvision.models.get_model(name, weights=None)
-        sd = _load_state_dict_file(path)
-        head, _ = _last_linear(model)
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith(head + ".")]
-        if missing or unexpected:
-            raise UserError(
-                f"weights {path.name!r} do not fit {name}: {len(missing)} missing keys {missing[:3]}, "
-                f"{len(unexpected)} unexpected {unexpected[:3]} (only the classifier '{head}' may be missing)"
-            )
-        return model, f"file:{path.name}", sha256_file(path)
-    try:
-        enum = torchvision.models.get_model_weights(name)
-        w = enum.DEFAULT if weights.upper() == "DEFAULT" else enum[weights.split(".")[-1]]
-    except (KeyError, ValueError):
-        raise UserError(f"unknown weights {weights!r} for {name}: use DEFAULT, none, one of "
-                        f"{[w.name for w in torchvision.models.get_model_weights(name)]}, or a path to a state_dict") from None
+    if weights.kind == "none":
+        torch.manual_seed(weights.seed)  # random init is a function of the seed, recorded in the id
+        return torchvision.models.get_model(name, weights=None), weights.key
+    if weights.kind == "file":
+        return _from_file(name, weights), weights.key
+    w = weights.resolve(name)
     try:
         model = torchvision.models.get_model(name, weights=w)  # torch.hub download + cache
     except Exception as e:  # URLError, SSL, HTTP: all mean the file could not be fetched
-        raise UserError(f"could not download {w} ({type(e).__name__}: {e}); offline, pass --weights PATH to a local state_dict") from None
-    return model, str(w), None
+        raise UserError(f"could not download {w} ({type(e).__name__}: {e}); offline, pass --weights PATH "
+                        "to a local state_dict") from None
+    return model, str(w)
 
 
-def load_backbone(name: str = "resnet18", weights: str = "DEFAULT", seed: int = 0) -> Backbone:
-    model, wid, sha = build_model(name, weights, seed)
+def load_backbone(name: str = "resnet18", weights: Weights | str = "DEFAULT", seed: int = 0) -> Backbone:
+    """The frozen trunk of `name` with `weights` (a Weights, or an argument to parse with `seed`)."""
+    weights = weights if isinstance(weights, Weights) else Weights.parse(weights, seed)
+    model, wid = build_model(name, weights)
     head, linear = _last_linear(model)
-    dim = linear.in_features
     _set_module(model, head, nn.Identity())
     model.eval().requires_grad_(False)
-    return Backbone(model, name, dim, wid, sha, weights)
+    return Backbone(model, name, linear.in_features, weights, wid)
 
 
 def fold_batchnorm(trunk: nn.Module) -> tuple[nn.Module, bool]:

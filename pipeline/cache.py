@@ -1,9 +1,11 @@
 """The HDF5 store of CNN codes: schema, crash-safe writes with resume, validated reads.
 
-Layout of features/<dataset>/<backbone>-<weights>.h5:
-  attrs: format, complete, fingerprint, inputs (JSON of everything that determines the codes),
-         classes (JSON), dataset, backbone, weights, weights_sha256, transform (JSON), image_size,
-         precision, versions (JSON), created
+Layout of features/<dataset>/<backbone>-<weights>.h5, written only by `write_codes`:
+  root attributes: format, complete, splits (JSON list), and every field of `Header`:
+    fingerprint (sha256 of inputs), inputs (JSON of everything that determines the codes),
+    classes (JSON), dataset, data_root, backbone, weights (id), weights_arg, weights_sha256
+    ("" unless a file), transform (JSON), image_size, dim, precision, bn_folded, device, seed,
+    extract_seconds, images_per_second, versions (JSON), created
   /<split>/codes  N x D float32      /<split>/labels N int64      /<split>/paths N str
   /<split>/skipped_paths, skipped_reasons (files left out and why)
   /<split>/files/{path,size,mtime_ns}  the scanned image list, to explain what changed
@@ -20,17 +22,62 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Iterator
 
 import h5py
 import numpy as np
 
 from . import UserError
+from .files import atomic_write
 
 FORMAT = "cnncodes-features/1"
 _STR = h5py.string_dtype("utf-8")
+
+
+@dataclass(frozen=True)
+class Header:
+    """The root attributes that describe a features file (see the module docstring)."""
+
+    classes: list[str]
+    dataset: str
+    backbone: str
+    fingerprint: str = ""
+    inputs: dict = field(default_factory=dict)
+    data_root: str = ""
+    weights: str = ""
+    weights_arg: str = ""
+    weights_sha256: str | None = None
+    transform: dict = field(default_factory=dict)
+    image_size: int = 0
+    dim: int = 0
+    precision: str = ""
+    bn_folded: bool = False
+    device: str = ""
+    seed: int = 0
+    extract_seconds: float | None = None
+    images_per_second: float | None = None
+    versions: dict = field(default_factory=dict)
+    created: str = ""
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> Header:
+        vals = {k: v for k, v in attrs.items() if k in {f.name for f in fields(cls)}}
+        vals["weights_sha256"] = vals.get("weights_sha256") or None  # stored as "" (HDF5 has no None)
+        return cls(**vals)
+
+
+@dataclass
+class SplitPiece:
+    """One split of a file being written: its rows arrive as `chunks` of (codes, labels, paths) in
+    output order, so memory stays flat whatever the dataset size."""
+
+    n: int  # rows of codes
+    dim: int
+    files: list  # the scanned image records (path, size, mtime_ns), usable or not
+    skipped: list[tuple[str, str]]  # (relative path, reason)
+    chunks: Iterator[tuple[np.ndarray, np.ndarray, list[str]]]
 
 
 @dataclass
@@ -44,9 +91,12 @@ class SplitCodes:
 @dataclass
 class Codes:
     path: Path
-    classes: list[str]
+    header: Header
     splits: dict[str, SplitCodes]
-    attrs: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.header.classes)
 
 
 def _decode_attr(v):
@@ -89,7 +139,7 @@ def read_codes(path: Path | str) -> Codes:
                 paths=[p.decode() if isinstance(p, bytes) else p for p in g["paths"][...]],
                 skipped=list(zip(g["skipped_paths"].asstr()[...], g["skipped_reasons"].asstr()[...])),
             )
-    return Codes(Path(path), list(attrs["classes"]), splits, attrs)
+    return Codes(Path(path), Header.from_attrs(attrs), splits)
 
 
 def recorded_files(path: Path | str) -> dict[str, dict[str, tuple[int, int]]]:
@@ -144,32 +194,12 @@ class Shards:
         shutil.rmtree(Path(str(out) + ".parts"), ignore_errors=True)
 
 
-def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> Path:
-    """Write a file through `write(fh)` under a temporary name, fsync, and rename it into place:
-    a reader sees the old file or the new one, never half of one. Every output of the project
-    (shards, JSON records, checkpoints, models, reports) goes through here."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
-
-
 def _attr(v):
     return json.dumps(v) if isinstance(v, (dict, list, tuple)) else ("" if v is None else v)
 
 
-def write_codes(out: Path, attrs: dict, splits: dict[str, dict]) -> None:
-    """Assemble the final file from per-split pieces and rename it into place atomically.
-
-    `splits[name]` holds: dim, files (scan records), skipped (list of (path, reason)),
-    and `chunks`, an iterator of (codes, labels, paths) pieces in output order, so memory stays
-    flat whatever the dataset size.
-    """
+def write_codes(out: Path, header: Header, splits: dict[str, SplitPiece]) -> None:
+    """Assemble the final file from per-split pieces and rename it into place atomically."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f"{out.name}.tmp*"):
@@ -177,30 +207,13 @@ def write_codes(out: Path, attrs: dict, splits: dict[str, dict]) -> None:
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:
-            for k, v in attrs.items():
+            for k, v in asdict(header).items():
                 f.attrs[k] = _attr(v)
             f.attrs["format"] = FORMAT
             f.attrs["splits"] = json.dumps(list(splits))
             f.attrs["complete"] = False
-            for name, s in splits.items():
-                g = f.create_group(name)
-                n = s["n"]
-                codes = g.create_dataset("codes", (n, s["dim"]), "f4", chunks=(min(max(n, 1), 1024), s["dim"]) if n else None)
-                labels = g.create_dataset("labels", (n,), "i8")
-                paths = g.create_dataset("paths", (n,), _STR)
-                i = 0
-                for c, l, p in s["chunks"]:
-                    codes[i:i + len(c)] = c
-                    labels[i:i + len(c)] = l
-                    paths[i:i + len(c)] = p
-                    i += len(c)
-                assert i == n, f"{name}: wrote {i} of {n} rows"
-                g.create_dataset("skipped_paths", data=[p for p, _ in s["skipped"]], dtype=_STR)
-                g.create_dataset("skipped_reasons", data=[r for _, r in s["skipped"]], dtype=_STR)
-                fg = g.create_group("files")
-                fg.create_dataset("path", data=[r.path for r in s["files"]], dtype=_STR)
-                fg.create_dataset("size", data=np.array([r.size for r in s["files"]], dtype=np.int64))
-                fg.create_dataset("mtime_ns", data=np.array([r.mtime_ns for r in s["files"]], dtype=np.int64))
+            for name, piece in splits.items():
+                _write_split(f.create_group(name), name, piece)
             f.attrs["complete"] = True  # last: a file without it is never accepted
             f.flush()
         with open(tmp, "rb") as fh:
@@ -209,3 +222,23 @@ def write_codes(out: Path, attrs: dict, splits: dict[str, dict]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _write_split(g: h5py.Group, name: str, s: SplitPiece) -> None:
+    n = s.n
+    codes = g.create_dataset("codes", (n, s.dim), "f4", chunks=(min(max(n, 1), 1024), s.dim) if n else None)
+    labels = g.create_dataset("labels", (n,), "i8")
+    paths = g.create_dataset("paths", (n,), _STR)
+    i = 0
+    for c, lab, p in s.chunks:
+        codes[i:i + len(c)] = c
+        labels[i:i + len(c)] = lab
+        paths[i:i + len(c)] = p
+        i += len(c)
+    assert i == n, f"{name}: wrote {i} of {n} rows"
+    g.create_dataset("skipped_paths", data=[p for p, _ in s.skipped], dtype=_STR)
+    g.create_dataset("skipped_reasons", data=[r for _, r in s.skipped], dtype=_STR)
+    fg = g.create_group("files")
+    fg.create_dataset("path", data=[r.path for r in s.files], dtype=_STR)
+    fg.create_dataset("size", data=np.array([r.size for r in s.files], dtype=np.int64))
+    fg.create_dataset("mtime_ns", data=np.array([r.mtime_ns for r in s.files], dtype=np.int64))

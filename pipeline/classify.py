@@ -9,17 +9,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import numpy as np
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-from . import UserError
-from .cache import Codes, atomic_write, read_codes
+from . import UserError, runs
+from .cache import Codes, SplitCodes, read_codes
 from .config import opt
 from .data import scan
-from .features import weights_tag
 from .heads import HEADS, scores_of
-from .metrics import predictions, record, scores, write_json
+from .metrics import scores
+from .weights import Weights
 
 
 @dataclass(frozen=True)
@@ -33,20 +32,22 @@ class Config:
     train_split: str = opt("train", "split to fit and cross-validate on")
     val_split: str = opt("val", "split scored once, at the end")
 
+    def __post_init__(self):
+        if self.folds < 2:
+            raise UserError(f"--folds must be at least 2 (got {self.folds})")
+
 
 def check_fresh(codes: Codes, data: Path) -> None:
     """Refuse codes that no longer describe the images under `data`."""
     s = scan(data, tuple(codes.splits))
-    if s.classes != codes.classes or s.name != codes.attrs.get("dataset"):
-        raise UserError(f"{codes.path} holds codes of dataset {codes.attrs.get('dataset')!r} {codes.classes}, "
+    if s.classes != codes.classes or s.name != codes.header.dataset:
+        raise UserError(f"{codes.path} holds codes of dataset {codes.header.dataset!r} {codes.classes}, "
                         f"not of {str(data)!r} {s.classes}")
-    if s.digest() != codes.attrs["inputs"]["image_list"]:
+    if s.digest() != codes.header.inputs.get("image_list"):
         raise UserError(f"{codes.path} is stale: images under {str(data)!r} changed since extraction; re-run `make features`")
 
 
 def cv_folds(y: np.ndarray, folds: int, seed: int) -> StratifiedKFold:
-    if folds < 2:
-        raise UserError(f"--folds must be at least 2 (got {folds})")
     counts = np.bincount(y)
     smallest = int(counts[counts > 0].min())
     if smallest < 2:
@@ -65,6 +66,32 @@ def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> 
     return search.fit(X, y)
 
 
+def write_run(cfg: Config, codes: Codes, name: str, search: GridSearchCV, fit_s: float) -> tuple[Path, dict]:
+    """Score the chosen head on val once and write its run folder; returns (folder, val scores)."""
+    h, va, model = codes.header, codes.splits[cfg.val_split], search.best_estimator_
+    t0 = time.perf_counter()
+    pred, proba, score = scores_of(model, va.codes)
+    predict_s = time.perf_counter() - t0
+    val = scores(va.labels, pred, codes.classes, proba)
+    run = runs.start(Path(cfg.out) / runs.run_name(h.dataset, h.backbone, Weights.parse(h.weights_arg).tag, name))
+    runs.save_joblib(run / "model.joblib", model)
+    runs.write_model(run, {
+        "kind": "head", "head": name, "backbone": h.backbone, "weights": h.weights, "weights_arg": h.weights_arg,
+        "weights_sha256": h.weights_sha256, "seed": h.seed, "classes": codes.classes,
+        "resize": h.transform["resize"], "crop": h.transform["crop"],
+        "fast_decode": h.transform["decode"] != "PIL full", "file": "model.joblib", "features_fingerprint": h.fingerprint})
+    runs.write_metrics(run, runs.record(
+        method=f"{h.backbone} codes + {HEADS[name].title}", stage="classify", dataset=h.dataset,
+        classes=codes.classes, backbone=h.backbone, weights=h.weights, n_train=len(codes.splits[cfg.train_split].labels),
+        n_val=len(va.labels), val=val, selection=f"CV on train ({search.n_splits_}-fold)",
+        seconds={"extract": h.extract_seconds, "fit": fit_s, "predict": predict_s},
+        device=f"cpu (codes: {h.device})", seed=cfg.seed, preds=runs.predictions(va.paths, va.labels, pred, score),
+        head=name, hyperparameters={k.removeprefix("clf__"): v for k, v in search.best_params_.items()},
+        cv_score=float(search.best_score_), features_file=str(cfg.features), features_fingerprint=h.fingerprint,
+        data_root=h.data_root, weights_sha256=h.weights_sha256))
+    return run, val
+
+
 def classify(cfg: Config) -> list[Path]:
     codes = read_codes(cfg.features)
     for split in (cfg.train_split, cfg.val_split):
@@ -72,43 +99,18 @@ def classify(cfg: Config) -> list[Path]:
             raise UserError(f"{cfg.features} has no split {split!r} (it has {list(codes.splits)})")
     if cfg.data:
         check_fresh(codes, Path(cfg.data))
-    a = codes.attrs
-    tr, va = codes.splits[cfg.train_split], codes.splits[cfg.val_split]
-    names = list(HEADS) if cfg.head == "all" else [cfg.head]
-    runs = []
-    for name in names:
+    tr: SplitCodes = codes.splits[cfg.train_split]
+    done = []
+    for name in list(HEADS) if cfg.head == "all" else [cfg.head]:
         t0 = time.perf_counter()
         search = fit_head(name, tr.codes, tr.labels, cfg.folds, cfg.seed)
         fit_s = time.perf_counter() - t0
-        model = search.best_estimator_
-        t0 = time.perf_counter()
-        pred, proba, score = scores_of(model, va.codes)
-        predict_s = time.perf_counter() - t0
-        val = scores(va.labels, pred, codes.classes, proba)
-        run = Path(cfg.out) / f"{a['dataset']}-{a['backbone']}-{weights_tag(a['weights_arg'])}-{name}"
-        run.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.json", "model.json"):  # written last: never beside another run's model
-            (run / stale).unlink(missing_ok=True)
-        atomic_write(run / "model.joblib", lambda fh: joblib.dump(model, fh))
-        write_json(run / "model.json", {
-            "kind": "head", "head": name, "backbone": a["backbone"], "weights": a["weights"], "weights_arg": a["weights_arg"],
-            "weights_sha256": a["weights_sha256"] or None, "seed": a["seed"], "classes": codes.classes,
-            "resize": a["transform"]["resize"], "crop": a["transform"]["crop"],
-            "fast_decode": a["transform"]["decode"] != "PIL full", "file": "model.joblib", "features_fingerprint": a["fingerprint"]})
-        write_json(run / "metrics.json", record(
-            method=f"{a['backbone']} codes + {HEADS[name].title}", stage="classify", dataset=a["dataset"],
-            classes=codes.classes, backbone=a["backbone"], weights=a["weights"], n_train=len(tr.labels),
-            n_val=len(va.labels), val=val, selection=f"CV on train ({search.n_splits_}-fold)",
-            seconds={"extract": a.get("extract_seconds"), "fit": fit_s, "predict": predict_s},
-            device=f"cpu (codes: {a['device']})", seed=cfg.seed, preds=predictions(va.paths, va.labels, pred, score),
-            head=name, hyperparameters={k.removeprefix("clf__"): v for k, v in search.best_params_.items()},
-            cv_score=float(search.best_score_), features_file=str(cfg.features), features_fingerprint=a["fingerprint"],
-            data_root=a.get("data_root"), weights_sha256=a["weights_sha256"] or None))
+        run, val = write_run(cfg, codes, name, search, fit_s)
         lo, hi = val["accuracy_ci95"]
         print(f"{name:8s} val acc {val['accuracy']:.2%} [{lo:.1%}, {hi:.1%}]  CV {search.best_score_:.2%}  "
               f"{json.dumps(search.best_params_)}  fit {fit_s:.2f}s  -> {run}")
-        runs.append(run)
-    return runs
+        done.append(run)
+    return done
 
 
 def run(cfg: Config) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from . import UserError
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -28,6 +30,27 @@ class Common:
     seed: int = opt(0, "random seed (weights=none init, CV folds, training order)")
     workers: int = opt(-1, "DataLoader worker processes for decoding (0 = in process, -1 = one per spare core, at most 8)")
     batch_size: int = opt(32, "images per batch")
+
+    def __post_init__(self):
+        positive(batch_size=self.batch_size)
+        if self.workers < -1:
+            raise UserError(f"--workers must be -1 (automatic), 0 or more (got {self.workers})")
+
+
+def positive(**values) -> None:
+    """UserError naming the first flag whose value is below 1."""
+    for name, v in values.items():
+        if v < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {v})")
+
+
+def parse_splits(text: str, exactly: int | None = None) -> tuple[str, ...]:
+    """'train,val' -> ('train', 'val'): the one parser of every --splits flag."""
+    splits = tuple(s.strip() for s in str(text).split(",") if s.strip())
+    if not splits or len(set(splits)) != len(splits) or (exactly and len(splits) != exactly):
+        want = f"exactly {exactly} distinct" if exactly else "distinct"
+        raise UserError(f"--splits needs {want} comma-separated folder names (got {text!r})")
+    return splits
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,13 +103,22 @@ def from_args(cls: type, ns: argparse.Namespace):
 def resolve_device(name: str):
     import torch
 
-    from . import UserError
-
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA GPU is available (use --device cpu or auto)")
     return torch.device(name)
+
+
+def device_type(name: str) -> str:
+    """'cpu' or 'cuda' for a --device value; for 'cpu' without importing torch (a cache hit needs
+    the precision, which follows from the device, before anything else)."""
+    return "cpu" if name == "cpu" else resolve_device(name).type
+
+
+def precision_for(device_type: str) -> str:
+    """The arithmetic the backbone runs in: bf16 autocast on a GPU, fp32 on CPU."""
+    return "bf16-autocast" if device_type == "cuda" else "fp32"
 
 
 def resolve_workers(n: int) -> int:

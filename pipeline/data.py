@@ -12,16 +12,20 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
 from . import UserError
-from .config import opt
+from .config import opt, parse_splits
 
 HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 # sha256 over "relpath\0sha256(file)\n" lines of the extracted tree, in sorted walk order
 # (see `tree_digest`): it pins all 398 files of the archive as distributed.
 HYMENOPTERA_TREE_SHA256 = "09b2329aa6956906521686a682b4c4793592134e6d718c3e9769e005ec240417"
+
+
+# torchvision.datasets.folder.IMG_EXTENSIONS, copied: importing torchvision costs seconds, and
+# classify (which scans to check a cache is fresh) must not pay for it
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class BadImage(Exception):
@@ -119,13 +123,22 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val")) -> ImageF
     return ImageFolderScan(root, classes, out)
 
 
-def load_rgb(path: Path | str, draft: int | None = None) -> Image.Image:
+def transform_spec(resize: int, crop: int, fast_decode: bool) -> dict:
+    """The eval transform in words, as the cache fingerprint records it (see encode.eval_transform)."""
+    return {"resize": resize, "crop": crop, "interpolation": "bilinear", "antialias": True,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "decode": f"PIL draft>={resize}" if fast_decode else "PIL full"}
+
+
+def load_rgb(path: Path | str, draft: int | None = None):
     """Decode an image fully and return it as RGB (grayscale, palette, RGBA, CMYK converted).
 
     `draft` lets the JPEG decoder downscale by 1/2..1/8 while decoding, never below `draft` pixels
     on either side: a large JPEG then decodes several times faster for the same Resize(256) result
     up to resampling detail. Truncated or undecodable files raise BadImage with the reason.
     """
+    from PIL import Image
+
     try:
         with Image.open(path) as im:
             if draft:
@@ -186,7 +199,7 @@ def run(cfg: Config) -> None:
     if not cfg.data.exists():
         print(f"{cfg.data} is absent: downloading {HYMENOPTERA_URL}")
         fetch_hymenoptera(cfg.data)
-    s = scan(cfg.data, tuple(cfg.splits.split(",")))
+    s = scan(cfg.data, parse_splits(cfg.splits))
     print(describe(s))
     for sp in s.splits.values():
         for rel, why in sp.skipped:

@@ -1,29 +1,28 @@
 """Extract CNN codes with a frozen backbone and cache them to HDF5 (resumable, validated).
 
 Usage: python -m pipeline features --data DIR --backbone resnet18 --weights DEFAULT|none|PATH --out FILE.h5
+
+The cache is checked first, from a fingerprint of everything that determines the codes (names,
+the weight file's sha256, the transform, precision, library versions, the image list): a hit
+imports no torchvision and builds no network.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import sys
 import time
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import PIL
-import torch
-import torchvision
-from torchvision.transforms import v2
-from tqdm import tqdm
 
 from . import UserError, __version__
-from .backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, fold_batchnorm, load_backbone
-from .cache import FORMAT, Shards, read_attrs, recorded_files, write_codes
-from .config import Common, opt, resolve_device, resolve_workers
-from .data import BadImage, ImageFolderScan, ImageRecord, load_rgb, scan
+from .cache import FORMAT, Header, Shards, SplitPiece, read_attrs, recorded_files, write_codes
+from .config import Common, device_type, opt, parse_splits, positive, precision_for, resolve_device, resolve_workers
+from .data import ImageFolderScan, ImageRecord, scan, transform_spec
+from .weights import Weights, features_path
 
 
 @dataclass(frozen=True)
@@ -39,92 +38,24 @@ class Config(Common):
     shard_size: int = opt(512, "images per resumable shard (rounded up to a multiple of --batch-size)")
     force: bool = opt(False, "recompute even when an existing file was made from other inputs")
 
+    def __post_init__(self):
+        super().__post_init__()
+        positive(shard_size=self.shard_size, resize=self.resize, crop=self.crop)
+        parse_splits(self.splits)
+        Weights.parse(self.weights, self.seed)
 
-WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-
-
-def weights_tag(weights: str) -> str:
-    """Short name of a weights choice for file names: a file's stem, else the enum member name
-    (ResNet18_Weights.IMAGENET1K_V2 -> IMAGENET1K_V2, so V1 and V2 never share a file)."""
-    if "/" in weights or Path(weights).suffix in WEIGHT_FILE_SUFFIXES:
-        return Path(weights).stem
-    return weights.split(".")[-1]
-
-
-def default_out(data: Path, backbone: str, weights: str) -> Path:
-    return Path("features") / Path(data).resolve().name / f"{backbone}-{weights_tag(weights)}.h5"
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out) if self.out else features_path(self.data, self.backbone, Weights.parse(self.weights))
 
 
-def eval_transform(resize: int = 256, crop: int = 224) -> v2.Compose:
-    """PIL image -> uint8 CHW tensor; normalisation happens on the device, in `normalize`."""
-    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop), v2.PILToTensor()])
-
-
-def transform_spec(resize: int, crop: int, fast_decode: bool) -> dict:
-    return {"resize": resize, "crop": crop, "interpolation": "bilinear", "antialias": True,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "decode": f"PIL draft>={resize}" if fast_decode else "PIL full"}
-
-
-@functools.lru_cache(maxsize=None)
-def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    # made once per device: a fresh host->GPU copy per batch would stall the stream
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-    return mean, torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
-
-
-def normalize(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """uint8 NCHW on the device -> normalised float (ImageNet mean/std)."""
-    mean, std = _mean_std(x.device)
-    x = (x.float() - mean) / std
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-class ImageFiles(torch.utils.data.Dataset):
-    """Decodes one image per item; a bad file yields a blank tensor and the reason, never a crash."""
-
-    def __init__(self, root: Path, records: list[ImageRecord], resize: int = 256, crop: int = 224, fast_decode: bool = True):
-        self.root, self.records, self.crop = Path(root), records, crop
-        self.draft = resize if fast_decode else None
-        self.tf = eval_transform(resize, crop)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int):
-        try:
-            return self.tf(load_rgb(self.root / self.records[i].path, self.draft)), ""
-        except BadImage as e:
-            return torch.zeros(3, self.crop, self.crop, dtype=torch.uint8), str(e)
-
-
-def precision_for(device: torch.device) -> str:
-    return "bf16-autocast" if device.type == "cuda" else "fp32"
-
-
-class Encoder:
-    """The frozen trunk on a device: uint8 batches in, float32 codes out (bf16 autocast on CUDA)."""
-
-    def __init__(self, bb: Backbone, device: torch.device):
-        self.device, self.cuda = device, device.type == "cuda"
-        # channels_last is faster on CUDA and on CPU alike (oneDNN): measured 1.3-1.5x on 2 cores
-        trunk, self.bn_folded = fold_batchnorm(bb.trunk)
-        self.model = trunk.to(device, memory_format=torch.channels_last)
-        self.precision = precision_for(device)
-
-    @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = normalize(x.to(self.device, non_blocking=True), channels_last=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
-            return self.model(x).float()
-
-
-def fingerprint_inputs(s: ImageFolderScan, bb: Backbone, cfg: Config, device: torch.device) -> dict:
+def fingerprint_inputs(s: ImageFolderScan, cfg: Config, weights: Weights, device: str) -> dict:
+    """Everything that determines the codes, known before any network is built."""
     return {
         "format": FORMAT,
-        "backbone": bb.name,
-        "weights": bb.weights_id,
-        "weights_sha256": bb.weights_sha256,
+        "backbone": cfg.backbone,
+        "weights": weights.key,
+        "weights_sha256": weights.sha256,
         "transform": transform_spec(cfg.resize, cfg.crop, cfg.fast_decode),
         "precision": precision_for(device),
         # BN folding is decided by the backbone and the torch version (both recorded): fx either
@@ -133,7 +64,7 @@ def fingerprint_inputs(s: ImageFolderScan, bb: Backbone, cfg: Config, device: to
         "classes": s.classes,
         "splits": list(s.splits),
         "image_list": s.digest(),
-        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "pillow": PIL.__version__},
+        "versions": {"torch": version("torch"), "torchvision": version("torchvision"), "pillow": version("pillow")},
     }
 
 
@@ -158,48 +89,62 @@ def explain_change(out: Path, old: dict, new: dict, s: ImageFolderScan) -> str:
     return "; ".join(why) or "inputs differ"
 
 
-def _shard_batches(n: int, shard: int, batch: int) -> list[list[range]]:
-    """Batch index ranges for each shard of a split: the same whether a run is fresh or resumed."""
-    return [[range(b, min(b + batch, s + shard, n)) for b in range(s, min(s + shard, n), batch)] for s in range(0, n, shard)]
+def cache_hit(out: Path, fp: str, inputs: dict, s: ImageFolderScan, force: bool) -> bool:
+    """True when `out` already holds these codes; UserError when it holds others (unless force)."""
+    if not out.exists() or force:
+        return False
+    try:
+        old = read_attrs(out)
+    except UserError as e:
+        raise UserError(f"{e}; --force replaces it") from None
+    if old.get("fingerprint") == fp:
+        n = {k: len(v.items) for k, v in s.splits.items()}
+        print(f"cache hit: {out} is up to date ({n}); no model work done")
+        Shards.remove_leftovers(out)  # a run killed between rename and cleanup
+        return True
+    raise UserError(f"{out} was made from other inputs ({explain_change(out, old, inputs, s)}); "
+                    "re-run with --force to recompute it (the old file stays until the new one is complete)")
 
 
-def extract(cfg: Config) -> Path:
-    """Run the stage; returns the path of the complete, validated features file."""
-    if cfg.batch_size < 1 or cfg.shard_size < 1:
-        raise UserError("--batch-size and --shard-size must be positive")
-    s = scan(cfg.data, tuple(cfg.splits.split(",")))
-    out = Path(cfg.out) if cfg.out else default_out(cfg.data, cfg.backbone, cfg.weights)
-    device = resolve_device(cfg.device)
-    bb = load_backbone(cfg.backbone, cfg.weights, cfg.seed)
-    inputs = fingerprint_inputs(s, bb, cfg, device)
-    fp = digest(inputs)
-    if out.exists() and not cfg.force:
-        try:
-            old = read_attrs(out)
-        except UserError as e:
-            raise UserError(f"{e}; --force replaces it") from None
-        if old.get("fingerprint") == fp:
-            n = {k: len(v.items) for k, v in s.splits.items()}
-            print(f"cache hit: {out} is up to date ({n}); no model work done")
-            Shards.remove_leftovers(out)  # a run killed between rename and cleanup
-            return out
-        raise UserError(f"{out} was made from other inputs ({explain_change(out, old, inputs, s)}); "
-                        "re-run with --force to recompute it (the old file stays until the new one is complete)")
+@dataclass
+class Plan:
+    """All splits' records flattened, and the shards to compute: (split, shard index, batches of
+    global indices). The same batch boundaries whether a run is fresh or resumed."""
 
-    enc = Encoder(bb, device)  # after the cache check: a hit builds nothing
-    shard = -(-cfg.shard_size // cfg.batch_size) * cfg.batch_size
-    shards = Shards(out, f"{fp} batch={cfg.batch_size} shard={shard}")
-    records, plan = [], []  # all splits' records flattened; (split, shard idx, [global index lists])
+    records: list[ImageRecord]
+    shards: list[tuple[str, int, list[list[int]]]]
+    shard_size: int
+
+
+def plan_shards(s: ImageFolderScan, batch: int, shard_size: int) -> Plan:
+    shard = -(-shard_size // batch) * batch
+    records, shards = [], []
     for name, split in s.splits.items():
-        base = len(records)
+        base, n = len(records), len(split.items)
         records += split.items
-        for si, batches in enumerate(_shard_batches(len(split.items), shard, cfg.batch_size)):
-            plan.append((name, si, [[base + i for i in r] for r in batches]))
-    todo = [p for p in plan if not shards.done(p[0], p[1])]
-    if len(todo) < len(plan):
-        print(f"resuming: {len(plan) - len(todo)} of {len(plan)} shards already extracted in {shards.dir}")
-    print(f"{s.name}: {len(records)} images, {bb.name} ({bb.weights_id}) -> {bb.dim}-d codes on {device} ({enc.precision})")
-    ds = ImageFiles(cfg.data, records, cfg.resize, cfg.crop, cfg.fast_decode)
+        for si, start in enumerate(range(0, n, shard)):
+            stop = min(start + shard, n)
+            shards.append((name, si, [list(range(base + b, base + min(b + batch, stop))) for b in range(start, stop, batch)]))
+    return Plan(records, shards, shard)
+
+
+def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, weights: Weights) -> dict:
+    """Run the backbone over every shard not yet on disk; returns what the header records of it."""
+    import torch
+    from tqdm import tqdm
+
+    from .backbone import load_backbone
+    from .encode import Encoder, eval_images
+
+    device = resolve_device(cfg.device)
+    bb = load_backbone(cfg.backbone, weights)
+    enc = Encoder(bb, device)
+    todo = [p for p in plan.shards if not shards.done(p[0], p[1])]
+    if len(todo) < len(plan.shards):
+        print(f"resuming: {len(plan.shards) - len(todo)} of {len(plan.shards)} shards already extracted in {shards.dir}")
+    print(f"{s.name}: {len(plan.records)} images, {bb.name} ({bb.weights_id}) -> {bb.dim}-d codes on {device} "
+          f"({enc.precision})")
+    ds = eval_images(cfg.data, plan.records, cfg.resize, cfg.crop, cfg.fast_decode)
     loader = torch.utils.data.DataLoader(
         ds, batch_sampler=[b for p in todo for b in p[2]], num_workers=resolve_workers(cfg.workers),
         pin_memory=device.type == "cuda", persistent_workers=False)
@@ -219,39 +164,57 @@ def extract(cfg: Config) -> Path:
     secs = time.perf_counter() - t0
     if n_done:
         print(f"extracted {n_done} images in {secs:.1f}s ({n_done / secs:.1f} images/s)")
-    # recorded: the model time of every shard, this run's and those a killed run left, so a
-    # resumed extraction reports what the codes cost, not what was left to do
-    secs = sum(shards.seconds(name, si) for name, si, _ in plan)
-    n_all = len(records)
+    return {"weights": bb.weights_id, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
+
+def split_pieces(s: ImageFolderScan, plan: Plan, shards: Shards, dim: int) -> dict[str, SplitPiece]:
+    """Each split's rows read back from its shards, bad files moved to the skipped list."""
     def chunks(name: str, nshards: int, items: list[ImageRecord]):
         pos = 0
         for si in range(nshards):
             c, reasons = shards.load(name, si)
             keep = np.array([r == "" for r in reasons], dtype=bool)
-            recs = items[pos:pos + len(reasons)]
+            recs = [r for r, k in zip(items[pos:pos + len(reasons)], keep) if k]
             pos += len(reasons)
-            yield c[keep], np.array([r.label for r, k in zip(recs, keep) if k], dtype=np.int64), [r.path for r, k in zip(recs, keep) if k]
+            yield c[keep], np.array([r.label for r in recs], dtype=np.int64), [r.path for r in recs]
 
-    pieces = {}
+    pieces, size = {}, plan.shard_size
     for name, split in s.splits.items():
-        nsh = sum(1 for p in plan if p[0] == name)
-        bad = [(r.path, why) for si in range(nsh) for r, why in zip(split.items[si * shard:(si + 1) * shard], shards.reasons(name, si)) if why]
-        pieces[name] = {"n": len(split.items) - len(bad), "dim": bb.dim, "files": split.items,
-                        "skipped": sorted(split.skipped + bad), "chunks": chunks(name, nsh, split.items)}
+        nsh = sum(1 for p in plan.shards if p[0] == name)
+        bad = [(r.path, why) for si in range(nsh)
+               for r, why in zip(split.items[si * size:(si + 1) * size], shards.reasons(name, si)) if why]
         for p, why in bad:
             print(f"  skipped {p}: {why}")
-    write_codes(out, {
-        "fingerprint": fp, "inputs": inputs, "classes": s.classes, "dataset": s.name, "data_root": str(cfg.data),
-        "backbone": bb.name, "weights": bb.weights_id, "weights_sha256": bb.weights_sha256, "weights_arg": bb.weights_arg,
-        "transform": inputs["transform"], "image_size": cfg.crop, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "seed": cfg.seed,
-        "extract_seconds": secs, "images_per_second": n_all / secs if secs else None,
-        "versions": {**inputs["versions"], "h5py": __import__("h5py").__version__, "numpy": np.__version__, "cnncodes": __version__},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }, pieces)
+        pieces[name] = SplitPiece(len(split.items) - len(bad), dim, split.items, sorted(split.skipped + bad),
+                                  chunks(name, nsh, split.items))
+    return pieces
+
+
+def extract(cfg: Config) -> Path:
+    """Run the stage; returns the path of the complete, validated features file."""
+    s = scan(cfg.data, parse_splits(cfg.splits))
+    out, weights = cfg.out_path, Weights.parse(cfg.weights, cfg.seed)
+    inputs = fingerprint_inputs(s, cfg, weights, device_type(cfg.device))
+    fp = digest(inputs)
+    if cache_hit(out, fp, inputs, s, cfg.force):
+        return out
+    plan = plan_shards(s, cfg.batch_size, cfg.shard_size)
+    shards = Shards(out, f"{fp} batch={cfg.batch_size} shard={plan.shard_size}")
+    run = compute_shards(cfg, s, plan, shards, weights)
+    # recorded: the model time of every shard, this run's and those a killed run left, so a
+    # resumed extraction reports what the codes cost, not what was left to do
+    secs = sum(shards.seconds(name, si) for name, si, _ in plan.shards)
+    pieces = split_pieces(s, plan, shards, run["dim"])
+    write_codes(out, Header(
+        fingerprint=fp, inputs=inputs, classes=s.classes, dataset=s.name, data_root=str(cfg.data),
+        backbone=cfg.backbone, weights_sha256=weights.sha256, weights_arg=weights.arg,
+        transform=inputs["transform"], image_size=cfg.crop, seed=cfg.seed, extract_seconds=secs,
+        images_per_second=len(plan.records) / secs if secs else None,
+        versions={**inputs["versions"], "h5py": version("h5py"), "numpy": np.__version__, "cnncodes": __version__},
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **run), pieces)
     shards.remove()
-    print(f"wrote {out}: " + ", ".join(f"{k} {v['n']}" for k, v in pieces.items()) + f" codes of dim {bb.dim}")
+    print(f"wrote {out}: " + ", ".join(f"{k} {v.n}" for k, v in pieces.items()) + f" codes of dim {run['dim']}")
     return out
 
 

@@ -1,23 +1,13 @@
 """Every number we report, computed in one place: accuracy with a Wilson interval, balanced
-accuracy, macro F1, per-class precision/recall, confusion, log-loss, the exact McNemar test; and
-the `metrics.json` run record that classify, finetune and bench write and report reads.
+accuracy, macro F1, per-class precision/recall, confusion, log-loss, the exact McNemar test, and
+the per-epoch time rule. Statistics only: the run record that holds them is in `runs`.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
-import time
-from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest
 from sklearn import metrics as skm
-
-from .cache import atomic_write
-
-SCHEMA = "cnncodes-metrics/1"
 
 
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -36,7 +26,7 @@ def scores(y_true, y_pred, classes: list[str], proba: np.ndarray | None = None) 
     labels = list(range(len(classes)))
     k, n = int((y_true == y_pred).sum()), len(y_true)
     p, r, f, sup = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    out = {
+    return {
         "accuracy": k / n if n else float("nan"),
         "accuracy_ci95": list(wilson(k, n)),
         "correct": k,
@@ -48,12 +38,6 @@ def scores(y_true, y_pred, classes: list[str], proba: np.ndarray | None = None) 
         "confusion": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),  # rows: true, cols: predicted
         "log_loss": float(skm.log_loss(y_true, proba, labels=labels)) if proba is not None else None,
     }
-    return out
-
-
-def predictions(paths: list[str], y_true, y_pred, score) -> list[dict]:
-    """Per-image val predictions: what the report's image grid and paired tests need."""
-    return [{"path": p, "true": int(t), "pred": int(q), "score": float(s)} for p, t, q, s in zip(paths, y_true, y_pred, score)]
 
 
 def mcnemar_exact(correct_a, correct_b) -> dict:
@@ -62,6 +46,8 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     b = images only A gets right, c = only B gets right; p is the two-sided binomial p-value of
     b against Binomial(b + c, 1/2). p = 1 when they never disagree.
     """
+    from scipy.stats import binomtest
+
     a, b_ = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     if a.shape != b_.shape:
         raise ValueError("McNemar needs both methods scored on the same images")
@@ -70,54 +56,6 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     return {"only_a": b, "only_b": c, "p_value": p}
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (platform.processor() is often empty or just the architecture)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment() -> dict:
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu,
-            "python": platform.python_version(), "torch": torch.__version__}
-
-
-def record(*, method: str, stage: str, dataset: str, classes: list[str], backbone: str, weights: str,
-           n_train: int, n_val: int, val: dict, selection: str, seconds: dict, device: str, seed: int,
-           preds: list[dict], **extra) -> dict:
-    """A metrics.json document. `seconds` keys: extract, fit, train, predict (absent = not spent)."""
-    return {
-        "schema": SCHEMA, "method": method, "stage": stage, "dataset": dataset, "classes": classes,
-        "backbone": backbone, "weights": weights, "n_train": n_train, "n_val": n_val,
-        "val": val, "selection": selection, "seconds": seconds, "device": device, "seed": seed,
-        **extra,
-        "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "predictions": preds,
-    }
-
-
-def write_json(path: Path | str, doc: dict) -> Path:
-    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
-    text = json.dumps(doc, indent=1, default=_jsonable)
-    return atomic_write(path, lambda fh: fh.write(text.encode()))
-
-
-def read_json(path: Path | str) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def mean_epoch_seconds(seconds: list[float]) -> float:
+    """Mean epoch time, leaving out the first (warm-up) epoch when more than 2 were run."""
+    return float(np.mean(seconds[1:] if len(seconds) > 2 else seconds))

@@ -63,7 +63,7 @@ def hymenoptera_codes(tmp_path_factory):
 
 def write_synthetic_codes(path: Path, n_train=30, n_val=20, dim=16, classes=("a", "b", "c"), seed=0, sep=6.0):
     """A features file of separable Gaussian blobs, in the real cache format."""
-    from pipeline.cache import write_codes
+    from pipeline.cache import Header, SplitPiece, write_codes
     from pipeline.data import ImageRecord
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, sep, (len(classes), dim))
@@ -72,10 +72,10 @@ def write_synthetic_codes(path: Path, n_train=30, n_val=20, dim=16, classes=("a"
         y = np.arange(n) % len(classes)
         x = (centres[y] + rng.normal(0, 1, (n, dim))).astype(np.float32)
         paths = [f"{name}/{classes[c]}/{i:04d}.jpg" for i, c in enumerate(y)]
-        splits[name] = {"n": n, "dim": dim, "skipped": [], "files": [ImageRecord(p, int(c), 1, 1) for p, c in zip(paths, y)],
-                        "chunks": iter([(x, y, paths)])}
-    write_codes(path, {"fingerprint": "f" * 64, "inputs": {"image_list": "x"}, "classes": list(classes), "dataset": "blobs",
-                       "data_root": "", "backbone": "resnet18", "weights": "none(seed=0)", "weights_sha256": None,
-                       "weights_arg": "none", "transform": {"resize": 256, "crop": 224, "decode": "PIL full"},
-                       "device": "cpu", "seed": 0, "extract_seconds": 1.5}, splits)
+        files = [ImageRecord(p, int(c), 1, 1) for p, c in zip(paths, y)]
+        splits[name] = SplitPiece(n, dim, files, [], iter([(x, y, paths)]))
+    write_codes(path, Header(fingerprint="f" * 64, inputs={"image_list": "x"}, classes=list(classes), dataset="blobs",
+                             backbone="resnet18", weights="none(seed=0)", weights_arg="none",
+                             transform={"resize": 256, "crop": 224, "decode": "PIL full"}, device="cpu",
+                             extract_seconds=1.5), splits)
     return path

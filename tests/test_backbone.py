@@ -27,7 +27,7 @@ def test_local_state_dict_without_classifier_loads(tmp_path):
     torch.save(sd, tmp_path / "w.pth")
     bb = load_backbone("resnet18", str(tmp_path / "w.pth"))
     assert torch.equal(bb.trunk.conv1.weight, src.trunk.conv1.weight)
-    assert bb.weights_id == "file:w.pth" and len(bb.weights_sha256) == 64
+    assert bb.weights_id == "file:w.pth" and len(bb.weights.sha256) == 64
 
 
 def test_local_state_dict_missing_trunk_keys_is_an_error(tmp_path):

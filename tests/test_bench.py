@@ -73,7 +73,8 @@ def test_document_shape(doc, tmp_path):
     assert sum(n.startswith("head fit with CV") for n in names) == 4
     assert sum(n.startswith("head fit once") for n in names) == 4
     out = bench.write_json(tmp_path / "b.json", doc)
-    from pipeline.report import bench_blocks, read_bench
+    from pipeline.render import bench_blocks
+    from pipeline.report import read_bench
     assert bench_blocks(read_bench(out))[2][0] == "table"  # the report renders it
     assert "benchmark" in bench.table(doc)
 

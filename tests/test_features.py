@@ -13,7 +13,8 @@ from conftest import ROOT, cli, make_image
 from pipeline import UserError
 from pipeline.backbone import load_backbone
 from pipeline.cache import read_attrs, read_codes
-from pipeline.features import Config, ImageFiles, extract, normalize
+from pipeline.encode import eval_images, normalize
+from pipeline.features import Config, extract
 from pipeline.data import scan
 
 SMALL = dict(backbone="resnet18", weights="none", workers=0, batch_size=4, device="cpu")
@@ -32,7 +33,7 @@ def test_round_trip_matches_a_direct_forward_pass(folder, tmp_path):
     assert tr.paths == sorted(tr.paths) and list(tr.labels) == [0] * 6 + [1] * 6
     # the same images through the same trunk, by hand
     s = scan(folder)
-    ds = ImageFiles(folder, s.splits["val"].items)
+    ds = eval_images(folder, s.splits["val"].items)
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     with torch.no_grad():
         want = load_backbone("resnet18", "none").trunk(normalize(x, channels_last=False)).numpy()
@@ -58,7 +59,8 @@ def test_cache_hit_does_no_model_work(folder, tmp_path, capsys, monkeypatch):
     out = extract(cfg(folder, tmp_path / "f.h5"))
     stamp = os.stat(out).st_mtime_ns
     import pipeline.features as F
-    monkeypatch.setattr(F.Encoder, "__call__", lambda *a: pytest.fail("model ran on a cache hit"))
+    import pipeline.encode as E
+    monkeypatch.setattr(E.Encoder, "__call__", lambda *a: pytest.fail("model ran on a cache hit"))
     extract(cfg(folder, out))
     assert "cache hit" in capsys.readouterr().out and os.stat(out).st_mtime_ns == stamp
 
@@ -168,7 +170,8 @@ def test_crash_during_assembly_resumes_without_model_work_and_keeps_the_cost(fol
         extract(cfg(folder, tmp_path / "f.h5"))
     assert not (tmp_path / "f.h5").exists()
     monkeypatch.setattr(F, "write_codes", real)
-    monkeypatch.setattr(F.Encoder, "__call__", lambda *a: pytest.fail("all shards were done: no model work"))
+    import pipeline.encode as E
+    monkeypatch.setattr(E.Encoder, "__call__", lambda *a: pytest.fail("all shards were done: no model work"))
     out = extract(cfg(folder, tmp_path / "f.h5"))
     assert "resuming: 2 of 2 shards" in capsys.readouterr().out
     a = read_attrs(out)

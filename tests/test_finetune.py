@@ -15,8 +15,9 @@ from PIL import Image
 from pipeline import UserError
 from pipeline.backbone import classifier, load_backbone
 from pipeline.data import load_rgb
-from pipeline.features import eval_transform, normalize
-from pipeline.finetune import Config, augment, build, crop_params, train
+from pipeline.augment import augment, crop_params
+from pipeline.encode import eval_transform, normalize
+from pipeline.finetune import Config, build, train
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}

@@ -14,8 +14,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, cli, make_folder
-from pipeline import UserError, metrics, report
-from pipeline.cache import write_codes
+from pipeline import UserError, metrics, report, summary
+from pipeline import runs as runfiles
+from pipeline.cache import Header, SplitPiece, write_codes
+from pipeline.files import write_json
 from pipeline.metrics import wilson
 
 CLASSES = ["ants", "bees"]
@@ -26,20 +28,20 @@ Y = [0] * 10 + [1] * 10
 
 
 def fake_env():
-    # metrics.environment() imports torch to name the GPU; the report must not need it
+    # runs.environment() names the GPU through torch; the report must not need it
     return {"cpu": "test-cpu", "cores": 2, "gpu": None, "python": "3", "torch": None}
 
 
 def write_run(folder: Path, *, method, stage, pred, seconds, selection, dataset="hymenoptera_data",
               classes=CLASSES, shuffle=False, proba=False, paths=VAL, y=Y, **extra) -> Path:
     val = metrics.scores(y, pred, classes, proba=np.eye(len(classes))[pred] * 0.8 + 0.1 if proba else None)
-    preds = metrics.predictions(paths, y, pred, [0.9] * len(y))
+    preds = runfiles.predictions(paths, y, pred, [0.9] * len(y))
     if shuffle:  # the paired test must match images by path, not by position
         preds = [preds[i] for i in np.random.default_rng(1).permutation(len(preds))]
-    doc = metrics.record(method=method, stage=stage, dataset=dataset, classes=classes, backbone="mobilenet_v2",
+    doc = runfiles.record(method=method, stage=stage, dataset=dataset, classes=classes, backbone="mobilenet_v2",
                          weights="DEFAULT", n_train=6, n_val=len(y), val=val, selection=selection, seconds=seconds,
                          device="cpu", seed=0, preds=preds, **extra)
-    return metrics.write_json(folder / "metrics.json", doc)
+    return write_json(folder / "metrics.json", doc)
 
 
 def write_features(path: Path, rng) -> Path:
@@ -48,9 +50,9 @@ def write_features(path: Path, rng) -> Path:
         codes = (rng.normal(size=(2 * n_per, 8)) + labels[:, None] * 3).astype(np.float32)
         paths = [f"x/{i}.jpg" for i in range(2 * n_per)]
         files = [SimpleNamespace(path=p, size=1, mtime_ns=1) for p in paths]
-        return {"n": 2 * n_per, "dim": 8, "files": files, "skipped": [], "chunks": iter([(codes, labels, paths)])}
+        return SplitPiece(2 * n_per, 8, files, [], iter([(codes, labels, paths)]))
 
-    write_codes(path, {"classes": CLASSES, "dataset": "hymenoptera_data", "backbone": "mobilenet_v2"},
+    write_codes(path, Header(classes=CLASSES, dataset="hymenoptera_data", backbone="mobilenet_v2"),
                 {"train": split(6), "val": split(10)})
     return path
 
@@ -70,7 +72,7 @@ def built(tmp_path_factory):
     feats = write_features(tmp / "features.h5", np.random.default_rng(0))
     runs = tmp / "runs"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(metrics, "environment", fake_env)
+        mp.setattr(runfiles, "environment", fake_env)
         write_run(runs / "linsvc", method="mobilenet_v2 codes + LinearSVC", stage="classify", pred=list(Y),
                   seconds={"extract": 3.0, "fit": 0.25, "predict": 0.05}, selection="CV on train (5-fold)",
                   head="linsvc", data_root=str(data), features_file=str(feats))
@@ -81,23 +83,23 @@ def built(tmp_path_factory):
         best_pred = wrong_at(range(10, 14))
         history = [{"epoch": e, "train_loss": 1 / e, "train_acc": 0.5 + 0.1 * e, "val_loss": 0.9 / e + 0.05 * e,
                     "val_acc": [0.55, 0.8, 0.6][e - 1], "lr": 0.001, "seconds": 3.0} for e in (1, 2, 3)]
-        metrics.write_json(runs / "finetune-full" / "history.json", history)
+        write_json(runs / "finetune-full" / "history.json", history)
         write_run(runs / "finetune-full", method="fine-tune (full)", stage="finetune", pred=wrong_at(range(10, 18)),
                   seconds={"decode": 1.5, "train": 10.0, "predict": 0.5}, selection="last epoch", mode="full",
                   data_root=str(data), history="history.json",
                   best_val={"epoch": 2, **metrics.scores(Y, best_pred, CLASSES),
                             "selection": "best epoch on val (reference protocol)"})
-    bench = metrics.write_json(tmp / "benchmarks.json", {
+    bench = write_json(tmp / "benchmarks.json", {
         "machine": {"cpu": "Test CPU 9000", "cores": 2, "gpu": None}, "commit": "abc1234", "versions": {"torch": "x"},
         "quick": True, "results": [{"name": "extract images/s", "ours": 120.5, "reference": 60.0, "unit": "img/s",
                                     "ratio": 2.008, "target": 2.0, "met": True, "note": "batch 32"}]})
     out = tmp / "out"
     written = report.run(report.Config(runs=runs, out=out, bench=bench, title="Test report", note="made by the tests"))
-    return SimpleNamespace(tmp=tmp, runs=runs, out=out, data=data, written=written, loaded=report.load_runs(runs))
+    return SimpleNamespace(tmp=tmp, runs=runs, out=out, data=data, written=written, loaded=runfiles.load_runs(runs))
 
 
 def test_table_rows_exact_and_sorted(built):
-    rows = report.table_rows(built.loaded)
+    rows = summary.table_rows(built.loaded)
     assert [r["method"] for r in rows] == [
         "mobilenet_v2 codes + LinearSVC", "mobilenet_v2 codes + kNN", "fine-tune (full)",
         "fine-tune (full), best epoch 2 on val (reference protocol)",
@@ -105,17 +107,17 @@ def test_table_rows_exact_and_sorted(built):
     assert [r["kind"] for r in rows] == ["ours", "ours", "ours", "best_epoch", "reference", "reference"]
     assert [r["is_reference"] for r in rows] == [False] * 4 + [True] * 2
     # Wilson 95%: 20/20 -> [83.9, 100.0], 15/20 -> [53.1, 88.8], 12/20 -> [38.7, 78.1], 16/20 -> [58.4, 91.9]
-    assert report.display_row(rows[0]) == ["mobilenet_v2 codes + LinearSVC", "mobilenet_v2 / DEFAULT", "6 / 20",
+    assert summary.display_row(rows[0]) == ["mobilenet_v2 codes + LinearSVC", "mobilenet_v2 / DEFAULT", "6 / 20",
                                            "100.0% [83.9, 100.0]", "100.0%", "1.000", "—", "3.00", "0.25", "—", "cpu",
                                            "CV on train (5-fold)"]
-    assert report.display_row(rows[1])[3:10] == ["75.0% [53.1, 88.8]", "75.0%", "0.733",
+    assert summary.display_row(rows[1])[3:10] == ["75.0% [53.1, 88.8]", "75.0%", "0.733",
                                                  f"{rows[1]['log_loss']:.3f}", "3.00", "0.01", "—"]
-    assert report.display_row(rows[2])[3] == "60.0% [38.7, 78.1]"
-    assert report.display_row(rows[2])[7:10] == ["—", "—", "11.5"]  # decode counts with train
-    assert report.display_row(rows[3])[3] == "80.0% [58.4, 91.9]"
-    assert report.display_row(rows[3])[11] == "best epoch on val (reference protocol)"
-    assert report.display_row(rows[4])[2:4] == ["244 / 153", "96.73% [92.6, 98.6]"]
-    assert report.display_row(rows[5])[3] == "96.08% [91.7, 98.2]"
+    assert summary.display_row(rows[2])[3] == "60.0% [38.7, 78.1]"
+    assert summary.display_row(rows[2])[7:10] == ["—", "—", "11.5"]  # decode counts with train
+    assert summary.display_row(rows[3])[3] == "80.0% [58.4, 91.9]"
+    assert summary.display_row(rows[3])[11] == "best epoch on val (reference protocol)"
+    assert summary.display_row(rows[4])[2:4] == ["244 / 153", "96.73% [92.6, 98.6]"]
+    assert summary.display_row(rows[5])[3] == "96.08% [91.7, 98.2]"
 
 
 def test_csv_values(built):
@@ -138,10 +140,10 @@ def test_csv_values(built):
 
 def test_mcnemar_matched_by_path_and_summary_within_noise(built):
     by = {r.slug: r for r in built.loaded}
-    t = report.paired_test(by["linsvc"], by["knn-k-5"])  # kNN's predictions are stored shuffled
+    t = summary.paired_test(by["linsvc"], by["knn-k-5"])  # kNN's predictions are stored shuffled
     assert (t["only_a"], t["only_b"], t["n"], t["unmatched"]) == (5, 0, 20, 0)
     assert t["p_value"] == pytest.approx(2 * 0.5 ** 5)  # 0.0625
-    text = "\n".join(report.summary_paragraphs(report.table_rows(built.loaded), built.loaded))
+    text = "\n".join(summary.summary_paragraphs(summary.table_rows(built.loaded), built.loaded))
     assert "Best on val: **mobilenet_v2 codes + LinearSVC**" in text
     assert "5 val images apart" in text and "p = 0.0625" in text
     assert "within noise" in text
@@ -149,17 +151,17 @@ def test_mcnemar_matched_by_path_and_summary_within_noise(built):
 
 
 def test_summary_says_real_difference_when_it_is(tmp_path, monkeypatch):
-    monkeypatch.setattr(metrics, "environment", fake_env)
+    monkeypatch.setattr(runfiles, "environment", fake_env)
     paths = [f"val/a/{i}.jpg" for i in range(40)]
     y = [0] * 20 + [1] * 20
     write_run(tmp_path / "good", method="good", stage="classify", pred=y, seconds={"fit": 1.0}, selection="CV",
               dataset="toy", paths=paths, y=y)
     write_run(tmp_path / "bad", method="bad", stage="classify", pred=[0] * 40, seconds={"fit": 0.5}, selection="CV",
               dataset="toy", paths=paths, y=y)
-    runs = report.load_runs(tmp_path)
-    rows = report.table_rows(runs)
+    runs = runfiles.load_runs(tmp_path)
+    rows = summary.table_rows(runs)
     assert not any(r["is_reference"] for r in rows)  # published hymenoptera numbers only beside hymenoptera runs
-    text = " ".join(report.summary_paragraphs(rows, runs))
+    text = " ".join(summary.summary_paragraphs(rows, runs))
     assert "20 val images apart" in text and "unlikely to be noise" in text and "within noise" not in text
 
 
@@ -205,7 +207,7 @@ def test_markdown_and_html_content(built):
 
 
 def test_missing_images_and_features_skip_with_note(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(metrics, "environment", fake_env)
+    monkeypatch.setattr(runfiles, "environment", fake_env)
     write_run(tmp_path / "runs" / "a", method="a", stage="classify", pred=list(Y), seconds={"fit": 1.0}, selection="CV",
               data_root=str(tmp_path / "gone"), features_file=str(tmp_path / "gone.h5"))
     report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "out", bench=tmp_path / "none.json"))
@@ -216,31 +218,31 @@ def test_missing_images_and_features_skip_with_note(tmp_path, monkeypatch, capsy
 
 
 def test_mixed_datasets_is_a_user_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(metrics, "environment", fake_env)
+    monkeypatch.setattr(runfiles, "environment", fake_env)
     write_run(tmp_path / "a", method="a", stage="classify", pred=list(Y), seconds={}, selection="CV")
     write_run(tmp_path / "b", method="b", stage="classify", pred=list(Y), seconds={}, selection="CV", dataset="flowers")
     with pytest.raises(UserError, match="different datasets") as e:
-        report.check_one_dataset(report.load_runs(tmp_path))
+        runfiles.check_one_dataset(runfiles.load_runs(tmp_path))
     assert "'hymenoptera_data'" in str(e.value) and "'flowers'" in str(e.value)
 
 
 def test_same_dataset_other_classes_is_a_user_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(metrics, "environment", fake_env)
+    monkeypatch.setattr(runfiles, "environment", fake_env)
     write_run(tmp_path / "a", method="a", stage="classify", pred=list(Y), seconds={}, selection="CV")
     write_run(tmp_path / "b", method="b", stage="classify", pred=list(Y), seconds={}, selection="CV", classes=["ants", "wasps"])
     with pytest.raises(UserError, match="different class lists"):
-        report.check_one_dataset(report.load_runs(tmp_path))
+        runfiles.check_one_dataset(runfiles.load_runs(tmp_path))
 
 
 def test_empty_or_bad_runs_dir_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no metrics.json"):
-        report.load_runs(tmp_path)
+        runfiles.load_runs(tmp_path)
     with pytest.raises(UserError, match="does not exist"):
-        report.load_runs(tmp_path / "nope")
+        runfiles.load_runs(tmp_path / "nope")
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "metrics.json").write_text(json.dumps({"schema": "other/1"}))
     with pytest.raises(UserError, match="schema"):
-        report.load_runs(tmp_path)
+        runfiles.load_runs(tmp_path)
 
 
 def test_cli_empty_runs_exits_2_with_one_line(tmp_path):

@@ -1,0 +1,85 @@
+"""Images in, CNN codes out: the eval transform, normalisation, precision, the one image Dataset,
+and the Encoder (a frozen trunk on a device). Shared by features, finetune, predict and bench.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torchvision.transforms import v2
+
+from .backbone import Backbone, fold_batchnorm
+from .config import precision_for
+from .data import IMAGENET_MEAN, IMAGENET_STD, BadImage, ImageRecord, load_rgb
+
+
+def eval_transform(resize: int = 256, crop: int = 224) -> v2.Compose:
+    """PIL image -> uint8 CHW tensor; normalisation happens on the device, in `normalize`."""
+    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop), v2.PILToTensor()])
+
+
+@functools.lru_cache(maxsize=None)
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # made once per device: a fresh host->GPU copy per batch would stall the stream
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    return mean, torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+
+
+def normalize(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 NCHW on the device -> normalised float (ImageNet mean/std)."""
+    mean, std = _mean_std(x.device)
+    x = (x.float() - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """One image file per item, decoded by PIL (`draft`: see data.load_rgb) and transformed.
+
+    Items are (tensor, reason): reason is "" or why the file is unusable, and then the tensor is
+    `blank`, so one bad file never stops a run. With `labels=True` items are (tensor, label), as
+    torchvision's ImageFolder gives them, and a bad file raises (the list was checked before).
+    """
+
+    def __init__(self, root: Path | str, records: list[ImageRecord], transform: Callable, draft: int | None = None,
+                 blank: torch.Tensor | None = None, labels: bool = False):
+        self.root, self.records, self.transform, self.draft = Path(root), records, transform, draft
+        self.blank = torch.empty(0, dtype=torch.uint8) if blank is None else blank
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        r = self.records[i]
+        if self.labels:
+            return self.transform(load_rgb(self.root / r.path, self.draft)), r.label
+        try:
+            return self.transform(load_rgb(self.root / r.path, self.draft)), ""
+        except BadImage as e:
+            return self.blank, str(e)
+
+
+def eval_images(root: Path | str, records: list[ImageRecord], resize: int = 256, crop: int = 224,
+                fast_decode: bool = True) -> ImageFiles:
+    """The eval view of each file (uint8, crop x crop), a blank one for a bad file."""
+    return ImageFiles(root, records, eval_transform(resize, crop), resize if fast_decode else None,
+                      blank=torch.zeros(3, crop, crop, dtype=torch.uint8))
+
+
+class Encoder:
+    """The frozen trunk on a device: uint8 batches in, float32 codes out (bf16 autocast on CUDA)."""
+
+    def __init__(self, bb: Backbone, device: torch.device):
+        self.device, self.cuda = device, device.type == "cuda"
+        # channels_last is faster on CUDA and on CPU alike (oneDNN): measured 1.3-1.5x on 2 cores
+        trunk, self.bn_folded = fold_batchnorm(bb.trunk)
+        self.model = trunk.to(device, memory_format=torch.channels_last)
+        self.precision = precision_for(device.type)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalize(x.to(self.device, non_blocking=True), channels_last=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+            return self.model(x).float()
