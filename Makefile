@@ -11,16 +11,15 @@ MODE ?= full
 DEVICE ?= auto
 SEED ?= 0
 DATASET := $(notdir $(abspath $(DATA)))
-# a weights file's stem, else the enum member (ResNet18_Weights.IMAGENET1K_V2 -> IMAGENET1K_V2), as features.weights_tag
-WTAG := $(if $(filter %.pth %.pt %.bin %.ckpt,$(WEIGHTS)),$(basename $(notdir $(WEIGHTS))),$(lastword $(subst ., ,$(WEIGHTS))))
-FEATURES ?= features/$(DATASET)/$(BACKBONE)-$(WTAG).h5
+# the package names its own default cache file (pipeline/weights.py); expanded when a recipe runs
+FEATURES ?= $(shell $(PYTHON) -m pipeline.weights features-path '$(DATA)' '$(BACKBONE)' '$(WEIGHTS)')
 RUNS ?= reports/runs/$(DATASET)
 COMMON := --device $(DEVICE) --seed $(SEED)
 BENCH_ARGS ?= --quick
 BENCH_OUT ?= reports/benchmarks.json
 REPORT_OUT ?= reports
 
-.PHONY: venv data features classify finetune report demo test bench clean
+.PHONY: venv data features classify finetune report demo lint test bench clean
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -49,7 +48,10 @@ demo: features classify
 	$(MAKE) finetune MODE=frozen
 	$(MAKE) report
 
-test: venv
+lint: venv
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
 bench: venv   # quick mode; BENCH_ARGS= (empty) for the full 25-epoch comparison

@@ -184,7 +184,9 @@ def extract_ours(s: Setup, data: Path, tag: str, splits: str = "train,val") -> E
     return Extraction(path, n, secs, c.header.images_per_second)
 
 
-def extract_reference(s: Setup, data: Path, splits: tuple[str, ...] = ("train", "val"), limit: int | None = None) -> tuple[int, float]:
+def extract_reference(
+    s: Setup, data: Path, splits: tuple[str, ...] = ("train", "val"), limit: int | None = None
+) -> tuple[int, float]:
     """The tutorial's eval pass: ImageFolder-style PIL load, Resize/CenterCrop/ToTensor/Normalize per
     image, DataLoader batch 16, num_workers=0, fp32, model in eval, default memory format.
     Returns (images, wall seconds incl. model load)."""
@@ -224,10 +226,17 @@ def bench_extraction(s: Setup) -> tuple[list[dict], Extraction]:
     log("extraction: reference eval pass")
     n_ref, ref_s = extract_reference(s, s.data)
     loop = f"; the stage's own decode+forward loop: {ours.loop_rate:.1f} images/s" if ours.loop_rate else ""
-    rows = [row(f"extraction: {s.data.resolve().name} ({ours.images} images)", ours.images / ours.seconds, n_ref / ref_s,
-                "images/s", "higher",
-                note="wall time of the whole call (scan, model load, decode, forward, write) for both; reference: PIL + "
-                     f"Resize/CenterCrop/ToTensor/Normalize per image, batch 16, num_workers=0, fp32, no channels_last{loop}")]
+    rows = [
+        row(
+            f"extraction: {s.data.resolve().name} ({ours.images} images)",
+            ours.images / ours.seconds,
+            n_ref / ref_s,
+            "images/s",
+            "higher",
+            note="wall time of the whole call (scan, model load, decode, forward, write) for both; reference: PIL + "
+            f"Resize/CenterCrop/ToTensor/Normalize per image, batch 16, num_workers=0, fp32, no channels_last{loop}",
+        )
+    ]
     rows.append(bench_gpu_extraction(s))
     return rows, ours
 
@@ -270,9 +279,13 @@ def bench_frozen(s: Setup, ours: Extraction | None = None) -> list[dict]:
     ref_s = sum(epoch_s) if full else TUTORIAL_EPOCHS * per_epoch(epoch_s)
     ref_val = ref["val"] if full else None
     equal = same_accuracy(ours_val["correct"], ref_val["correct"]) if ref_val else None
-    how = (f"reference: {s.epochs} epochs measured (train + val each epoch; model load and the up-front file check not counted)"
-           if full else f"{short(s)}reference ran {s.epochs} epochs; projected = {TUTORIAL_EPOCHS} x its mean epoch time "
-                        f"({per_epoch(epoch_s):.1f}s, train + val)")
+    how = (
+        f"reference: {s.epochs} epochs measured (train + val each epoch; model load and the up-front file check "
+        "not counted)"
+        if full
+        else f"{short(s)}reference ran {s.epochs} epochs; projected = {TUTORIAL_EPOCHS} x its mean epoch time "
+        f"({per_epoch(epoch_s):.1f}s, train + val)"
+    )
     ext = "extraction timed in the extraction section" if reused else "incl. extraction"
     gpu = resolve_device(s.device).type == "cuda"  # the 15x target is stated for CPU
     acc_rule = ("no GPU target (the 15x target is for CPU)" if gpu else
@@ -309,21 +322,50 @@ def bench_finetune(s: Setup) -> list[dict]:
     ref_total = sum(h["seconds"] for h in ref_h) if full else TUTORIAL_EPOCHS * per_epoch([h["seconds"] for h in ref_h])
     proj = "" if full else f"{short(s)}projected from {s.epochs} epochs ({TUTORIAL_EPOCHS} x mean epoch time); "
     return [
-        row("fine-tuning (full): train time per epoch", fast["seconds_per_epoch"], ref["seconds_per_epoch"], "s/epoch",
-            "lower", None if gpu else TARGETS["finetune_cpu_per_epoch"],
+        row(
+            "fine-tuning (full): train time per epoch",
+            fast["seconds_per_epoch"],
+            ref["seconds_per_epoch"],
+            "s/epoch",
+            "lower",
+            None if gpu else TARGETS["finetune_cpu_per_epoch"],
             note=f"{short(s)}{s.epochs} epochs each, per-epoch train time compared ({rule}; val "
-                 f"phase excluded); reference: PIL transforms per epoch, batch 16, num_workers=0, fp32"
-                 + ("; GPU target is on 25 epochs (next row)" if gpu else "")),
-        row(f"fine-tuning (full): {TUTORIAL_EPOCHS} epochs wall time", fast_total, ref_total, "s", "lower",
-            TARGETS["finetune_gpu_25_epochs"] if gpu else None, conditions=(equal,),
-            note=proj + "train + val every epoch; ours adds its one-time decode" +
-                 ("; met needs >= 10x and equal accuracy" if gpu and full else
-                  f"; accuracy not judged after {s.epochs} epochs" if gpu else "; no CPU target on the total")),
-        row("fine-tuning (full): final val accuracy", fast["val"]["accuracy"], ref["val"]["accuracy"], "accuracy", "higher",
+            f"phase excluded); reference: PIL transforms per epoch, batch 16, num_workers=0, fp32"
+            + ("; GPU target is on 25 epochs (next row)" if gpu else ""),
+        ),
+        row(
+            f"fine-tuning (full): {TUTORIAL_EPOCHS} epochs wall time",
+            fast_total,
+            ref_total,
+            "s",
+            "lower",
+            TARGETS["finetune_gpu_25_epochs"] if gpu else None,
+            conditions=(equal,),
+            note=proj
+            + "train + val every epoch; ours adds its one-time decode"
+            + (
+                "; met needs >= 10x and equal accuracy"
+                if gpu and full
+                else f"; accuracy not judged after {s.epochs} epochs"
+                if gpu
+                else "; no CPU target on the total"
+            ),
+        ),
+        row(
+            "fine-tuning (full): final val accuracy",
+            fast["val"]["accuracy"],
+            ref["val"]["accuracy"],
+            "accuracy",
+            "higher",
             note=f"after {s.epochs} epochs, last epoch: ours {fast['val']['correct']}/{fast['val']['n']}, reference "
-                 f"{ref['val']['correct']}/{ref['val']['n']}" +
-                 (f"; equal within one val image: {equal}" if full else
-                  f"; not judged ({s.epochs} of {TUTORIAL_EPOCHS} epochs)")) | {"met": equal},
+            f"{ref['val']['correct']}/{ref['val']['n']}"
+            + (
+                f"; equal within one val image: {equal}"
+                if full
+                else f"; not judged ({s.epochs} of {TUTORIAL_EPOCHS} epochs)"
+            ),
+        )
+        | {"met": equal},
     ]
 
 
@@ -367,12 +409,20 @@ def bench_memory(s: Setup) -> list[dict]:
                 "--crop", "32", "--device", "cpu", "--workers", "0", "--out", str(s.tmp / f"memory-{n}.h5")]
         rss[n], secs[n] = peak_rss_mb(args, s.tmp / f"memory-{n}.log")
         shutil.rmtree(root)
-    return [row(f"features peak RSS: {large:,} vs {small:,} images", rss[large], rss[small], "MB", "lower",
-                1 / TARGETS["memory_growth"],
-                note=f"reference column = the same stage at {small:,} images; met when RSS at {large:,} is within "
-                     f"10% of {small:,} (ratio >= 1/1.1); growth {rss[large] - rss[small]:+.1f} MB; resnet18 --weights none, "
-                     f"48x40 JPEGs, --resize 40 --crop 32, CPU, --workers 0 (one process holds everything); "
-                     f"{secs[small]:.0f}s and {secs[large]:.0f}s")]
+    return [
+        row(
+            f"features peak RSS: {large:,} vs {small:,} images",
+            rss[large],
+            rss[small],
+            "MB",
+            "lower",
+            1 / TARGETS["memory_growth"],
+            note=f"reference column = the same stage at {small:,} images; met when RSS at {large:,} is within "
+            f"10% of {small:,} (ratio >= 1/1.1); growth {rss[large] - rss[small]:+.1f} MB; resnet18 --weights none, "
+            f"48x40 JPEGs, --resize 40 --crop 32, CPU, --workers 0 (one process holds everything); "
+            f"{secs[small]:.0f}s and {secs[large]:.0f}s",
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,9 +445,16 @@ def bench_heads(s: Setup, ours: Extraction | None = None) -> list[dict]:
         t0 = time.perf_counter()
         search = fit_head(name, tr.codes, tr.labels, folds=5, seed=s.seed)
         grid = " x ".join(f"{len(v)} {k.removeprefix('clf__')}" for k, v in head.grid.items())
-        rows.append(row(f"head fit with CV: {name} ({s.data.resolve().name} codes)", time.perf_counter() - t0, None, "s",
-                        note=f"grid search ({grid}) x {search.n_splits_}-fold CV + refit, on "
-                             f"{tr.codes.shape[0]}x{tr.codes.shape[1]} train codes; no reference"))
+        rows.append(
+            row(
+                f"head fit with CV: {name} ({s.data.resolve().name} codes)",
+                time.perf_counter() - t0,
+                None,
+                "s",
+                note=f"grid search ({grid}) x {search.n_splits_}-fold CV + refit, on "
+                f"{tr.codes.shape[0]}x{tr.codes.shape[1]} train codes; no reference",
+            )
+        )
     X, y = blobs(s.synthetic_codes, seed=s.seed)
     for name, head in HEADS.items():
         log(f"heads: {name}, one fit on {len(y):,} synthetic codes")
@@ -428,7 +485,9 @@ def versions() -> dict:
 
 def commit() -> str:
     try:
-        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        r = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
         return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -471,10 +530,23 @@ def fmt(x) -> str:
 
 def table(doc: dict) -> str:
     head = ["benchmark", "ours", "reference", "unit", "ratio", "target", "met"]
-    body = [[r["name"], fmt(r["ours"]), fmt(r["reference"]), r["unit"], "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
-             fmt(r["target"]), fmt(r["met"])] for r in doc["results"]]
+    body = [
+        [
+            r["name"],
+            fmt(r["ours"]),
+            fmt(r["reference"]),
+            r["unit"],
+            "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
+            fmt(r["target"]),
+            fmt(r["met"]),
+        ]
+        for r in doc["results"]
+    ]
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-    line = lambda cells: "  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     out = [line(head), line(["-" * w for w in widths])]
     for cells, r in zip(body, doc["results"]):
         out.append(line(cells))
@@ -489,9 +561,14 @@ def table(doc: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(prog="python bench/run.py", description=__doc__.strip().splitlines()[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="2 training epochs (25-epoch times projected), 20,000 instead of 100,000 synthetic codes for the heads")
-    p.add_argument("--data", type=Path, default=Path("data/hymenoptera_data"), help="ImageFolder root with train/ and val/")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 training epochs (25-epoch times projected), 20,000 instead of 100,000 synthetic codes for the heads",
+    )
+    p.add_argument(
+        "--data", type=Path, default=Path("data/hymenoptera_data"), help="ImageFolder root with train/ and val/"
+    )
     p.add_argument("--backbone", default="resnet18", help="torchvision classification model name")
     p.add_argument("--weights", default="DEFAULT", help="DEFAULT, none, or a state_dict path")
     p.add_argument("--out", type=Path, default=Path("reports/benchmarks.json"), help="results JSON")

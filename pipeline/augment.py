@@ -29,7 +29,9 @@ def crop_params(h: int, w: int, u: list[float]) -> tuple[int, int, int, int]:
         if 0 < cw <= w and 0 < ch <= h:
             return int(u[20] * (h - ch + 1)), int(u[21] * (w - cw + 1)), ch, cw
     r = w / h  # fallback: central crop clamped to the ratio range
-    cw, ch = (w, int(round(w / RATIO[0]))) if r < RATIO[0] else (int(round(h * RATIO[1])), h) if r > RATIO[1] else (w, h)
+    cw, ch = (
+        (w, int(round(w / RATIO[0]))) if r < RATIO[0] else (int(round(h * RATIO[1])), h) if r > RATIO[1] else (w, h)
+    )
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 

@@ -121,7 +121,10 @@ def read_attrs(path: Path | str) -> dict:
     except OSError as e:
         raise UserError(f"{str(path)!r} is not a readable HDF5 features file ({e})") from None
     if attrs.get("format") != FORMAT:
-        raise UserError(f"{str(path)!r} is not a cnncodes features file of format {FORMAT} (found {attrs.get('format')!r}); re-run `features`")
+        raise UserError(
+            f"{str(path)!r} is not a cnncodes features file of format {FORMAT} (found {attrs.get('format')!r}); "
+            "re-run `features`"
+        )
     if not attrs.get("complete"):
         raise UserError(f"{str(path)!r} is incomplete (its writer did not finish); re-run `features` to resume")
     return attrs

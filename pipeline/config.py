@@ -28,7 +28,9 @@ class Common:
 
     device: str = opt("auto", "where to run: auto picks cuda when available", DEVICES)
     seed: int = opt(0, "random seed (weights=none init, CV folds, training order)")
-    workers: int = opt(-1, "DataLoader worker processes for decoding (0 = in process, -1 = one per spare core, at most 8)")
+    workers: int = opt(
+        -1, "DataLoader worker processes for decoding (0 = in process, -1 = one per spare core, at most 8)"
+    )
     batch_size: int = opt(32, "images per batch")
 
     def __post_init__(self):

@@ -79,7 +79,9 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val")) -> ImageF
     """
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"data directory {str(root)!r} does not exist (set DATA=/path/to/imagefolder or run `make data`)")
+        raise UserError(
+            f"data directory {str(root)!r} does not exist (set DATA=/path/to/imagefolder or run `make data`)"
+        )
     classes: list[str] | None = None
     out: dict[str, Split] = {}
     for name in splits:
@@ -93,7 +95,10 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val")) -> ImageF
             classes = found
         elif found != classes:
             diff = sorted(set(found) ^ set(classes))
-            raise UserError(f"class folders differ between splits: {name!r} has {found}, {splits[0]!r} has {classes} (differing: {diff})")
+            raise UserError(
+                f"class folders differ between splits: {name!r} has {found}, {splits[0]!r} has {classes} "
+                f"(differing: {diff})"
+            )
         split = Split(name, [])
         for label, cls in enumerate(classes):
             n_before = len(split.items)
@@ -177,7 +182,10 @@ def fetch_hymenoptera(dest: Path) -> Path:
         tree = Path(tmp) / "hymenoptera_data"
         got = tree_digest(tree)
         if got != HYMENOPTERA_TREE_SHA256:
-            raise UserError(f"downloaded hymenoptera archive failed verification (tree sha256 {got[:12]}…, expected {HYMENOPTERA_TREE_SHA256[:12]}…)")
+            raise UserError(
+                f"downloaded hymenoptera archive failed verification (tree sha256 {got[:12]}…, "
+                f"expected {HYMENOPTERA_TREE_SHA256[:12]}…)"
+            )
         shutil.move(str(tree), str(dest))
     return dest
 

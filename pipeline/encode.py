@@ -4,15 +4,20 @@ and the Encoder (a frozen trunk on a device). Shared by features, finetune, pred
 from __future__ import annotations
 
 import functools
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torchvision.transforms import v2
+from tqdm import tqdm
 
+from . import UserError
 from .backbone import Backbone, fold_batchnorm
 from .config import precision_for
-from .data import IMAGENET_MEAN, IMAGENET_STD, BadImage, ImageRecord, load_rgb
+from .data import IMAGENET_MEAN, IMAGENET_STD, BadImage, ImageFolderScan, ImageRecord, load_rgb
 
 
 def eval_transform(resize: int = 256, crop: int = 224) -> v2.Compose:
@@ -83,3 +88,56 @@ class Encoder:
         x = normalize(x.to(self.device, non_blocking=True), channels_last=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
             return self.model(x).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode once (airbench style): every file decoded a single time, bad ones skipped and recorded.
+
+@dataclass
+class Decoded:
+    dataset: str
+    classes: list[str]
+    train: list[ImageRecord]  # usable files only
+    val: list[ImageRecord]
+    skipped: dict[str, list[tuple[str, str]]]  # split -> (relative path, reason)
+    train_images: list[torch.Tensor] | None = None  # kept: uint8 CHW, shorter side = resize
+    val_images: torch.Tensor | None = None  # kept: uint8 N x 3 x crop x crop
+    seconds: float = 0.0
+
+
+def _one_time_decode(keep: bool, val: bool, resize: int, crop: int) -> tuple[Callable, int | None]:
+    """(transform, JPEG draft): the whole image at shorter side `resize` for train, the eval crop
+    for val; when nothing is kept (the reference loop) a file is only checked to decode fully."""
+    if not keep:
+        return (lambda im: torch.empty(0, dtype=torch.uint8)), None
+    if val:
+        return eval_transform(resize, crop), resize
+    return (lambda im: v2.functional.pil_to_tensor(v2.functional.resize(im, [resize], antialias=True))), resize
+
+
+def decode_once(root: Path, s: ImageFolderScan, splits: tuple[str, str], *, keep: bool, resize: int, crop: int,
+                workers: int, device: torch.device) -> Decoded:
+    """Decode every scanned file of the (train, val) splits once in `workers` processes, skipping
+    and recording bad ones; with `keep` the uint8 tensors stay on `device`."""
+    tr, va = splits
+    t0 = time.perf_counter()
+    kept, images, skipped = {}, {}, {n: list(sp.skipped) for n, sp in s.splits.items()}
+    for split in (tr, va):
+        recs = s.splits[split].items
+        ds = ImageFiles(root, recs, *_one_time_decode(keep, split == va, resize, crop))
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
+        kept[split], images[split] = [], []
+        for r, (x, why) in zip(recs, tqdm(loader, desc=f"decode {split}", file=sys.stderr, disable=None, leave=False)):
+            if why:
+                skipped[split].append((r.path, why))
+                print(f"  skipped {r.path}: {why}")
+            else:
+                kept[split].append(r)
+                images[split].append(x.to(device) if keep else None)
+        if not kept[split]:
+            raise UserError(f"split {split!r} has no decodable images")
+    data = Decoded(s.name, s.classes, kept[tr], kept[va], skipped)
+    if keep:
+        data.train_images, data.val_images = images[tr], torch.stack(images[va])
+    data.seconds = time.perf_counter() - t0
+    return data

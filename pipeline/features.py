@@ -124,7 +124,9 @@ def plan_shards(s: ImageFolderScan, batch: int, shard_size: int) -> Plan:
         records += split.items
         for si, start in enumerate(range(0, n, shard)):
             stop = min(start + shard, n)
-            shards.append((name, si, [list(range(base + b, base + min(b + batch, stop))) for b in range(start, stop, batch)]))
+            shards.append(
+                (name, si, [list(range(base + b, base + min(b + batch, stop))) for b in range(start, stop, batch)])
+            )
     return Plan(records, shards, shard)
 
 
@@ -141,7 +143,9 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
     enc = Encoder(bb, device)
     todo = [p for p in plan.shards if not shards.done(p[0], p[1])]
     if len(todo) < len(plan.shards):
-        print(f"resuming: {len(plan.shards) - len(todo)} of {len(plan.shards)} shards already extracted in {shards.dir}")
+        print(
+            f"resuming: {len(plan.shards) - len(todo)} of {len(plan.shards)} shards already extracted in {shards.dir}"
+        )
     print(f"{s.name}: {len(plan.records)} images, {bb.name} ({bb.weights_id}) -> {bb.dim}-d codes on {device} "
           f"({enc.precision})")
     ds = eval_images(cfg.data, plan.records, cfg.resize, cfg.crop, cfg.fast_decode)

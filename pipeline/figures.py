@@ -61,7 +61,9 @@ def confusion_matrix(confusion: list[list[int]], classes: list[str], title: str,
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=9,
                         color="white" if cm[i, j] > cm.max() / 2 else "black")
     ticks = range(k)
-    ax.set_xticks(ticks, classes if k <= 30 else [""] * k, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
+    ax.set_xticks(
+        ticks, classes if k <= 30 else [""] * k, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center"
+    )
     ax.set_yticks(ticks, classes if k <= 30 else [""] * k)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -162,7 +164,9 @@ def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path) 
     ax.set_xlabel("compute seconds, log scale (extract + fit + train + predict)")
     ax.set_ylabel("val accuracy (%)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)  # below: never over a point
+    ax.legend(
+        fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False
+    )  # below: never over a point
     # room on the right for the labels of the slowest runs
     lo, hi = min(p["seconds"] for p in points), max(p["seconds"] for p in points)
     ax.set_xlim(lo / 2, hi * 4)
@@ -189,7 +193,9 @@ def pca_codes(train: np.ndarray, train_labels: np.ndarray, val: np.ndarray | Non
     v = project(val) if val is not None and len(val) else None
     for i, c in enumerate(classes):
         m = train_labels == i
-        ax.scatter(t[m, 0], t[m, 1], s=14, alpha=0.45, color=colour(i), label=f"{c} (train)" if len(classes) <= 12 else None)
+        ax.scatter(
+            t[m, 0], t[m, 1], s=14, alpha=0.45, color=colour(i), label=f"{c} (train)" if len(classes) <= 12 else None
+        )
         if v is not None:
             mv = val_labels == i
             ax.scatter(v[mv, 0], v[mv, 1], s=30, marker="^", color=colour(i), edgecolors="black", linewidths=0.5,

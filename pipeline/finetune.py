@@ -1,6 +1,7 @@
-"""Fine-tune a backbone (full, or frozen trunk + augmentation): the tutorial recipe, reference loop or fast path.
+"""Fine-tune a backbone (full, or frozen trunk + augmentation): the tutorial recipe, fast or reference loop.
 
-Usage: python -m pipeline finetune --data DIR --backbone resnet18 --weights DEFAULT|none|PATH --mode full|frozen --out RUNS_DIR
+Usage: python -m pipeline finetune --data DIR --backbone resnet18 --weights DEFAULT|none|PATH --mode full|frozen
+       --out RUNS_DIR
 
 The recipe is the PyTorch transfer-learning tutorial's: SGD(lr 0.001, momentum 0.9), StepLR(7, 0.1),
 25 epochs, RandomResizedCrop(224) + RandomHorizontalFlip for train, Resize(256) + CenterCrop(224)
@@ -14,20 +15,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from . import UserError, metrics, reference, runs
 from .augment import augment, describe
 from .backbone import Backbone, classifier, fold_batchnorm, load_backbone
 from .config import Common, opt, parse_splits, positive, precision_for, resolve_device, resolve_workers
-from .data import IMAGENET_MEAN, IMAGENET_STD, ImageFolderScan, ImageRecord, scan
-from .encode import ImageFiles, eval_transform, normalize
+from .data import IMAGENET_MEAN, IMAGENET_STD, scan
+from .encode import Decoded, decode_once, normalize
 from .files import write_json
 from .weights import Weights
 
@@ -38,7 +37,11 @@ class Config(Common):
     backbone: str = opt("resnet18", "torchvision classification model name")
     weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
     mode: str = opt("full", "full: train every parameter; frozen: train only the new head", ("full", "frozen"))
-    loop: str = opt("fast", "fast: decode once, augment tensors on the device; reference: the tutorial's loop", ("fast", "reference"))
+    loop: str = opt(
+        "fast",
+        "fast: decode once, augment tensors on the device; reference: the tutorial's loop",
+        ("fast", "reference"),
+    )
     out: Path = opt(Path("reports/runs"), "runs folder; the run goes to OUT/NAME/")
     name: str = opt("", "run folder name (default <dataset>-<backbone>-<weights>-finetune-<mode>[-reference])")
     splits: str = opt("train,val", "the train and val split folders, comma-separated")
@@ -54,7 +57,9 @@ class Config(Common):
     def __post_init__(self):
         super().__post_init__()
         if self.mode not in ("full", "frozen") or self.loop not in ("fast", "reference"):
-            raise UserError(f"--mode must be full or frozen and --loop fast or reference (got {self.mode!r}, {self.loop!r})")
+            raise UserError(
+                f"--mode must be full or frozen and --loop fast or reference (got {self.mode!r}, {self.loop!r})"
+            )
         positive(epochs=self.epochs, step_size=self.step_size, crop=self.crop)
         if self.lr <= 0 or not 0 <= self.momentum < 1:
             raise UserError(f"--lr must be > 0 and 0 <= --momentum < 1 (got {self.lr}, {self.momentum})")
@@ -66,58 +71,6 @@ class Config(Common):
     @property
     def split_names(self) -> tuple[str, str]:
         return parse_splits(self.splits, exactly=2)  # type: ignore[return-value]
-
-
-# ---------------------------------------------------------------------------------------------
-# Data: scan, drop undecodable files once up front, and (fast path) keep the decoded tensors.
-
-@dataclass
-class Data:
-    dataset: str
-    classes: list[str]
-    train: list[ImageRecord]  # usable files only
-    val: list[ImageRecord]
-    skipped: dict[str, list[tuple[str, str]]]  # split -> (relative path, reason)
-    train_images: list[torch.Tensor] | None = None  # fast path: uint8 CHW, shorter side = resize
-    val_images: torch.Tensor | None = None  # fast path: uint8 N x 3 x crop x crop
-    seconds: float = 0.0
-
-
-def decoder(cfg: Config, split: str) -> tuple[Callable, int | None]:
-    """(transform, JPEG draft) of one split's one-time decode: the whole image at shorter side
-    `resize` for train, the eval crop for val; the reference loop only checks that a file decodes."""
-    if cfg.loop == "reference":
-        return (lambda im: torch.empty(0, dtype=torch.uint8)), None
-    if split == "val":
-        return eval_transform(cfg.resize, cfg.crop), cfg.resize
-    return (lambda im: v2.functional.pil_to_tensor(v2.functional.resize(im, [cfg.resize], antialias=True))), cfg.resize
-
-
-def load_data(cfg: Config, device: torch.device, s: ImageFolderScan) -> Data:
-    """Decode every scanned file once (in --workers processes), skipping and recording bad ones."""
-    tr, va = cfg.split_names
-    fast = cfg.loop == "fast"
-    t0 = time.perf_counter()
-    kept, images, skipped = {}, {}, {n: list(sp.skipped) for n, sp in s.splits.items()}
-    for split in (tr, va):
-        recs = s.splits[split].items
-        ds = ImageFiles(cfg.data, recs, *decoder(cfg, "val" if split == va else "train"))
-        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=resolve_workers(cfg.workers))
-        kept[split], images[split] = [], []
-        for r, (x, why) in zip(recs, tqdm(loader, desc=f"decode {split}", file=sys.stderr, disable=None, leave=False)):
-            if why:
-                skipped[split].append((r.path, why))
-                print(f"  skipped {r.path}: {why}")
-            else:
-                kept[split].append(r)
-                images[split].append(x.to(device) if fast else None)
-        if not kept[split]:
-            raise UserError(f"split {split!r} has no decodable images")
-    data = Data(s.name, s.classes, kept[tr], kept[va], skipped)
-    if fast:
-        data.train_images, data.val_images = images[tr], torch.stack(images[va])
-    data.seconds = time.perf_counter() - t0
-    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +129,7 @@ def evaluate(net, x: torch.Tensor, labels: torch.Tensor, batch_size: int, images
     return F.cross_entropy(logits, labels).item(), logits.softmax(1).cpu().numpy()
 
 
-def fast_phases(cfg: Config, model, optimizer, data: Data, device: torch.device):
+def fast_phases(cfg: Config, model, optimizer, data: Decoded, device: torch.device):
     """(train phase, val phase) of the fast path; the frozen trunk's one-time work counts as decode."""
     frozen = cfg.mode == "frozen"
     model.to(device, memory_format=torch.channels_last)  # faster with oneDNN/cuDNN alike
@@ -199,7 +152,7 @@ def fast_phases(cfg: Config, model, optimizer, data: Data, device: torch.device)
     return train_phase, val_phase
 
 
-def reference_phases(cfg: Config, model, optimizer, data: Data, device: torch.device):
+def reference_phases(cfg: Config, model, optimizer, data: Decoded, device: torch.device):
     """(train phase, val phase) of the tutorial's loop (`reference.py`)."""
     model.to(device)
     train_loader, val_loader = reference.load_data(cfg.data, data.train, data.val, batch_size=cfg.batch_size,
@@ -259,16 +212,30 @@ def fit(cfg: Config, model, phases, scheduler, optimizer, y_val: np.ndarray, run
 def hyperparameters(cfg: Config, precision: str) -> dict:
     fast, frozen = cfg.loop == "fast", cfg.mode == "frozen"
     return {
-        "optimizer": "SGD", "lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": 0.0,
-        "scheduler": "StepLR", "step_size": cfg.step_size, "gamma": cfg.gamma, "batch_size": cfg.batch_size,
-        "epochs": cfg.epochs, "loss": "cross-entropy",
+        "optimizer": "SGD",
+        "lr": cfg.lr,
+        "momentum": cfg.momentum,
+        "weight_decay": 0.0,
+        "scheduler": "StepLR",
+        "step_size": cfg.step_size,
+        "gamma": cfg.gamma,
+        "batch_size": cfg.batch_size,
+        "epochs": cfg.epochs,
+        "loss": "cross-entropy",
         "train_transform": describe(cfg.crop),
-        "val_transform": f"Resize({cfg.resize}) + CenterCrop({cfg.crop})", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
-        "train_source": f"decoded once, shorter side {cfg.resize} (PIL draft)" if fast else "full PIL decode every epoch",
-        "precision": precision, "channels_last": fast, "trunk_mode": "eval" if frozen and fast else "train"}
+        "val_transform": f"Resize({cfg.resize}) + CenterCrop({cfg.crop})",
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "train_source": f"decoded once, shorter side {cfg.resize} (PIL draft)"
+        if fast
+        else "full PIL decode every epoch",
+        "precision": precision,
+        "channels_last": fast,
+        "trunk_mode": "eval" if frozen and fast else "train",
+    }
 
 
-def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Data, history: list[dict], best, probs,
+def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, history: list[dict], best, probs,
                  device: torch.device, precision: str) -> dict:
     """model.json and metrics.json of a finished run (last epoch primary, best epoch apart)."""
     fast = cfg.loop == "fast"
@@ -307,7 +274,8 @@ def train(cfg: Config) -> tuple[Path, dict]:
     device = resolve_device(cfg.device)
     s = scan(cfg.data, cfg.split_names)  # cheap checks first: a missing folder is reported before any download
     bb = load_backbone(cfg.backbone, cfg.weights, cfg.seed)  # a bad name or file fails before decoding
-    data = load_data(cfg, device, s)
+    data = decode_once(cfg.data, s, cfg.split_names, keep=cfg.loop == "fast", resize=cfg.resize, crop=cfg.crop,
+                       workers=resolve_workers(cfg.workers), device=device)
     bb, model = build(cfg, len(data.classes), bb)
     fast = cfg.loop == "fast"
     name = cfg.name or runs.run_name(data.dataset, cfg.backbone, bb.weights.tag,

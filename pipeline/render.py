@@ -18,7 +18,11 @@ from .summary import DASH, TABLE_ALIGN, TABLE_HEADERS, display_row
 def bench_blocks(bench: dict) -> list[tuple]:
     m = bench.get("machine") or {}
     where = ", ".join(f"{k} {v}" for k, v in m.items() if v not in (None, "")) or "not recorded"
-    meta = f"Measured on: {where}. Commit {bench.get('commit') or DASH}" + (", quick run" if bench.get("quick") else "") + "."
+    meta = (
+        f"Measured on: {where}. Commit {bench.get('commit') or DASH}"
+        + (", quick run" if bench.get("quick") else "")
+        + "."
+    )
     versions = bench.get("versions") or {}
     if versions:
         meta += " Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."
@@ -36,14 +40,20 @@ def build_document(rows: list[dict], summary: list[str], figures: list[tuple[str
                    dataset: str, classes: list[str], runs_dir: str, n_runs: int, generated: str,
                    title: str = "", note: str = "") -> list[tuple]:
     ours = [r for r in rows if r["kind"] == "ours"]
-    head = (f"Dataset **{dataset}** ({len(classes)} classes: {', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''}), "
-            f"{n_runs} run{'s' * (n_runs != 1)} from `{runs_dir}`, generated {generated}.")
-    legend = ("Accuracy is on the val images with a 95% Wilson interval. *Chosen by* says how the model and its "
-              "settings were picked: CV on train or the last epoch never look at val; rows marked *best epoch on val* "
-              "did, so they are optimistic and stand apart, next to the published numbers that were chosen the same "
-              "way. *Reference tutorial (published)* rows are not our runs. Seconds: extract = computing the CNN codes "
-              "(shared by every head on one cache), fit = fitting the head, train = fine-tuning including its per-epoch val pass and image "
-              f"decoding; {DASH} = not spent or not known.")
+    head = (
+        f"Dataset **{dataset}** ({len(classes)} classes: "
+        f"{', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''}), "
+        f"{n_runs} run{'s' * (n_runs != 1)} from `{runs_dir}`, generated {generated}."
+    )
+    legend = (
+        "Accuracy is on the val images with a 95% Wilson interval. *Chosen by* says how the model and its "
+        "settings were picked: CV on train or the last epoch never look at val; rows marked *best epoch on val* "
+        "did, so they are optimistic and stand apart, next to the published numbers that were chosen the same "
+        "way. *Reference tutorial (published)* rows are not our runs. Seconds: extract = computing the CNN codes "
+        "(shared by every head on one cache), fit = fitting the head, train = fine-tuning including its per-epoch "
+        "val pass and image "
+        f"decoding; {DASH} = not spent or not known."
+    )
     blocks: list[tuple] = [("h1", title or f"cnncodes report: {dataset}"), ("p", head)]
     if note:
         blocks.append(("p", note))
@@ -121,9 +131,13 @@ def render_html(blocks: list[tuple], figdir: Path) -> str:
             out.append(f"<p>{_inline_html(b[1])}</p>")
         elif kind == "table":
             _, headers, rows, align, classes = b
-            out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr></thead><tbody>")
+            out.append(
+                "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr></thead><tbody>"
+            )
             for r, c in zip(rows, classes):
-                cells = "".join(f'<td{" class=r" if a == "r" else ""}>{html.escape(str(v))}</td>' for v, a in zip(r, align))
+                cells = "".join(
+                    f"<td{' class=r' if a == 'r' else ''}>{html.escape(str(v))}</td>" for v, a in zip(r, align)
+                )
                 out.append(f'<tr class="{html.escape(c)}">{cells}</tr>')
             out.append("</tbody></table>")
         elif kind == "figure":

@@ -28,7 +28,9 @@ from .summary import fmt_acc, summary_paragraphs, table_rows, write_csv
 class Config:
     runs: Path = opt(Path("reports/runs"), "folder searched recursively for the metrics.json of each run")
     out: Path = opt(Path("reports"), "output folder for report.md, report.html, metrics.csv and figures/")
-    bench: Path = opt(Path("reports/benchmarks.json"), "benchmark results from bench/run.py, included when the file exists")
+    bench: Path = opt(
+        Path("reports/benchmarks.json"), "benchmark results from bench/run.py, included when the file exists"
+    )
     title: str = opt("", "report title; empty means 'cnncodes report: <dataset>'")
     note: str = opt("", "a line under the title, e.g. which weights or command made these runs; empty = none")
 
@@ -85,10 +87,18 @@ def make_figures(runs: list[Run], rows: list[dict], figdir: Path) -> list[tuple[
         print(f"  note: the val images of {best.slug} are not at {best.m.get('data_root')!r}; skipping the image grid")
     elif best.m.get("predictions"):
         n_wrong = sum(p["pred"] != p["true"] for p in best.m["predictions"])
-        add(F.image_grid(best.m["predictions"], classes, root, f"{ours[0]['method']}: val images, mistakes first",
-                         figdir / f"grid-{best.slug}.png"),
-            f"Val images as classified by the best method, {ours[0]['method']} ({n_wrong} mistake{'s' * (n_wrong != 1)} "
-            "in all): mistakes first, framed in red with predicted and true label, then a sample of correct ones.")
+        add(
+            F.image_grid(
+                best.m["predictions"],
+                classes,
+                root,
+                f"{ours[0]['method']}: val images, mistakes first",
+                figdir / f"grid-{best.slug}.png",
+            ),
+            f"Val images as classified by the best method, {ours[0]['method']} "
+            f"({n_wrong} mistake{'s' * (n_wrong != 1)} in all): mistakes first, framed in red with predicted and "
+            "true label, then a sample of correct ones.",
+        )
 
     for r in ours:
         run = by_slug[r["run"]]

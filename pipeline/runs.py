@@ -79,7 +79,10 @@ def load_head(run_dir: Path | str, spec: dict):
 
 def predictions(paths: list[str], y_true, y_pred, score) -> list[dict]:
     """Per-image val predictions: what the report's image grid and paired tests need."""
-    return [{"path": p, "true": int(t), "pred": int(q), "score": float(s)} for p, t, q, s in zip(paths, y_true, y_pred, score)]
+    return [
+        {"path": p, "true": int(t), "pred": int(q), "score": float(s)}
+        for p, t, q, s in zip(paths, y_true, y_pred, score)
+    ]
 
 
 def cpu_model() -> str:
@@ -180,5 +183,8 @@ def check_one_dataset(runs: list[Run]) -> str:
                              for (d, _), s in groups.items())
             raise UserError(f"runs come from different datasets: {desc}; point --runs at one dataset's folder")
         desc = "; ".join(f"{list(c)} in {', '.join(s[:3])}" for (_, c), s in groups.items())
-        raise UserError(f"runs of dataset {next(iter(names))!r} have different class lists: {desc}; point --runs at runs of one data version")
+        raise UserError(
+            f"runs of dataset {next(iter(names))!r} have different class lists: {desc}; "
+            "point --runs at runs of one data version"
+        )
     return runs[0].m.get("dataset")

@@ -29,9 +29,10 @@ ALPHA = 0.05  # a difference with p >= ALPHA (or overlapping 95% intervals) is c
 # The table
 
 
-CSV_COLUMNS = ["kind", "is_reference", "run", "method", "stage", "dataset", "backbone", "weights", "n_train", "n_val",
-               "correct", "accuracy", "accuracy_ci95_lo", "accuracy_ci95_hi", "balanced_accuracy", "macro_f1",
-               "log_loss", "extract_s", "fit_s", "train_s", "predict_s", "total_s", "device", "selection", "epoch", "seed"]
+CSV_COLUMNS = ["kind", "is_reference", "run", "method", "stage", "dataset", "backbone", "weights", "n_train",
+               "n_val", "correct", "accuracy", "accuracy_ci95_lo", "accuracy_ci95_hi", "balanced_accuracy",
+               "macro_f1", "log_loss", "extract_s", "fit_s", "train_s", "predict_s", "total_s", "device",
+               "selection", "epoch", "seed"]
 
 
 def split_seconds(seconds: dict | None, stage: str | None = None) -> dict:
@@ -54,7 +55,8 @@ def _row(run: Run, scores: dict, kind: str, method: str, selection: str, epoch: 
             "dataset": m.get("dataset"), "backbone": m.get("backbone"), "weights": m.get("weights"),
             "n_train": m.get("n_train"), "n_val": n, "correct": k, "accuracy": scores.get("accuracy"),
             "accuracy_ci95_lo": lo, "accuracy_ci95_hi": hi, "balanced_accuracy": scores.get("balanced_accuracy"),
-            "macro_f1": scores.get("macro_f1"), "log_loss": scores.get("log_loss"), **split_seconds(m.get("seconds"), m.get("stage")),
+            "macro_f1": scores.get("macro_f1"), "log_loss": scores.get("log_loss"),
+            **split_seconds(m.get("seconds"), m.get("stage")),
             "device": m.get("device"), "selection": selection, "epoch": epoch, "seed": m.get("seed")}
 
 
@@ -67,9 +69,9 @@ def reference_rows(dataset: str | None) -> list[dict]:
         lo, hi = wilson(k, REFERENCE_N_VAL)
         rows.append({c: None for c in CSV_COLUMNS} | {
             "kind": "reference", "is_reference": True, "run": "", "method": method, "stage": "published",
-            "dataset": REFERENCE_DATASET, "backbone": "resnet18", "weights": "IMAGENET1K_V1", "n_train": REFERENCE_N_TRAIN,
-            "n_val": REFERENCE_N_VAL, "correct": k, "accuracy": acc, "accuracy_ci95_lo": lo, "accuracy_ci95_hi": hi,
-            "selection": "best epoch on val"})
+            "dataset": REFERENCE_DATASET, "backbone": "resnet18", "weights": "IMAGENET1K_V1",
+            "n_train": REFERENCE_N_TRAIN, "n_val": REFERENCE_N_VAL, "correct": k, "accuracy": acc,
+            "accuracy_ci95_lo": lo, "accuracy_ci95_hi": hi, "selection": "best epoch on val"})
     return rows
 
 
@@ -90,7 +92,8 @@ def table_rows(runs: list[Run]) -> list[dict]:
     ours = sorted((_row(r, r.m["val"], "ours", r.m["method"], r.m.get("selection", "")) for r in runs), key=_rank)
     best = sorted((_row(r, r.m["best_val"], "best_epoch",
                         f"{r.m['method']}, best epoch {r.m['best_val'].get('epoch', '?')} on val (reference protocol)",
-                        r.m["best_val"].get("selection", "best epoch on val (reference protocol)"), r.m["best_val"].get("epoch"))
+                        r.m["best_val"].get("selection", "best epoch on val (reference protocol)"),
+                        r.m["best_val"].get("epoch"))
                    for r in runs if isinstance(r.m.get("best_val"), dict)), key=_rank)
     return ours + best + reference_rows(runs[0].m.get("dataset") if runs else None)
 
@@ -120,7 +123,8 @@ def fmt_acc(row: dict) -> str:
     digits = 2 if row["is_reference"] else 1
     if row["accuracy"] is None:
         return DASH
-    ci = "" if row["accuracy_ci95_lo"] is None else f" [{100 * row['accuracy_ci95_lo']:.1f}, {100 * row['accuracy_ci95_hi']:.1f}]"
+    lo, hi = row["accuracy_ci95_lo"], row["accuracy_ci95_hi"]
+    ci = "" if lo is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"
     return fmt_pct(row["accuracy"], digits) + ci
 
 
@@ -170,7 +174,8 @@ def within_noise(a: dict, b: dict, test: dict | None) -> bool:
 
 def _acc_words(row: dict) -> str:
     k = f" ({row['correct']} of {row['n_val']})" if row["correct"] is not None else ""
-    return f"{fmt_pct(row['accuracy'])}{k}, 95% interval [{100 * row['accuracy_ci95_lo']:.1f}, {100 * row['accuracy_ci95_hi']:.1f}]"
+    lo, hi = 100 * row["accuracy_ci95_lo"], 100 * row["accuracy_ci95_hi"]
+    return f"{fmt_pct(row['accuracy'])}{k}, 95% interval [{lo:.1f}, {hi:.1f}]"
 
 
 def summary_paragraphs(rows: list[dict], runs: list[Run]) -> list[str]:
@@ -183,46 +188,59 @@ def summary_paragraphs(rows: list[dict], runs: list[Run]) -> list[str]:
     if len(ours) == 1:
         out[0] += " Only one method was run, so there is nothing to compare it with."
     else:
-        second = ours[1]
-        s = f"Runner-up: **{second['method']}**, {_acc_words(second)}. "
-        if best["n_val"] == second["n_val"] and best["correct"] is not None and second["correct"] is not None:
-            gap = best["correct"] - second["correct"]
-            s += (f"The top two are {gap} val image{'s' * (gap != 1)} apart. " if gap
-                  else "The top two get the same number of val images right. ")
-        else:
-            s += f"The top two are {100 * (best['accuracy'] - second['accuracy']):.1f} percentage points apart (scored on different val sets). "
-        test = paired_test(by_slug[best["run"]], by_slug[second["run"]])
-        overlap = intervals_overlap(best, second)
-        if test is None:
-            s += "Their predictions share no val image, so no paired test was possible. "
-        else:
-            s += (f"Exact McNemar test on the {test['n']} val images both scored: the best alone is right on "
-                  f"{test['only_a']}, the runner-up alone on {test['only_b']}, p = {test['p_value']:.3g}"
-                  + (f" ({test['unmatched']} images scored by only one of them left out). " if test["unmatched"] else ". "))
-        if within_noise(best, second, test):
-            why = [w for w, hit in ((f"p ≥ {ALPHA}", test is not None and test["p_value"] >= ALPHA),
-                                    ("no paired test", test is None), ("the 95% intervals overlap", overlap)) if hit]
-            s += (f"The difference is within noise ({' and '.join(why)}): on these {best['n_val']} val images the two "
-                  "cannot be told apart, so do not read their order as a real ranking.")
-        else:
-            s += f"The difference is unlikely to be noise (p < {ALPHA} and the 95% intervals do not overlap)."
-        out.append(s)
+        out.append(_runner_up(best, ours[1], by_slug))
         out.append(_cheapest_tied(best, ours[1:], by_slug))
+    out += protocol_notes(rows, ours, best)
+    return [p for p in out if p]
+
+
+def _runner_up(best: dict, second: dict, by_slug: dict[str, Run]) -> str:
+    """The runner-up, its gap to the best in val images, the paired test, and whether it is noise."""
+    s = f"Runner-up: **{second['method']}**, {_acc_words(second)}. "
+    if best["n_val"] == second["n_val"] and best["correct"] is not None and second["correct"] is not None:
+        gap = best["correct"] - second["correct"]
+        s += (f"The top two are {gap} val image{'s' * (gap != 1)} apart. " if gap
+              else "The top two get the same number of val images right. ")
+    else:
+        gap = 100 * (best["accuracy"] - second["accuracy"])
+        s += f"The top two are {gap:.1f} percentage points apart (scored on different val sets). "
+    test = paired_test(by_slug[best["run"]], by_slug[second["run"]])
+    overlap = intervals_overlap(best, second)
+    if test is None:
+        s += "Their predictions share no val image, so no paired test was possible. "
+    else:
+        left_out = f" ({test['unmatched']} images scored by only one of them left out)" if test["unmatched"] else ""
+        s += (f"Exact McNemar test on the {test['n']} val images both scored: the best alone is right on "
+              f"{test['only_a']}, the runner-up alone on {test['only_b']}, p = {test['p_value']:.3g}{left_out}. ")
+    if within_noise(best, second, test):
+        why = [w for w, hit in ((f"p ≥ {ALPHA}", test is not None and test["p_value"] >= ALPHA),
+                                ("no paired test", test is None), ("the 95% intervals overlap", overlap)) if hit]
+        s += (f"The difference is within noise ({' and '.join(why)}): on these {best['n_val']} val images the two "
+              "cannot be told apart, so do not read their order as a real ranking.")
+    else:
+        s += f"The difference is unlikely to be noise (p < {ALPHA} and the 95% intervals do not overlap)."
+    return s
+
+
+def protocol_notes(rows: list[dict], ours: list[dict], best: dict) -> list[str]:
+    """What choosing the epoch on val would report, and how the published numbers compare."""
+    out = []
     for r in rows:
         if r["kind"] == "best_epoch":
             last = next(o for o in ours if o["run"] == r["run"])
             out.append(f"For **{last['method']}**, choosing the best epoch on val (epoch {r['epoch']}) would report "
-                       f"{fmt_pct(r['accuracy'])} instead of the last epoch's {fmt_pct(last['accuracy'])}. Val picked that "
-                       "epoch, so that number is optimistic; the table ranks the last epoch.")
+                       f"{fmt_pct(r['accuracy'])} instead of the last epoch's {fmt_pct(last['accuracy'])}. Val picked "
+                       "that epoch, so that number is optimistic; the table ranks the last epoch.")
     refs = [r for r in rows if r["is_reference"]]
     if refs:
-        inside = [fmt_pct(r["accuracy"], 2) for r in refs if best["accuracy_ci95_lo"] <= r["accuracy"] <= best["accuracy_ci95_hi"]]
+        lo, hi = best["accuracy_ci95_lo"], best["accuracy_ci95_hi"]
+        inside = [fmt_pct(r["accuracy"], 2) for r in refs if lo <= r["accuracy"] <= hi]
         verdict = ("contains them" if len(inside) == len(refs) else "contains neither" if not inside
                    else "contains only " + ", ".join(inside))
         out.append("The published tutorial numbers (" + ", ".join(fmt_pct(r["accuracy"], 2) for r in refs)
-                   + f" on {REFERENCE_N_VAL} val images) pick the best epoch on val, so compare them with best-epoch rows, "
-                   f"not with our primary ones. Our best result's 95% interval {verdict}.")
-    return [p for p in out if p]
+                   + f" on {REFERENCE_N_VAL} val images) pick the best epoch on val, so compare them with best-epoch "
+                   f"rows, not with our primary ones. Our best result's 95% interval {verdict}.")
+    return out
 
 
 def _cheapest_tied(best: dict, others: list[dict], by_slug: dict[str, Run]) -> str:

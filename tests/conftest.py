@@ -20,7 +20,9 @@ needs_shared = pytest.mark.skipif(not (HYMENOPTERA.is_dir() and MOBILENET.is_fil
 def make_image(path: Path, color, size=(64, 48), mode="RGB", seed=0):
     """A noisy image dominated by `color`, saved in the format of its extension."""
     rng = np.random.default_rng(seed)
-    arr = np.clip(np.array(color, dtype=np.int16)[None, None, :] + rng.integers(-30, 30, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    arr = np.clip(
+        np.array(color, dtype=np.int16)[None, None, :] + rng.integers(-30, 30, (size[1], size[0], 3)), 0, 255
+    ).astype(np.uint8)
     img = Image.fromarray(arr, "RGB")
     if mode != "RGB":
         img = img.convert(mode)
@@ -34,7 +36,9 @@ def make_folder(root: Path, n_train=6, n_val=4, classes=("ants", "bees"), size=(
     for split, n in (("train", n_train), ("val", n_val)):
         for ci, c in enumerate(classes):
             for i in range(n):
-                make_image(root / split / c / f"img{i:03d}.jpg", colors[ci], size=size, seed=hash((split, c, i)) % 2**32)
+                make_image(
+                    root / split / c / f"img{i:03d}.jpg", colors[ci], size=size, seed=hash((split, c, i)) % 2**32
+                )
     return root
 
 
@@ -58,7 +62,9 @@ def hymenoptera_codes(tmp_path_factory):
         pytest.skip("../shared hymenoptera data and MobileNetV2 weights not present")
     from pipeline.features import Config, extract
     out = tmp_path_factory.mktemp("hym") / "mobilenet_v2.h5"
-    return extract(Config(data=HYMENOPTERA, backbone="mobilenet_v2", weights=str(MOBILENET), out=str(out), device="cpu"))
+    return extract(
+        Config(data=HYMENOPTERA, backbone="mobilenet_v2", weights=str(MOBILENET), out=str(out), device="cpu")
+    )
 
 
 def write_synthetic_codes(path: Path, n_train=30, n_val=20, dim=16, classes=("a", "b", "c"), seed=0, sep=6.0):

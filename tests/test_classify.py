@@ -17,7 +17,9 @@ from pipeline.predict import Config as PConfig, predict
 
 @pytest.fixture
 def blobs(tmp_path):
-    return write_synthetic_codes(tmp_path / "blobs.h5", n_train=240)  # the linear head's recipe needs ~15 batches an epoch
+    return write_synthetic_codes(
+        tmp_path / "blobs.h5", n_train=240
+    )  # the linear head's recipe needs ~15 batches an epoch
 
 
 @pytest.mark.parametrize("head", list(HEADS))
@@ -91,7 +93,9 @@ def test_bad_inputs(blobs, tmp_path, folder):
 
 
 def test_stale_features_are_refused(folder, tmp_path):
-    feats = extract(FConfig(data=folder, backbone="resnet18", weights="none", workers=0, out=str(tmp_path / "f.h5"), device="cpu"))
+    feats = extract(
+        FConfig(data=folder, backbone="resnet18", weights="none", workers=0, out=str(tmp_path / "f.h5"), device="cpu")
+    )
     classify(Config(features=feats, head="knn", out=tmp_path / "runs", data=str(folder), folds=3))
     (folder / "val/ants/img000.jpg").unlink()
     with pytest.raises(UserError, match="stale"):
@@ -99,7 +103,17 @@ def test_stale_features_are_refused(folder, tmp_path):
 
 
 def test_predict_round_trips_through_a_random_backbone(folder, tmp_path):
-    feats = extract(FConfig(data=folder, backbone="resnet18", weights="none", seed=3, workers=0, out=str(tmp_path / "f.h5"), device="cpu"))
+    feats = extract(
+        FConfig(
+            data=folder,
+            backbone="resnet18",
+            weights="none",
+            seed=3,
+            workers=0,
+            out=str(tmp_path / "f.h5"),
+            device="cpu",
+        )
+    )
     [run] = classify(Config(features=feats, head="softmax", out=tmp_path / "runs", folds=3))
     m = json.loads((run / "metrics.json").read_text())
     rows = predict(PConfig(model=run, images=(str(folder / "val"),), device="cpu", csv=str(tmp_path / "p.csv")))
@@ -116,7 +130,16 @@ def test_predict_refuses_other_weights(folder, tmp_path):
     import torch
     from pipeline.backbone import load_backbone
     torch.save(load_backbone("resnet18", "none", seed=1).trunk.state_dict(), tmp_path / "w.pth")
-    feats = extract(FConfig(data=folder, backbone="resnet18", weights=str(tmp_path / "w.pth"), workers=0, out=str(tmp_path / "f.h5"), device="cpu"))
+    feats = extract(
+        FConfig(
+            data=folder,
+            backbone="resnet18",
+            weights=str(tmp_path / "w.pth"),
+            workers=0,
+            out=str(tmp_path / "f.h5"),
+            device="cpu",
+        )
+    )
     [run] = classify(Config(features=feats, head="knn", out=tmp_path / "runs", folds=3))
     torch.save(load_backbone("resnet18", "none", seed=2).trunk.state_dict(), tmp_path / "w.pth")
     with pytest.raises(UserError, match="not the weights"):

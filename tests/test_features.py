@@ -58,16 +58,22 @@ def test_bad_files_are_skipped_and_recorded(folder, tmp_path):
 def test_cache_hit_does_no_model_work(folder, tmp_path, capsys, monkeypatch):
     out = extract(cfg(folder, tmp_path / "f.h5"))
     stamp = os.stat(out).st_mtime_ns
-    import pipeline.features as F
     import pipeline.encode as E
     monkeypatch.setattr(E.Encoder, "__call__", lambda *a: pytest.fail("model ran on a cache hit"))
     extract(cfg(folder, out))
     assert "cache hit" in capsys.readouterr().out and os.stat(out).st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize("change,expect", [
-    ("weights", "weights"), ("added", "1 added"), ("modified", "1 modified"), ("removed", "1 removed"), ("crop", "transform"),
-])
+@pytest.mark.parametrize(
+    "change,expect",
+    [
+        ("weights", "weights"),
+        ("added", "1 added"),
+        ("modified", "1 modified"),
+        ("removed", "1 removed"),
+        ("crop", "transform"),
+    ],
+)
 def test_changed_inputs_are_refused_then_forced(folder, tmp_path, change, expect):
     out = extract(cfg(folder, tmp_path / "f.h5"))
     kw = {}
@@ -154,7 +160,11 @@ def test_hymenoptera_mobilenet_codes_are_real_features(hymenoptera_codes):
     tr, va = c.splits["train"], c.splits["val"]
     assert tr.codes.shape == (244, 1280) and va.codes.shape == (153, 1280)
     assert dict(tr.skipped) == {"train/ants/imageNotFound.gif": "not an image type (.gif)"}
-    acc = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(tr.codes, tr.labels).score(va.codes, va.labels)
+    acc = (
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+        .fit(tr.codes, tr.labels)
+        .score(va.codes, va.labels)
+    )
     assert acc >= 0.93
 
 

@@ -130,12 +130,20 @@ def test_csv_values(built):
     assert float(knn["accuracy"]) == 0.75 and knn["run"] == "knn-k-5"
     lo, hi = wilson(15, 20)
     assert float(knn["accuracy_ci95_lo"]) == pytest.approx(lo) and float(knn["accuracy_ci95_hi"]) == pytest.approx(hi)
-    assert (svc["extract_s"], svc["fit_s"], svc["train_s"], svc["predict_s"], svc["total_s"]) == ("3.0", "0.25", "", "0.05", "3.3")
+    assert (svc["extract_s"], svc["fit_s"], svc["train_s"], svc["predict_s"], svc["total_s"]) == (
+        "3.0",
+        "0.25",
+        "",
+        "0.05",
+        "3.3",
+    )
     # a fine-tune's predict pass is its last epoch's val phase, already inside train: not added twice
     assert (ft["extract_s"], ft["fit_s"], ft["train_s"], ft["total_s"]) == ("", "", "11.5", "11.5")
     assert svc["log_loss"] == "" and float(knn["log_loss"]) > 0
     assert (ft_best["kind"], ft_best["epoch"], ft_best["accuracy"]) == ("best_epoch", "2", "0.8")
-    assert rows[4]["accuracy"] == "0.9673" and rows[4]["correct"] == "148" and rows[4]["selection"] == "best epoch on val"
+    assert (
+        rows[4]["accuracy"] == "0.9673" and rows[4]["correct"] == "148" and rows[4]["selection"] == "best epoch on val"
+    )
 
 
 def test_mcnemar_matched_by_path_and_summary_within_noise(built):
@@ -167,8 +175,17 @@ def test_summary_says_real_difference_when_it_is(tmp_path, monkeypatch):
 
 def test_figures_written_and_valid_png(built):
     names = sorted(p.name for p in (built.out / "figures").glob("*.png"))
-    assert names == sorted(["accuracy-vs-compute.png", "grid-linsvc.png", "confusion-linsvc.png", "confusion-knn-k-5.png",
-                            "confusion-finetune-full.png", "curves-finetune-full.png", "pca-knn-k-5.png"])  # first classify run by path
+    assert names == sorted(
+        [
+            "accuracy-vs-compute.png",
+            "grid-linsvc.png",
+            "confusion-linsvc.png",
+            "confusion-knn-k-5.png",
+            "confusion-finetune-full.png",
+            "curves-finetune-full.png",
+            "pca-knn-k-5.png",
+        ]
+    )  # first classify run by path
     for n in names:
         f = built.out / "figures" / n
         assert f.read_bytes()[:8] == PNG
@@ -197,7 +214,11 @@ def test_markdown_and_html_content(built):
     assert "| mobilenet_v2 codes + LinearSVC | mobilenet_v2 / DEFAULT | 6 / 20 | 100.0% [83.9, 100.0] |" in md
     assert "| Reference tutorial (published): fine-tune (full) |" in md
     assert "## What this shows" in md
-    assert "## Benchmarks" in md and "Test CPU 9000" in md and "| extract images/s | 120.5 | 60 | img/s | 2.01× | 2 | yes |" in md
+    assert (
+        "## Benchmarks" in md
+        and "Test CPU 9000" in md
+        and "| extract images/s | 120.5 | 60 | img/s | 2.01× | 2 | yes |" in md
+    )
     page = (built.out / "report.html").read_text()
     n_fig = len(list((built.out / "figures").glob("*.png")))
     assert page.count('src="data:image/png;base64,') == n_fig
@@ -213,7 +234,10 @@ def test_missing_images_and_features_skip_with_note(tmp_path, monkeypatch, capsy
     report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "out", bench=tmp_path / "none.json"))
     note = capsys.readouterr().out
     assert "skipping the image grid" in note and "skipping the PCA figure" in note
-    assert sorted(p.name for p in (tmp_path / "out" / "figures").glob("*.png")) == ["accuracy-vs-compute.png", "confusion-a.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").glob("*.png")) == [
+        "accuracy-vs-compute.png",
+        "confusion-a.png",
+    ]
     assert "## Benchmarks" not in (tmp_path / "out" / "report.md").read_text()
 
 
@@ -229,7 +253,15 @@ def test_mixed_datasets_is_a_user_error(tmp_path, monkeypatch):
 def test_same_dataset_other_classes_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setattr(runfiles, "environment", fake_env)
     write_run(tmp_path / "a", method="a", stage="classify", pred=list(Y), seconds={}, selection="CV")
-    write_run(tmp_path / "b", method="b", stage="classify", pred=list(Y), seconds={}, selection="CV", classes=["ants", "wasps"])
+    write_run(
+        tmp_path / "b",
+        method="b",
+        stage="classify",
+        pred=list(Y),
+        seconds={},
+        selection="CV",
+        classes=["ants", "wasps"],
+    )
     with pytest.raises(UserError, match="different class lists"):
         runfiles.check_one_dataset(runfiles.load_runs(tmp_path))
 

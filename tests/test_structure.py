@@ -1,0 +1,105 @@
+"""The shared layer: weights parsed once, settings validated where declared, and stages that
+import only what they use (a cache hit builds no network; classify needs no torch)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, make_folder, write_synthetic_codes
+from pipeline import UserError
+from pipeline.config import parse_splits
+from pipeline.weights import Weights, features_path
+
+
+@pytest.mark.parametrize("arg,kind,tag,key", [
+    ("DEFAULT", "enum", "DEFAULT", "enum:DEFAULT"),
+    ("default", "enum", "DEFAULT", "enum:DEFAULT"),
+    ("ResNet18_Weights.IMAGENET1K_V2", "enum", "IMAGENET1K_V2", "enum:IMAGENET1K_V2"),
+    ("IMAGENET1K_V1", "enum", "IMAGENET1K_V1", "enum:IMAGENET1K_V1"),
+    ("none", "none", "none", "none(seed=3)"),
+    ("w/mobilenet_v2_imagenet_features.pth", "file", "mobilenet_v2_imagenet_features",
+     "file:mobilenet_v2_imagenet_features.pth"),
+    ("weights.ckpt", "file", "weights", "file:weights.ckpt"),
+])
+def test_weights_parsed_once_into_kind_tag_and_key(arg, kind, tag, key):
+    w = Weights.parse(arg, seed=3)
+    assert (w.kind, w.tag, w.key) == (kind, tag, key)
+    assert features_path("some/where/hymenoptera_data", "resnet18", w).as_posix() == \
+        f"features/hymenoptera_data/resnet18-{tag}.h5"
+
+
+def test_weights_file_sha256_and_record_round_trip(tmp_path):
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"abc")
+    w = Weights.parse(str(f))
+    assert w.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert Weights.from_record(w.key, w.arg) == w
+    assert Weights.from_record(w.key, w.arg, override="/else/where.pth").arg == "/else/where.pth"
+    assert Weights.from_record("none(seed=7)", "none") == Weights("none", "none", 7)
+    assert Weights.from_record("ResNet18_Weights.IMAGENET1K_V1", "DEFAULT").member == "IMAGENET1K_V1"
+    with pytest.raises(UserError, match="does not exist"):
+        Weights.parse(str(tmp_path / "missing.pth")).sha256
+    with pytest.raises(UserError):
+        Weights.parse("no such thing!")
+
+
+def test_makefile_asks_the_package_for_the_cache_path():
+    r = subprocess.run(["make", "-s", "-n", "classify", "DATA=x/hymenoptera_data", "BACKBONE=mobilenet_v2",
+                        "WEIGHTS=ResNet18_Weights.IMAGENET1K_V2"], cwd=ROOT, capture_output=True, text=True)
+    want = features_path("x/hymenoptera_data", "mobilenet_v2", Weights.parse("ResNet18_Weights.IMAGENET1K_V2"))
+    assert f"--features {want.as_posix()} " in r.stdout
+
+
+def test_splits_parsed_once_with_one_rule():
+    assert parse_splits("train, val") == ("train", "val")
+    for bad in ("", ",", "train,train"):
+        with pytest.raises(UserError):
+            parse_splits(bad)
+    with pytest.raises(UserError, match="exactly 2"):
+        parse_splits("train", exactly=2)
+
+
+def test_settings_are_validated_where_declared():
+    from pipeline.classify import Config as C
+    from pipeline.features import Config as F
+    for bad in (dict(batch_size=0), dict(shard_size=0), dict(workers=-2), dict(splits="a,a"), dict(crop=0)):
+        with pytest.raises(UserError):
+            F(**bad)
+    with pytest.raises(UserError, match="--folds"):
+        C(features="x.h5", folds=1)
+
+
+def _python(code: str) -> str:
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_cache_hit_builds_no_network_and_imports_no_torchvision(tmp_path):
+    data = make_folder(tmp_path / "data", n_train=2, n_val=2)
+    cfg = (f"Config(data={str(data)!r}, backbone='resnet18', weights='none', out={str(tmp_path / 'f.h5')!r}, "
+           "device='cpu', workers=0)")
+    _python(f"from pipeline.features import Config, extract; extract({cfg})")
+    out = _python(f"import sys; from pipeline.features import Config, extract; extract({cfg}); "
+                  "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    assert "cache hit" in out and out.strip().endswith("[]")
+
+
+def test_classify_with_sklearn_heads_imports_no_torch(tmp_path):
+    f = write_synthetic_codes(tmp_path / "c.h5")
+    out = _python(f"import sys; from pipeline.classify import Config, classify; "
+                  f"classify(Config(features={str(f)!r}, head='softmax', out={str(tmp_path / 'runs')!r}, folds=3)); "
+                  "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    assert out.strip().endswith("[]")
+
+
+def test_no_shared_module_imports_a_stage():
+    import ast
+    stages = {"features", "classify", "finetune", "report", "predict"}
+    for path in (ROOT / "pipeline").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                names = {node.module} if node.module else {a.name for a in node.names}
+                assert not (names & stages) or path.stem == "__main__", f"{path.name} imports a stage: {names & stages}"
