@@ -130,15 +130,16 @@ def plan_shards(s: ImageFolderScan, batch: int, shard_size: int) -> Plan:
     return Plan(records, shards, shard)
 
 
-def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, weights: Weights) -> dict:
-    """Run the backbone over every shard not yet on disk; returns what the header records of it."""
+def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, weights: Weights, where: str) -> dict:
+    """Run the backbone on device type `where` over every shard not yet on disk; returns what the
+    header records of it."""
     import torch
     from tqdm import tqdm
 
     from .backbone import load_backbone
     from .encode import Encoder, eval_images
 
-    device = resolve_device(cfg.device)
+    device = resolve_device(where)  # the type the fingerprint was made for
     bb = load_backbone(cfg.backbone, weights)
     enc = Encoder(bb, device)
     todo = [p for p in plan.shards if not shards.done(p[0], p[1])]
@@ -199,13 +200,14 @@ def extract(cfg: Config) -> Path:
     """Run the stage; returns the path of the complete, validated features file."""
     s = scan(cfg.data, parse_splits(cfg.splits))
     out, weights = cfg.out_path, Weights.parse(cfg.weights, cfg.seed)
-    inputs = fingerprint_inputs(s, cfg, weights, device_type(cfg.device))
+    where = device_type(cfg.device)
+    inputs = fingerprint_inputs(s, cfg, weights, where)
     fp = digest(inputs)
     if cache_hit(out, fp, inputs, s, cfg.force):
         return out
     plan = plan_shards(s, cfg.batch_size, cfg.shard_size)
     shards = Shards(out, f"{fp} batch={cfg.batch_size} shard={plan.shard_size}")
-    run = compute_shards(cfg, s, plan, shards, weights)
+    run = compute_shards(cfg, s, plan, shards, weights, where)
     # recorded: the model time of every shard, this run's and those a killed run left, so a
     # resumed extraction reports what the codes cost, not what was left to do
     secs = sum(shards.seconds(name, si) for name, si, _ in plan.shards)
