@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import StratifiedKFold
 
 from . import UserError, runs
 from .cache import Codes, SplitCodes, read_codes
@@ -18,6 +18,7 @@ from .config import opt
 from .data import scan
 from .heads import HEADS, scores_of
 from .metrics import scores
+from .search import PathSearch, path_search
 from .weights import Weights
 
 
@@ -31,10 +32,13 @@ class Config:
     folds: int = opt(5, "stratified CV folds on train (fewer when a class has fewer images)")
     train_split: str = opt("train", "split to fit and cross-validate on")
     val_split: str = opt("val", "split scored once, at the end")
+    jobs: int = opt(0, "CV fits run in parallel (0 = one per core)")
 
     def __post_init__(self):
         if self.folds < 2:
             raise UserError(f"--folds must be at least 2 (got {self.folds})")
+        if self.jobs < 0:
+            raise UserError(f"--jobs must be 0 (one per core) or more (got {self.jobs})")
 
 
 def check_fresh(codes: Codes, data: Path) -> None:
@@ -58,17 +62,22 @@ def cv_folds(y: np.ndarray, folds: int, seed: int) -> StratifiedKFold:
     return StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
 
 
-def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> GridSearchCV:
-    """Grid search on the training codes only; the refit best pipeline is `.best_estimator_`."""
+def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int, jobs: int = 1,
+             progress: bool = False) -> PathSearch:
+    """CV on the training codes only, along the head's path; the refit best is `.best_estimator_`."""
     head, cv = HEADS[name], cv_folds(y, folds, seed)
     fold_size = min(len(tr) for tr, _ in cv.split(X, y))
     # k-NN cannot ask for more neighbours than a CV training fold holds
-    grid = {k: [v for v in vs if k != "clf__n_neighbors" or v <= fold_size] for k, vs in head.grid.items()}
-    search = GridSearchCV(head.make(seed), grid, cv=cv, scoring="accuracy", refit=True)
-    return search.fit(X, y)
+    values = [v for v in head.values if head.param != "clf__n_neighbors" or v <= fold_size]
+    short = head.param.removeprefix("clf__")
+
+    def say(t: dict):
+        print(f"  {name} {short}={t['value']:g}: CV {t['mean']:.2%} ± {t['std']:.1%} ({t['seconds']:.1f}s)", flush=True)
+    return path_search(head.make(seed), head.param, values, X, y, cv, warm=head.warm, patience=head.patience,
+                       jobs=jobs or -1, progress=say if progress else None)
 
 
-def write_run(cfg: Config, codes: Codes, name: str, search: GridSearchCV, fit_s: float) -> tuple[Path, dict]:
+def write_run(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: float) -> tuple[Path, dict]:
     """Score the chosen head on val once and write its run folder; returns (folder, val scores)."""
     h, va, model = codes.header, codes.splits[cfg.val_split], search.best_estimator_
     t0 = time.perf_counter()
@@ -135,12 +144,13 @@ def classify(cfg: Config) -> list[Path]:
     done = []
     for name in list(HEADS) if cfg.head == "all" else [cfg.head]:
         t0 = time.perf_counter()
-        search = fit_head(name, tr.codes, tr.labels, cfg.folds, cfg.seed)
+        search = fit_head(name, tr.codes, tr.labels, cfg.folds, cfg.seed, cfg.jobs, progress=True)
         fit_s = time.perf_counter() - t0
         run, val = write_run(cfg, codes, name, search, fit_s)
         lo, hi = val["accuracy_ci95"]
+        stop = f" (stopped early: {len(search.untried)} not tried)" if search.stopped_early else ""
         print(f"{name:8s} val acc {val['accuracy']:.2%} [{lo:.1%}, {hi:.1%}]  CV {search.best_score_:.2%}  "
-              f"{json.dumps(search.best_params_)}  fit {fit_s:.2f}s  -> {run}")
+              f"{json.dumps(search.best_params_)}{stop}  fit {fit_s:.2f}s  -> {run}", flush=True)
         done.append(run)
     return done
 

@@ -9,7 +9,6 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 
 
 class TorchLinear(ClassifierMixin, BaseEstimator):
@@ -22,13 +21,14 @@ class TorchLinear(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, lr=0.001, momentum=0.9, step_size=7, gamma=0.1, epochs=25, batch_size=16,
-                 weight_decay=0.0, seed=0):
+                 weight_decay=0.0, seed=0, device="auto"):
         self.lr, self.momentum, self.step_size, self.gamma = lr, momentum, step_size, gamma
         self.epochs, self.batch_size, self.weight_decay, self.seed = epochs, batch_size, weight_decay, seed
+        self.device = device
 
     def fit(self, X, y):
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # batches of 16 rows: threads only add sync cost (and stall under load)
+        torch.set_num_threads(1)  # batches of 16 rows: threads only add sync cost; CV runs folds in parallel
         try:
             return self._fit(X, y)
         finally:
@@ -37,32 +37,43 @@ class TorchLinear(ClassifierMixin, BaseEstimator):
     def _fit(self, X, y):
         X = np.asarray(X, dtype=np.float32)
         self.classes_ = unique_labels(y)
-        t = torch.as_tensor(np.searchsorted(self.classes_, y))
-        x = torch.from_numpy(X)
-        g = torch.Generator().manual_seed(self.seed)
-        lin = nn.Linear(X.shape[1], len(self.classes_))
-        with torch.no_grad():  # seeded init, independent of the global RNG
-            bound = 1 / np.sqrt(X.shape[1])
-            lin.weight.uniform_(-bound, bound, generator=g)
-            lin.bias.uniform_(-bound, bound, generator=g)
-        opt = torch.optim.SGD(lin.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=self.step_size, gamma=self.gamma)
-        self.loss_curve_ = []
-        for _ in range(self.epochs):
-            perm, total = torch.randperm(len(x), generator=g), 0.0
-            for i in range(0, len(x), self.batch_size):
-                idx = perm[i:i + self.batch_size]
-                loss = nn.functional.cross_entropy(lin(x[idx]), t[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            sched.step()
-            self.loss_curve_.append(total / len(x))
-        self.coef_ = lin.weight.detach().numpy().copy()
-        self.intercept_ = lin.bias.detach().numpy().copy()
         self.n_features_in_ = X.shape[1]
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device)
+        x = torch.from_numpy(X).to(dev)
+        labels = torch.as_tensor(np.searchsorted(self.classes_, y), device=dev)
+        onehot = torch.eye(len(self.classes_), device=dev)[labels]
+        g = torch.Generator().manual_seed(self.seed)  # init and order: the same on CPU and GPU
+        bound = 1 / np.sqrt(X.shape[1])  # nn.Linear's default init, drawn from the seeded generator
+        W = torch.empty(len(self.classes_), X.shape[1]).uniform_(-bound, bound, generator=g).to(dev)
+        b = torch.empty(len(self.classes_)).uniform_(-bound, bound, generator=g).to(dev)
+        state = {"W": W, "b": b, "bufs": None}
+        self.loss_curve_ = []
+        for epoch in range(self.epochs):
+            lr = self.lr * self.gamma ** (epoch // self.step_size)  # StepLR
+            total = self._epoch(x, onehot, state, torch.randperm(len(x), generator=g).to(dev), lr)
+            self.loss_curve_.append(total.item() / len(x))
+        self.coef_, self.intercept_ = state["W"].cpu().numpy(), state["b"].cpu().numpy()
         return self
+
+    @torch.no_grad()
+    def _epoch(self, x, onehot, state, perm, lr):
+        """One epoch of mini-batch SGD with momentum and weight decay on the mean cross-entropy,
+        step for step what torch.optim.SGD does, with the gradient written out (softmax minus
+        one-hot) instead of autograd: a batch of 16 rows costs a few small kernels, not a graph."""
+        W, b, bufs, m, wd = state["W"], state["b"], state["bufs"], self.momentum, self.weight_decay
+        total = torch.zeros((), device=x.device)
+        for i in range(0, len(x), self.batch_size):
+            idx = perm[i:i + self.batch_size]
+            xb, z = x[idx], torch.addmm(b, x[idx], W.t())
+            logp = z.log_softmax(1)
+            total -= (logp * onehot[idx]).sum()
+            gz = (logp.exp() - onehot[idx]) / len(idx)
+            grads = (gz.t() @ xb + wd * W, gz.sum(0) + wd * b)
+            bufs = [g.clone() for g in grads] if bufs is None else [q.mul_(m).add_(g) for q, g in zip(bufs, grads)]
+            W.sub_(lr * bufs[0])
+            b.sub_(lr * bufs[1])
+        state["bufs"] = bufs
+        return total
 
     def decision_function(self, X):
         check_is_fitted(self, "coef_")

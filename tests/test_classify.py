@@ -71,8 +71,8 @@ def test_cross_validation_never_reads_val(blobs, tmp_path, monkeypatch):
     val_rows = {r.tobytes() for r in c.splits["val"].codes}
     train_rows = {r.tobytes() for r in c.splits["train"].codes}
     seen = Spy.seen = []
-    monkeypatch.setitem(HEADS, "spy", Head("spy", lambda s: Pipeline([("clf", Spy())]), {"clf__C": [0.1, 1.0]}))
-    classify(Config(features=blobs, head="spy", out=tmp_path / "runs", folds=3))
+    monkeypatch.setitem(HEADS, "spy", Head("spy", lambda s: Pipeline([("clf", Spy())]), "clf__C", (0.1, 1.0)))
+    classify(Config(features=blobs, head="spy", out=tmp_path / "runs", folds=3, jobs=1))  # in process: Spy sees all
     assert len(seen) == 2 * 3 + 1  # every fold of every grid point, then the refit
     for rows in seen:
         assert rows <= train_rows and not rows & val_rows

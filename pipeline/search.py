@@ -1,0 +1,74 @@
+"""Choose a head's setting by cross-validation on train: along a regularisation path, folds in
+parallel, warm starts, and an early stop once the CV score has clearly peaked.
+
+GridSearchCV fits every (setting, fold) from scratch, one at a time by default, and always runs
+the whole grid. Linear heads get expensive as regularisation weakens, and their CV accuracy
+usually peaks early, so here the path runs from the most to the least regularised setting, each
+fold starting from its solution at the previous setting where the estimator supports warm starts,
+and stops when `patience` settings in a row score below the best. The chosen setting is refit
+from scratch on all of train, so the final model is a plain fit at that setting. Folds are
+StratifiedKFold splits of train only: val is never passed here.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import clone
+
+
+@dataclass
+class PathSearch:
+    """What GridSearchCV would report (best_estimator_, best_params_, best_score_, n_splits_),
+    plus the CV score of every setting tried, in path order, and whether the path stopped early."""
+
+    best_estimator_: object
+    best_params_: dict
+    best_score_: float
+    n_splits_: int
+    cv_scores: list[dict] = field(default_factory=list)  # {"value", "mean", "std", "seconds"}
+    stopped_early: bool = False
+    untried: list = field(default_factory=list)
+
+
+def _fit_fold(est, param: str, value, X, y, train, test):
+    est.set_params(**{param: value})
+    est.fit(X[train], y[train])
+    return est, float(est.score(X[test], y[test]))
+
+
+def peaked(means: list[float], patience: int) -> bool:
+    """True when the last `patience` scores are all below the best so far (and came after it)."""
+    if patience < 1 or len(means) <= patience:
+        return False
+    best = int(np.argmax(means))
+    return best < len(means) - patience and all(m < means[best] for m in means[-patience:])
+
+
+def path_search(estimator, param: str, values: list, X: np.ndarray, y: np.ndarray, cv, *, warm: bool = False,
+                patience: int = 2, jobs: int = 1, progress: Callable[[dict], None] | None = None) -> PathSearch:
+    """Cross-validate `estimator` at each of `values` of `param` (in the order given: strongest
+    regularisation first) and refit the best on all of X, y."""
+    folds = list(cv.split(X, y))
+    fitted = [clone(estimator) for _ in folds]
+    tried: list[dict] = []
+    with Parallel(n_jobs=jobs) as parallel:
+        for value in values:
+            t0 = time.perf_counter()
+            out = parallel(delayed(_fit_fold)(est if warm else clone(estimator), param, value, X, y, tr, te)
+                           for est, (tr, te) in zip(fitted, folds))
+            fitted = [est for est, _ in out]
+            scores = [s for _, s in out]
+            tried.append({"value": value, "mean": float(np.mean(scores)), "std": float(np.std(scores)),
+                          "seconds": time.perf_counter() - t0})
+            if progress is not None:
+                progress(tried[-1])
+            if peaked([t["mean"] for t in tried], patience):
+                break
+    best = tried[int(np.argmax([t["mean"] for t in tried]))]  # ties: the first, i.e. most regularised
+    final = clone(estimator).set_params(**{param: best["value"]}).fit(X, y)
+    return PathSearch(final, {param: best["value"]}, best["mean"], len(folds), tried,
+                      stopped_early=len(tried) < len(values), untried=list(values[len(tried):]))

@@ -1,0 +1,134 @@
+"""Heads that keep pace with the codes: the solver picked by shape and warm starts give the plain
+fit's predictions, the path search finds what a full grid finds, and the torch linear head's
+written-out gradient is step for step torch.optim.SGD."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from pipeline.linear_svm import LinearSVM
+from pipeline.search import path_search, peaked
+from pipeline.torch_linear import TorchLinear
+
+
+def overlapping(n=600, d=40, k=4, seed=0, sep=0.35):
+    """Classes that overlap as real codes do (a linear head gets ~70-80%), standardised."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    X = np.maximum(rng.normal(0, sep, (k, d))[y] + rng.normal(0, 1, (n, d)), 0)
+    return ((X - X.mean(0)) / X.std(0)).astype(np.float32), y
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("C", [1e-3, 1e-2, 1e-1])
+def test_lbfgs_solver_gives_linearsvc_predictions(k, C):
+    X, y = overlapping(k=k)
+    ours = LinearSVM(C=C, solver="lbfgs").fit(X[:400], y[:400])
+    ref = LinearSVC(C=C, dual=True, tol=1e-6, max_iter=100000).fit(X[:400], y[:400])
+    assert ours.coef_.shape == ref.coef_.shape
+    assert np.mean(ours.predict(X[400:]) == ref.predict(X[400:])) >= 0.99
+    np.testing.assert_allclose(ours.coef_, ref.coef_, atol=2e-3)
+
+
+def test_solver_follows_the_shape():
+    X, y = overlapping(n=200, d=40)
+    assert LinearSVM().fit(X, y).solver_ == "lbfgs"  # more samples than features: primal, warm-startable
+    assert LinearSVM().fit(X[:30], y[:30]).solver_ == "liblinear"  # more features than samples: dual
+
+
+def test_warm_start_along_the_path_gives_the_plain_fit():
+    X, y = overlapping()
+    warm = LinearSVM(solver="lbfgs", warm_start=True)
+    for C in (1e-4, 1e-3, 1e-2, 1e-1):
+        warm.set_params(C=C).fit(X, y)
+    plain = LinearSVM(C=1e-1, solver="lbfgs").fit(X, y)
+    assert np.mean(warm.predict(X) == plain.predict(X)) >= 0.995
+    np.testing.assert_allclose(warm.coef_, plain.coef_, atol=2e-3)
+
+
+def test_path_search_matches_a_full_grid_search():
+    X, y = overlapping(n=500, seed=2)
+    Cs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    make = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, warm_start=True))
+    grid = GridSearchCV(make, {"logisticregression__C": Cs}, cv=cv).fit(X, y)
+    ours = path_search(make, "logisticregression__C", Cs, X, y, cv, warm=True, patience=2, jobs=2)
+    assert ours.best_params_ == grid.best_params_
+    assert ours.best_score_ == pytest.approx(grid.best_score_, abs=0.01)
+    # the refit is a plain fit at the chosen C: the same model GridSearchCV refits
+    np.testing.assert_allclose(ours.best_estimator_[-1].coef_, grid.best_estimator_[-1].coef_, atol=1e-4)
+
+
+class Curve:
+    """An estimator whose CV score is a known function of its one setting."""
+
+    def __init__(self, c=0.0, curve=None):
+        self.c, self.curve = c, curve
+
+    def get_params(self, deep=True):
+        return {"c": self.c, "curve": self.curve}
+
+    def set_params(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+        return self
+
+    def fit(self, X, y):
+        return self
+
+    def score(self, X, y):
+        return self.curve[self.c]
+
+
+@pytest.mark.parametrize("scores,best,tried", [
+    ([0.5, 0.6, 0.7, 0.65, 0.6, 0.9], 2, 5),  # a later spike past two lower values is not searched (documented)
+    ([0.5, 0.6, 0.55, 0.7, 0.6, 0.5], 3, 6),  # one dip, then a better value: patience 2 goes on and finds it
+    ([0.7, 0.7, 0.7, 0.7], 0, 4),  # a plateau is not a peak: ties keep the most regularised
+    ([0.8, 0.6, 0.5, 0.9], 0, 3),
+])
+def test_early_stop_waits_for_two_lower_values(scores, best, tried):
+    X, y = np.zeros((20, 1)), np.arange(20) % 2
+    curve = dict(enumerate(scores))
+    r = path_search(Curve(curve=curve), "c", list(range(len(scores))), X, y, StratifiedKFold(2), patience=2)
+    assert r.best_params_ == {"c": best} and len(r.cv_scores) == tried
+    assert r.stopped_early == (tried < len(scores))
+    assert not peaked([0.5, 0.6, 0.55], 2) and peaked([0.5, 0.6, 0.55, 0.55], 2) and not peaked([1, 0], 0)
+
+
+def reference_torch_linear(X, y, wd, seed=0, epochs=4):
+    """The tutorial recipe written with nn.Linear, autograd, torch.optim.SGD and StepLR."""
+    classes = np.unique(y)
+    t, x = torch.as_tensor(np.searchsorted(classes, y)), torch.from_numpy(X)
+    g = torch.Generator().manual_seed(seed)
+    lin = torch.nn.Linear(X.shape[1], len(classes))
+    with torch.no_grad():
+        bound = 1 / np.sqrt(X.shape[1])
+        lin.weight.uniform_(-bound, bound, generator=g)
+        lin.bias.uniform_(-bound, bound, generator=g)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.05, momentum=0.9, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 16):
+            idx = perm[i:i + 16]
+            loss = torch.nn.functional.cross_entropy(lin(x[idx]), t[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return lin.weight.detach().numpy(), lin.bias.detach().numpy()
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_torch_linear_is_step_for_step_torch_sgd(wd):
+    X, y = overlapping(n=200, k=3)
+    W, b = reference_torch_linear(X, y, wd)
+    ours = TorchLinear(lr=0.05, step_size=2, epochs=4, weight_decay=wd, device="cpu").fit(X, y)
+    np.testing.assert_allclose(ours.coef_, W, atol=1e-5)
+    np.testing.assert_allclose(ours.intercept_, b, atol=1e-5)
