@@ -86,50 +86,22 @@ def write_run(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: f
     val = scores(va.labels, pred, codes.classes, proba)
     run = runs.start(Path(cfg.out) / runs.run_name(h.dataset, h.backbone, Weights.parse(h.weights_arg).tag, name))
     runs.save_joblib(run / "model.joblib", model)
-    runs.write_model(
-        run,
-        {
-            "kind": "head",
-            "head": name,
-            "backbone": h.backbone,
-            "weights": h.weights,
-            "weights_arg": h.weights_arg,
-            "weights_sha256": h.weights_sha256,
-            "seed": h.seed,
-            "classes": codes.classes,
-            "resize": h.transform["resize"],
-            "crop": h.transform["crop"],
-            "fast_decode": h.transform["decode"] != "PIL full",
-            "file": "model.joblib",
-            "features_fingerprint": h.fingerprint,
-        },
-    )
-    runs.write_metrics(
-        run,
-        runs.record(
-            method=f"{h.backbone} codes + {HEADS[name].title}",
-            stage="classify",
-            dataset=h.dataset,
-            classes=codes.classes,
-            backbone=h.backbone,
-            weights=h.weights,
-            n_train=len(codes.splits[cfg.train_split].labels),
-            n_val=len(va.labels),
-            val=val,
-            selection=f"CV on train ({search.n_splits_}-fold)",
-            seconds={"extract": h.extract_seconds, "fit": fit_s, "predict": predict_s},
-            device=f"cpu (codes: {h.device})",
-            seed=cfg.seed,
-            preds=runs.predictions(va.paths, va.labels, pred, score),
-            head=name,
-            hyperparameters={k.removeprefix("clf__"): v for k, v in search.best_params_.items()},
-            cv_score=float(search.best_score_),
-            features_file=str(cfg.features),
-            features_fingerprint=h.fingerprint,
-            data_root=h.data_root,
-            weights_sha256=h.weights_sha256,
-        ),
-    )
+    runs.write_model(run, {
+        "kind": "head", "head": name, "backbone": h.backbone, "weights": h.weights, "weights_arg": h.weights_arg,
+        "weights_sha256": h.weights_sha256, "seed": h.seed, "classes": codes.classes,
+        "resize": h.transform["resize"], "crop": h.transform["crop"],
+        "fast_decode": h.transform["decode"] != "PIL full", "file": "model.joblib", "features_fingerprint": h.fingerprint})
+    runs.write_metrics(run, runs.record(
+        method=f"{h.backbone} codes + {HEADS[name].title}", stage="classify", dataset=h.dataset,
+        classes=codes.classes, backbone=h.backbone, weights=h.weights,
+        n_train=len(codes.splits[cfg.train_split].labels), n_val=len(va.labels), val=val,
+        selection=f"CV on train ({search.n_splits_}-fold)",
+        seconds={"extract": h.extract_seconds, "fit": fit_s, "predict": predict_s},
+        device=f"cpu (codes: {h.device})", seed=cfg.seed, preds=runs.predictions(va.paths, va.labels, pred, score),
+        head=name, hyperparameters={k.removeprefix("clf__"): v for k, v in search.best_params_.items()},
+        cv_score=float(search.best_score_), cv_path=search.cv_scores, cv_untried=search.untried,
+        solver=getattr(model[-1], "solver_", None), features_file=str(cfg.features),
+        features_fingerprint=h.fingerprint, data_root=h.data_root, weights_sha256=h.weights_sha256))
     return run, val
 
 

@@ -55,7 +55,8 @@ def doc(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     data = make_folder(tmp / "data", n_train=6, n_val=4)
     s = bench.Setup(data=data, backbone="resnet18", weights="none", tmp=tmp, quick=True, device="cpu", epochs=1,
-                    resize=40, crop=32, memory_counts=(12, 36), synthetic_codes=200)
+                    resize=40, crop=32, memory_counts=(12, 36),
+                    head_cases=((60, 20, 16, 3, 0.5), (90, 30, 8, 3, 0.5)), head_image_size=(48, 40))
     return bench.run_all(s)
 
 
@@ -71,7 +72,10 @@ def test_document_shape(doc, tmp_path):
     names = [r["name"] for r in doc["results"]]
     assert any(n.startswith("extraction: data") for n in names)
     assert sum(n.startswith("head fit with CV") for n in names) == 4
-    assert sum(n.startswith("head fit once") for n in names) == 4
+    pace = [r for r in doc["results"] if "classify --head all vs features" in r["name"]]
+    assert len(pace) == 2 and all(r["unit"] == "s" and r["target"] == 1.0 for r in pace)
+    assert "measured on 80 synthetic" in pace[0]["note"] and "projected from" in pace[1]["note"]
+    assert sum(n.startswith("heads 60x16") and "fit with CV" in n for n in names) == 4
     out = bench.write_json(tmp_path / "b.json", doc)
     from pipeline.render import bench_blocks
     from pipeline.report import read_bench
