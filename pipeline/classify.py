@@ -90,7 +90,8 @@ def write_run(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: f
         "kind": "head", "head": name, "backbone": h.backbone, "weights": h.weights, "weights_arg": h.weights_arg,
         "weights_sha256": h.weights_sha256, "seed": h.seed, "classes": codes.classes,
         "resize": h.transform["resize"], "crop": h.transform["crop"],
-        "fast_decode": h.transform["decode"] != "PIL full", "file": "model.joblib", "features_fingerprint": h.fingerprint})
+        "fast_decode": h.transform["decode"] != "PIL full", "file": "model.joblib",
+        "features_fingerprint": h.fingerprint})
     runs.write_metrics(run, runs.record(
         method=f"{h.backbone} codes + {HEADS[name].title}", stage="classify", dataset=h.dataset,
         classes=codes.classes, backbone=h.backbone, weights=h.weights,
