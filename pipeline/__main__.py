@@ -1,4 +1,4 @@
-"""`python -m pipeline <stage> ...`: dispatch to one stage module.
+"""`cnncodes <stage> ...` (or `python -m pipeline <stage> ...`): dispatch to one stage module.
 
 Each stage module exposes `Config` (a frozen dataclass), `run(cfg)` and a docstring; the stage is
 imported only when chosen, so `report --help` does not pay for importing torch.
@@ -7,49 +7,60 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
-from . import UserError
+from . import UserError, __version__
 from .config import Parser, add_arguments, from_args
 
-STAGES = {
-    "data": "pipeline.data",
-    "features": "pipeline.features",
-    "classify": "pipeline.classify",
-    "finetune": "pipeline.finetune",
-    "report": "pipeline.report",
-    "predict": "pipeline.predict",
+STAGES = {  # stage -> (module, what it does); the module is imported only when its stage runs
+    "data": ("pipeline.data", "check an image folder (download hymenoptera when it is absent)"),
+    "features": ("pipeline.features", "extract CNN codes with a frozen backbone and cache them to HDF5"),
+    "classify": ("pipeline.classify", "fit heads (softmax, linsvc, linear, knn) on cached codes, CV on train"),
+    "finetune": ("pipeline.finetune", "fine-tune the backbone (full, or frozen trunk + augmentation)"),
+    "report": ("pipeline.report", "one table, figures and a plain-words summary of every run"),
+    "predict": ("pipeline.predict", "label new images with a saved head or fine-tuned model"),
 }
+
+
+def _prog() -> str:
+    return "cnncodes" if Path(sys.argv[0]).name == "cnncodes" else "python -m pipeline"
+
+
+def top_help(prog: str) -> str:
+    width = max(map(len, STAGES))
+    return "\n".join([f"usage: {prog} STAGE [--help] ...", "",
+                      "Fast, honest transfer learning: cached CNN codes, classical heads, fine-tuning, one report.", "",
+                      "stages:", *(f"  {s:<{width}}  {what}" for s, (_, what) in STAGES.items()), "",
+                      f"`{prog} STAGE --help` lists a stage's flags and defaults; "
+                      f"`{prog} --version` prints the version."])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    usage = "usage: python -m pipeline {" + ",".join(STAGES) + "} [--help] ..."
+    prog = _prog()
+    if argv[:1] == ["--version"]:
+        print(f"cnncodes {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage)
-        print("\nstages:\n" + "\n".join(f"  {s}" for s in STAGES))
-        print("\n`python -m pipeline STAGE --help` lists a stage's flags and defaults.")
+        print(top_help(prog), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     stage, rest = argv[0], argv[1:]
     if stage not in STAGES:
-        sys.stderr.write(f"pipeline: error: unknown stage {stage!r} (choose from {', '.join(STAGES)})\n")
+        sys.stderr.write(f"{prog}: error: unknown stage {stage!r} (choose from {', '.join(STAGES)})\n")
         return 2
-    module = importlib.import_module(STAGES[stage])
-    parser = Parser(
-        prog=f"python -m pipeline {stage}",
-        description=(module.__doc__ or "").strip().splitlines()[0],
-        formatter_class=__import__("argparse").ArgumentDefaultsHelpFormatter,
-    )
+    module = importlib.import_module(STAGES[stage][0])
+    parser = Parser(prog=f"{prog} {stage}", description=(module.__doc__ or "").strip().split("\n\n")[0])
     add_arguments(parser, module.Config)
     args = parser.parse_args(rest)
     try:
-        module.run(from_args(module.Config, args))  # settings are validated as the Config is made
+        rc = module.run(from_args(module.Config, args))  # settings are validated as the Config is made
     except UserError as e:
-        sys.stderr.write(f"pipeline {stage}: error: {e}\n")
+        sys.stderr.write(f"{prog} {stage}: error: {e}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write(f"pipeline {stage}: interrupted\n")
+        sys.stderr.write(f"{prog} {stage}: interrupted\n")
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

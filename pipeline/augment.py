@@ -7,9 +7,10 @@ torchvision's transforms, drawing from the global RNG per call, do not offer.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-from torchvision.transforms import v2
+if TYPE_CHECKING:
+    import torch
 
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop defaults, as in the tutorial
 
@@ -41,6 +42,9 @@ def augment(images: list[torch.Tensor], crop: int, g: torch.Generator) -> torch.
     The crops are cut from the image stored at shorter side `resize`, not from the original file:
     the same crop geometry relative to the image, but small crops are upsampled from fewer pixels.
     """
+    import torch
+    from torchvision.transforms import v2
+
     u = torch.rand(len(images), 23, generator=g).tolist()
     out = []
     for im, ui in zip(images, u):

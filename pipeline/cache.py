@@ -7,6 +7,7 @@ Layout of features/<dataset>/<backbone>-<weights>.h5, written only by `write_cod
     ("" unless a file), transform (JSON), image_size, dim, precision, bn_folded, device, seed,
     extract_seconds, images_per_second, versions (JSON), created
   /<split>/codes  N x D float32      /<split>/labels N int64      /<split>/paths N str
+      (codes and labels chunked with fletcher32 checksums, verified by HDF5 on every read)
   /<split>/skipped_paths, skipped_reasons (files left out and why)
   /<split>/files/{path,size,mtime_ns}  the scanned image list, to explain what changed
 
@@ -131,18 +132,31 @@ def read_attrs(path: Path | str) -> dict:
 
 
 def read_codes(path: Path | str) -> Codes:
+    """The whole file, checked: every split has codes, labels and paths of one length, the codes'
+    width is the recorded dim, and HDF5 verifies the codes' and labels' checksums as it reads.
+    Anything else is a UserError naming the file, never a half-read cache."""
     attrs = read_attrs(path)
-    splits = {}
-    with h5py.File(path, "r") as f:
-        for name in attrs["splits"]:
-            g = f[name]
-            splits[name] = SplitCodes(
-                codes=g["codes"][...],
-                labels=g["labels"][...].astype(np.int64),
-                paths=[p.decode() if isinstance(p, bytes) else p for p in g["paths"][...]],
-                skipped=list(zip(g["skipped_paths"].asstr()[...], g["skipped_reasons"].asstr()[...])),
-            )
-    return Codes(Path(path), Header.from_attrs(attrs), splits)
+    header, splits = Header.from_attrs(attrs), {}
+    try:
+        with h5py.File(path, "r") as f:
+            for name in attrs["splits"]:
+                splits[name] = _read_split(f[name], header.dim)
+    except (KeyError, OSError, ValueError, TypeError) as e:  # a dataset missing, a checksum that fails
+        raise UserError(f"{str(path)!r} is damaged ({type(e).__name__}: {e}); re-run `features --force`") from None
+    return Codes(Path(path), header, splits)
+
+
+def _read_split(g: h5py.Group, dim: int) -> SplitCodes:
+    s = SplitCodes(codes=g["codes"][...], labels=g["labels"][...].astype(np.int64),
+                   paths=[p.decode() if isinstance(p, bytes) else p for p in g["paths"][...]],
+                   skipped=list(zip(g["skipped_paths"].asstr()[...], g["skipped_reasons"].asstr()[...])))
+    n = len(s.codes)
+    if s.codes.ndim != 2 or (dim and s.codes.shape[1] != dim) or len(s.labels) != n or len(s.paths) != n:
+        raise ValueError(f"split {g.name.strip('/')!r}: {s.codes.shape} codes, {len(s.labels)} labels, "
+                         f"{len(s.paths)} paths (dim {dim})")
+    if not np.isfinite(s.codes).all():
+        raise ValueError(f"split {g.name.strip('/')!r} holds codes that are not finite numbers")
+    return s
 
 
 def recorded_files(path: Path | str) -> dict[str, dict[str, tuple[int, int]]]:
@@ -153,6 +167,19 @@ def recorded_files(path: Path | str) -> dict[str, dict[str, tuple[int, int]]]:
             g = f[name]["files"]
             out[name] = dict(zip(g["path"].asstr()[...], zip(g["size"][...].tolist(), g["mtime_ns"][...].tolist())))
     return out
+
+
+def row_counts(path: Path | str) -> dict[str, tuple[int, int]]:
+    """{split: (codes, skipped files)} of a complete file, read from the dataset shapes."""
+    with h5py.File(path, "r") as f:
+        return {name: (f[name]["codes"].shape[0], f[name]["skipped_paths"].shape[0])
+                for name in _decode_attr(f.attrs["splits"])}
+
+
+def describe_counts(counts: dict[str, tuple[int, int]]) -> str:
+    """'train 244 codes (1 file skipped), val 153 codes': what every message about a file says."""
+    return ", ".join(f"{name} {n} codes" + (f" ({k} file{'s' * (k != 1)} skipped)" if k else "")
+                     for name, (n, k) in counts.items())
 
 
 class Shards:
@@ -229,8 +256,12 @@ def write_codes(out: Path, header: Header, splits: dict[str, SplitPiece]) -> Non
 
 def _write_split(g: h5py.Group, name: str, s: SplitPiece) -> None:
     n = s.n
-    codes = g.create_dataset("codes", (n, s.dim), "f4", chunks=(min(max(n, 1), 1024), s.dim) if n else None)
-    labels = g.create_dataset("labels", (n,), "i8")
+    # chunked with fletcher32 checksums, which HDF5 verifies on every read: a flipped bit in the
+    # codes is an error, not a silently different number
+    codes = g.create_dataset("codes", (n, s.dim), "f4", chunks=(min(max(n, 1), 1024), s.dim) if n else None,
+                             fletcher32=bool(n))
+    labels = g.create_dataset("labels", (n,), "i8", chunks=(min(max(n, 1), 65536),) if n else None,
+                              fletcher32=bool(n))
     paths = g.create_dataset("paths", (n,), _STR)
     i = 0
     for c, lab, p in s.chunks:

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from . import UserError, runs
+from . import UserError, __version__, runs
 from .cache import Codes, SplitCodes, read_codes
-from .config import opt
+from .config import check_classes, opt
 from .data import scan
 from .heads import HEADS, scores_of
 from .metrics import scores
@@ -33,6 +33,7 @@ class Config:
     train_split: str = opt("train", "split to fit and cross-validate on")
     val_split: str = opt("val", "split scored once, at the end")
     jobs: int = opt(0, "CV fits run in parallel (0 = one per core)")
+    force: bool = opt(False, "refit even when a head's run folder was made from the same inputs")
 
     def __post_init__(self):
         if self.folds < 2:
@@ -77,20 +78,40 @@ def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int, job
                        jobs=jobs or -1, progress=say if progress else None)
 
 
+def run_dir(cfg: Config, codes: Codes, name: str) -> Path:
+    h = codes.header
+    return Path(cfg.out) / runs.run_name(h.dataset, h.backbone, Weights.parse(h.weights_arg).tag, name)
+
+
+def head_inputs(cfg: Config, codes: Codes, name: str) -> dict:
+    """Everything that determines a head's run: a rerun with the same is a hit that does no work."""
+    head = HEADS[name]
+    return {"features_fingerprint": codes.header.fingerprint, "head": name, "param": head.param,
+            "values": list(head.values), "warm": head.warm, "patience": head.patience, "folds": cfg.folds,
+            "seed": cfg.seed, "train_split": cfg.train_split, "val_split": cfg.val_split, "cnncodes": __version__}
+
+
 def write_run(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: float) -> tuple[Path, dict]:
     """Score the chosen head on val once and write its run folder; returns (folder, val scores)."""
-    h, va, model = codes.header, codes.splits[cfg.val_split], search.best_estimator_
+    va, model = codes.splits[cfg.val_split], search.best_estimator_
     t0 = time.perf_counter()
     pred, proba, score = scores_of(model, va.codes)
     predict_s = time.perf_counter() - t0
     val = scores(va.labels, pred, codes.classes, proba)
-    run = runs.start(Path(cfg.out) / runs.run_name(h.dataset, h.backbone, Weights.parse(h.weights_arg).tag, name))
-    runs.save_joblib(run / "model.joblib", model)
+    with runs.staged(run_dir(cfg, codes, name)) as run:
+        write_records(cfg, codes, name, search, fit_s, run, val, pred, score, predict_s)
+    return run_dir(cfg, codes, name), val
+
+
+def write_records(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: float, run: Path, val: dict,
+                  pred, score, predict_s: float) -> None:
+    h, va, model = codes.header, codes.splits[cfg.val_split], search.best_estimator_
+    runs.save_head(run / "model.npz", model)
     runs.write_model(run, {
         "kind": "head", "head": name, "backbone": h.backbone, "weights": h.weights, "weights_arg": h.weights_arg,
         "weights_sha256": h.weights_sha256, "seed": h.seed, "classes": codes.classes,
-        "resize": h.transform["resize"], "crop": h.transform["crop"],
-        "fast_decode": h.transform["decode"] != "PIL full", "file": "model.joblib",
+        **{k: h.transform[k] for k in ("resize", "crop", "interpolation", "mean", "std") if k in h.transform},
+        "fast_decode": h.transform["decode"] != "PIL full", "file": "model.npz",
         "features_fingerprint": h.fingerprint})
     runs.write_metrics(run, runs.record(
         method=f"{h.backbone} codes + {HEADS[name].title}", stage="classify", dataset=h.dataset,
@@ -102,8 +123,8 @@ def write_run(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: f
         head=name, hyperparameters={k.removeprefix("clf__"): v for k, v in search.best_params_.items()},
         cv_score=float(search.best_score_), cv_path=search.cv_scores, cv_untried=search.untried,
         solver=getattr(model[-1], "solver_", None), features_file=str(cfg.features),
-        features_fingerprint=h.fingerprint, data_root=h.data_root, weights_sha256=h.weights_sha256))
-    return run, val
+        features_fingerprint=h.fingerprint, data_root=h.data_root, weights_sha256=h.weights_sha256,
+        inputs=head_inputs(cfg, codes, name)))
 
 
 def classify(cfg: Config) -> list[Path]:
@@ -114,8 +135,15 @@ def classify(cfg: Config) -> list[Path]:
     if cfg.data:
         check_fresh(codes, Path(cfg.data))
     tr: SplitCodes = codes.splits[cfg.train_split]
+    check_classes(tr.labels, codes.classes, f"{cfg.features} ({cfg.train_split})")
     done = []
     for name in list(HEADS) if cfg.head == "all" else [cfg.head]:
+        done_before = None if cfg.force else runs.up_to_date(run_dir(cfg, codes, name), head_inputs(cfg, codes, name))
+        if done_before is not None:
+            print(f"{name:8s} up to date: {run_dir(cfg, codes, name)} was made from the same codes and settings "
+                  f"(val acc {done_before['val']['accuracy']:.2%}); nothing to do (--force refits)", flush=True)
+            done.append(run_dir(cfg, codes, name))
+            continue
         t0 = time.perf_counter()
         search = fit_head(name, tr.codes, tr.labels, cfg.folds, cfg.seed, cfg.jobs, progress=True)
         fit_s = time.perf_counter() - t0

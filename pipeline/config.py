@@ -46,6 +46,20 @@ def positive(**values) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {v})")
 
 
+def check_classes(labels, classes: list[str], what: str) -> None:
+    """Every class needs usable training images, and there must be two classes at least: a head
+    trained on a subset would silently give its classes' positions to others."""
+    import numpy as np
+
+    if len(classes) < 2:
+        raise UserError(f"{what}: only one class ({classes[0] if classes else 'none'}); classifying needs two or more")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise UserError(f"{what}: class {', '.join(map(repr, empty))} has no usable training images (every file was "
+                        "skipped as unreadable); fix or remove the class folder")
+
+
 def parse_splits(text: str, exactly: int | None = None) -> tuple[str, ...]:
     """'train,val' -> ('train', 'val'): the one parser of every --splits flag."""
     splits = tuple(s.strip() for s in str(text).split(",") if s.strip())
@@ -70,28 +84,36 @@ def _type_of(f: dataclasses.Field, hints: dict) -> Any:
     return str
 
 
+def _default_text(default) -> str:
+    """' (default: X)' where a default says something; nothing for None, '' or an empty tuple."""
+    if default in (None, "", ()) or default is False:
+        return ""
+    return f" (default: {'on' if default is True else default})"
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field. Defaults are shown only where they mean something; a boolean that is
+    off by default is a plain switch (--force), one that is on by default can be turned off
+    (--fast-decode / --no-fast-decode)."""
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
         meta = f.metadata
         t = _type_of(f, hints)
-        kw: dict[str, Any] = {"help": meta.get("help", ""), "default": f.default, "dest": f.name}
         if meta.get("positional"):
-            parser.add_argument(f.name, nargs=meta.get("nargs", "+"), type=t, help=kw["help"])
+            parser.add_argument(f.name, nargs=meta.get("nargs", "+"), type=t, help=meta.get("help", ""))
             continue
+        kw: dict[str, Any] = {"default": f.default, "dest": f.name,
+                              "help": meta.get("help", "") + ("" if meta.get("required") else _default_text(f.default))}
         if t is bool:
-            kw["action"] = argparse.BooleanOptionalAction
+            kw["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
         else:
-            kw["type"] = t
-            if meta.get("choices"):
-                kw["choices"] = meta["choices"]
+            kw.update(type=t, choices=meta.get("choices"), metavar=f.name.upper() if not meta.get("choices") else None)
             if meta.get("nargs"):
                 kw["nargs"] = meta["nargs"]
         if meta.get("required"):
             kw["required"] = True
             kw.pop("default")
-        parser.add_argument(flag, **kw)
+        parser.add_argument("--" + f.name.replace("_", "-"), **kw)
 
 
 def from_args(cls: type, ns: argparse.Namespace):

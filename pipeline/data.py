@@ -84,6 +84,7 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val")) -> ImageF
         )
     classes: list[str] | None = None
     out: dict[str, Split] = {}
+    seen: dict[str, str] = {}  # real path -> the relative path it was first listed under
     for name in splits:
         sdir = root / name
         if not sdir.is_dir():
@@ -102,25 +103,7 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val")) -> ImageF
         split = Split(name, [])
         for label, cls in enumerate(classes):
             n_before = len(split.items)
-            for dirpath, dirnames, filenames in os.walk(sdir / cls, followlinks=True):
-                dirnames.sort()
-                for fn in sorted(filenames):
-                    if fn.startswith("."):
-                        continue
-                    p = Path(dirpath) / fn
-                    rel = _rel(p, root)
-                    if not fn.lower().endswith(IMG_EXTENSIONS):
-                        split.skipped.append((rel, f"not an image type ({p.suffix or 'no extension'})"))
-                        continue
-                    try:
-                        st = p.stat()
-                    except OSError as e:  # a dangling link or unreadable entry
-                        split.skipped.append((rel, f"unreadable: {e.strerror}"))
-                        continue
-                    if st.st_size == 0:
-                        split.skipped.append((rel, "empty file (0 bytes)"))
-                        continue
-                    split.items.append(ImageRecord(rel, label, st.st_size, st.st_mtime_ns))
+            _scan_class(root, sdir / cls, label, split, seen)
             if len(split.items) == n_before:
                 raise UserError(f"class folder {str(sdir / cls)!r} holds no images ({', '.join(IMG_EXTENSIONS)})")
         out[name] = split
@@ -128,15 +111,104 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val")) -> ImageF
     return ImageFolderScan(root, classes, out)
 
 
-def transform_spec(resize: int, crop: int, fast_decode: bool) -> dict:
-    """The eval transform in words, as the cache fingerprint records it (see encode.eval_transform)."""
-    return {"resize": resize, "crop": crop, "interpolation": "bilinear", "antialias": True,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "decode": f"PIL draft>={resize}" if fast_decode else "PIL full"}
+@dataclass(frozen=True)
+class Preprocess:
+    """The eval transform: resize the shorter side, centre crop, interpolation, normalisation.
+    torchvision's enum weights carry their own (`weights.Weights.preprocess`); otherwise the
+    tutorial's Resize(256) + CenterCrop(224), bilinear, ImageNet mean/std."""
+
+    resize: int = 256
+    crop: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    source: str = "default (the tutorial's)"
+
+    def spec(self, fast_decode: bool) -> dict:
+        """The transform in words, as the cache fingerprint and model.json record it."""
+        return {"resize": self.resize, "crop": self.crop, "interpolation": self.interpolation, "antialias": True,
+                "mean": list(self.mean), "std": list(self.std),
+                "decode": f"PIL draft>={self.resize}" if fast_decode else "PIL full"}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Preprocess:
+        """Back from a recorded spec (model.json); older records hold resize and crop only."""
+        return cls(spec["resize"], spec["crop"], spec.get("interpolation", "bilinear"),
+                   tuple(spec.get("mean", IMAGENET_MEAN)), tuple(spec.get("std", IMAGENET_STD)), "recorded")
+
+    def describe(self) -> str:
+        return f"resize {self.resize}, crop {self.crop}, {self.interpolation} ({self.source})"
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + os.sep)
+
+
+def _walk(root: Path, cdir: Path, split: Split):
+    """Files under a class folder, sorted. Folder links are followed, except one that leads back into
+    the data tree outside this class folder: it would loop (up -> ..) or give images another class's
+    label; it is recorded as skipped. A folder reached twice is walked once."""
+    real_root, real_cls, visited = os.path.realpath(root), os.path.realpath(cdir), set()
+    for dirpath, dirnames, filenames in os.walk(cdir, followlinks=True):
+        here = os.path.realpath(dirpath)
+        if here in visited:
+            dirnames[:] = []
+            continue
+        visited.add(here)
+        keep = []
+        for d in sorted(dirnames):
+            target = os.path.realpath(os.path.join(dirpath, d))
+            if _inside(target, real_root) and not _inside(target, real_cls):
+                why = "folder link back into the data tree: not followed"
+                split.skipped.append((_rel(Path(dirpath) / d, root), why))
+            elif target not in visited:
+                keep.append(d)
+        dirnames[:] = keep
+        yield from (Path(dirpath) / fn for fn in sorted(filenames) if not fn.startswith("."))
+
+
+def _scan_class(root: Path, cdir: Path, label: int, split: Split, seen: dict[str, str]) -> None:
+    """Append the class folder's usable images to `split`, its unusable files to `split.skipped`.
+    Each real file is listed once in the whole scan, under its first path in sorted order; a link
+    to a file elsewhere in the data tree (another class, another split) is not followed."""
+    real_root, real_cls = os.path.realpath(root), os.path.realpath(cdir)
+    for p in _walk(root, cdir, split):
+        rel, real = _rel(p, root), os.path.realpath(p)
+        if not p.name.lower().endswith(IMG_EXTENSIONS):
+            split.skipped.append((rel, f"not an image type ({p.suffix or 'no extension'})"))
+            continue
+        try:
+            st = p.stat()
+        except OSError as e:  # a dangling link or unreadable entry
+            split.skipped.append((rel, f"unreadable: {e.strerror}"))
+            continue
+        if _inside(real, real_root) and not _inside(real, real_cls):
+            split.skipped.append((rel, "link to a file in another folder of the data tree: not followed"))
+        elif real in seen:
+            split.skipped.append((rel, f"duplicate: the same file as {seen[real]}"))
+        elif st.st_size == 0:
+            split.skipped.append((rel, "empty file (0 bytes)"))
+        else:
+            seen[real] = rel
+            split.items.append(ImageRecord(rel, label, st.st_size, st.st_mtime_ns))
+
+
+def _to_8bit(im):
+    """16-bit grayscale (PNG, TIFF: modes I;16 and I) scaled to 8 bits. Pillow's own convert("RGB")
+    clips such values at 255, which turns nearly every pixel white."""
+    if not (im.mode.startswith("I;16") or im.mode == "I"):
+        return im
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(im).astype(np.float64)
+    if im.mode.startswith("I;16") or a.max() > 255:
+        a = a / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
 def load_rgb(path: Path | str, draft: int | None = None):
-    """Decode an image fully and return it as RGB (grayscale, palette, RGBA, CMYK converted).
+    """Decode an image fully and return it as RGB (grayscale, 16-bit, palette, RGBA, CMYK converted).
 
     `draft` lets the JPEG decoder downscale by 1/2..1/8 while decoding, never below `draft` pixels
     on either side: a large JPEG then decodes several times faster for the same Resize(256) result
@@ -149,7 +221,7 @@ def load_rgb(path: Path | str, draft: int | None = None):
             if draft:
                 im.draft("RGB", (draft, draft))
             im.load()  # force a full decode: truncation shows up here, not later
-            return im.convert("RGB")
+            return _to_8bit(im).convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         msg = str(e).replace(str(path), "").strip(" :'\"") or type(e).__name__
         raise BadImage(f"undecodable: {msg}") from None

@@ -8,20 +8,20 @@ imports no torchvision and builds no network.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
 from . import UserError, __version__
-from .cache import FORMAT, Header, Shards, SplitPiece, read_attrs, recorded_files, write_codes
+from .cache import (FORMAT, Header, Shards, SplitPiece, describe_counts, read_attrs, recorded_files, row_counts,
+                    write_codes)
 from .config import Common, device_type, opt, parse_splits, positive, precision_for, resolve_device, resolve_workers
-from .data import ImageFolderScan, ImageRecord, scan, transform_spec
+from .data import ImageFolderScan, ImageRecord, Preprocess, scan
+from .files import exclusive, json_digest
 from .weights import Weights, features_path
 
 
@@ -32,31 +32,45 @@ class Config(Common):
     weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
     out: str = opt("", "output .h5; empty means features/<dataset>/<backbone>-<weights>.h5")
     splits: str = opt("train,val", "comma-separated split folders")
-    resize: int = opt(256, "eval transform: resize the shorter side to this")
-    crop: int = opt(224, "eval transform: center crop size")
+    resize: int = opt(0, "eval transform: resize the shorter side to this; 0 = the weights' own (torchvision enum "
+                         "weights carry it, e.g. 232 for mobilenet_v2), else 256")
+    crop: int = opt(0, "eval transform: centre crop size; 0 = the weights' own, else 224")
+    interpolation: str = opt("", "eval transform: resize interpolation; empty = the weights' own, else bilinear",
+                             ("", "bilinear", "bicubic", "nearest"))
     fast_decode: bool = opt(True, "let the JPEG decoder downscale large images while decoding (recorded)")
     shard_size: int = opt(512, "images per resumable shard (rounded up to a multiple of --batch-size)")
     force: bool = opt(False, "recompute even when an existing file was made from other inputs")
 
     def __post_init__(self):
         super().__post_init__()
-        positive(shard_size=self.shard_size, resize=self.resize, crop=self.crop)
+        positive(shard_size=self.shard_size)
+        if self.resize < 0 or self.crop < 0 or (self.resize and self.crop > self.resize):
+            raise UserError(f"--resize and --crop must be 0 (the weights' own) or sizes with crop <= resize "
+                            f"(got {self.resize}, {self.crop})")
         parse_splits(self.splits)
         Weights.parse(self.weights, self.seed)
+
+    def preprocess(self, weights: Weights) -> Preprocess:
+        """The eval transform: the flags where given, the rest from the weights (torchvision is
+        imported for enum weights only when a flag is left to them)."""
+        given = {k: v for k, v in (("resize", self.resize), ("crop", self.crop), ("interpolation", self.interpolation))
+                 if v}
+        base = Preprocess(source="flags") if len(given) == 3 else weights.preprocess(self.backbone)
+        return replace(base, **given, source=base.source + (" and flags" if given and len(given) < 3 else ""))
 
     @property
     def out_path(self) -> Path:
         return Path(self.out) if self.out else features_path(self.data, self.backbone, Weights.parse(self.weights))
 
 
-def fingerprint_inputs(s: ImageFolderScan, cfg: Config, weights: Weights, device: str) -> dict:
+def fingerprint_inputs(s: ImageFolderScan, cfg: Config, weights: Weights, pre: Preprocess, device: str) -> dict:
     """Everything that determines the codes, known before any network is built."""
     return {
         "format": FORMAT,
         "backbone": cfg.backbone,
         "weights": weights.key,
         "weights_sha256": weights.sha256,
-        "transform": transform_spec(cfg.resize, cfg.crop, cfg.fast_decode),
+        "transform": pre.spec(cfg.fast_decode),
         "precision": precision_for(device),
         # BN folding is decided by the backbone and the torch version (both recorded): fx either
         # traces the model or not, so the setting, not its outcome, goes in the fingerprint
@@ -68,14 +82,17 @@ def fingerprint_inputs(s: ImageFolderScan, cfg: Config, weights: Weights, device
     }
 
 
-def digest(inputs: dict) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+def differences(old, new, name: str) -> list[str]:
+    """'name old -> new' for each leaf that differs (transform.crop 224 -> 200), not whole dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(old.keys() | new.keys()) for d in differences(old.get(k), new.get(k), f"{name}.{k}")]
+    return [] if old == new else [f"{name} {old!r} -> {new!r}"]
 
 
 def explain_change(out: Path, old: dict, new: dict, s: ImageFolderScan) -> str:
     """Say in words what differs between the cached inputs and the current ones."""
     old_inputs = old.get("inputs", {})
-    why = [f"{k} {old_inputs.get(k)!r} -> {new[k]!r}" for k in new if k != "image_list" and old_inputs.get(k) != new[k]]
+    why = [d for k in new if k != "image_list" for d in differences(old_inputs.get(k), new[k], k)]
     if old_inputs.get("image_list") != new["image_list"]:
         before = recorded_files(out)
         added = removed = modified = 0
@@ -98,8 +115,7 @@ def cache_hit(out: Path, fp: str, inputs: dict, s: ImageFolderScan, force: bool)
     except UserError as e:
         raise UserError(f"{e}; --force replaces it") from None
     if old.get("fingerprint") == fp:
-        n = {k: len(v.items) for k, v in s.splits.items()}
-        print(f"cache hit: {out} is up to date ({n}); no model work done")
+        print(f"cache hit: {out} is up to date ({describe_counts(row_counts(out))}); no model work done")
         Shards.remove_leftovers(out)  # a run killed between rename and cleanup
         return True
     raise UserError(f"{out} was made from other inputs ({explain_change(out, old, inputs, s)}); "
@@ -130,7 +146,8 @@ def plan_shards(s: ImageFolderScan, batch: int, shard_size: int) -> Plan:
     return Plan(records, shards, shard)
 
 
-def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, weights: Weights, where: str) -> dict:
+def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, weights: Weights, pre: Preprocess,
+                   where: str) -> dict:
     """Run the backbone on device type `where` over every shard not yet on disk; returns what the
     header records of it."""
     import torch
@@ -141,7 +158,7 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
 
     device = resolve_device(where)  # the type the fingerprint was made for
     bb = load_backbone(cfg.backbone, weights)
-    enc = Encoder(bb, device)
+    enc = Encoder(bb, device, pre.mean, pre.std)
     todo = [p for p in plan.shards if not shards.done(p[0], p[1])]
     if len(todo) < len(plan.shards):
         print(
@@ -149,7 +166,7 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
         )
     print(f"{s.name}: {len(plan.records)} images, {bb.name} ({bb.weights_id}) -> {bb.dim}-d codes on {device} "
           f"({enc.precision})")
-    ds = eval_images(cfg.data, plan.records, cfg.resize, cfg.crop, cfg.fast_decode)
+    ds = eval_images(cfg.data, plan.records, pre, cfg.fast_decode)
     loader = torch.utils.data.DataLoader(
         ds, batch_sampler=[b for p in todo for b in p[2]], num_workers=resolve_workers(cfg.workers),
         pin_memory=device.type == "cuda", persistent_workers=False)
@@ -198,16 +215,26 @@ def split_pieces(s: ImageFolderScan, plan: Plan, shards: Shards, dim: int) -> di
 
 def extract(cfg: Config) -> Path:
     """Run the stage; returns the path of the complete, validated features file."""
+    out = cfg.out_path
+    if out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a folder; give the path of a .h5 file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(out, "features run"):
+        return _extract(cfg, out)
+
+
+def _extract(cfg: Config, out: Path) -> Path:
     s = scan(cfg.data, parse_splits(cfg.splits))
-    out, weights = cfg.out_path, Weights.parse(cfg.weights, cfg.seed)
-    where = device_type(cfg.device)
-    inputs = fingerprint_inputs(s, cfg, weights, where)
-    fp = digest(inputs)
+    weights = Weights.parse(cfg.weights, cfg.seed)
+    where, pre = device_type(cfg.device), cfg.preprocess(weights)
+    print(f"eval transform: {pre.describe()}")
+    inputs = fingerprint_inputs(s, cfg, weights, pre, where)
+    fp = json_digest(inputs)
     if cache_hit(out, fp, inputs, s, cfg.force):
         return out
     plan = plan_shards(s, cfg.batch_size, cfg.shard_size)
     shards = Shards(out, f"{fp} batch={cfg.batch_size} shard={plan.shard_size}")
-    run = compute_shards(cfg, s, plan, shards, weights, where)
+    run = compute_shards(cfg, s, plan, shards, weights, pre, where)
     # recorded: the model time of every shard, this run's and those a killed run left, so a
     # resumed extraction reports what the codes cost, not what was left to do
     secs = sum(shards.seconds(name, si) for name, si, _ in plan.shards)
@@ -215,12 +242,12 @@ def extract(cfg: Config) -> Path:
     write_codes(out, Header(
         fingerprint=fp, inputs=inputs, classes=s.classes, dataset=s.name, data_root=str(cfg.data),
         backbone=cfg.backbone, weights_sha256=weights.sha256, weights_arg=weights.arg,
-        transform=inputs["transform"], image_size=cfg.crop, seed=cfg.seed, extract_seconds=secs,
+        transform=inputs["transform"], image_size=pre.crop, seed=cfg.seed, extract_seconds=secs,
         images_per_second=len(plan.records) / secs if secs else None,
         versions={**inputs["versions"], "h5py": version("h5py"), "numpy": np.__version__, "cnncodes": __version__},
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **run), pieces)
     shards.remove()
-    print(f"wrote {out}: " + ", ".join(f"{k} {v.n}" for k, v in pieces.items()) + f" codes of dim {run['dim']}")
+    print(f"wrote {out}: {describe_counts(row_counts(out))}, {run['dim']}-d")
     return out
 
 

@@ -18,9 +18,9 @@ CLASSIFY_COLOR, FINETUNE_COLOR, MISTAKE_COLOR, CORRECT_COLOR = "#1f77b4", "#ff7f
 
 
 def _save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    from .files import atomic_write  # a killed report leaves the old PNG or the new one, never 0 bytes
+
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
 
 
 def _column(history: list[dict], key: str) -> np.ndarray:

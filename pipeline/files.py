@@ -4,6 +4,7 @@ Not named `io`: it would read like the standard library's.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,13 +20,30 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> Path:
     (shards, JSON records, checkpoints, models, reports) goes through here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # per process: two writers never share one
     with open(tmp, "wb") as fh:
         write(fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def exclusive(path: Path | str, what: str):
+    """Hold `<path>.lock` while writing `path`: a second writer is refused at once with a clear
+    message, instead of two runs interleaving their pieces. The lock dies with its process."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{path}.lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"another {what} is writing {str(path)!r} right now; wait for it to finish") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def write_text(path: Path | str, text: str) -> Path:
@@ -43,6 +61,11 @@ def read_json(path: Path | str, what: str = "JSON file"):
         return json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{what} {str(path)!r} is not readable JSON ({e})") from None
+
+
+def json_digest(obj) -> str:
+    """sha256 of a JSON-able value with sorted keys: the fingerprint of a stage's inputs."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_jsonable).encode()).hexdigest()
 
 
 def sha256_file(path: Path | str) -> str:

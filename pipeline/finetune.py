@@ -14,21 +14,26 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import UserError, metrics, reference, runs
-from .augment import augment, describe
-from .backbone import Backbone, classifier, fold_batchnorm, load_backbone
-from .config import Common, opt, parse_splits, positive, precision_for, resolve_device, resolve_workers
-from .data import IMAGENET_MEAN, IMAGENET_STD, scan
-from .encode import Decoded, decode_once, normalize
+from . import UserError, __version__, metrics, runs
+from .augment import describe
+from .config import Common, check_classes, opt, parse_splits, positive, precision_for, resolve_device, resolve_workers
+from .data import IMAGENET_MEAN, IMAGENET_STD, ImageFolderScan, scan
 from .files import write_json
 from .weights import Weights
+
+if TYPE_CHECKING:
+    import torch
+
+    from .backbone import Backbone
+    from .encode import Decoded
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class Config(Common):
     gamma: float = opt(0.1, "StepLR decay factor")
     resize: int = opt(256, "val: resize the shorter side to this (fast path: train images are kept at this size too)")
     crop: int = opt(224, "train RandomResizedCrop / val CenterCrop size")
+    force: bool = opt(False, "train again even when the run folder was made from the same images and settings")
 
     def __post_init__(self):
         super().__post_init__()
@@ -74,86 +80,13 @@ class Config(Common):
 
 
 # ---------------------------------------------------------------------------------------------
-# Fast path: augmentation on uint8 tensors in the main process, no host sync inside the step loop.
-
-def train_one_epoch(model, images, labels, optimizer, g, batch_size: int, crop: int, frozen_trunk=None, bar=None):
-    """One pass over the train images in a seeded random order; returns (mean loss, accuracy).
-
-    With `frozen_trunk` (an eval-mode, BN-folded copy of model.trunk) only model.head learns."""
-    frozen = frozen_trunk is not None
-    device = labels.device
-    cuda = device.type == "cuda"
-    model.train()
-    if frozen:
-        model.trunk.eval()  # honest frozen features: BN keeps its pretrained statistics, no dropout
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    order = torch.randperm(len(images), generator=g)
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        x = normalize(augment([images[i] for i in idx.tolist()], crop, g), channels_last=True)
-        y = labels[idx.to(device, non_blocking=True)]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            if frozen:
-                with torch.no_grad():  # the trunk runs on each augmented batch but learns nothing
-                    x = frozen_trunk(x)
-                out = model.head(x)
-            else:
-                out = model(x)
-            loss = F.cross_entropy(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach().float() * len(idx)  # stays on the device: no sync per step
-        correct += (out.argmax(1) == y).sum()
-        if bar is not None:
-            bar.update(1)
-    return loss_sum.item() / len(images), correct.item() / len(images)
-
-
-@torch.no_grad()
-def forward(net, x: torch.Tensor, batch_size: int, images: bool) -> torch.Tensor:
-    """net over x in batches, eval mode, float32 out; `images` means x is uint8 to normalise."""
-    net.eval()
-    outs = []
-    for b in range(0, len(x), batch_size):
-        xb = normalize(x[b:b + batch_size], channels_last=True) if images else x[b:b + batch_size]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-            outs.append(net(xb).float())
-    return torch.cat(outs)
-
-
-def evaluate(net, x: torch.Tensor, labels: torch.Tensor, batch_size: int, images: bool = True):
-    """Val loss and softmax probabilities (numpy) of net on cached val tensors or codes."""
-    logits = forward(net, x, batch_size, images)
-    return F.cross_entropy(logits, labels).item(), logits.softmax(1).cpu().numpy()
-
-
-def fast_phases(cfg: Config, model, optimizer, data: Decoded, device: torch.device):
-    """(train phase, val phase) of the fast path; the frozen trunk's one-time work counts as decode."""
-    frozen = cfg.mode == "frozen"
-    model.to(device, memory_format=torch.channels_last)  # faster with oneDNN/cuDNN alike
-    g = torch.Generator().manual_seed(cfg.seed)  # order + augmentation: reproducible on CPU
-    train_labels = torch.tensor([r.label for r in data.train], device=device)
-    val_labels = torch.tensor([r.label for r in data.val], device=device)
-    t0 = time.perf_counter()
-    # Frozen: the trunk never changes, so fold its BatchNorms once (faster, same function), and
-    # since val has no augmentation its codes never change either: compute them once.
-    frozen_trunk = fold_batchnorm(model.trunk)[0].to(memory_format=torch.channels_last) if frozen else None
-    val_x = forward(frozen_trunk, data.val_images, cfg.batch_size, images=True) if frozen else data.val_images
-    data.seconds += time.perf_counter() - t0
-
-    def train_phase(bar):
-        return train_one_epoch(model, data.train_images, train_labels, optimizer, g, cfg.batch_size, cfg.crop,
-                               frozen_trunk, bar)
-
-    def val_phase():
-        return evaluate(model.head if frozen else model, val_x, val_labels, cfg.batch_size, images=not frozen)
-    return train_phase, val_phase
-
+# The two loops: fast (fastpath.py) and the tutorial's (reference.py); torch is imported here,
+# not at the top, so `finetune --help` starts in a fraction of a second.
 
 def reference_phases(cfg: Config, model, optimizer, data: Decoded, device: torch.device):
     """(train phase, val phase) of the tutorial's loop (`reference.py`)."""
+    from . import reference
+
     model.to(device)
     train_loader, val_loader = reference.load_data(cfg.data, data.train, data.val, batch_size=cfg.batch_size,
                                                    workers=resolve_workers(cfg.workers), seed=cfg.seed,
@@ -173,6 +106,10 @@ def reference_phases(cfg: Config, model, optimizer, data: Decoded, device: torch
 
 def build(cfg: Config, n_classes: int, bb: Backbone | None = None) -> tuple[Backbone, torch.nn.Module]:
     """classifier(trunk, head) with requires_grad set for the mode; same seed -> same init."""
+    import torch
+
+    from .backbone import classifier, load_backbone
+
     bb = bb or load_backbone(cfg.backbone, cfg.weights, cfg.seed)
     torch.manual_seed(cfg.seed)  # the new head's init depends on the seed only, whatever the weights
     model = classifier(bb, n_classes)
@@ -236,7 +173,7 @@ def hyperparameters(cfg: Config, precision: str) -> dict:
 
 
 def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, history: list[dict], best, probs,
-                 device: torch.device, precision: str) -> dict:
+                 device_name: str, precision: str, inputs: dict) -> dict:
     """model.json and metrics.json of a finished run (last epoch primary, best epoch apart)."""
     fast = cfg.loop == "fast"
     y_val = np.array([r.label for r in data.val])
@@ -253,7 +190,7 @@ def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, histor
         val=metrics.scores(y_val, pred, data.classes, probs), selection="last epoch",
         seconds={"train": sum(h["seconds"] for h in history), "decode": data.seconds if fast else 0.0,
                  "predict": history[-1]["seconds"] - history[-1]["train_seconds"]},
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", seed=cfg.seed,
+        device=device_name, seed=cfg.seed,
         preds=runs.predictions([r.path for r in data.val], y_val, pred, probs.max(1)),
         mode=cfg.mode, loop=cfg.loop, head=None, data_root=str(cfg.data), epochs=cfg.epochs,
         hyperparameters=hyperparameters(cfg, precision),
@@ -263,35 +200,67 @@ def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, histor
         seconds_per_epoch=metrics.mean_epoch_seconds(per_epoch),
         seconds_per_epoch_all=float(np.mean(per_epoch)),
         check_seconds=0.0 if fast else data.seconds,  # reference: the up-front decode check of every file
-        skipped=data.skipped, config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        skipped=data.skipped, inputs=inputs,
+        config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
     )
     runs.write_metrics(run_dir, doc)
     return doc
 
 
+def run_inputs(cfg: Config, s: ImageFolderScan, device_type: str) -> dict:
+    """Everything that determines a fine-tuning run: a rerun with the same is a hit that does no work."""
+    w = Weights.parse(cfg.weights, cfg.seed)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()
+                if k not in ("out", "name", "device", "force")}
+    return {"images": s.digest(), "dataset": s.name, "settings": settings, "weights": w.key,
+            "weights_sha256": w.sha256, "device": device_type, "cnncodes": __version__,
+            "versions": {"torch": version("torch"), "torchvision": version("torchvision")}}
+
+
 def train(cfg: Config) -> tuple[Path, dict]:
     """Run the stage: returns the run folder and the metrics.json document written there."""
-    device = resolve_device(cfg.device)
+    from .backbone import load_backbone
+    from .encode import decode_once
+
+    device, fast = resolve_device(cfg.device), cfg.loop == "fast"
     s = scan(cfg.data, cfg.split_names)  # cheap checks first: a missing folder is reported before any download
+    run_dir = Path(cfg.out) / (cfg.name or runs.run_name(s.name, cfg.backbone, Weights.parse(cfg.weights).tag,
+                                                         f"finetune-{cfg.mode}" + ("" if fast else "-reference")))
+    inputs = run_inputs(cfg, s, device.type)
+    if not cfg.force and (doc := runs.up_to_date(run_dir, inputs)) is not None:
+        print(f"up to date: {run_dir} was made from the same images and settings; nothing to do (--force trains again)")
+        return run_dir, doc
     bb = load_backbone(cfg.backbone, cfg.weights, cfg.seed)  # a bad name or file fails before decoding
-    data = decode_once(cfg.data, s, cfg.split_names, keep=cfg.loop == "fast", resize=cfg.resize, crop=cfg.crop,
+    data = decode_once(cfg.data, s, cfg.split_names, keep=fast, resize=cfg.resize, crop=cfg.crop,
                        workers=resolve_workers(cfg.workers), device=device)
+    check_classes([r.label for r in data.train], data.classes, f"{s.name} ({cfg.split_names[0]})")
     bb, model = build(cfg, len(data.classes), bb)
+    with runs.staged(run_dir) as work:  # the previous run stays whole until this one is complete
+        doc = fit_and_record(cfg, bb, model, data, device, inputs, work, run_dir)
+    return run_dir, doc
+
+
+def fit_and_record(cfg: Config, bb, model, data: Decoded, device, inputs: dict, work: Path, run_dir: Path) -> dict:
+    """Train in `work` (the staged run folder) and write the run's records there."""
+    import torch
+
+    from .fastpath import fast_phases
+
     fast = cfg.loop == "fast"
-    name = cfg.name or runs.run_name(data.dataset, cfg.backbone, bb.weights.tag,
-                                     f"finetune-{cfg.mode}" + ("" if fast else "-reference"))
-    run_dir = runs.start(Path(cfg.out) / name)
     params = model.head.parameters() if cfg.mode == "frozen" else model.parameters()
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     precision = precision_for(device.type) if fast else "fp32"  # the reference loop stays fp32
-    phases = (fast_phases if fast else reference_phases)(cfg, model, optimizer, data, device)
+    phases = (fast_phases(model, optimizer, data, device, frozen=cfg.mode == "frozen", seed=cfg.seed,
+                          batch_size=cfg.batch_size, crop=cfg.crop) if fast
+              else reference_phases(cfg, model, optimizer, data, device))
     print(f"{data.dataset}: {len(data.train)} train / {len(data.val)} val images; {bb.name} ({bb.weights_id}), "
           f"{cfg.mode} fine-tuning, {cfg.loop} loop on {device} ({precision}); run folder {run_dir}")
     y_val = np.array([r.label for r in data.val])
-    history, best, probs = fit(cfg, model, phases, scheduler, optimizer, y_val, run_dir,
+    history, best, probs = fit(cfg, model, phases, scheduler, optimizer, y_val, work,
                                -(-len(data.train) // cfg.batch_size))
-    return run_dir, write_record(cfg, run_dir, bb, data, history, best, probs, device, precision)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return write_record(cfg, work, bb, data, history, best, probs, device_name, precision, inputs)
 
 
 def run(cfg: Config) -> None:

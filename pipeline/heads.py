@@ -1,11 +1,12 @@
 """Classifiers on cached CNN codes: one registry, each head a scikit-learn Pipeline with its
-feature scaling inside, so `joblib.dump` saves the whole thing and CV tunes it as one estimator.
+feature scaling inside, so one file saves the whole thing and CV tunes it as one estimator.
 
 Adding a head is one entry in HEADS: a factory, the one hyperparameter CV chooses, and its values
 in path order, strongest regularisation first (see `search.path_search`).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -62,3 +63,77 @@ def scores_of(model: Pipeline, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | 
         return pred, proba, proba.max(axis=1)
     d = model.decision_function(X)
     return pred, None, np.abs(d) if d.ndim == 1 else d.max(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe persistence. A fitted head is saved as arrays and JSON in one .npz, read back with
+# allow_pickle=False: loading a run folder cannot run code. Written by hand because pickle-based
+# formats (joblib) execute code on load, and skops, which does not, imports every scikit-learn
+# module (and torch with them) on import: 3 s of start-up for `classify` and `predict`.
+
+_LINEAR = ["coef_", "intercept_", "classes_"]
+
+
+def _linear_svm():
+    from .linear_svm import LinearSVM
+
+    return LinearSVM
+
+
+def _torch_linear_type():
+    from .torch_linear import TorchLinear  # imports torch: only for a head of this type
+
+    return TorchLinear
+
+
+# The step types a saved head may hold: type name -> (its class, the fitted attributes it predicts with).
+ALLOWED = {
+    "StandardScaler": (lambda: StandardScaler, ["mean_", "scale_", "var_", "n_samples_seen_"]),
+    "Normalizer": (lambda: Normalizer, []),
+    "LogisticRegression": (lambda: LogisticRegression, _LINEAR),
+    "LinearSVM": (_linear_svm, _LINEAR),
+    "TorchLinear": (_torch_linear_type, _LINEAR),
+    "KNeighborsClassifier": (lambda: KNeighborsClassifier, ["_fit_X", "_y", "classes_"]),
+}
+
+
+def _kind(est) -> str:
+    """The allowed type an estimator is saved as: its own, or the allowed class it derives from."""
+    if type(est).__name__ in ALLOWED:
+        return type(est).__name__
+    for name, (make, _) in ALLOWED.items():
+        if name != "TorchLinear" and isinstance(est, make()):
+            return name
+    raise TypeError(f"a head step of type {type(est).__name__} cannot be saved safely")
+
+
+def head_arrays(model: Pipeline) -> dict[str, np.ndarray]:
+    """A fitted Pipeline as named arrays: each step's type, parameters and fitted attributes."""
+    steps, out = [], {}
+    for i, (name, est) in enumerate(model.steps):
+        kind = _kind(est)
+        steps.append({"name": name, "type": kind, "params": est.get_params(deep=False),
+                      "scalars": {k: v for k, v in vars(est).items() if k.endswith("_") and isinstance(v, str)}})
+        out.update({f"{i}/{a}": np.asarray(getattr(est, a)) for a in ALLOWED[kind][1]})
+    out["__steps__"] = np.array(json.dumps(steps))
+    return out
+
+
+def head_from_arrays(arrays) -> Pipeline:
+    """The Pipeline back from `head_arrays`; only the allowed types, built from their parameters."""
+    built = []
+    for i, step in enumerate(json.loads(str(arrays["__steps__"]))):
+        if step["type"] not in ALLOWED:
+            raise ValueError(f"step type {step['type']!r} is not allowed")
+        make, attrs = ALLOWED[step["type"]]
+        est = make()(**step["params"])
+        for a in attrs:
+            setattr(est, a, arrays[f"{i}/{a}"])
+        for k, v in step["scalars"].items():
+            setattr(est, k, str(v))
+        if step["type"] == "KNeighborsClassifier":  # its index is rebuilt from the reference codes
+            est.fit(est._fit_X, est.classes_[est._y])
+        elif attrs:
+            est.n_features_in_ = arrays[f"{i}/{attrs[0]}"].shape[-1]
+        built.append((step["name"], est))
+    return Pipeline(built)

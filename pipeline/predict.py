@@ -1,6 +1,10 @@
 """Label new images with a saved classify head or fine-tuned model.
 
-Usage: python -m pipeline predict --model RUN_DIR IMAGE_OR_DIR... [--csv FILE]
+Usage: cnncodes predict --model RUN_DIR IMAGE_OR_DIR... [--csv FILE]
+
+Prints one `path  class  probability` row per image (`margin` instead of `probability` for a
+head without probabilities, LinearSVC: the winning class's decision value), then a summary line on
+stderr. Exit code 1 when any image could not be labelled; each is named on stderr.
 """
 from __future__ import annotations
 
@@ -11,23 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import UserError, runs
-from .backbone import classifier, load_backbone
-from .config import Common, opt, resolve_device
-from .data import IMG_EXTENSIONS, ImageRecord
-from .encode import Encoder, eval_images, normalize
+from .config import DEVICES, opt, positive
+from .data import IMG_EXTENSIONS, ImageRecord, Preprocess
 from .files import write_text
 from .weights import Weights
 
 
 @dataclass(frozen=True)
-class Config(Common):
+class Config:
     images: tuple = opt((), "image files or folders (searched recursively)", positional=True, nargs="+")
     model: Path = opt(Path(""), "a run folder written by classify or finetune (holds model.json)", required=True)
-    weights: str = opt("", "local weights file for a head trained on file weights (default: the recorded path)")
-    csv: str = opt("", "also write path,class,score rows to this CSV file")
+    weights: str = opt("", "weights file for a head trained on file weights, when it is no longer at the recorded path")
+    csv: str = opt("", "also write path,class,probability (or margin) rows to this CSV file")
+    device: str = opt("auto", "where to run: auto picks cuda when available", DEVICES)
+    batch_size: int = opt(32, "images per batch")
+    trust_pickle: bool = opt(False, "load a head saved as a pickle (model.joblib, older runs): only for files you "
+                                    "made yourself, since loading a pickle can run any code")
+
+    def __post_init__(self):
+        positive(batch_size=self.batch_size)
 
 
 def list_images(args) -> list[Path]:
@@ -46,6 +54,8 @@ def list_images(args) -> list[Path]:
 
 def backbone_for(spec: dict, override: str = ""):
     """The exact backbone a head was trained on, or a clear refusal."""
+    from .backbone import load_backbone
+
     w = spec["weights"]
     weights = Weights.from_record(w, spec["weights_arg"], override)
     if weights.kind == "file":
@@ -61,67 +71,97 @@ def backbone_for(spec: dict, override: str = ""):
     return bb
 
 
-def head_scorer(cfg: Config, spec: dict, device: torch.device):
-    """uint8 image batch -> class scores, for a classify head on codes."""
-    head = runs.load_head(cfg.model, spec)
-    enc = Encoder(backbone_for(spec, cfg.weights), device)
+def head_scorer(cfg: Config, spec: dict, device):
+    """(uint8 image batch -> class scores, what the scores are) for a classify head on codes."""
+    from .encode import Encoder
 
-    def probs(x):
+    head = runs.load_head(cfg.model, spec, cfg.trust_pickle)
+    pre = Preprocess.from_spec(spec)
+    enc = Encoder(backbone_for(spec, cfg.weights), device, pre.mean, pre.std)
+    has_proba = hasattr(head, "predict_proba")
+    # score columns follow the head's own classes_ (label numbers); names come from model.json
+    columns = [spec["classes"][int(c)] for c in head[-1].classes_]
+
+    def scores(x):
         codes = enc(x).cpu().numpy()
-        if hasattr(head, "predict_proba"):
+        if has_proba:
             return head.predict_proba(codes)
-        d = head.decision_function(codes)  # no probabilities (LinearSVC): report the margin
+        d = head.decision_function(codes)  # no probabilities (LinearSVC): the margin
         return np.stack([-d, d], 1) if d.ndim == 1 else d
-    return probs
+    return scores, "probability" if has_proba else "margin", columns
 
 
-def finetune_scorer(cfg: Config, spec: dict, device: torch.device):
-    """uint8 image batch -> class probabilities, for a fine-tuned checkpoint."""
+def finetune_scorer(cfg: Config, spec: dict, device):
+    """(uint8 image batch -> class probabilities, "probability") for a fine-tuned checkpoint."""
+    import torch
+
+    from .backbone import classifier, load_backbone
+    from .encode import normalize
+
     model = classifier(load_backbone(spec["backbone"], "none"), len(spec["classes"]))
-    model.load_state_dict(torch.load(Path(cfg.model) / spec["file"], map_location="cpu", weights_only=True))
+    try:
+        state = torch.load(runs.model_file(cfg.model, spec), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (OSError, RuntimeError, EOFError, ValueError) as e:  # truncated or foreign checkpoint
+        raise UserError(f"{spec['file']!r} in {str(cfg.model)!r} is not a readable checkpoint of this model "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     model.eval().to(device, memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def probs(x):
+    def scores(x):
         return model(normalize(x.to(device), channels_last=True)).softmax(1).float().cpu().numpy()
-    return probs
+    return scores, "probability", list(spec["classes"])
 
 
-def predict(cfg: Config) -> list[tuple[str, str, float]]:
+def predict(cfg: Config) -> tuple[list[tuple[str, str, float]], list[tuple[str, str]], str]:
+    """(rows of path, class, score; files that could not be labelled with why; the score's name)."""
+    from .config import resolve_device
+    from .encode import eval_images
+
     spec = runs.read_model(cfg.model)
     paths = list_images(cfg.images)
     device = resolve_device(cfg.device)
-    probs = (head_scorer if spec["kind"] == "head" else finetune_scorer)(cfg, spec, device)
-    ds = eval_images(Path(""), [ImageRecord(str(p), -1, 0, 0) for p in paths], spec["resize"], spec["crop"],
+    scorer, kind, columns = (head_scorer if spec["kind"] == "head" else finetune_scorer)(cfg, spec, device)
+    ds = eval_images(Path(""), [ImageRecord(str(p), -1, 0, 0) for p in paths], Preprocess.from_spec(spec),
                      spec.get("fast_decode", True))
-    rows = label(ds, probs, spec["classes"], cfg.batch_size)
-    for r in rows:
-        print(f"{r[0]}\t{r[1]}\t{r[2]:.4f}")
+    rows, bad = label(ds, scorer, columns, cfg.batch_size)
     if cfg.csv:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "class", "score"])
+        w.writerow(["path", "class", kind])
         w.writerows(rows)
         write_text(cfg.csv, buf.getvalue())
-    return rows
+    return rows, bad, kind
 
 
-def label(ds, probs, classes: list[str], batch_size: int) -> list[tuple[str, str, float]]:
-    """(path, class, score) for each decodable image in `ds`; each skipped one is named on stderr."""
-    rows = []
+def label(ds, scorer, classes: list[str], batch_size: int):
+    """(path, class, score) for each decodable image in `ds`, and (path, reason) for the others;
+    `classes` names the scorer's columns."""
+    import torch
+
+    rows, bad = [], []
     for i in range(0, len(ds), batch_size):
         items = [ds[j] for j in range(i, min(i + batch_size, len(ds)))]
         good = [k for k, (_, why) in enumerate(items) if not why]
-        p = probs(torch.stack([items[k][0] for k in good])) if good else np.zeros((0, len(classes)))
+        p = scorer(torch.stack([items[k][0] for k in good])) if good else np.zeros((0, len(classes)))
         out = dict(zip(good, p))
         for k, (_, why) in enumerate(items):
             path = ds.records[i + k].path
             if why:
-                print(f"{path}\tskipped\t{why}", file=sys.stderr)
-                continue
-            rows.append((path, classes[int(out[k].argmax())], float(out[k].max())))
-    return rows
+                bad.append((path, why))
+            else:
+                rows.append((path, classes[int(out[k].argmax())], float(out[k].max())))
+    return rows, bad
 
 
-def run(cfg: Config) -> None:
-    predict(cfg)
+def run(cfg: Config) -> int:
+    rows, bad, kind = predict(cfg)
+    print(f"path\tclass\t{kind}")
+    for r in rows:
+        print(f"{r[0]}\t{r[1]}\t{r[2]:.4f}")
+    for path, why in bad:
+        print(f"{path}: not labelled: {why}", file=sys.stderr)
+    print(f"labelled {len(rows)} of {len(rows) + len(bad)} images with {cfg.model}"
+          + (f"; {len(bad)} could not be read" if bad else "") + (f"; rows in {cfg.csv}" if cfg.csv else ""),
+          file=sys.stderr)
+    return 1 if bad else 0

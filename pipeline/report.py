@@ -142,6 +142,8 @@ def _pca_figure(run: Run, classes: list[str], figdir: Path, F) -> tuple[Path | N
 
 
 def run(cfg: Config) -> dict[str, Path]:
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise UserError(f"--out {str(cfg.out)!r} is a file; give a folder for report.md, report.html and figures/")
     runs = load_runs(cfg.runs)
     dataset = check_one_dataset(runs)
     rows = table_rows(runs)

@@ -3,28 +3,33 @@
 RUNS/<run>/ holds
   model.json    how to rebuild the model: kind (head | finetune), backbone, weights, classes,
                 resize/crop, and `file`, the model file beside it
-  model.joblib  a classify head (a fitted sklearn Pipeline), or final.pt / best.pt (state_dicts)
+  model.npz     a classify head (a fitted sklearn Pipeline) as arrays and JSON, read without
+                pickle (heads.head_arrays); or final.pt / best.pt (state_dicts, read with
+                torch.load(weights_only=True)): loading a run folder runs no code
   metrics.json  the run record, schema cnncodes-metrics/1 (see `record`)
   history.json  per-epoch log of a fine-tune
-A (re)run removes the old model.json and metrics.json first and writes them last, each atomically:
-a folder holding both is a complete run, never a mix of two.
+A (re)run is written into a hidden sibling folder and swapped in when complete (`staged`): the
+folder holds the previous complete run until then, never a mix of two.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import numpy as np
+
 from . import UserError
-from .files import atomic_write, read_json, write_json
+from .files import atomic_write, json_digest, read_json, write_json
 
 SCHEMA = "cnncodes-metrics/1"
-RECORDS = ("metrics.json", "model.json")
 
 
 def run_name(*parts: str) -> str:
@@ -32,19 +37,45 @@ def run_name(*parts: str) -> str:
     return "-".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p).strip("-.") or "x" for p in parts)
 
 
-def start(run_dir: Path | str) -> Path:
-    """Make the folder and remove a previous run's records: they are written again, last."""
+@contextlib.contextmanager
+def staged(run_dir: Path | str):
+    """Write a run into a fresh hidden sibling folder and swap it in only when complete: a (re)run
+    that is interrupted leaves the previous complete run as it was, never half of a new one."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in RECORDS:
-        (run_dir / stale).unlink(missing_ok=True)
-    return run_dir
+    work = run_dir.with_name(f".{run_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    old = run_dir.with_name(f".{run_dir.name}.old-{os.getpid()}")
+    if run_dir.exists():
+        os.replace(run_dir, old)
+    os.replace(work, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
-def save_joblib(path: Path, obj) -> Path:
-    import joblib
+def up_to_date(run_dir: Path, inputs: dict) -> dict | None:
+    """The run's metrics.json when the folder holds a complete run made from these `inputs`
+    (compared by digest), else None: a rerun with the same inputs does no work."""
+    m, spec = Path(run_dir) / "metrics.json", Path(run_dir) / "model.json"
+    if not (m.is_file() and spec.is_file()):
+        return None
+    try:
+        doc = read_json(m, "run record")
+    except UserError:
+        return None
+    return doc if isinstance(doc, dict) and doc.get("inputs_digest") == json_digest(inputs) else None
 
-    return atomic_write(path, lambda fh: joblib.dump(obj, fh))
+
+def save_head(path: Path, model) -> Path:
+    """A fitted head as arrays and JSON (`heads.head_arrays`): no pickle, so loading runs no code."""
+    from .heads import head_arrays
+
+    arrays = head_arrays(model)
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def save_state(path: Path, model) -> Path:
@@ -71,10 +102,40 @@ def read_model(run_dir: Path | str) -> dict:
     return read_json(spec_file, "model record")
 
 
-def load_head(run_dir: Path | str, spec: dict):
+def model_file(run_dir: Path | str, spec: dict) -> Path:
+    """The model file model.json names; UserError when it leaves the run folder or is missing."""
+    root = Path(run_dir).resolve()
+    f = (root / str(spec.get("file", ""))).resolve()
+    if root not in f.parents:
+        raise UserError(f"model.json in {str(run_dir)!r} names {spec.get('file')!r}, outside its run folder: refused")
+    if not f.is_file():
+        raise UserError(f"{str(run_dir)!r} lacks its model file {spec.get('file')!r}; re-run the stage that made it")
+    return f
+
+
+def load_head(run_dir: Path | str, spec: dict, trust_pickle: bool = False):
+    """The fitted head of a classify run. model.npz is read with allow_pickle=False and only the
+    allowed step types are built; a pickle (the model.joblib of older runs) can run any code as it
+    loads, so it needs `trust_pickle`."""
+    f = model_file(run_dir, spec)
+    if f.suffix == ".npz":
+        import zipfile
+
+        from .heads import head_from_arrays
+
+        try:
+            with np.load(f, allow_pickle=False) as arrays:
+                return head_from_arrays(arrays)
+        except (OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{f} is not a readable head ({type(e).__name__}: {e})") from None
+    if f.suffix not in (".joblib", ".pkl", ".pickle"):
+        raise UserError(f"{f} is not a model file this version reads (model.npz, or a pickle with --trust-pickle)")
+    if not trust_pickle:
+        raise UserError(f"{f} is a pickle, and loading one can run any code it holds; re-run classify to save the "
+                        "head in the safe format, or pass --trust-pickle if you made this file yourself")
     import joblib
 
-    return joblib.load(Path(run_dir) / spec["file"])
+    return joblib.load(f)
 
 
 def predictions(paths: list[str], y_true, y_pred, score) -> list[dict]:
@@ -118,6 +179,7 @@ def record(*, method: str, stage: str, dataset: str, classes: list[str], backbon
         "backbone": backbone, "weights": weights, "n_train": n_train, "n_val": n_val,
         "val": val, "selection": selection, "seconds": seconds, "device": device, "seed": seed,
         **extra,
+        **({"inputs_digest": json_digest(extra["inputs"])} if "inputs" in extra else {}),
         "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "predictions": preds,
     }
@@ -151,7 +213,8 @@ def load_runs(runs_dir: Path | str) -> list[Run]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs folder {str(runs_dir)!r} does not exist (run `make classify` or `make finetune` first)")
-    files = sorted(runs_dir.rglob("metrics.json"))
+    files = sorted(f for f in runs_dir.rglob("metrics.json")  # not the hidden folders of unfinished runs
+                   if not any(part.startswith(".") for part in f.relative_to(runs_dir).parts))
     if not files:
         raise UserError(f"no metrics.json under {str(runs_dir)!r} (run `make classify` or `make finetune` first)")
     runs, used = [], set()
@@ -160,6 +223,7 @@ def load_runs(runs_dir: Path | str) -> list[Run]:
         if not isinstance(m, dict) or m.get("schema") != SCHEMA:
             found = m.get("schema") if isinstance(m, dict) else type(m).__name__
             raise UserError(f"{str(f)!r} is not a run record of schema {SCHEMA} (found {found!r})")
+        check_record(m, f)
         rel = f.parent.relative_to(runs_dir).as_posix()
         slug = base = run_name(rel if rel != "." else runs_dir.resolve().name)
         i = 2
@@ -188,3 +252,43 @@ def check_one_dataset(runs: list[Run]) -> str:
             "point --runs at runs of one data version"
         )
     return runs[0].m.get("dataset")
+
+
+def _scores_consistent(v: dict, what: str) -> str | None:
+    """Why an evaluation block contradicts itself, or None."""
+    from .metrics import wilson
+
+    k, n, acc = v.get("correct"), v.get("n"), v.get("accuracy")
+    if not (isinstance(k, int) and isinstance(n, int) and isinstance(acc, (int, float))) or not 0 <= k <= n:
+        return f"{what}: correct, n and accuracy must be numbers with 0 <= correct <= n"
+    if n and abs(acc - k / n) > 1e-9:
+        return f"{what}: accuracy {acc} is not correct/n = {k}/{n}"
+    ci = v.get("accuracy_ci95")
+    if ci is not None and (len(ci) != 2 or any(abs(a - b) > 1e-6 for a, b in zip(ci, wilson(k, n)))):
+        return f"{what}: 95% interval {ci} is not the Wilson interval of {k}/{n}"
+    return None
+
+
+def check_record(m: dict, f: Path) -> None:
+    """Refuse a run record with a field missing or of the wrong type, or whose numbers contradict
+    each other or its saved predictions: the report shows only what adds up."""
+    def refuse(why: str):
+        raise UserError(f"run record {str(f)!r} is inconsistent: {why}; refused")
+
+    for key, kind in (("method", str), ("stage", str), ("classes", list), ("val", dict)):
+        if not isinstance(m.get(key), kind):
+            refuse(f"{key!r} is missing or not a {kind.__name__}")
+    for what, block in (("val", m["val"]), ("best_val", m.get("best_val"))):
+        if block is not None:
+            why = _scores_consistent(block, what) if isinstance(block, dict) else f"{what!r} is not an object"
+            if why:
+                refuse(why)
+    preds = m.get("predictions")
+    if preds is not None:
+        if not isinstance(preds, list) or not all(isinstance(p, dict) and {"pred", "true", "path"} <= p.keys()
+                                                  for p in preds):
+            refuse("'predictions' is not a list of {path, true, pred}")
+        right = sum(p["pred"] == p["true"] for p in preds)
+        if (len(preds), right) != (m["val"]["n"], m["val"]["correct"]):
+            refuse(f"its {len(preds)} saved predictions hold {right} correct, the record says "
+                   f"{m['val']['correct']} of {m['val']['n']}")

@@ -83,6 +83,19 @@ class Weights:
             raise UserError(f"unknown weights {self.arg!r} for {backbone}: use DEFAULT, none, one of "
                             f"{[w.name for w in enum]}, or a path to a state_dict") from None
 
+    def preprocess(self, backbone: str):
+        """The eval transform these weights were trained with: torchvision's enum weights carry it
+        (`weights.transforms()`: mobilenet_v2 resizes to 232, efficientnet_b3 uses 320/300
+        bicubic); a file or random weights get the tutorial's 256/224 bilinear."""
+        from .data import Preprocess
+
+        if self.kind != "enum":
+            return Preprocess(source=f"default for {self.kind} weights")
+        member = self.resolve(backbone)
+        t = member.transforms()
+        return Preprocess(t.resize_size[0], t.crop_size[0], t.interpolation.value, tuple(t.mean), tuple(t.std),
+                          f"{member}.transforms()")
+
     @classmethod
     def from_record(cls, weights_id: str, weights_arg: str, override: str = "") -> Weights:
         """The weights a run recorded (`weights_id` as Backbone.weights_id wrote it), to rebuild

@@ -1,6 +1,5 @@
 import json
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -31,7 +30,7 @@ def test_every_head_separates_separable_codes(blobs, head):
 
 
 @pytest.mark.parametrize("head", list(HEADS))
-def test_seeded_fit_is_reproducible_and_joblib_round_trips(blobs, head, tmp_path):
+def test_seeded_fit_is_reproducible_and_the_safe_format_round_trips(blobs, head, tmp_path):
     c = read_codes(blobs)
     tr, va = c.splits["train"], c.splits["val"]
     a = fit_head(head, tr.codes, tr.labels, folds=3, seed=7).best_estimator_
@@ -39,9 +38,12 @@ def test_seeded_fit_is_reproducible_and_joblib_round_trips(blobs, head, tmp_path
     fa = getattr(a, "decision_function", None) or a.predict_proba
     fb = getattr(b, "decision_function", None) or b.predict_proba
     np.testing.assert_array_equal(fa(va.codes), fb(va.codes))
-    joblib.dump(a, tmp_path / "m.joblib")
-    back = joblib.load(tmp_path / "m.joblib")
+    from pipeline import runs
+    runs.save_head(tmp_path / "model.npz", a)
+    back = runs.load_head(tmp_path, {"file": "model.npz"})
     np.testing.assert_array_equal(back.predict(va.codes), a.predict(va.codes))
+    np.testing.assert_array_equal((getattr(back, "decision_function", None) or back.predict_proba)(va.codes),
+                                  fa(va.codes))
 
 
 def test_run_folder_holds_model_and_metrics(blobs, tmp_path):
@@ -54,7 +56,7 @@ def test_run_folder_holds_model_and_metrics(blobs, tmp_path):
     assert m["selection"] == "CV on train (3-fold)" and "C" in m["hyperparameters"] and m["cv_score"] == 1.0
     assert m["val"]["confusion"] == [[7, 0, 0], [0, 7, 0], [0, 0, 6]] and m["val"]["log_loss"] is not None
     assert len(m["predictions"]) == 20 and m["seconds"]["extract"] == 1.5 and m["seconds"]["fit"] > 0
-    assert (run / "model.joblib").is_file() and json.loads((run / "model.json").read_text())["kind"] == "head"
+    assert (run / "model.npz").is_file() and json.loads((run / "model.json").read_text())["kind"] == "head"
 
 
 class Spy(LogisticRegression):
@@ -116,14 +118,23 @@ def test_predict_round_trips_through_a_random_backbone(folder, tmp_path):
     )
     [run] = classify(Config(features=feats, head="softmax", out=tmp_path / "runs", folds=3))
     m = json.loads((run / "metrics.json").read_text())
-    rows = predict(PConfig(model=run, images=(str(folder / "val"),), device="cpu", csv=str(tmp_path / "p.csv")))
+    pcfg = PConfig(model=run, images=(str(folder / "val"),), device="cpu", csv=str(tmp_path / "p.csv"))
+    rows, bad, kind = predict(pcfg)
+    assert bad == [] and kind == "probability"
     classes = m["classes"]
     want = {p["path"]: (classes[p["pred"]], p["score"]) for p in m["predictions"]}
     assert len(rows) == len(want)
     for path, cls, score in rows:
         rel = "val/" + path.split("/val/")[1]
         assert cls == want[rel][0] and score == pytest.approx(want[rel][1], abs=1e-4)
-    assert (tmp_path / "p.csv").read_text().startswith("path,class,score")
+    assert (tmp_path / "p.csv").read_text().startswith("path,class,probability\n")
+    # a head without probabilities says it prints margins; an unreadable image: named, exit code 1
+    [svc] = classify(Config(features=feats, head="linsvc", out=tmp_path / "runs", folds=3))
+    (folder / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    r = cli("predict", "--model", svc, "--device", "cpu", folder / "val")
+    assert r.returncode == 1 and r.stdout.startswith("path\tclass\tmargin\n")
+    assert "broken.jpg: not labelled: undecodable" in r.stderr
+    assert f"labelled {len(rows)} of {len(rows) + 1} images" in r.stderr.splitlines()[-1]
 
 
 def test_predict_refuses_other_weights(folder, tmp_path):
@@ -152,3 +163,16 @@ def test_hymenoptera_softmax_and_linsvc_reach_94(hymenoptera_codes, tmp_path):
         m = json.loads((run / "metrics.json").read_text())
         if m["head"] in ("softmax", "linsvc"):
             assert m["val"]["accuracy"] >= 0.94, (m["head"], m["val"]["accuracy"])
+
+
+def test_rerun_with_the_same_inputs_does_no_work(blobs, tmp_path, capsys):
+    [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3))
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3)) == [run]
+    assert "up to date" in capsys.readouterr().out and (run / "metrics.json").stat().st_mtime_ns == stamp
+    classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=4))  # another setting: refit
+    assert "up to date" not in capsys.readouterr().out and (run / "metrics.json").stat().st_mtime_ns != stamp
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=4, force=True))
+    assert (run / "metrics.json").stat().st_mtime_ns != stamp

@@ -187,3 +187,19 @@ def test_crash_during_assembly_resumes_without_model_work_and_keeps_the_cost(fol
     a = read_attrs(out)
     # the recorded cost is what the codes took in the killed run, not the ~0 s of the resume
     assert a["extract_seconds"] > 0.05 and a["images_per_second"] == pytest.approx(20 / a["extract_seconds"])
+
+
+def test_enum_weights_bring_their_own_eval_transform(tmp_path):
+    from pipeline.weights import Weights
+    pre = Config(backbone="mobilenet_v2", weights="DEFAULT").preprocess(Weights.parse("DEFAULT"))
+    assert (pre.resize, pre.crop, pre.interpolation) == (232, 224, "bilinear") and "transforms()" in pre.source
+    pre = Config(backbone="efficientnet_b3", weights="DEFAULT").preprocess(Weights.parse("DEFAULT"))
+    assert (pre.resize, pre.crop, pre.interpolation) == (320, 300, "bicubic")
+    pre = Config(backbone="efficientnet_b3", weights="DEFAULT", crop=280).preprocess(Weights.parse("DEFAULT"))
+    assert (pre.resize, pre.crop, pre.interpolation) == (320, 280, "bicubic") and pre.source.endswith("and flags")
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"x")
+    pre = Config(backbone="mobilenet_v2", weights=str(f)).preprocess(Weights.parse(str(f)))
+    assert (pre.resize, pre.crop, pre.interpolation) == (256, 224, "bilinear")  # a file keeps the tutorial's
+    with pytest.raises(UserError, match="crop <= resize"):
+        Config(resize=200, crop=224)

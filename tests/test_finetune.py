@@ -101,7 +101,8 @@ def test_final_reloads_to_same_predictions(full_run, data):
 def test_predict_command_uses_the_checkpoint(full_run, data):
     from pipeline.predict import Config as PConfig, predict
     run_dir, doc = full_run
-    rows = predict(PConfig(model=run_dir, images=(str(data / "val"),), device="cpu"))
+    rows, _, kind = predict(PConfig(model=run_dir, images=(str(data / "val"),), device="cpu"))
+    assert kind == "probability"
     want = {p["path"]: doc["classes"][p["pred"]] for p in doc["predictions"]}
     assert {str(Path(path).relative_to(data)): cls for path, cls, _ in rows} == want
 
@@ -162,3 +163,15 @@ def test_cli_errors(args, tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "error" in r.stderr
+
+
+def test_rerun_with_the_same_inputs_does_no_work(full_run, data, capsys, monkeypatch):
+    run_dir, doc = full_run
+    cfg = cfg_for(data, run_dir.parent)
+    import pipeline.encode as E
+    monkeypatch.setattr(E, "decode_once", lambda *a, **k: pytest.fail("a hit decodes nothing"))
+    again_dir, again = train(cfg)
+    assert again_dir == run_dir and again == json.loads((run_dir / "metrics.json").read_text())
+    assert "up to date" in capsys.readouterr().out
+    with pytest.raises(pytest.fail.Exception):
+        train(replace(cfg, force=True))

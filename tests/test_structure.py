@@ -64,7 +64,7 @@ def test_splits_parsed_once_with_one_rule():
 def test_settings_are_validated_where_declared():
     from pipeline.classify import Config as C
     from pipeline.features import Config as F
-    for bad in (dict(batch_size=0), dict(shard_size=0), dict(workers=-2), dict(splits="a,a"), dict(crop=0)):
+    for bad in (dict(batch_size=0), dict(shard_size=0), dict(workers=-2), dict(splits="a,a"), dict(crop=-1)):
         with pytest.raises(UserError):
             F(**bad)
     with pytest.raises(UserError, match="--folds"):
