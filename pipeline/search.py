@@ -5,7 +5,8 @@ GridSearchCV fits every (setting, fold) from scratch, one at a time by default, 
 the whole grid. Linear heads get expensive as regularisation weakens, and their CV accuracy
 usually peaks early, so here the path runs from the most to the least regularised setting, each
 fold starting from its solution at the previous setting where the estimator supports warm starts,
-and stops when `patience` settings in a row score below the best. The chosen setting is refit
+and stops when `patience` settings in a row score clearly below the best: by more than the best's
+standard error over the folds, so a dip of one image on a small set is noise, not a peak. The chosen setting is refit
 from scratch on all of train, so the final model is a plain fit at that setting. Folds are
 StratifiedKFold splits of train only: val is never passed here.
 """
@@ -40,12 +41,13 @@ def _fit_fold(est, param: str, value, X, y, train, test):
     return est, float(est.score(X[test], y[test]))
 
 
-def peaked(means: list[float], patience: int) -> bool:
-    """True when the last `patience` scores are all below the best so far (and came after it)."""
+def peaked(means: list[float], patience: int, margin: float = 0.0) -> bool:
+    """True when the last `patience` scores all came after the best so far and are below it by
+    more than `margin` (the best's standard error)."""
     if patience < 1 or len(means) <= patience:
         return False
     best = int(np.argmax(means))
-    return best < len(means) - patience and all(m < means[best] for m in means[-patience:])
+    return best < len(means) - patience and all(m < means[best] - margin for m in means[-patience:])
 
 
 def path_search(estimator, param: str, values: list, X: np.ndarray, y: np.ndarray, cv, *, warm: bool = False,
@@ -66,7 +68,8 @@ def path_search(estimator, param: str, values: list, X: np.ndarray, y: np.ndarra
                           "seconds": time.perf_counter() - t0})
             if progress is not None:
                 progress(tried[-1])
-            if peaked([t["mean"] for t in tried], patience):
+            best = tried[int(np.argmax([t["mean"] for t in tried]))]
+            if peaked([t["mean"] for t in tried], patience, best["std"] / np.sqrt(len(folds))):
                 break
     best = tried[int(np.argmax([t["mean"] for t in tried]))]  # ties: the first, i.e. most regularised
     final = clone(estimator).set_params(**{param: best["value"]}).fit(X, y)

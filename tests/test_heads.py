@@ -99,6 +99,24 @@ def test_early_stop_waits_for_two_lower_values(scores, best, tried):
     assert r.best_params_ == {"c": best} and len(r.cv_scores) == tried
     assert r.stopped_early == (tried < len(scores))
     assert not peaked([0.5, 0.6, 0.55], 2) and peaked([0.5, 0.6, 0.55, 0.55], 2) and not peaked([1, 0], 0)
+    assert not peaked([0.5, 0.6, 0.59, 0.58], 2, margin=0.015)  # dips within the best's standard error: noise
+
+
+def test_dips_within_noise_do_not_stop_the_path():
+    """hymenoptera-like: CV scores that wobble by one image out of 244 must not end the path."""
+    X, y = np.zeros((40, 1)), np.arange(40) % 2
+    folds = {0: [0.96, 0.93, 0.99, 0.95], 1: [0.95, 0.92, 0.98, 0.95], 2: [0.96, 0.92, 0.98, 0.94],
+             3: [0.98, 0.95, 0.99, 0.96]}  # means 0.958, 0.950, 0.950, 0.970; the best's SE ~0.011
+
+    class Noisy(Curve):
+        calls = {}
+
+        def score(self, X, y):
+            i = Noisy.calls.setdefault(self.c, 0)
+            Noisy.calls[self.c] += 1
+            return self.curve[self.c][i]
+    r = path_search(Noisy(curve=folds), "c", [0, 1, 2, 3], X, y, StratifiedKFold(4), patience=2)
+    assert r.best_params_ == {"c": 3} and not r.stopped_early
 
 
 def reference_torch_linear(X, y, wd, seed=0, epochs=4):
