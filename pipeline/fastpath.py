@@ -69,7 +69,8 @@ def evaluate(net, x: torch.Tensor, labels: torch.Tensor, batch_size: int, images
 
 def fast_phases(model, optimizer, data: Decoded, device: torch.device, *, frozen: bool, seed: int, batch_size: int,
                 crop: int):
-    """(train phase, val phase) of the fast path; the frozen trunk's one-time work counts as decode."""
+    """(train phase, val phase, the generator of order and augmentation) of the fast path; the frozen
+    trunk's one-time work counts as decode."""
     model.to(device, memory_format=torch.channels_last)  # faster with oneDNN/cuDNN alike
     g = torch.Generator().manual_seed(seed)  # order + augmentation: reproducible on CPU
     train_labels = torch.tensor([r.label for r in data.train], device=device)
@@ -87,4 +88,4 @@ def fast_phases(model, optimizer, data: Decoded, device: torch.device, *, frozen
 
     def val_phase():
         return evaluate(model.head if frozen else model, val_x, val_labels, batch_size, images=not frozen)
-    return train_phase, val_phase
+    return train_phase, val_phase, g

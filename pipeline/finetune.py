@@ -26,7 +26,7 @@ from . import UserError, __version__, metrics, runs
 from .augment import describe
 from .config import Common, check_classes, opt, parse_splits, positive, precision_for, resolve_device, resolve_workers
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageFolderScan, scan
-from .files import write_json
+from .files import exclusive, json_digest, write_json
 from .weights import Weights
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class Config(Common):
 # not at the top, so `finetune --help` starts in a fraction of a second.
 
 def reference_phases(cfg: Config, model, optimizer, data: Decoded, device: torch.device):
-    """(train phase, val phase) of the tutorial's loop (`reference.py`)."""
+    """(train phase, val phase, the loader's shuffling generator) of the tutorial's loop (`reference.py`)."""
     from . import reference
 
     model.to(device)
@@ -98,7 +98,7 @@ def reference_phases(cfg: Config, model, optimizer, data: Decoded, device: torch
     def val_phase():
         loss, _, probs = reference.run_epoch(model, val_loader, device)
         return loss, probs
-    return train_phase, val_phase
+    return train_phase, val_phase, train_loader.generator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,12 +118,19 @@ def build(cfg: Config, n_classes: int, bb: Backbone | None = None) -> tuple[Back
     return bb, model
 
 
-def fit(cfg: Config, model, phases, scheduler, optimizer, y_val: np.ndarray, run_dir: Path, n_batches: int):
-    """The epoch loop both paths share: train, val, step the schedule, log, keep the best epoch.
+def fit(cfg: Config, model, phases, scheduler, optimizer, y_val: np.ndarray, run_dir: Path, n_batches: int,
+        digest: str):
+    """The epoch loop both paths share: train, val, step the schedule, log, keep the best epoch,
+    save the resumable state; a checkpoint of the same inputs in `run_dir` is resumed.
     Returns (history, (best epoch, its val accuracy, its val probabilities), last val probabilities)."""
-    train_phase, val_phase = phases
-    history, best, probs = [], None, None
-    for epoch in range(1, cfg.epochs + 1):
+    from . import checkpoint
+
+    train_phase, val_phase, rng = phases
+    ck, parts = run_dir / "checkpoint.pt", dict(model=model, optimizer=optimizer, scheduler=scheduler, rng=rng)
+    history, best, probs = checkpoint.load(ck, digest=digest, **parts) or ([], None, None)
+    if history:
+        print(f"resuming after epoch {len(history)} of {cfg.epochs} from {ck}")
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
         with tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", file=sys.stderr, disable=None,
@@ -142,7 +149,9 @@ def fit(cfg: Config, model, phases, scheduler, optimizer, y_val: np.ndarray, run
         if best is None or val_acc > best[1]:  # strictly better, as the tutorial's best_acc
             best = (epoch, val_acc, probs)
             runs.save_state(run_dir / "best.pt", model)
+        checkpoint.save(ck, digest=digest, history=history, best=best, probs=probs, **parts)
     runs.save_state(run_dir / "final.pt", model)
+    ck.unlink(missing_ok=True)  # a finished run needs no resume state
     return history, best, probs
 
 
@@ -235,7 +244,8 @@ def train(cfg: Config) -> tuple[Path, dict]:
                        workers=resolve_workers(cfg.workers), device=device)
     check_classes([r.label for r in data.train], data.classes, f"{s.name} ({cfg.split_names[0]})")
     bb, model = build(cfg, len(data.classes), bb)
-    with runs.staged(run_dir) as work:  # the previous run stays whole until this one is complete
+    # the previous run stays whole until this one is complete; a killed one resumes from its folder
+    with exclusive(run_dir, "finetune run"), runs.staged(run_dir, resumable=True) as work:
         doc = fit_and_record(cfg, bb, model, data, device, inputs, work, run_dir)
     return run_dir, doc
 
@@ -258,7 +268,7 @@ def fit_and_record(cfg: Config, bb, model, data: Decoded, device, inputs: dict, 
           f"{cfg.mode} fine-tuning, {cfg.loop} loop on {device} ({precision}); run folder {run_dir}")
     y_val = np.array([r.label for r in data.val])
     history, best, probs = fit(cfg, model, phases, scheduler, optimizer, y_val, work,
-                               -(-len(data.train) // cfg.batch_size))
+                               -(-len(data.train) // cfg.batch_size), json_digest(inputs))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return write_record(cfg, work, bb, data, history, best, probs, device_name, precision, inputs)
 

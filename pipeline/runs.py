@@ -38,17 +38,20 @@ def run_name(*parts: str) -> str:
 
 
 @contextlib.contextmanager
-def staged(run_dir: Path | str):
-    """Write a run into a fresh hidden sibling folder and swap it in only when complete: a (re)run
-    that is interrupted leaves the previous complete run as it was, never half of a new one."""
+def staged(run_dir: Path | str, resumable: bool = False):
+    """Write a run into a hidden sibling folder and swap it in only when complete: a (re)run that is
+    interrupted leaves the previous complete run as it was, never half of a new one. A `resumable`
+    run (fine-tuning, under a lock) keeps its folder when interrupted, for the next run to resume."""
     run_dir = Path(run_dir)
-    work = run_dir.with_name(f".{run_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = run_dir.with_name(f".{run_dir.name}.partial" + ("" if resumable else f"-{os.getpid()}"))
+    if not resumable:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     try:
         yield work
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        if not resumable:
+            shutil.rmtree(work, ignore_errors=True)
         raise
     old = run_dir.with_name(f".{run_dir.name}.old-{os.getpid()}")
     if run_dir.exists():

@@ -175,3 +175,30 @@ def test_rerun_with_the_same_inputs_does_no_work(full_run, data, capsys, monkeyp
     assert "up to date" in capsys.readouterr().out
     with pytest.raises(pytest.fail.Exception):
         train(replace(cfg, force=True))
+
+
+@pytest.mark.parametrize("loop", ["fast", "reference"])
+def test_killed_run_resumes_to_the_uninterrupted_history(data, tmp_path, monkeypatch, loop):
+    from pipeline import checkpoint
+    keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    cfg = cfg_for(data, tmp_path / "whole", epochs=3, loop=loop, step_size=2)
+    run_dir, _ = train(cfg)
+    want = [{k: h[k] for k in keys} for h in json.loads((run_dir / "history.json").read_text())]
+
+    real_save = checkpoint.save
+
+    def killed_after_epoch_2(path, **kw):
+        real_save(path, **kw)
+        if len(kw["history"]) == 2:
+            raise KeyboardInterrupt  # as if killed right after epoch 2 was saved
+    monkeypatch.setattr(checkpoint, "save", killed_after_epoch_2)
+    cut = replace(cfg, out=tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        train(cut)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert not (tmp_path / "cut" / run_dir.name).exists()  # nothing half-done in place of a run
+    run2, doc = train(cut)
+    got = [{k: h[k] for k in keys} for h in json.loads((run2 / "history.json").read_text())]
+    assert got == want and doc["val"] == json.loads((run_dir / "metrics.json").read_text())["val"]
+    assert not (run2 / "checkpoint.pt").exists() and not any(p.name.startswith(".") for p in run2.parent.iterdir()
+                                                             if p.is_dir())
