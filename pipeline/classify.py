@@ -138,11 +138,12 @@ def classify(cfg: Config) -> list[Path]:
     check_classes(tr.labels, codes.classes, f"{cfg.features} ({cfg.train_split})")
     done = []
     for name in list(HEADS) if cfg.head == "all" else [cfg.head]:
-        done_before = None if cfg.force else runs.up_to_date(run_dir(cfg, codes, name), head_inputs(cfg, codes, name))
-        if done_before is not None:
-            print(f"{name:8s} up to date: {run_dir(cfg, codes, name)} was made from the same codes and settings "
-                  f"(val acc {done_before['val']['accuracy']:.2%}); nothing to do (--force refits)", flush=True)
-            done.append(run_dir(cfg, codes, name))
+        where = run_dir(cfg, codes, name)
+        before = None if cfg.force else runs.up_to_date(where, head_inputs(cfg, codes, name))
+        if before is not None:
+            print(f"{name:8s} up to date: {where} was made from the same codes and settings "
+                  f"(val acc {before['val']['accuracy']:.2%}); nothing to do (--force refits)", flush=True)
+            done.append(where)
             continue
         t0 = time.perf_counter()
         search = fit_head(name, tr.codes, tr.labels, cfg.folds, cfg.seed, cfg.jobs, progress=True)

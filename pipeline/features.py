@@ -4,7 +4,8 @@ Usage: python -m pipeline features --data DIR --backbone resnet18 --weights DEFA
 
 The cache is checked first, from a fingerprint of everything that determines the codes (names,
 the weight file's sha256, the transform, precision, library versions, the image list): a hit
-imports no torchvision and builds no network.
+builds no network, and with a weights file or random weights imports neither torch nor
+torchvision (enum weights need torchvision to name their transform).
 """
 from __future__ import annotations
 
@@ -56,7 +57,11 @@ class Config(Common):
         given = {k: v for k, v in (("resize", self.resize), ("crop", self.crop), ("interpolation", self.interpolation))
                  if v}
         base = Preprocess(source="flags") if len(given) == 3 else weights.preprocess(self.backbone)
-        return replace(base, **given, source=base.source + (" and flags" if given and len(given) < 3 else ""))
+        pre = replace(base, **given, source=base.source + (" and flags" if given and len(given) < 3 else ""))
+        if pre.crop > pre.resize:
+            raise UserError(f"the eval transform would crop {pre.crop} px from images resized to {pre.resize}; "
+                            "give --crop no larger than --resize")
+        return pre
 
     @property
     def out_path(self) -> Path:

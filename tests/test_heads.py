@@ -150,3 +150,23 @@ def test_torch_linear_is_step_for_step_torch_sgd(wd):
     ours = TorchLinear(lr=0.05, step_size=2, epochs=4, weight_decay=wd, device="cpu").fit(X, y)
     np.testing.assert_allclose(ours.coef_, W, atol=1e-5)
     np.testing.assert_allclose(ours.intercept_, b, atol=1e-5)
+
+
+def test_cached_knn_votes_as_kneighbors_classifier_and_searches_once(monkeypatch):
+    from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+    from pipeline.knn import CachedKNN
+    X, y = overlapping(n=300, k=3, seed=4)
+    ours = CachedKNN(max_neighbors=9).fit(X[:200], y[:200])
+    searches = []
+    real = NearestNeighbors.kneighbors
+    monkeypatch.setattr(NearestNeighbors, "kneighbors", lambda self, *a, **k: searches.append(1) or real(self, *a, **k))
+    for k in (1, 3, 5, 9):
+        ours.set_params(n_neighbors=k).fit(X[:200], y[:200])
+        ref = KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(X[:200], y[:200])
+        np.testing.assert_array_equal(ours.predict(X[200:]), ref.predict(X[200:]))
+        np.testing.assert_allclose(ours.predict_proba(X[200:]), ref.predict_proba(X[200:]))
+    assert len(searches) == 1  # one search for the query set, reused for every k
+    ours.fit(X[:150], y[:150])  # another training set: its own search
+    ours.predict(X[200:])
+    assert len(searches) == 2

@@ -1,0 +1,53 @@
+"""k-NN whose neighbour lists are searched once per (training set, query set) and reused for every k.
+
+Scoring k = 1, 3, 5, 9, 15 on a CV fold with KNeighborsClassifier searches the neighbours five
+times; on 100,000 x 512 codes each search of a fold takes ~90 s on 2 cores. Here the search is
+done once at `max_neighbors` (sklearn's NearestNeighbors, brute force) and each k takes the first
+k of the sorted lists: the same votes, a fifth of the cost. Written by hand around sklearn's
+search because KNeighborsClassifier cannot keep its neighbours between calls.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.neighbors import NearestNeighbors
+
+
+def _token(X: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(X).view(np.uint8).data, digest_size=16).hexdigest() + str(X.shape)
+
+
+class CachedKNN(ClassifierMixin, BaseEstimator):
+    """Uniform-weight Euclidean k-NN (on L2-normalised codes: cosine ranking), as
+    KNeighborsClassifier(n_neighbors) predicts, with the neighbour search cached."""
+
+    def __init__(self, n_neighbors=5, max_neighbors=15):
+        self.n_neighbors, self.max_neighbors = n_neighbors, max_neighbors
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=np.float32)
+        token = _token(X)
+        if getattr(self, "fit_token_", None) != token:  # a new training set: forget its neighbour lists
+            self.classes_, self._y = np.unique(y, return_inverse=True)
+            self._fit_X, self.fit_token_, self._cache = X, token, {}
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _neighbours(self, X: np.ndarray) -> np.ndarray:
+        k = max(self.max_neighbors, self.n_neighbors)
+        key = _token(X)
+        cached = self.__dict__.setdefault("_cache", {}).get(key)
+        if cached is None or cached.shape[1] < min(k, len(self._fit_X)):
+            nn = NearestNeighbors(n_neighbors=min(k, len(self._fit_X)), algorithm="brute").fit(self._fit_X)
+            cached = self._cache[key] = nn.kneighbors(X, return_distance=False)
+        return cached[:, :self.n_neighbors]
+
+    def predict_proba(self, X):
+        votes = self._y[self._neighbours(np.asarray(X, dtype=np.float32))]
+        counts = np.stack([(votes == c).sum(axis=1) for c in range(len(self.classes_))], axis=1)
+        return counts / votes.shape[1]
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]  # ties: the lowest class, as sklearn
