@@ -520,7 +520,8 @@ def bench_heads_pace(s: Setup) -> list[dict]:
                               f"{s.head_image_size[1]} JPEGs with {s.backbone} ({ext.seconds:.0f}s)" if measured else
                               f"features time projected from the {rate:.1f} images/s measured above with "
                               f"{s.backbone} ({n_tr + n_va:,} images)")
-                        + f"; classify: 4 heads, 5-fold CV on train, val once; {short(s) or 'full size'}"))
+                        + "; classify: 4 heads, 5-fold CV on train, val once"
+                        + ("; quick mode: smaller shapes than the issue's" if s.quick else "")))
         rows += head_rows(label, wall, docs)
     return rows
 
