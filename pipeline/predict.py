@@ -104,7 +104,7 @@ def finetune_scorer(cfg: Config, spec: dict, device):
         model.load_state_dict(state)
     except (OSError, RuntimeError, EOFError, ValueError) as e:  # truncated or foreign checkpoint
         raise UserError(f"{spec['file']!r} in {str(cfg.model)!r} is not a readable checkpoint of this model "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+                        f"({type(e).__name__}: {str(e).splitlines()[0].split('. ')[0][:160]})") from None
     model.eval().to(device, memory_format=torch.channels_last)
 
     @torch.inference_mode()
