@@ -12,7 +12,6 @@ from typing import Callable
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
@@ -88,7 +87,6 @@ ALLOWED = {
     "LogisticRegression": (lambda: LogisticRegression, _LINEAR),
     "LinearSVM": (lambda: LinearSVM, _LINEAR),
     "TorchLinear": (_torch_linear_type, _LINEAR),
-    "KNeighborsClassifier": (lambda: KNeighborsClassifier, ["_fit_X", "_y", "classes_"]),
     "CachedKNN": (lambda: CachedKNN, ["_fit_X", "_y", "classes_"]),
 }
 
@@ -103,13 +101,18 @@ def _kind(est) -> str:
     raise TypeError(f"a head step of type {type(est).__name__} cannot be saved safely")
 
 
+def _scalar(name: str) -> bool:
+    """A fitted string attribute (solver_, fit_token_): public, ends in '_', like sklearn's."""
+    return name.isidentifier() and name.endswith("_") and not name.startswith("_")
+
+
 def head_arrays(model: Pipeline) -> dict[str, np.ndarray]:
     """A fitted Pipeline as named arrays: each step's type, parameters and fitted attributes."""
     steps, out = [], {}
     for i, (name, est) in enumerate(model.steps):
         kind = _kind(est)
         steps.append({"name": name, "type": kind, "params": est.get_params(deep=False),
-                      "scalars": {k: v for k, v in vars(est).items() if k.endswith("_") and isinstance(v, str)}})
+                      "scalars": {k: v for k, v in vars(est).items() if _scalar(k) and isinstance(v, str)}})
         out.update({f"{i}/{a}": np.asarray(getattr(est, a)) for a in ALLOWED[kind][1]})
     out["__steps__"] = np.array(json.dumps(steps))
     return out
@@ -126,10 +129,10 @@ def head_from_arrays(arrays) -> Pipeline:
         for a in attrs:
             setattr(est, a, arrays[f"{i}/{a}"])
         for k, v in step["scalars"].items():
+            if not _scalar(k):
+                raise ValueError(f"attribute {k!r} is not a fitted attribute")
             setattr(est, k, str(v))
-        if step["type"] == "KNeighborsClassifier":  # its index is rebuilt from the reference codes
-            est.fit(est._fit_X, est.classes_[est._y])
-        elif attrs:
+        if attrs:
             est.n_features_in_ = arrays[f"{i}/{attrs[0]}"].shape[-1]
         built.append((step["name"], est))
     return Pipeline(built)
