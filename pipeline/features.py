@@ -223,13 +223,13 @@ def extract(cfg: Config) -> Path:
     out = cfg.out_path
     if out.is_dir():
         raise UserError(f"--out {str(out)!r} is a folder; give the path of a .h5 file")
+    s = scan(cfg.data, parse_splits(cfg.splits))  # a bad folder is reported before anything is created
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(out, "features run"):
-        return _extract(cfg, out)
+        return _extract(cfg, out, s)
 
 
-def _extract(cfg: Config, out: Path) -> Path:
-    s = scan(cfg.data, parse_splits(cfg.splits))
+def _extract(cfg: Config, out: Path, s: ImageFolderScan) -> Path:
     weights = Weights.parse(cfg.weights, cfg.seed)
     where, pre = device_type(cfg.device), cfg.preprocess(weights)
     print(f"eval transform: {pre.describe()}")
