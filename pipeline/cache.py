@@ -64,7 +64,8 @@ class Header:
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> Header:
-        vals = {k: v for k, v in attrs.items() if k in {f.name for f in fields(cls)}}
+        known = {f.name for f in fields(cls)}
+        vals = {k: v for k, v in attrs.items() if k in known}
         vals["weights_sha256"] = vals.get("weights_sha256") or None  # stored as "" (HDF5 has no None)
         return cls(**vals)
 

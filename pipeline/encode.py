@@ -106,14 +106,23 @@ class Decoded:
     seconds: float = 0.0
 
 
+def _decoded_only(im) -> torch.Tensor:
+    return torch.empty(0, dtype=torch.uint8)
+
+
+def _shorter_side(resize: int, im) -> torch.Tensor:
+    return v2.functional.pil_to_tensor(v2.functional.resize(im, [resize], antialias=True))
+
+
 def _one_time_decode(keep: bool, val: bool, resize: int, crop: int) -> tuple[Callable, int | None]:
     """(transform, JPEG draft): the whole image at shorter side `resize` for train, the eval crop
-    for val; when nothing is kept (the reference loop) a file is only checked to decode fully."""
+    for val; when nothing is kept (the reference loop) a file is only checked to decode fully.
+    Module-level functions, not lambdas: DataLoader workers started by spawn must pickle them."""
     if not keep:
-        return (lambda im: torch.empty(0, dtype=torch.uint8)), None
+        return _decoded_only, None
     if val:
         return eval_transform(resize, crop), resize
-    return (lambda im: v2.functional.pil_to_tensor(v2.functional.resize(im, [resize], antialias=True))), resize
+    return functools.partial(_shorter_side, resize), resize
 
 
 def decode_once(root: Path, s: ImageFolderScan, splits: tuple[str, str], *, keep: bool, resize: int, crop: int,
