@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import UserError, __version__
+from . import config
 from .config import Parser, add_arguments, from_args
 
 STAGES = {  # stage -> (module, what it does); the module is imported only when its stage runs
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog=f"{prog} {stage}", description=(module.__doc__ or "").strip().split("\n\n")[0])
     add_arguments(parser, module.Config)
     args = parser.parse_args(rest)
+    config.TYPED[:] = [*prog.split(), stage, *rest]
     try:
         rc = module.run(from_args(module.Config, args))  # settings are validated as the Config is made
     except UserError as e:

@@ -5,7 +5,7 @@ Layout of features/<dataset>/<backbone>-<weights>.h5, written only by `write_cod
     fingerprint (sha256 of inputs), inputs (JSON of everything that determines the codes),
     classes (JSON), dataset, data_root, backbone, weights (id), weights_arg, weights_sha256
     ("" unless a file), transform (JSON), image_size, dim, precision, bn_folded, device, seed,
-    extract_seconds, images_per_second, versions (JSON), created
+    extract_seconds, images_per_second, versions (JSON), created, command (the command line)
   /<split>/codes  N x D float32      /<split>/labels N int64      /<split>/paths N str
       (codes and labels chunked with fletcher32 checksums, verified by HDF5 on every read)
   /<split>/skipped_paths, skipped_reasons (files left out and why)
@@ -61,6 +61,7 @@ class Header:
     images_per_second: float | None = None
     versions: dict = field(default_factory=dict)
     created: str = ""
+    command: str = ""  # what made the file (config.command_line): not part of the fingerprint
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> Header:

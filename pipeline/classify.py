@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from . import UserError, __version__, runs
+from . import UserError, __version__, label_curve, runs
 from .cache import Codes, SplitCodes, read_codes
-from .config import check_classes, opt
+from .config import check_classes, command_line, opt
 from .data import scan
 from .heads import HEADS, scores_of
-from .metrics import scores
+from .metrics import per_image, scores
 from .search import PathSearch, path_search
 from .weights import Weights
 
@@ -34,12 +34,29 @@ class Config:
     val_split: str = opt("val", "split scored once, at the end")
     jobs: int = opt(0, "CV fits run in parallel (0 = one per core)")
     force: bool = opt(False, "refit even when a head's run folder was made from the same inputs")
+    label_curve: str = opt("auto", "val accuracy against training images per class, for the report's label "
+                           "efficiency: on, off, or auto (on when its estimated cost is under a minute)",
+                           ("auto", "on", "off"))
+    label_sizes: str = opt("1,2,5,10,20,50", "label curve: training images per class to draw (the full set is added)")
+    label_draws: int = opt(5, "label curve: random draws per size")
 
     def __post_init__(self):
+        if self.label_draws < 1 or not self.sizes:
+            raise UserError(f"--label-draws must be at least 1 and --label-sizes a comma-separated list of positive "
+                            f"integers (got {self.label_draws}, {self.label_sizes!r})")
         if self.folds < 2:
             raise UserError(f"--folds must be at least 2 (got {self.folds})")
         if self.jobs < 0:
             raise UserError(f"--jobs must be 0 (one per core) or more (got {self.jobs})")
+
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        try:
+            sizes = tuple(int(v) for v in self.label_sizes.split(",") if v.strip())
+        except ValueError:
+            return ()
+        return sizes if all(v >= 1 for v in sizes) else ()
 
 
 def check_fresh(codes: Codes, data: Path) -> None:
@@ -78,6 +95,41 @@ def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int, job
                        jobs=jobs or -1, progress=say if progress else None)
 
 
+def subset_fit(name: str, folds: int) -> label_curve.Fit:
+    """How the label curve fits a head on a drawn subset: CV on the subset when every class has two
+    images, else (one image per class) the middle of the head's path, fitted as it is."""
+    head = HEADS[name]
+
+    def fit(X: np.ndarray, y: np.ndarray, seed: int):
+        if np.bincount(y)[np.unique(y)].min() >= 2:
+            s = fit_head(name, X, y, folds, seed, jobs=1)  # tiny fits: worker processes cost more than they save
+            return s.best_estimator_, s.best_params_[head.param], f"CV on the drawn subset only ({s.n_splits_}-fold)"
+        values = [v for v in head.values if head.param != "clf__n_neighbors" or v <= len(y)]
+        value = values[len(values) // 2]
+        return (head.make(seed).set_params(**{head.param: value}).fit(X, y), value,
+                "middle of the path (one image per class: no CV possible)")
+    return fit
+
+
+def curve(cfg: Config, codes: Codes, name: str, fit_s: float) -> dict | None:
+    """The label curve of one head, or None when it is off (or, on auto, would take a minute or more)."""
+    tr, va = codes.splits[cfg.train_split], codes.splits[cfg.val_split]
+    estimate = label_curve.estimate_seconds(tr.labels, cfg.sizes, cfg.label_draws, fit_s)
+    if cfg.label_curve == "off" or not label_curve.sizes_to_run(tr.labels, cfg.sizes):
+        return None
+    if cfg.label_curve == "auto" and estimate >= 60:
+        print(f"  {name} label curve skipped: about {estimate:.0f}s (--label-curve on runs it)", flush=True)
+        return None
+    t0 = time.perf_counter()
+    rows = label_curve.label_curve(
+        subset_fit(name, cfg.folds), tr.codes, tr.labels, va.codes, va.labels, sizes=cfg.sizes,
+        draws=cfg.label_draws, seed=cfg.seed,
+        progress=lambda r: print(f"  {name} {r['per_class']:>4d} per class: val {r['mean']:.1%} "
+                                 f"± {r['std']:.1%} over {len(r['accuracy'])} draws", flush=True))
+    return {"sizes": list(cfg.sizes), "draws": cfg.label_draws, "rows": rows, "estimated_s": estimate,
+            "seconds": time.perf_counter() - t0}
+
+
 def run_dir(cfg: Config, codes: Codes, name: str) -> Path:
     h = codes.header
     return Path(cfg.out) / runs.run_name(h.dataset, h.backbone, Weights.parse(h.weights_arg).tag, name)
@@ -88,23 +140,28 @@ def head_inputs(cfg: Config, codes: Codes, name: str) -> dict:
     head = HEADS[name]
     return {"features_fingerprint": codes.header.fingerprint, "head": name, "param": head.param,
             "values": list(head.values), "warm": head.warm, "patience": head.patience, "folds": cfg.folds,
-            "seed": cfg.seed, "train_split": cfg.train_split, "val_split": cfg.val_split, "cnncodes": __version__}
+            "seed": cfg.seed, "train_split": cfg.train_split, "val_split": cfg.val_split, "cnncodes": __version__,
+            "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws]}
 
 
-def write_run(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: float) -> tuple[Path, dict]:
+def write_run(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: float,
+              labels: dict | None = None) -> tuple[Path, dict]:
     """Score the chosen head on val once and write its run folder; returns (folder, val scores)."""
     va, model = codes.splits[cfg.val_split], search.best_estimator_
     t0 = time.perf_counter()
-    pred, proba, score = scores_of(model, va.codes)
+    pred, proba, decision = scores_of(model, va.codes)
     predict_s = time.perf_counter() - t0
     val = scores(va.labels, pred, codes.classes, proba)
+    confidence, loss, kind = per_image(va.labels, proba, decision)
+    preds = runs.predictions(va.paths, va.labels, pred, confidence, loss)
     with runs.staged(run_dir(cfg, codes, name)) as run:
-        write_records(cfg, codes, name, search, fit_s, run, val, pred, score, predict_s)
+        runs.write_predictions(run, preds, codes.classes, kind)
+        write_records(cfg, codes, name, search, fit_s, run, val, (preds, kind), predict_s, labels)
     return run_dir(cfg, codes, name), val
 
 
 def write_records(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: float, run: Path, val: dict,
-                  pred, score, predict_s: float) -> None:
+                  preds: tuple[list[dict], str], predict_s: float, labels: dict | None = None) -> None:
     h, va, model = codes.header, codes.splits[cfg.val_split], search.best_estimator_
     runs.save_head(run / "model.npz", model)
     runs.write_model(run, {
@@ -114,17 +171,18 @@ def write_records(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_
         "fast_decode": h.transform["decode"] != "PIL full", "file": "model.npz",
         "features_fingerprint": h.fingerprint})
     runs.write_metrics(run, runs.record(
-        method=f"{h.backbone} codes + {HEADS[name].title}", stage="classify", dataset=h.dataset,
+        method=f"{h.backbone} codes + {HEADS[name].title}", short=name, stage="classify", dataset=h.dataset,
         classes=codes.classes, backbone=h.backbone, weights=h.weights,
         n_train=len(codes.splits[cfg.train_split].labels), n_val=len(va.labels), val=val,
         selection=f"CV on train ({search.n_splits_}-fold)",
         seconds={"extract": h.extract_seconds, "fit": fit_s, "predict": predict_s},
-        device=f"cpu (codes: {h.device})", seed=cfg.seed, preds=runs.predictions(va.paths, va.labels, pred, score),
+        device=f"cpu (codes: {h.device})", seed=cfg.seed, preds=preds[0],
+        score_kind=preds[1], command=command_line(cfg, "classify"), features_command=h.command or None,
         head=name, hyperparameters={k.removeprefix("clf__"): v for k, v in search.best_params_.items()},
         cv_score=float(search.best_score_), cv_path=search.cv_scores, cv_untried=search.untried,
         solver=getattr(model[-1], "solver_", None), features_file=str(cfg.features),
         features_fingerprint=h.fingerprint, data_root=h.data_root, weights_sha256=h.weights_sha256,
-        inputs=head_inputs(cfg, codes, name)))
+        label_curve=labels, inputs=head_inputs(cfg, codes, name)))
 
 
 def classify(cfg: Config) -> list[Path]:
@@ -148,7 +206,7 @@ def classify(cfg: Config) -> list[Path]:
         t0 = time.perf_counter()
         search = fit_head(name, tr.codes, tr.labels, cfg.folds, cfg.seed, cfg.jobs, progress=True)
         fit_s = time.perf_counter() - t0
-        run, val = write_run(cfg, codes, name, search, fit_s)
+        run, val = write_run(cfg, codes, name, search, fit_s, curve(cfg, codes, name, fit_s))
         lo, hi = val["accuracy_ci95"]
         stop = f" (stopped early: {len(search.untried)} not tried)" if search.stopped_early else ""
         print(f"{name:8s} val acc {val['accuracy']:.2%} [{lo:.1%}, {hi:.1%}]  CV {search.best_score_:.2%}  "

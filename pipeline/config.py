@@ -116,6 +116,33 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument("--" + f.name.replace("_", "-"), **kw)
 
 
+# The command line of the stage being run, as typed (set by __main__); a stage called from Python
+# gets one rebuilt from its settings instead (command_line).
+TYPED: list[str] = []
+
+
+def command_line(cfg, stage: str) -> str:
+    """The command that makes this run again: as typed when the CLI ran `stage`, else rebuilt from
+    the settings that differ from the defaults. Recorded in every run, listed by the report."""
+    import shlex
+
+    if TYPED[1:2] == [stage]:
+        return shlex.join(TYPED)
+    words = ["python", "-m", "pipeline", stage]
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if v == f.default and not f.metadata.get("required"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(v, bool):
+            words.append(flag if v else f"--no-{flag[2:]}")
+        elif f.metadata.get("positional"):
+            words += [str(x) for x in v]
+        else:
+            words += [flag, *(map(str, v) if isinstance(v, tuple) else [str(v)])]
+    return shlex.join(words)
+
+
 def from_args(cls: type, ns: argparse.Namespace):
     vals = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)}
     for k, v in vals.items():

@@ -20,7 +20,8 @@ import numpy as np
 from . import UserError, __version__
 from .cache import (FORMAT, Header, Shards, SplitPiece, describe_counts, read_attrs, recorded_files, row_counts,
                     write_codes)
-from .config import Common, device_type, opt, parse_splits, positive, precision_for, resolve_device, resolve_workers
+from .config import (Common, command_line, device_type, opt, parse_splits, positive, precision_for, resolve_device,
+                     resolve_workers)
 from .data import ImageFolderScan, ImageRecord, Preprocess, scan
 from .files import exclusive, json_digest
 from .weights import Weights, features_path
@@ -250,7 +251,7 @@ def _extract(cfg: Config, out: Path, s: ImageFolderScan) -> Path:
         transform=inputs["transform"], image_size=pre.crop, seed=cfg.seed, extract_seconds=secs,
         images_per_second=len(plan.records) / secs if secs else None,
         versions={**inputs["versions"], "h5py": version("h5py"), "numpy": np.__version__, "cnncodes": __version__},
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **run), pieces)
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=command_line(cfg, "features"), **run), pieces)
     shards.remove()
     print(f"wrote {out}: {describe_counts(row_counts(out))}, {run['dim']}-d")
     return out

@@ -1,4 +1,5 @@
-"""Report figures: learning curves, confusion matrices, an image grid, accuracy vs compute, PCA.
+"""Report figures: learning curves, confusion matrices, image grids, label efficiency, accuracy vs
+compute, PCA.
 
 Each function draws one PNG from numbers that were already saved and returns the path it wrote,
 or None (after printing why) when its inputs are gone. Figures use matplotlib's object API
@@ -46,85 +47,107 @@ def learning_curves(history: list[dict], title: str, path: Path, best_epoch: int
     return _save(fig, path, dpi=85)  # photos compress poorly in PNG: keep the embedded HTML light
 
 
-def confusion_matrix(confusion: list[list[int]], classes: list[str], title: str, path: Path) -> Path:
-    """Counts with rows = true class and columns = predicted class, as metrics.scores stores them."""
-    cm = np.asarray(confusion, dtype=int)
-    k = len(classes)
-    side = max(3.2, 0.45 * k + 1.8)
-    fig = Figure(figsize=(side + 0.8, side))
-    ax = fig.subplots()
-    im = ax.imshow(cm, cmap="Blues", vmin=0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if k <= 20:  # beyond that the numbers are unreadable; the colours still show the pattern
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=9,
-                        color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ticks = range(k)
-    ax.set_xticks(
-        ticks, classes if k <= 30 else [""] * k, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center"
-    )
-    ax.set_yticks(ticks, classes if k <= 30 else [""] * k)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
+def confusion_grid(panels: list[tuple[str, list[list[int]]]], classes: list[str], path: Path) -> Path:
+    """Every method's val confusion matrix (rows: true, columns: predicted) as small multiples on one
+    colour scale, so panels compare at a glance; counts written in when there are few classes."""
+    cms = [np.asarray(cm, dtype=int) for _, cm in panels]
+    k, vmax = len(classes), max(int(cm.max()) for cm in cms) or 1
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    side = max(2.3, 0.32 * k + 1.3)
+    fig = Figure(figsize=(cols * side + 0.8, rows * (side + 0.35)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    labels = classes if k <= 12 else [""] * k
+    for i, ax in enumerate(axes):
+        if i >= len(panels):
+            ax.axis("off")
+            continue
+        cm = cms[i]
+        im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=vmax)
+        if k <= 12:  # beyond that the numbers are unreadable; the colours still show the pattern
+            for r in range(k):
+                for c in range(k):
+                    ax.text(c, r, str(cm[r, c]), ha="center", va="center", fontsize=8,
+                            color="white" if cm[r, c] > vmax / 2 else "black")
+        ax.set_xticks(range(k), labels if i // cols == rows - 1 or i + cols >= len(panels) else [""] * k,
+                      rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center", fontsize=7)
+        ax.set_yticks(range(k), labels if i % cols == 0 else [""] * k, fontsize=7)
+        ax.set_title(panels[i][0], fontsize=8)
+    fig.colorbar(im, ax=axes.tolist(), shrink=0.8, label="val images")
+    fig.supxlabel("predicted", fontsize=8)
+    fig.supylabel("true", fontsize=8)
     return _save(fig, path)
 
 
-def pick_grid(predictions: list[dict], max_images: int = 20, seed: int = 0) -> list[dict]:
-    """Mistakes first (in path order), then an evenly drawn, reproducible sample of correct ones.
-
-    At least a few correct images stay in the grid when there are any, so it shows what the
-    method gets right next to what it gets wrong.
-    """
-    wrong = sorted((p for p in predictions if p["pred"] != p["true"]), key=lambda p: p["path"])
-    right = sorted((p for p in predictions if p["pred"] == p["true"]), key=lambda p: p["path"])
-    n_wrong = min(len(wrong), max_images - min(4, len(right)))
-    n_right = min(len(right), max_images - n_wrong)
-    rng = np.random.default_rng(seed)
-    sample = sorted(rng.choice(len(right), n_right, replace=False).tolist()) if n_right else []
-    return wrong[:n_wrong] + [right[i] for i in sample]
-
-
-def image_grid(predictions: list[dict], classes: list[str], data_root: Path, title: str, path: Path,
-               max_images: int = 20, thumb: int = 160) -> Path | None:
-    """Val images with predicted and true labels; mistakes get a red frame and a red caption."""
+def image_grid(items: list[tuple[dict, str]], data_root: Path, title: str, path: Path, thumb: int = 160,
+               cols: int = 5) -> Path | None:
+    """Val images with a caption each (`items`: (prediction, caption)); mistakes get a red frame and
+    a red caption, right answers green."""
     from PIL import Image
 
     shown = []
-    for p in pick_grid(predictions, max_images):
-        f = Path(data_root) / p["path"]
+    for p, caption in items:
         try:
-            with Image.open(f) as im:
+            with Image.open(Path(data_root) / p["path"]) as im:
                 im = im.convert("RGB")
                 im.thumbnail((thumb, thumb))
-                shown.append((p, np.asarray(im)))
+                shown.append((p, caption, np.asarray(im)))
         except (OSError, ValueError):
             continue  # a moved or unreadable image leaves a gap, not a failed report
     if not shown:
-        print(f"  note: no val images found under {str(data_root)!r}; skipping the image grid")
+        print(f"  note: no val images found under {str(data_root)!r}; skipping an image grid")
         return None
-    cols = min(5, len(shown))
+    cols = min(cols, len(shown))
     rows = -(-len(shown) // cols)
-    fig = Figure(figsize=(cols * 1.9, rows * 1.85), layout="constrained")
+    fig = Figure(figsize=(cols * 2.1, rows * 2.3), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.axis("off")
-    for ax, (p, img) in zip(axes, shown):
+    for ax, (p, caption, img) in zip(axes, shown):
         ax.axis("on")
         ax.imshow(img)
-        wrong = p["pred"] != p["true"]
-        name = lambda i: classes[i] if 0 <= i < len(classes) else str(i)  # noqa: E731
-        text = f"pred {name(p['pred'])}\ntrue {name(p['true'])}" if wrong else f"{name(p['pred'])} (correct)"
-        colour = MISTAKE_COLOR if wrong else CORRECT_COLOR
-        ax.set_title(text, fontsize=8, color=colour)
+        colour = MISTAKE_COLOR if p["pred"] != p["true"] else CORRECT_COLOR
+        ax.set_title(caption, fontsize=7, color=colour)
         for s in ax.spines.values():
             s.set_edgecolor(colour)
-            s.set_linewidth(4 if wrong else 0.8)
+            s.set_linewidth(3 if p["pred"] != p["true"] else 0.8)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path, dpi=85)  # photos compress poorly in PNG: keep the embedded HTML light
+
+
+def label_efficiency(curves: list[dict], path: Path) -> Path | None:
+    """Val accuracy against training images per class (log x): each head's mean over the draws
+    with a band from the worst to the best draw, the draws as dots, and the full train set as the
+    last point of each line."""
+    if not curves:
+        return None
+    fig = Figure(figsize=(7.5, 4.4))
+    ax = fig.subplots()
+    for c in curves:
+        x = np.array([r["per_class"] for r in c["rows"]], dtype=float)
+        mean = np.array([r["mean"] for r in c["rows"]]) * 100
+        lo = np.array([min(r["accuracy"]) for r in c["rows"]]) * 100
+        hi = np.array([max(r["accuracy"]) for r in c["rows"]]) * 100
+        full = c["full"]
+        if full["per_class"] and full["accuracy"] is not None:
+            x, mean = np.append(x, full["per_class"]), np.append(mean, 100 * full["accuracy"])
+            lo, hi = np.append(lo, mean[-1]), np.append(hi, mean[-1])
+        (line,) = ax.plot(x, mean, marker="o", markersize=4, label=c["name"])
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+        for r in c["rows"]:
+            ax.scatter([r["per_class"]] * len(r["accuracy"]), np.array(r["accuracy"]) * 100, s=6,
+                       color=line.get_color(), alpha=0.5)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training images per class (log scale; last point: all of train)")
+    ax.set_ylabel("val accuracy (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
 
 
 def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path) -> Path | None:

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from . import UserError, __version__, metrics, runs
 from .augment import describe
-from .config import Common, check_classes, opt, parse_splits, positive, precision_for, resolve_device, resolve_workers
+from .config import (Common, check_classes, command_line, opt, parse_splits, positive, precision_for, resolve_device,
+                     resolve_workers)
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageFolderScan, scan
 from .files import exclusive, json_digest, write_json
 from .weights import Weights
@@ -191,16 +192,18 @@ def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, histor
         "weights_sha256": bb.weights.sha256, "seed": cfg.seed, "classes": data.classes,
         "resize": cfg.resize, "crop": cfg.crop, "fast_decode": fast, "file": "final.pt"})
     pred = probs.argmax(1)
+    confidence, loss, kind = metrics.per_image(y_val, probs)
+    preds = runs.predictions([r.path for r in data.val], y_val, pred, confidence, loss)
     per_epoch = [h["train_seconds"] for h in history]
-    method = "fine-tune (full)" if cfg.mode == "full" else "frozen + augmentation"
+    short, method = method_names(cfg.mode, cfg.loop)
     doc = runs.record(
-        method=method + ("" if fast else " [reference loop]"), stage="finetune", dataset=data.dataset,
+        method=method, short=short, stage="finetune", dataset=data.dataset,
         classes=data.classes, backbone=bb.name, weights=bb.weights_id, n_train=len(data.train), n_val=len(data.val),
         val=metrics.scores(y_val, pred, data.classes, probs), selection="last epoch",
         seconds={"train": sum(h["seconds"] for h in history), "decode": data.seconds if fast else 0.0,
                  "predict": history[-1]["seconds"] - history[-1]["train_seconds"]},
         device=device_name, seed=cfg.seed,
-        preds=runs.predictions([r.path for r in data.val], y_val, pred, probs.max(1)),
+        preds=preds, score_kind=kind, command=command_line(cfg, "finetune"),
         mode=cfg.mode, loop=cfg.loop, head=None, data_root=str(cfg.data), epochs=cfg.epochs,
         hyperparameters=hyperparameters(cfg, precision),
         best_val={"epoch": best[0], **metrics.scores(y_val, best[2].argmax(1), data.classes, best[2]),
@@ -212,8 +215,26 @@ def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, histor
         skipped=data.skipped, inputs=inputs,
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
     )
+    runs.write_predictions(run_dir, preds, data.classes, kind)
     runs.write_metrics(run_dir, doc)
     return doc
+
+
+def method_names(mode: str, loop: str) -> tuple[str, str]:
+    """(short name, description) of a fine-tuning run. The two frozen schemes differ in more than
+    speed: the fast loop keeps the trunk's BatchNorm in eval mode (a linear head on augmented
+    codes), the tutorial's loop leaves it in train mode, so its running statistics drift with
+    every batch; they are named apart so nobody reads one's number as the other's."""
+    tutorial = loop == "reference"
+    if mode == "full":
+        return (("full FT (tutorial loop)", "full fine-tuning, the tutorial's own loop (reference implementation)")
+                if tutorial else ("full FT", "full fine-tuning, fast loop (decode once, augment on the device)"))
+    if tutorial:
+        return ("frozen, BN train (tutorial loop)",
+                "frozen trunk with its BatchNorm in train mode (statistics drift), new linear head, augmentation: "
+                "the tutorial's frozen scheme and loop")
+    return ("frozen, BN eval", "frozen trunk with its BatchNorm in eval mode (fixed statistics), new linear head, "
+            "augmentation: fast loop")
 
 
 def run_inputs(cfg: Config, s: ImageFolderScan, device_type: str) -> dict:

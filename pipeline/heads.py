@@ -55,14 +55,12 @@ HEADS: dict[str, Head] = {
 }
 
 
-def scores_of(model: Pipeline, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """(predictions, class probabilities or None, a per-image confidence score)."""
+def scores_of(model: Pipeline, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(predictions, class probabilities or None, decision values or None: one of the two is set)."""
     pred = model.predict(X)
     if hasattr(model, "predict_proba"):  # a Pipeline has it only when its last step does
-        proba = model.predict_proba(X)
-        return pred, proba, proba.max(axis=1)
-    d = model.decision_function(X)
-    return pred, None, np.abs(d) if d.ndim == 1 else d.max(axis=1)
+        return pred, model.predict_proba(X), None
+    return pred, None, model.decision_function(X)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,30 @@ def scores(y_true, y_pred, classes: list[str], proba: np.ndarray | None = None) 
     }
 
 
+def per_image(y_true, proba: np.ndarray | None = None, decision: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(confidence, loss, what the confidence is) of each prediction, for finding what went wrong.
+
+    With class probabilities: the predicted class's probability and the cross-entropy
+    -log p(true class), as log_loss averages it. With a decision function only (LinearSVC): the
+    margin of the prediction (its score minus the runner-up's; |d| for two classes) and the hinge
+    loss of the true class, max(0, 1 - (d_true - max other d)), so images on the wrong side of the
+    boundary, or barely on the right one, rank first."""
+    y = np.asarray(y_true, dtype=np.int64)
+    if proba is not None:
+        p = np.asarray(proba, dtype=np.float64)
+        loss = -np.log(np.clip(p[np.arange(len(y)), y], 1e-15, 1.0))
+        return p.max(axis=1), loss, "probability"
+    d = np.asarray(decision, dtype=np.float64)
+    if d.ndim == 1:  # two classes: the score of class 1 against class 0
+        d = np.stack([-d, d], axis=1) / 2
+    top2 = np.sort(d, axis=1)[:, -2:]
+    others = d.copy()
+    others[np.arange(len(y)), y] = -np.inf
+    true_margin = d[np.arange(len(y)), y] - others.max(axis=1)
+    return top2[:, 1] - top2[:, 0], np.maximum(0.0, 1.0 - true_margin), "margin"
+
+
 def mcnemar_exact(correct_a, correct_b) -> dict:
     """Exact (binomial) McNemar test of two methods scored on the same images.
 

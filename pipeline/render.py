@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import html
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .summary import DASH, TABLE_ALIGN, TABLE_HEADERS, display_row
+DASH = "—"
 
 # The document: one list of blocks, rendered to Markdown and to HTML, so both say the same.
 # Blocks: ("h1", text) ("h2", text) ("p", text) ("table", headers, rows, align, row_classes)
@@ -36,37 +37,99 @@ def bench_blocks(bench: dict) -> list[tuple]:
              [""] * len(rows))]
 
 
-def build_document(rows: list[dict], summary: list[str], figures: list[tuple[str, str]], bench: dict | None, *,
-                   dataset: str, classes: list[str], runs_dir: str, n_runs: int, generated: str,
-                   title: str = "", note: str = "") -> list[tuple]:
-    ours = [r for r in rows if r["kind"] == "ours"]
-    head = (
-        f"Dataset **{dataset}** ({len(classes)} classes: "
-        f"{', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''}), "
-        f"{n_runs} run{'s' * (n_runs != 1)} from `{runs_dir}`, generated {generated}."
-    )
-    legend = (
-        "Accuracy is on the val images with a 95% Wilson interval. *Chosen by* says how the model and its "
-        "settings were picked: CV on train or the last epoch never look at val; rows marked *best epoch on val* "
-        "did, so they are optimistic and stand apart, next to the published numbers that were chosen the same "
-        "way. *Reference tutorial (published)* rows are not our runs. Seconds: extract = computing the CNN codes "
-        "(shared by every head on one cache), fit = fitting the head, train = fine-tuning including its per-epoch "
-        "val pass and image "
-        f"decoding; {DASH} = not spent or not known."
-    )
-    blocks: list[tuple] = [("h1", title or f"cnncodes report: {dataset}"), ("p", head)]
-    if note:
-        blocks.append(("p", note))
-    blocks += [("h2", "Results on the validation set"),
-               ("table", TABLE_HEADERS, [display_row(r) for r in rows], TABLE_ALIGN,
-                [r["kind"].replace("_", "-") for r in rows]),
-               ("p", legend), ("h2", "What this shows"), *[("p", s) for s in summary]]
-    if figures:
-        blocks.append(("h2", "Figures"))
-        blocks += [("figure", name, caption) for name, caption in figures]
-    if bench:
-        blocks += bench_blocks(bench)
-    assert ours, "table_rows always yields one row per run"
+@dataclass
+class Document:
+    """Everything the report says, in reading order; `build_document` lays it out as blocks."""
+
+    title: str
+    verdict: str
+    head: str
+    note: str
+    table: tuple  # (headers, align, cells, line above the table)
+    row_kinds: list[str]
+    legend: list[tuple[str, str]]  # (short name, description)
+    summary: list[str]
+    figures: dict[str, tuple[str, str]]  # figure role -> (file name, caption)
+    per_class: tuple  # (headers, cells, align)
+    top_losses: list[tuple[str, str]]  # (file name, caption)
+    always_wrong: tuple  # (method names, images)
+    classes: list[str]
+    labels: tuple  # (headers, cells, align) of the label-efficiency table
+    commands: list[tuple[str, str]]  # (short name, command line)
+    curves: list[tuple[str, str]] = field(default_factory=list)  # learning-curve figures
+    bench: dict | None = None
+
+
+LEGEND = (
+    "Accuracy is on the val images with a 95% Wilson interval. *Chosen by* says how the model and its settings were "
+    "picked: CV on train or the last epoch never look at val; rows marked *best epoch on val* did, so they are "
+    "optimistic and stand apart, next to the published numbers that were chosen the same way (those are not our "
+    "runs: ResNet18 with ImageNet weights, from the PyTorch tutorial). *Compute s* is everything the method cost: "
+    "extracting the codes (shared by every head on one cache) + fitting with CV, or fine-tuning with its image "
+    f"decoding and per-epoch val pass; {DASH} = not known. metrics.csv has every column, per_class.csv every class."
+)
+
+
+def _wrong_table(doc: Document) -> list[tuple]:
+    names, images = doc.always_wrong
+    if not names:
+        return []
+    if not images:
+        return [("p", f"No val image is misclassified by all {len(names)} methods.")]
+    shown = images[:30]
+    cls = lambda i: doc.classes[i] if 0 <= i < len(doc.classes) else str(i)  # noqa: E731
+    rows = [[f"`{im['path']}`", cls(im["true"]),
+             ", ".join(sorted({cls(q) for q in im["pred"]}))] for im in shown]
+    more = f" The first {len(shown)} are listed." if len(images) > len(shown) else ""
+    return [("p", f"{len(images)} val image{'s' * (len(images) != 1)} every one of the {len(names)} methods gets "
+                  "wrong: look at these first (a wrong label, an ambiguous photo, or a gap in the training data)."
+                  + more),
+            ("table", ["Image", "True class", "Predicted as"], rows, "lll", [""] * len(rows))]
+
+
+def build_document(doc: Document) -> list[tuple]:
+    headers, align, cells, same = doc.table
+    blocks: list[tuple] = [("h1", doc.title), ("p", doc.verdict), ("p", doc.head)]
+    if doc.note:
+        blocks.append(("p", doc.note))
+    blocks += [("h2", "Results on the validation set")]
+    if same:
+        blocks.append(("p", same))
+    blocks += [("table", headers, cells, align, [k.replace("_", "-") for k in doc.row_kinds]),
+               ("p", "Methods: " + "; ".join(f"**{n}**: {d}" for n, d in doc.legend) + "."),
+               ("p", LEGEND)]
+    if "compute" in doc.figures:
+        blocks.append(("figure", *doc.figures["compute"]))
+    blocks += [("h2", "What this shows"), *[("p", s) for s in doc.summary]]
+    if doc.per_class[0]:
+        blocks += [("h2", "Per class"),
+                   ("p", "Precision (of the images called this class, the share that are), recall (of this class's "
+                         "images, the share found) and F1 on val."),
+                   ("table", *doc.per_class, [""] * len(doc.per_class[1]))]
+    if "confusion" in doc.figures:
+        blocks.append(("figure", *doc.figures["confusion"]))
+    if doc.top_losses or doc.always_wrong[0]:
+        blocks.append(("h2", "What went wrong"))
+        blocks += [("figure", name, caption) for name, caption in doc.top_losses]
+        blocks += _wrong_table(doc)
+    if doc.labels[0]:
+        blocks += [("h2", "How many labels are needed")]
+        if "labels" in doc.figures:
+            blocks.append(("figure", *doc.figures["labels"]))
+        blocks.append(("table", *doc.labels, [""] * len(doc.labels[1])))
+    rest = [doc.figures[k] for k in ("pca",) if k in doc.figures] + doc.curves
+    if rest:
+        blocks.append(("h2", "More figures"))
+        blocks += [("figure", name, caption) for name, caption in rest]
+    if doc.commands:
+        rows = [[n, f"`{c}`" if c else "not recorded (a run made before commands were recorded)"]
+                for n, c in doc.commands]
+        blocks += [("h2", "How these runs were made"),
+                   ("p", "Each run records the command that made it; run them again from the same folder to "
+                         "reproduce the table (a rerun with unchanged inputs does nothing: add --force)."),
+                   ("table", ["Method", "Command"], rows, "ll", [""] * len(rows))]
+    if doc.bench:
+        blocks += bench_blocks(doc.bench)
     return blocks
 
 
@@ -136,7 +199,7 @@ def render_html(blocks: list[tuple], figdir: Path) -> str:
             )
             for r, c in zip(rows, classes):
                 cells = "".join(
-                    f"<td{' class=r' if a == 'r' else ''}>{html.escape(str(v))}</td>" for v, a in zip(r, align)
+                    f"<td{' class=r' if a == 'r' else ''}>{_inline_html(v)}</td>" for v, a in zip(r, align)
                 )
                 out.append(f'<tr class="{html.escape(c)}">{cells}</tr>')
             out.append("</tbody></table>")

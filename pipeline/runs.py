@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import UserError
-from .files import atomic_write, json_digest, read_json, write_json
+from .files import atomic_write, json_digest, read_json, write_json, write_text
 
 SCHEMA = "cnncodes-metrics/1"
 
@@ -141,12 +141,32 @@ def load_head(run_dir: Path | str, spec: dict, trust_pickle: bool = False):
     return joblib.load(f)
 
 
-def predictions(paths: list[str], y_true, y_pred, score) -> list[dict]:
-    """Per-image val predictions: what the report's image grid and paired tests need."""
+def predictions(paths: list[str], y_true, y_pred, score, loss=None) -> list[dict]:
+    """Per-image val predictions: what the report's paired tests and top losses need. `score` is
+    the prediction's confidence (probability or margin), `loss` the image's loss (metrics.per_image)."""
+    loss = [None] * len(paths) if loss is None else loss
     return [
-        {"path": p, "true": int(t), "pred": int(q), "score": float(s)}
-        for p, t, q, s in zip(paths, y_true, y_pred, score)
+        {"path": p, "true": int(t), "pred": int(q), "score": float(s), **({} if e is None else {"loss": float(e)})}
+        for p, t, q, s, e in zip(paths, y_true, y_pred, score, loss)
     ]
+
+
+PREDICTIONS_CSV = "predictions.csv"
+
+
+def write_predictions(run_dir: Path, preds: list[dict], classes: list[str], score_kind: str) -> Path:
+    """predictions.csv beside metrics.json: one row per val image, worst loss first, so the file
+    opens on what went wrong (path, true, predicted, probability or margin, loss, correct)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "true", "predicted", score_kind, "loss", "correct"])
+    for p in sorted(preds, key=lambda p: (-p.get("loss", 0.0), p["path"])):
+        w.writerow([p["path"], classes[p["true"]], classes[p["pred"]], f"{p['score']:.6g}",
+                    f"{p['loss']:.6g}" if "loss" in p else "", int(p["pred"] == p["true"])])
+    return write_text(Path(run_dir) / PREDICTIONS_CSV, buf.getvalue())
 
 
 def cpu_model() -> str:
@@ -176,7 +196,8 @@ def environment() -> dict:
 def record(*, method: str, stage: str, dataset: str, classes: list[str], backbone: str, weights: str,
            n_train: int, n_val: int, val: dict, selection: str, seconds: dict, device: str, seed: int,
            preds: list[dict], **extra) -> dict:
-    """A metrics.json document. `seconds` keys: extract, fit, train, predict (absent = not spent)."""
+    """A metrics.json document. `seconds` keys: extract, fit, train, predict (absent = not spent).
+    `command` (in `extra`) is the command line that made the run (config.command_line)."""
     return {
         "schema": SCHEMA, "method": method, "stage": stage, "dataset": dataset, "classes": classes,
         "backbone": backbone, "weights": weights, "n_train": n_train, "n_val": n_val,

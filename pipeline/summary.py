@@ -17,9 +17,11 @@ from .runs import Run
 # weights, 153 val images), both picked as the best epoch on val. They are not our results: they
 # are shown, flagged, so our numbers can be read against them, and only for that dataset.
 REFERENCE_DATASET = "hymenoptera_data"
-REFERENCES = (
-    ("Reference tutorial (published): fine-tune (full)", 0.9673),
-    ("Reference tutorial (published): frozen backbone", 0.9608),
+REFERENCES = (  # (short name, description, accuracy)
+    ("tutorial: full FT (published)", "the PyTorch tutorial's published number, not our run: ResNet18 with "
+     "ImageNet weights, full fine-tuning, best epoch on val", 0.9673),
+    ("tutorial: frozen (published)", "the PyTorch tutorial's published number, not our run: ResNet18 with "
+     "ImageNet weights, frozen trunk (BatchNorm in train mode), best epoch on val", 0.9608),
 )
 REFERENCE_N_TRAIN, REFERENCE_N_VAL = 244, 153
 ALPHA = 0.05  # a difference with p >= ALPHA (or overlapping 95% intervals) is called noise
@@ -29,10 +31,12 @@ ALPHA = 0.05  # a difference with p >= ALPHA (or overlapping 95% intervals) is c
 # The table
 
 
-CSV_COLUMNS = ["kind", "is_reference", "run", "method", "stage", "dataset", "backbone", "weights", "n_train",
+CSV_COLUMNS = ["kind", "is_reference", "run", "name", "method", "stage", "dataset", "backbone", "weights", "n_train",
                "n_val", "correct", "accuracy", "accuracy_ci95_lo", "accuracy_ci95_hi", "balanced_accuracy",
-               "macro_f1", "log_loss", "extract_s", "fit_s", "train_s", "predict_s", "total_s", "device",
-               "selection", "epoch", "seed"]
+               "macro_f1", "log_loss", "settings", "cv_accuracy", "extract_s", "fit_s", "train_s", "predict_s",
+               "total_s", "device", "selection", "epoch", "seed", "command"]
+# how the table writes a head's chosen hyperparameter
+SETTING_NAMES = {"n_neighbors": "k", "weight_decay": "wd"}
 
 
 def split_seconds(seconds: dict | None, stage: str | None = None) -> dict:
@@ -47,11 +51,26 @@ def split_seconds(seconds: dict | None, stage: str | None = None) -> dict:
             "predict_s": s.get("predict"), "total_s": sum(counted) if counted else None}
 
 
+def settings_text(m: dict, epoch: int | None = None) -> str:
+    """The chosen settings in a few characters: 'C=0.1', 'k=15', '25 epochs, lr 0.001'."""
+    hp = m.get("hyperparameters") or {}
+    if m.get("stage") == "finetune":
+        epochs = hp.get("epochs", m.get("epochs"))
+        where = f"epoch {epoch} of {epochs}" if epoch is not None else f"{epochs} epochs" if epochs else ""
+        return ", ".join(x for x in (where, f"lr {hp['lr']:g}" if "lr" in hp else "") if x)
+    return ", ".join(f"{SETTING_NAMES.get(k, k)}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                     for k, v in hp.items())
+
+
 def _row(run: Run, scores: dict, kind: str, method: str, selection: str, epoch: int | None = None) -> dict:
     m = run.m
     n, k = scores.get("n", m.get("n_val")), scores.get("correct")
     lo, hi = scores.get("accuracy_ci95") or (wilson(k, n) if k is not None and n else (None, None))
+    name = m.get("short") or m["method"]
     return {"kind": kind, "is_reference": False, "run": run.slug, "method": method, "stage": m.get("stage"),
+            "name": name if kind == "ours" else f"{name}, best epoch {epoch}",
+            "settings": settings_text(m, epoch), "cv_accuracy": m.get("cv_score") if kind == "ours" else None,
+            "command": m.get("command"), "per_class": scores.get("per_class"),
             "dataset": m.get("dataset"), "backbone": m.get("backbone"), "weights": m.get("weights"),
             "n_train": m.get("n_train"), "n_val": n, "correct": k, "accuracy": scores.get("accuracy"),
             "accuracy_ci95_lo": lo, "accuracy_ci95_hi": hi, "balanced_accuracy": scores.get("balanced_accuracy"),
@@ -64,11 +83,12 @@ def reference_rows(dataset: str | None) -> list[dict]:
     if dataset != REFERENCE_DATASET:
         return []
     rows = []
-    for method, acc in REFERENCES:
+    for name, method, acc in REFERENCES:
         k = round(acc * REFERENCE_N_VAL)  # 148/153 = 96.73%, 147/153 = 96.08%
         lo, hi = wilson(k, REFERENCE_N_VAL)
         rows.append({c: None for c in CSV_COLUMNS} | {
             "kind": "reference", "is_reference": True, "run": "", "method": method, "stage": "published",
+            "name": name,
             "dataset": REFERENCE_DATASET, "backbone": "resnet18", "weights": "IMAGENET1K_V1",
             "n_train": REFERENCE_N_TRAIN, "n_val": REFERENCE_N_VAL, "correct": k, "accuracy": acc,
             "accuracy_ci95_lo": lo, "accuracy_ci95_hi": hi, "selection": "best epoch on val"})
@@ -109,9 +129,6 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 
 DASH = "—"
-TABLE_HEADERS = ["Method", "Backbone / weights", "Train / val images", "Val accuracy [95% CI]", "Balanced acc.",
-                 "Macro F1", "Log-loss", "Extract s", "Fit s", "Train s", "Device", "Chosen by"]
-TABLE_ALIGN = "lllrrrrrrrll"
 
 
 def fmt_pct(x: float | None, digits: int = 1) -> str:
@@ -134,18 +151,52 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s:.2f}" if s < 10 else f"{s:.1f}" if s < 100 else f"{s:.0f}"
 
 
-def _short(text, n: int = 24) -> str:
+def _short(text, n: int = 40) -> str:
     text = DASH if text in (None, "") else str(text)
     return text if len(text) <= n else text[: n - 1] + "…"  # a weights sha256 would swamp the column
 
 
-def display_row(row: dict) -> list[str]:
+def _device(row: dict) -> str:
+    """'cpu (codes: cpu)' is just 'cpu'; a head on GPU-made codes keeps both."""
+    d = str(row.get("device") or DASH)
+    head, _, codes = d.partition(" (codes: ")
+    return head if codes.rstrip(")") == head else d
+
+
+# Columns that may hold the same value on every row of ours: then they become a line above the table.
+VARYING = (("Backbone / weights", lambda r: f"{r['backbone'] or DASH} / {_short(r['weights'])}"),
+           ("Train / val images", lambda r: f"{DASH if r['n_train'] is None else r['n_train']} / "
+                                            f"{DASH if r['n_val'] is None else r['n_val']}"),
+           ("Device", lambda r: _short(_device(r), 28)))
+
+
+def table(rows: list[dict]) -> tuple[list[str], str, list[list[str]], str]:
+    """(headers, alignment, cells, the line above the table with what every run shares). Method
+    names are the short ones; the legend gives their descriptions."""
+    ours = [r for r in rows if not r["is_reference"]]
+    varying = [(h, f) for h, f in VARYING if len({f(r) for r in ours}) > 1]
+    same = [f"{h.lower()}: {f(ours[0])}" for h, f in VARYING if (h, f) not in varying] if ours else []
     num = lambda x, f: DASH if x is None else format(x, f)  # noqa: E731
-    return [row["method"], f"{row['backbone'] or DASH} / {_short(row['weights'])}",
-            f"{num(row['n_train'], 'd')} / {num(row['n_val'], 'd')}", fmt_acc(row),
-            fmt_pct(row["balanced_accuracy"]), num(row["macro_f1"], ".3f"), num(row["log_loss"], ".3f"),
-            fmt_seconds(row["extract_s"]), fmt_seconds(row["fit_s"]), fmt_seconds(row["train_s"]),
-            _short(row["device"], 28), row["selection"] or DASH]
+    headers = ["Method", *(h for h, _ in varying), "Val accuracy [95% CI]", "Balanced acc.", "Macro F1", "Log-loss",
+               "Chosen settings", "CV acc.", "Compute s", "Chosen by"]
+    cells = [[r["name"], *(f(r) for _, f in varying), fmt_acc(r), fmt_pct(r["balanced_accuracy"]),
+              num(r["macro_f1"], ".3f"), num(r["log_loss"], ".3f"), r.get("settings") or DASH,
+              fmt_pct(r.get("cv_accuracy")), fmt_seconds(r["total_s"]),
+              (r["selection"] or DASH).replace(" (reference protocol)", "")] for r in rows]
+    line = ("Every run: " + "; ".join(same) + ".") if same else ""
+    return headers, "l" + "l" * len(varying) + "rrrrlrrl", cells, line
+
+
+def legend(rows: list[dict]) -> list[tuple[str, str]]:
+    """(short name, description) of each method in the table, in table order, each once."""
+    seen, out = set(), []
+    for r in rows:
+        name = r["name"] if r["kind"] != "best_epoch" else r["name"].rsplit(", best epoch", 1)[0]
+        desc = r["method"] if r["kind"] != "best_epoch" else r["method"].split(", best epoch")[0]
+        if name not in seen:
+            seen.add(name)
+            out.append((name, desc))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,19 +235,85 @@ def summary_paragraphs(rows: list[dict], runs: list[Run]) -> list[str]:
     by_slug = {r.slug: r for r in runs}
     ours = [r for r in rows if r["kind"] == "ours"]
     best = ours[0]
-    out = [f"Best on val: **{best['method']}**, {_acc_words(best)}."]
+    out = [f"Best on val: **{best['name']}**, {_acc_words(best)}."]
     if len(ours) == 1:
         out[0] += " Only one method was run, so there is nothing to compare it with."
     else:
         out.append(_runner_up(best, ours[1], by_slug))
         out.append(_cheapest_tied(best, ours[1:], by_slug))
     out += protocol_notes(rows, ours, best)
+    out.append(frozen_note(runs))
     return [p for p in out if p]
+
+
+COST_SLACK = 1.5  # costs within this factor of the cheapest count as equally cheap
+
+
+def recommend(rows: list[dict], runs: list[Run]) -> tuple[dict, dict, list[dict]]:
+    """(recommended row, best row, rows within noise of the best). Among the best and the methods
+    within noise of it, the cheapest ones (within COST_SLACK of the least compute) are kept and the
+    most accurate of those is recommended: a method 10× cheaper that val cannot tell apart from the
+    best is the practical answer, one that saves a second is not worth its lower score."""
+    by_slug = {r.slug: r for r in runs}
+    ours = [r for r in rows if r["kind"] == "ours"]
+    best = ours[0]
+    tied = [o for o in ours[1:] if within_noise(best, o, paired_test(by_slug[best["run"]], by_slug[o["run"]]))]
+    costed = [o for o in [best, *tied] if o["total_s"] is not None]
+    if not costed:
+        return best, best, tied
+    cheapest = min(o["total_s"] for o in costed)
+    return next(o for o in costed if o["total_s"] <= COST_SLACK * cheapest), best, tied  # rows are best first
+
+
+def verdict(rows: list[dict], runs: list[Run]) -> str:
+    """The report's first paragraph: which method to use, its accuracy with its interval, and its
+    cost against the best's."""
+    rec, best, tied = recommend(rows, runs)
+    ours = [r for r in rows if r["kind"] == "ours"]
+    what = f"**Use {rec['name']}** ({rec['method']}): {_acc_words(rec)}"
+    if len(ours) == 1:
+        return what + ". It is the only method run, so there is nothing to compare it with."
+    if rec is best:
+        if not tied:
+            return (what + f", the best on val and clearly ahead of the other {len(ours) - 1} methods (exact McNemar "
+                    f"p < {ALPHA} and 95% intervals apart), at {fmt_seconds(best['total_s'])} s of compute.")
+        return (what + f". It is the best on val, and none of the {len(tied)} methods within noise of it costs "
+                f"much less ({fmt_seconds(best['total_s'])} s of compute).")
+    test = paired_test(*(next(r for r in runs if r.slug == x["run"]) for x in (best, rec)))
+    p = f"exact McNemar p = {test['p_value']:.2g}" if test else "no paired test possible"
+    ratio = best["total_s"] / rec["total_s"] if best["total_s"] and rec["total_s"] else None
+    cost = (f"at {fmt_seconds(rec['total_s'])} s of compute against {fmt_seconds(best['total_s'])} s"
+            + (f" ({ratio:.0f}× less)" if ratio and ratio >= 2 else ""))
+    return (what + f". On these {best['n_val']} val images it cannot be told apart from the best, **{best['name']}** "
+            f"({fmt_pct(best['accuracy'])}; {p}), and of the {len(tied) + 1} methods within noise of the best it is "
+            f"the most accurate of the cheapest, {cost}.")
+
+
+def frozen_note(runs: list[Run]) -> str:
+    """Which frozen-trunk run the tutorial's frozen number is comparable to: BatchNorm in train
+    mode (the tutorial) and in eval mode are different methods, with different results."""
+    frozen = {(r.m.get("hyperparameters") or {}).get("trunk_mode"): r.m.get("short") or r.m["method"]
+              for r in runs if r.m.get("mode") == "frozen"}
+    if not frozen:
+        return ""
+    s = ("The frozen-trunk runs differ in one thing that matters: "
+         if len(frozen) > 1 else "About the frozen-trunk run: ")
+    parts = []
+    if "eval" in frozen:
+        parts.append(f"**{frozen['eval']}** keeps the trunk's BatchNorm in eval mode (fixed ImageNet statistics: "
+                     "a linear head trained on augmented codes)")
+    if "train" in frozen:
+        parts.append(f"**{frozen['train']}** leaves it in train mode, as the tutorial does, so its running "
+                     "statistics drift towards this dataset with every batch")
+    s += "; ".join(parts) + ". "
+    if "train" in frozen:
+        return s + f"The tutorial's published frozen number is comparable to **{frozen['train']}**."
+    return s + "The tutorial's published frozen number comes from BatchNorm in train mode, a different method."
 
 
 def _runner_up(best: dict, second: dict, by_slug: dict[str, Run]) -> str:
     """The runner-up, its gap to the best in val images, the paired test, and whether it is noise."""
-    s = f"Runner-up: **{second['method']}**, {_acc_words(second)}. "
+    s = f"Runner-up: **{second['name']}**, {_acc_words(second)}. "
     if best["n_val"] == second["n_val"] and best["correct"] is not None and second["correct"] is not None:
         gap = best["correct"] - second["correct"]
         s += (f"The top two are {gap} val image{'s' * (gap != 1)} apart. " if gap
@@ -228,7 +345,7 @@ def protocol_notes(rows: list[dict], ours: list[dict], best: dict) -> list[str]:
     for r in rows:
         if r["kind"] == "best_epoch":
             last = next(o for o in ours if o["run"] == r["run"])
-            out.append(f"For **{last['method']}**, choosing the best epoch on val (epoch {r['epoch']}) would report "
+            out.append(f"For **{last['name']}**, choosing the best epoch on val (epoch {r['epoch']}) would report "
                        f"{fmt_pct(r['accuracy'])} instead of the last epoch's {fmt_pct(last['accuracy'])}. Val picked "
                        "that epoch, so that number is optimistic; the table ranks the last epoch.")
     refs = [r for r in rows if r["is_reference"]]
@@ -244,18 +361,8 @@ def protocol_notes(rows: list[dict], ours: list[dict], best: dict) -> list[str]:
 
 
 def _cheapest_tied(best: dict, others: list[dict], by_slug: dict[str, Run]) -> str:
-    """Which methods are within noise of the best, and the cheapest of them: the practical answer
-    when a cheap head on cached codes ties an expensive fine-tune."""
+    """Which methods are within noise of the best (the verdict names the cheapest of them)."""
     tied = [o for o in others if within_noise(best, o, paired_test(by_slug[best["run"]], by_slug[o["run"]]))]
     if not tied:
-        return "Every other method is clearly behind the best (paired test p < 0.05, intervals apart)."
-    s = "Within noise of the best: " + ", ".join(f"**{o['method']}**" for o in tied) + "."
-    costed = [o for o in [best, *tied] if o["total_s"] is not None]
-    if costed and best["total_s"] is not None:
-        cheap = min(costed, key=lambda o: o["total_s"])
-        if cheap is best:
-            s += f" None of them is cheaper than the best ({fmt_seconds(best['total_s'])} s in all)."
-        else:
-            s += (f" The cheapest of these is **{cheap['method']}** at {fmt_seconds(cheap['total_s'])} s in all, "
-                  f"against {fmt_seconds(best['total_s'])} s for the best.")
-    return s
+        return f"Every other method is clearly behind the best (paired test p < {ALPHA}, intervals apart)."
+    return "Within noise of the best: " + ", ".join(f"**{o['name']}**" for o in tied) + "."

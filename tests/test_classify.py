@@ -1,3 +1,4 @@
+import csv
 import json
 
 import numpy as np
@@ -47,7 +48,7 @@ def test_seeded_fit_is_reproducible_and_the_safe_format_round_trips(blobs, head,
 
 
 def test_run_folder_holds_model_and_metrics(blobs, tmp_path):
-    [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3))
+    [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3, label_curve="off"))
     m = json.loads((run / "metrics.json").read_text())
     assert m["stage"] == "classify" and m["head"] == "softmax" and m["dataset"] == "blobs"
     assert (m["n_train"], m["n_val"]) == (240, 20) and m["val"]["accuracy"] == 1.0
@@ -57,6 +58,38 @@ def test_run_folder_holds_model_and_metrics(blobs, tmp_path):
     assert m["val"]["confusion"] == [[7, 0, 0], [0, 7, 0], [0, 0, 6]] and m["val"]["log_loss"] is not None
     assert len(m["predictions"]) == 20 and m["seconds"]["extract"] == 1.5 and m["seconds"]["fit"] > 0
     assert (run / "model.npz").is_file() and json.loads((run / "model.json").read_text())["kind"] == "head"
+    # called from Python: the command is rebuilt from the settings that differ from the defaults
+    assert m["command"] == f"python -m pipeline classify --features {blobs} --head softmax --out {tmp_path / 'runs'} " \
+                           "--folds 3 --label-curve off" and m["short"] == "softmax"
+
+
+def test_val_predictions_csv_worst_first_with_known_losses(tmp_path):
+    blobs = write_synthetic_codes(tmp_path / "hard.h5", n_train=90, sep=0.6)  # overlapping classes: mistakes
+    for head in ("softmax", "linsvc"):
+        [run] = classify(Config(features=blobs, head=head, out=tmp_path / "runs", folds=3, label_curve="off"))
+        m = json.loads((run / "metrics.json").read_text())
+        with open(run / "predictions.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        kind = "probability" if head == "softmax" else "margin"
+        assert m["score_kind"] == kind and list(rows[0]) == ["path", "true", "predicted", kind, "loss", "correct"]
+        losses = [float(r["loss"]) for r in rows]
+        assert losses == sorted(losses, reverse=True) and len(rows) == m["val"]["n"]
+        assert sum(r["correct"] == "1" for r in rows) == m["val"]["correct"] < len(rows)
+        by_path = {p["path"]: p for p in m["predictions"]}
+        assert {r["path"] for r in rows} == set(by_path)
+        if head == "softmax":  # the mean of the per-image losses is the log-loss the table shows
+            assert np.mean(losses) == pytest.approx(m["val"]["log_loss"], rel=1e-4)
+        else:  # hinge: a mistake always costs more than 1, a confident right answer nothing
+            assert all(float(r["loss"]) > 1 for r in rows if r["correct"] == "0")
+
+
+def test_the_command_line_typed_is_recorded(tmp_path):
+    blobs = write_synthetic_codes(tmp_path / "blobs.h5")
+    r = cli("classify", "--features", blobs, "--head", "knn", "--out", tmp_path / "runs", "--label-curve", "off")
+    assert r.returncode == 0, r.stderr
+    [m] = [json.loads(f.read_text()) for f in (tmp_path / "runs").rglob("metrics.json")]
+    assert m["command"] == (f"python -m pipeline classify --features {blobs} --head knn --out {tmp_path / 'runs'} "
+                            "--label-curve off")
 
 
 class Spy(LogisticRegression):
@@ -74,7 +107,8 @@ def test_cross_validation_never_reads_val(blobs, tmp_path, monkeypatch):
     train_rows = {r.tobytes() for r in c.splits["train"].codes}
     seen = Spy.seen = []
     monkeypatch.setitem(HEADS, "spy", Head("spy", lambda s: Pipeline([("clf", Spy())]), "clf__C", (0.1, 1.0)))
-    classify(Config(features=blobs, head="spy", out=tmp_path / "runs", folds=3, jobs=1))  # in process: Spy sees all
+    # in process (jobs=1), so Spy sees every fit; the label curve has its own test
+    classify(Config(features=blobs, head="spy", out=tmp_path / "runs", folds=3, jobs=1, label_curve="off"))
     assert len(seen) == 2 * 3 + 1  # every fold of every grid point, then the refit
     for rows in seen:
         assert rows <= train_rows and not rows & val_rows
@@ -84,24 +118,25 @@ def test_cross_validation_never_reads_val(blobs, tmp_path, monkeypatch):
 def test_bad_inputs(blobs, tmp_path, folder):
     one = write_synthetic_codes(tmp_path / "one.h5", n_train=4, classes=("a", "b", "c"))  # class c: 1 image
     with pytest.raises(UserError, match="single training image"):
-        classify(Config(features=one, head="softmax", out=tmp_path / "runs"))
+        classify(Config(features=one, head="softmax", out=tmp_path / "runs", label_curve="off"))
     r = cli("classify", "--features", blobs, "--head", "forest")
     assert r.returncode == 2 and "invalid choice" in r.stderr and len(r.stderr.splitlines()) == 1
     (tmp_path / "half.h5").write_bytes(b"")
     r = cli("classify", "--features", tmp_path / "half.h5", "--out", tmp_path / "runs")
     assert r.returncode == 2 and "not a readable HDF5" in r.stderr
     with pytest.raises(UserError, match="another|holds codes of dataset"):
-        classify(Config(features=blobs, head="knn", out=tmp_path / "runs", data=str(folder)))
+        classify(Config(features=blobs, head="knn", out=tmp_path / "runs", data=str(folder), label_curve="off"))
 
 
 def test_stale_features_are_refused(folder, tmp_path):
     feats = extract(
         FConfig(data=folder, backbone="resnet18", weights="none", workers=0, out=str(tmp_path / "f.h5"), device="cpu")
     )
-    classify(Config(features=feats, head="knn", out=tmp_path / "runs", data=str(folder), folds=3))
+    classify(Config(features=feats, head="knn", out=tmp_path / "runs", data=str(folder), folds=3, label_curve="off"))
     (folder / "val/ants/img000.jpg").unlink()
     with pytest.raises(UserError, match="stale"):
-        classify(Config(features=feats, head="knn", out=tmp_path / "runs", data=str(folder), folds=3))
+        classify(Config(features=feats, head="knn", out=tmp_path / "runs", data=str(folder), folds=3,
+                        label_curve="off"))
 
 
 def test_predict_round_trips_through_a_random_backbone(folder, tmp_path):
@@ -116,7 +151,7 @@ def test_predict_round_trips_through_a_random_backbone(folder, tmp_path):
             device="cpu",
         )
     )
-    [run] = classify(Config(features=feats, head="softmax", out=tmp_path / "runs", folds=3))
+    [run] = classify(Config(features=feats, head="softmax", out=tmp_path / "runs", folds=3, label_curve="off"))
     m = json.loads((run / "metrics.json").read_text())
     pcfg = PConfig(model=run, images=(str(folder / "val"),), device="cpu", csv=str(tmp_path / "p.csv"))
     rows, bad, kind = predict(pcfg)
@@ -129,7 +164,7 @@ def test_predict_round_trips_through_a_random_backbone(folder, tmp_path):
         assert cls == want[rel][0] and score == pytest.approx(want[rel][1], abs=1e-4)
     assert (tmp_path / "p.csv").read_text().startswith("path,class,probability\n")
     # a head without probabilities says it prints margins; an unreadable image: named, exit code 1
-    [svc] = classify(Config(features=feats, head="linsvc", out=tmp_path / "runs", folds=3))
+    [svc] = classify(Config(features=feats, head="linsvc", out=tmp_path / "runs", folds=3, label_curve="off"))
     (folder / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     r = cli("predict", "--model", svc, "--device", "cpu", folder / "val")
     assert r.returncode == 1 and r.stdout.startswith("path\tclass\tmargin\n")
@@ -151,7 +186,7 @@ def test_predict_refuses_other_weights(folder, tmp_path):
             device="cpu",
         )
     )
-    [run] = classify(Config(features=feats, head="knn", out=tmp_path / "runs", folds=3))
+    [run] = classify(Config(features=feats, head="knn", out=tmp_path / "runs", folds=3, label_curve="off"))
     torch.save(load_backbone("resnet18", "none", seed=2).trunk.state_dict(), tmp_path / "w.pth")
     with pytest.raises(UserError, match="not the weights"):
         predict(PConfig(model=run, images=(str(folder / "val"),), device="cpu"))
@@ -159,20 +194,21 @@ def test_predict_refuses_other_weights(folder, tmp_path):
 
 @needs_shared
 def test_hymenoptera_softmax_and_linsvc_reach_94(hymenoptera_codes, tmp_path):
-    for run in classify(Config(features=hymenoptera_codes, head="all", out=tmp_path / "runs")):
+    for run in classify(Config(features=hymenoptera_codes, head="all", out=tmp_path / "runs", label_curve="off")):
         m = json.loads((run / "metrics.json").read_text())
         if m["head"] in ("softmax", "linsvc"):
             assert m["val"]["accuracy"] >= 0.94, (m["head"], m["val"]["accuracy"])
 
 
 def test_rerun_with_the_same_inputs_does_no_work(blobs, tmp_path, capsys):
-    [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3))
+    [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3, label_curve="off"))
     stamp = (run / "metrics.json").stat().st_mtime_ns
     capsys.readouterr()
-    assert classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3)) == [run]
+    assert classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3, label_curve="off")) == [run]
     assert "up to date" in capsys.readouterr().out and (run / "metrics.json").stat().st_mtime_ns == stamp
-    classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=4))  # another setting: refit
+    # another setting: refit
+    classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=4, label_curve="off"))
     assert "up to date" not in capsys.readouterr().out and (run / "metrics.json").stat().st_mtime_ns != stamp
     stamp = (run / "metrics.json").stat().st_mtime_ns
-    classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=4, force=True))
+    classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=4, force=True, label_curve="off"))
     assert (run / "metrics.json").stat().st_mtime_ns != stamp

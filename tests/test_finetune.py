@@ -76,12 +76,21 @@ def test_full_run_outputs(full_run, data):
     assert [h["epoch"] for h in hist] == [1, 2] and all(KEYS <= h.keys() for h in hist)
     assert hist[1]["train_loss"] < hist[0]["train_loss"] or hist[1]["train_acc"] > hist[0]["train_acc"]
     assert doc["val"]["accuracy"] == 1.0 and doc["n_train"] == 128 and doc["n_val"] == 12
-    assert doc["method"] == "fine-tune (full)" and doc["stage"] == "finetune" and doc["selection"] == "last epoch"
+    assert doc["short"] == "full FT" and doc["method"].startswith("full fine-tuning, fast loop")
+    assert doc["stage"] == "finetune" and doc["selection"] == "last epoch"
+    assert doc["command"] == (f"python -m pipeline finetune --device cpu --workers 0 --batch-size 8 --data {data} "
+                              f"--weights none --out {run_dir.parent} --epochs 2 --lr 0.003 --resize 40 --crop 32")
     assert doc["val"]["log_loss"] is not None and len(doc["predictions"]) == 12
     assert set(doc["seconds"]) == {"train", "decode", "predict"} and doc["best_val"]["epoch"] in (1, 2)
     assert [p for p, _ in doc["skipped"]["train"]] == ["train/red/broken.jpg"]
     assert json.loads((run_dir / "metrics.json").read_text())["val"]["accuracy"] == 1.0
     assert (run_dir / "best.pt").is_file()
+    lines = (run_dir / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "path,true,predicted,probability,loss,correct" and len(lines) == 13
+    worst = lines[1].split(",")
+    by_path = {p["path"]: p for p in doc["predictions"]}
+    assert float(worst[4]) == pytest.approx(max(p["loss"] for p in doc["predictions"]), rel=1e-5)
+    assert float(worst[3]) == pytest.approx(by_path[worst[0]]["score"], rel=1e-5)
 
 
 def test_final_reloads_to_same_predictions(full_run, data):
@@ -117,13 +126,28 @@ def test_frozen_fast_keeps_trunk(data, tmp_path):
     assert any("running_mean" in k for k in trunk)  # BN buffers are part of the check
     assert all(torch.equal(before[k], after[k]) for k in trunk)
     assert not torch.equal(before["head.weight"], after["head.weight"])
-    assert doc["method"] == "frozen + augmentation" and doc["mode"] == "frozen"
+    assert doc["short"] == "frozen, BN eval" and doc["mode"] == "frozen"
+    assert doc["hyperparameters"]["trunk_mode"] == "eval"
+
+
+def test_the_tutorial_frozen_scheme_lets_batchnorm_drift_and_is_named_for_it(data, tmp_path):
+    cfg = cfg_for(data, tmp_path, mode="frozen", loop="reference", epochs=1)
+    _, init = build(cfg, 2)
+    before = {k: v.clone() for k, v in init.state_dict().items()}
+    run_dir, doc = train(cfg)
+    after = torch.load(run_dir / "final.pt", weights_only=True)
+    means = [k for k in before if k.startswith("trunk.") and k.endswith("running_mean")]
+    weights = [k for k in before if k.startswith("trunk.") and k.endswith(".weight")]
+    assert all(torch.equal(before[k], after[k]) for k in weights)  # no trunk parameter is trained...
+    assert not all(torch.equal(before[k], after[k]) for k in means)  # ...but BatchNorm statistics move
+    assert doc["short"] == "frozen, BN train (tutorial loop)" and doc["hyperparameters"]["trunk_mode"] == "train"
+    assert "BatchNorm in train mode" in doc["method"]
 
 
 def test_reference_matches_fast(full_run, data, tmp_path):
     run_dir, doc = train(cfg_for(data, tmp_path, loop="reference"))
     assert run_dir.name.endswith("-finetune-full-reference")
-    assert doc["method"] == "fine-tune (full) [reference loop]" and doc["seconds"]["decode"] == 0.0
+    assert doc["short"] == "full FT (tutorial loop)" and doc["seconds"]["decode"] == 0.0
     assert doc["val"]["accuracy"] == full_run[1]["val"]["accuracy"] == 1.0
     assert [p for p, _ in doc["skipped"]["train"]] == ["train/red/broken.jpg"]
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, cli, make_folder
-from pipeline import UserError, metrics, report, summary
+from pipeline import UserError, diagnostics, metrics, report, summary
 from pipeline import runs as runfiles
 from pipeline.cache import Header, SplitPiece, write_codes
 from pipeline.files import write_json
@@ -35,7 +35,7 @@ def fake_env():
 def write_run(folder: Path, *, method, stage, pred, seconds, selection, dataset="hymenoptera_data",
               classes=CLASSES, shuffle=False, proba=False, paths=VAL, y=Y, **extra) -> Path:
     val = metrics.scores(y, pred, classes, proba=np.eye(len(classes))[pred] * 0.8 + 0.1 if proba else None)
-    preds = runfiles.predictions(paths, y, pred, [0.9] * len(y))
+    preds = runfiles.predictions(paths, y, pred, [0.9] * len(y), [0.1 + 2.2 * (p != t) for p, t in zip(pred, y)])
     if shuffle:  # the paired test must match images by path, not by position
         preds = [preds[i] for i in np.random.default_rng(1).permutation(len(preds))]
     doc = runfiles.record(method=method, stage=stage, dataset=dataset, classes=classes, backbone="mobilenet_v2",
@@ -75,7 +75,9 @@ def built(tmp_path_factory):
         mp.setattr(runfiles, "environment", fake_env)
         write_run(runs / "linsvc", method="mobilenet_v2 codes + LinearSVC", stage="classify", pred=list(Y),
                   seconds={"extract": 3.0, "fit": 0.25, "predict": 0.05}, selection="CV on train (5-fold)",
-                  head="linsvc", data_root=str(data), features_file=str(feats))
+                  head="linsvc", data_root=str(data), features_file=str(feats), short="linsvc",
+                  hyperparameters={"C": 0.1}, cv_score=0.975, command="python -m pipeline classify --features f.h5",
+                  features_command="python -m pipeline features --data d")
         # wrong on ants 0-4: the LinearSVC gets all of those right -> McNemar b=5, c=0
         write_run(runs / "knn k=5", method="mobilenet_v2 codes + kNN", stage="classify", pred=wrong_at(range(5)),
                   seconds={"extract": 3.0, "fit": 0.01}, selection="CV on train (5-fold)", shuffle=True, proba=True,
@@ -86,6 +88,7 @@ def built(tmp_path_factory):
         write_json(runs / "finetune-full" / "history.json", history)
         write_run(runs / "finetune-full", method="fine-tune (full)", stage="finetune", pred=wrong_at(range(10, 18)),
                   seconds={"decode": 1.5, "train": 10.0, "predict": 0.5}, selection="last epoch", mode="full",
+                  hyperparameters={"epochs": 3, "lr": 0.001}, command="python -m pipeline finetune --epochs 3",
                   data_root=str(data), history="history.json",
                   best_val={"epoch": 2, **metrics.scores(Y, best_pred, CLASSES),
                             "selection": "best epoch on val (reference protocol)"})
@@ -102,22 +105,36 @@ def test_table_rows_exact_and_sorted(built):
     rows = summary.table_rows(built.loaded)
     assert [r["method"] for r in rows] == [
         "mobilenet_v2 codes + LinearSVC", "mobilenet_v2 codes + kNN", "fine-tune (full)",
-        "fine-tune (full), best epoch 2 on val (reference protocol)",
-        "Reference tutorial (published): fine-tune (full)", "Reference tutorial (published): frozen backbone"]
+        "fine-tune (full), best epoch 2 on val (reference protocol)", *(d for _, d, _ in summary.REFERENCES)]
+    assert [r["name"] for r in rows] == ["linsvc", "mobilenet_v2 codes + kNN", "fine-tune (full)",
+                                         "fine-tune (full), best epoch 2", *(n for n, _, _ in summary.REFERENCES)]
     assert [r["kind"] for r in rows] == ["ours", "ours", "ours", "best_epoch", "reference", "reference"]
     assert [r["is_reference"] for r in rows] == [False] * 4 + [True] * 2
+    headers, align, cells, same = summary.table(rows)
+    # backbone, counts and device are the same on every run of ours: a line above the table, not three columns
+    assert same == "Every run: backbone / weights: mobilenet_v2 / DEFAULT; train / val images: 6 / 20; device: cpu."
+    assert headers == ["Method", "Val accuracy [95% CI]", "Balanced acc.", "Macro F1", "Log-loss", "Chosen settings",
+                       "CV acc.", "Compute s", "Chosen by"] and len(align) == len(headers)
     # Wilson 95%: 20/20 -> [83.9, 100.0], 15/20 -> [53.1, 88.8], 12/20 -> [38.7, 78.1], 16/20 -> [58.4, 91.9]
-    assert summary.display_row(rows[0]) == ["mobilenet_v2 codes + LinearSVC", "mobilenet_v2 / DEFAULT", "6 / 20",
-                                           "100.0% [83.9, 100.0]", "100.0%", "1.000", "—", "3.00", "0.25", "—", "cpu",
-                                           "CV on train (5-fold)"]
-    assert summary.display_row(rows[1])[3:10] == ["75.0% [53.1, 88.8]", "75.0%", "0.733",
-                                                 f"{rows[1]['log_loss']:.3f}", "3.00", "0.01", "—"]
-    assert summary.display_row(rows[2])[3] == "60.0% [38.7, 78.1]"
-    assert summary.display_row(rows[2])[7:10] == ["—", "—", "11.5"]  # decode counts with train
-    assert summary.display_row(rows[3])[3] == "80.0% [58.4, 91.9]"
-    assert summary.display_row(rows[3])[11] == "best epoch on val (reference protocol)"
-    assert summary.display_row(rows[4])[2:4] == ["244 / 153", "96.73% [92.6, 98.6]"]
-    assert summary.display_row(rows[5])[3] == "96.08% [91.7, 98.2]"
+    assert cells[0] == ["linsvc", "100.0% [83.9, 100.0]", "100.0%", "1.000", "—", "C=0.1", "97.5%", "3.30",
+                        "CV on train (5-fold)"]
+    assert cells[1][1:5] == ["75.0% [53.1, 88.8]", "75.0%", "0.733", f"{rows[1]['log_loss']:.3f}"]
+    assert cells[2][1] == "60.0% [38.7, 78.1]" and cells[2][5:8] == ["3 epochs, lr 0.001", "—", "11.5"]
+    assert cells[3][1] == "80.0% [58.4, 91.9]" and cells[3][5] == "epoch 2 of 3, lr 0.001"
+    assert cells[3][8] == "best epoch on val"
+    assert cells[4][1] == "96.73% [92.6, 98.6]" and cells[5][1] == "96.08% [91.7, 98.2]"
+
+
+def test_a_column_that_varies_stays_in_the_table(built, tmp_path, monkeypatch):
+    monkeypatch.setattr(runfiles, "environment", fake_env)
+    for name, backbone in (("a", "resnet18"), ("b", "resnet50")):
+        write_run(tmp_path / name, method=name, stage="classify", pred=list(Y), seconds={"fit": 1.0}, selection="CV")
+        doc = json.loads((tmp_path / name / "metrics.json").read_text())
+        write_json(tmp_path / name / "metrics.json", doc | {"backbone": backbone})
+    headers, _, cells, same = summary.table(summary.table_rows(runfiles.load_runs(tmp_path)))
+    assert headers[1] == "Backbone / weights" and {c[1] for c in cells[:2]} == {"resnet18 / DEFAULT",
+                                                                                "resnet50 / DEFAULT"}
+    assert same == "Every run: train / val images: 6 / 20; device: cpu."
 
 
 def test_csv_values(built):
@@ -152,7 +169,7 @@ def test_mcnemar_matched_by_path_and_summary_within_noise(built):
     assert (t["only_a"], t["only_b"], t["n"], t["unmatched"]) == (5, 0, 20, 0)
     assert t["p_value"] == pytest.approx(2 * 0.5 ** 5)  # 0.0625
     text = "\n".join(summary.summary_paragraphs(summary.table_rows(built.loaded), built.loaded))
-    assert "Best on val: **mobilenet_v2 codes + LinearSVC**" in text
+    assert "Best on val: **linsvc**" in text
     assert "5 val images apart" in text and "p = 0.0625" in text
     assert "within noise" in text
     assert "best epoch on val (epoch 2) would report 80.0% instead of the last epoch's 60.0%" in text
@@ -175,17 +192,9 @@ def test_summary_says_real_difference_when_it_is(tmp_path, monkeypatch):
 
 def test_figures_written_and_valid_png(built):
     names = sorted(p.name for p in (built.out / "figures").glob("*.png"))
-    assert names == sorted(
-        [
-            "accuracy-vs-compute.png",
-            "grid-linsvc.png",
-            "confusion-linsvc.png",
-            "confusion-knn-k-5.png",
-            "confusion-finetune-full.png",
-            "curves-finetune-full.png",
-            "pca-knn-k-5.png",
-        ]
-    )  # first classify run by path
+    # one confusion figure for all methods; top losses of the recommended method, which is also the best
+    assert names == sorted(["accuracy-vs-compute.png", "confusion.png", "losses-linsvc.png", "curves-finetune-full.png",
+                            "pca-knn-k-5.png"])  # PCA: first classify run by path
     for n in names:
         f = built.out / "figures" / n
         assert f.read_bytes()[:8] == PNG
@@ -196,24 +205,55 @@ def test_figures_written_and_valid_png(built):
         assert f"](figures/{n})" in md
 
 
-def test_grid_picks_mistakes_first():
-    preds = [{"path": f"{i:02d}", "true": 0, "pred": int(i % 7 == 0), "score": 1.0} for i in range(40)]
-    from pipeline.figures import pick_grid
+def test_report_removes_the_figures_it_no_longer_shows(built, tmp_path):
+    out = tmp_path / "again"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "confusion-old-run.png").write_bytes(PNG)
+    (out / "figures" / "notes.txt").write_text("kept: not a figure")
+    report.run(report.Config(runs=built.runs, out=out, bench=tmp_path / "none.json"))
+    left = sorted(p.name for p in (out / "figures").iterdir())
+    assert "confusion-old-run.png" not in left and "notes.txt" in left and "confusion.png" in left
 
-    picked = pick_grid(preds, max_images=20)
-    assert len(picked) == 20
-    assert [p["path"] for p in picked[:6]] == ["00", "07", "14", "21", "28", "35"]
-    assert all(p["pred"] == p["true"] for p in picked[6:])
-    assert pick_grid(preds, 20) == picked  # reproducible
+
+def test_top_losses_highest_loss_first_and_older_runs_fall_back_to_mistakes():
+    from pipeline.diagnostics import top_losses
+
+    preds = [{"path": f"{i:02d}", "true": 0, "pred": int(i % 7 == 0), "score": 0.5 + i / 100, "loss": i % 10}
+             for i in range(40)]
+    run = SimpleNamespace(m={"predictions": preds})
+    top = top_losses(run, n=5)
+    assert [(p["path"], p["loss"]) for p in top] == [("09", 9), ("19", 9), ("29", 9), ("39", 9), ("08", 8)]
+    legacy = SimpleNamespace(m={"predictions": [{k: v for k, v in p.items() if k != "loss"} for p in preds]})
+    assert [p["path"] for p in top_losses(legacy, n=10)] == ["35", "28", "21", "14", "07", "00"]  # confident first
+
+
+def test_per_class_always_wrong_and_commands(built):
+    md = (built.out / "report.md").read_text()
+    # per class: kNN is wrong on ants 0-4 -> ants recall 5/10, bees precision 10/15
+    assert "| mobilenet_v2 codes + kNN | 1.000 / 0.500 / 0.667 | 0.667 / 1.000 / 0.800 |" in md
+    names, wrong = diagnostics.always_wrong(built.loaded, summary.table_rows(built.loaded))
+    assert names == ["linsvc", "mobilenet_v2 codes + kNN", "fine-tune (full)"] and wrong == []  # LinearSVC: no mistake
+    assert "No val image is misclassified by all 3 methods." in md
+    assert "| codes for linsvc | `python -m pipeline features --data d` |" in md
+    assert "| linsvc | `python -m pipeline classify --features f.h5` |" in md
+    with open(built.out / "per_class.csv", newline="") as fh:
+        per = list(csv.DictReader(fh))
+    knn_ants = next(r for r in per if r["run"] == "knn-k-5" and r["class"] == "ants")
+    assert (float(knn_ants["recall"]), int(knn_ants["support"])) == (0.5, 10)
 
 
 def test_markdown_and_html_content(built):
     md = (built.out / "report.md").read_text()
-    assert md.startswith("# Test report\n")
+    # the verdict comes first, right under the title: kNN is within noise (p = 0.0625) and cheaper, but
+    # not by more than COST_SLACK, so the more accurate LinearSVC is the one to use
+    assert md.startswith("# Test report\n\n**Use linsvc** (mobilenet_v2 codes + LinearSVC): 100.0% (20 of 20)")
+    assert "none of the 1 methods within noise of it costs much less (3.30 s of compute)" in md
     assert "Dataset **hymenoptera_data**" in md and "made by the tests" in md
-    assert "| mobilenet_v2 codes + LinearSVC | mobilenet_v2 / DEFAULT | 6 / 20 | 100.0% [83.9, 100.0] |" in md
-    assert "| Reference tutorial (published): fine-tune (full) |" in md
-    assert "## What this shows" in md
+    assert "| linsvc | 100.0% [83.9, 100.0] | 100.0% | 1.000 | — | C=0.1 | 97.5% | 3.30 | CV on train (5-fold) |" in md
+    assert "| tutorial: full FT (published) | 96.73% [92.6, 98.6] |" in md
+    assert "**linsvc**: mobilenet_v2 codes + LinearSVC;" in md  # the legend gives each short name's description
+    for section in ("## What this shows", "## Per class", "## What went wrong", "## How these runs were made"):
+        assert section in md
     assert (
         "## Benchmarks" in md
         and "Test CPU 9000" in md
@@ -224,7 +264,7 @@ def test_markdown_and_html_content(built):
     assert page.count('src="data:image/png;base64,') == n_fig
     assert 'src="figures/' not in page  # self-contained
     assert '<tr class="reference">' in page and '<tr class="best-epoch">' in page
-    assert "<strong>mobilenet_v2 codes + LinearSVC</strong>" in page
+    assert "<strong>Use linsvc</strong>" in page and "<code>python -m pipeline features --data d</code>" in page
 
 
 def test_missing_images_and_features_skip_with_note(tmp_path, monkeypatch, capsys):
@@ -233,10 +273,10 @@ def test_missing_images_and_features_skip_with_note(tmp_path, monkeypatch, capsy
               data_root=str(tmp_path / "gone"), features_file=str(tmp_path / "gone.h5"))
     report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "out", bench=tmp_path / "none.json"))
     note = capsys.readouterr().out
-    assert "skipping the image grid" in note and "skipping the PCA figure" in note
+    assert "skipping its top losses" in note and "skipping the PCA figure" in note
     assert sorted(p.name for p in (tmp_path / "out" / "figures").glob("*.png")) == [
         "accuracy-vs-compute.png",
-        "confusion-a.png",
+        "confusion.png",
     ]
     assert "## Benchmarks" not in (tmp_path / "out" / "report.md").read_text()
 
@@ -292,3 +332,32 @@ def test_cli_report_never_imports_torch(built, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "report.html").is_file()
+
+
+def test_verdict_recommends_the_cheapest_method_within_noise_of_the_best(tmp_path, monkeypatch):
+    monkeypatch.setattr(runfiles, "environment", fake_env)
+    write_run(tmp_path / "ft", method="full fine-tuning", short="full FT", stage="finetune", pred=list(Y),
+              seconds={"train": 200.0}, selection="last epoch")
+    write_run(tmp_path / "sm", method="codes + softmax", short="softmax", stage="classify", pred=wrong_at([0]),
+              seconds={"extract": 4.0, "fit": 1.0}, selection="CV")
+    write_run(tmp_path / "bad", method="bad", short="bad", stage="classify", pred=[0] * 20, seconds={"fit": 0.1},
+              selection="CV")
+    runs = runfiles.load_runs(tmp_path)
+    rows = summary.table_rows(runs)
+    rec, best, tied = summary.recommend(rows, runs)
+    assert (rec["name"], best["name"], [t["name"] for t in tied]) == ("softmax", "full FT", ["softmax"])
+    assert summary.verdict(rows, runs) == (
+        "**Use softmax** (codes + softmax): 95.0% (19 of 20), 95% interval [76.4, 99.1]. On these 20 val images it "
+        "cannot be told apart from the best, **full FT** (100.0%; exact McNemar p = 1), and of the 2 methods within "
+        "noise of the best it is the most accurate of the cheapest, at 5.00 s of compute against 200 s (40× less).")
+
+
+def test_frozen_runs_are_told_apart_by_their_batchnorm(tmp_path, monkeypatch):
+    monkeypatch.setattr(runfiles, "environment", fake_env)
+    for name, trunk in (("frozen, BN eval", "eval"), ("frozen, BN train (tutorial loop)", "train")):
+        write_run(tmp_path / trunk, method=name, short=name, stage="finetune", pred=list(Y), seconds={"train": 1.0},
+                  selection="last epoch", mode="frozen", hyperparameters={"trunk_mode": trunk, "epochs": 2})
+    note = summary.frozen_note(runfiles.load_runs(tmp_path))
+    assert "**frozen, BN eval** keeps the trunk's BatchNorm in eval mode" in note
+    assert note.endswith("The tutorial's published frozen number is comparable to "
+                         "**frozen, BN train (tutorial loop)**.")
