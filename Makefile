@@ -1,5 +1,5 @@
 # cnncodes: `make demo` sets everything up and runs every stage; `make test` runs the tests.
-# Overrides: DATA=, BACKBONE=, WEIGHTS=, HEAD=, EPOCHS=, MODE=, DEVICE=, SEED=, RUNS=, FORCE=1
+# Overrides: DATA=, BACKBONE=, WEIGHTS=, HEAD=, EPOCHS=, MODE=, DEVICE=, SEED=, RUNS=, FORCE=1, VIEWS=, TTA=
 PYTHON ?= python3
 PY := .venv/bin/python
 DATA ?= data/hymenoptera_data
@@ -10,6 +10,8 @@ EPOCHS ?= 25
 MODE ?= full
 DEVICE ?= auto
 SEED ?= 0
+VIEWS ?= 0
+TTA ?= 1
 DATASET := $(notdir $(abspath $(DATA)))
 # the package names its own default cache file (pipeline/weights.py); expanded when a recipe runs
 FEATURES ?= $(shell $(PYTHON) -m pipeline.weights features-path '$(DATA)' '$(BACKBONE)' '$(WEIGHTS)')
@@ -32,7 +34,7 @@ data: venv
 	$(PY) -m pipeline data --data $(DATA)
 
 features: data
-	$(PY) -m pipeline features --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --out $(FEATURES) $(COMMON) $(if $(FORCE),--force)
+	$(PY) -m pipeline features --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --out $(FEATURES) $(COMMON) $(if $(FORCE),--force) $(if $(filter-out 0,$(VIEWS)),--views $(VIEWS)) $(if $(filter-out 1,$(TTA)),--tta $(TTA))
 
 classify: venv
 	$(PY) -m pipeline classify --features $(FEATURES) --head $(HEAD) --data $(DATA) --out $(RUNS) --seed $(SEED) $(if $(FORCE),--force)

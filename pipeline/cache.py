@@ -5,11 +5,14 @@ Layout of features/<dataset>/<backbone>-<weights>.h5, written only by `write_cod
     fingerprint (sha256 of inputs), inputs (JSON of everything that determines the codes),
     classes (JSON), dataset, data_root, backbone, weights (id), weights_arg, weights_sha256
     ("" unless a file), transform (JSON), image_size, dim, precision, bn_folded, device, seed,
-    extract_seconds, images_per_second, versions (JSON), created, command (the command line)
+    extract_seconds, images_per_second, versions (JSON), created, command (the command line),
+    views (JSON: per split, how its extra views were made, how many, their fingerprint and cost)
   /<split>/codes  N x D float32      /<split>/labels N int64      /<split>/paths N str
       (codes and labels chunked with fletcher32 checksums, verified by HDF5 on every read)
   /<split>/skipped_paths, skipped_reasons (files left out and why)
   /<split>/files/{path,size,mtime_ns}  the scanned image list, to explain what changed
+  /<split>/views  N x V x D float32, optional: V extra views of each image (views.py), chunked by
+      image with checksums; added by rewriting a copy of the file and renaming it into place
 
 Crash safety (hand-written because HDF5 itself is not crash-safe: a killed writer can leave a file
 that does not open): work is saved as small shard files, each written to a temporary name and
@@ -62,6 +65,7 @@ class Header:
     versions: dict = field(default_factory=dict)
     created: str = ""
     command: str = ""  # what made the file (config.command_line): not part of the fingerprint
+    views: dict = field(default_factory=dict)  # split -> its extra views: views.spec + n, fingerprint, seconds
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> Header:
@@ -89,6 +93,7 @@ class SplitCodes:
     labels: np.ndarray  # N int64
     paths: list[str]
     skipped: list[tuple[str, str]]
+    views: np.ndarray | None = None  # N x V x D float32: extra views of each image, when the file has them
 
 
 @dataclass
@@ -153,6 +158,10 @@ def _read_split(g: h5py.Group, dim: int) -> SplitCodes:
                    paths=[p.decode() if isinstance(p, bytes) else p for p in g["paths"][...]],
                    skipped=list(zip(g["skipped_paths"].asstr()[...], g["skipped_reasons"].asstr()[...])))
     n = len(s.codes)
+    if "views" in g:
+        s.views = g["views"][...]
+        if s.views.shape[0] != n or s.views.shape[2:] != s.codes.shape[1:] or not np.isfinite(s.views).all():
+            raise ValueError(f"split {g.name.strip('/')!r}: views {s.views.shape} do not match codes {s.codes.shape}")
     if s.codes.ndim != 2 or (dim and s.codes.shape[1] != dim) or len(s.labels) != n or len(s.paths) != n:
         raise ValueError(f"split {g.name.strip('/')!r}: {s.codes.shape} codes, {len(s.labels)} labels, "
                          f"{len(s.paths)} paths (dim {dim})")
@@ -187,8 +196,8 @@ def describe_counts(counts: dict[str, tuple[int, int]]) -> str:
 class Shards:
     """Finished pieces of an extraction, one .npz per (split, shard index), in `<out>.parts/`."""
 
-    def __init__(self, out: Path, fingerprint: str):
-        self.dir = Path(str(out) + ".parts")
+    def __init__(self, out: Path, fingerprint: str, suffix: str = ".parts"):
+        self.dir = Path(str(out) + suffix)
         stamp = self.dir / "fingerprint"
         if self.dir.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
             shutil.rmtree(self.dir)  # shards of other inputs must never be mixed in
@@ -247,6 +256,36 @@ def write_codes(out: Path, header: Header, splits: dict[str, SplitPiece]) -> Non
             for name, piece in splits.items():
                 _write_split(f.create_group(name), name, piece)
             f.attrs["complete"] = True  # last: a file without it is never accepted
+            f.flush()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_views(out: Path, views: dict[str, np.ndarray], records: dict[str, dict]) -> None:
+    """Replace the extra views of the given splits (N x V x D each) and their records in the root
+    `views` attribute. A copy of the file is changed and renamed over it, so a reader sees the old
+    complete file or the new one, as with `write_codes`."""
+    out = Path(out)
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    try:
+        shutil.copyfile(out, tmp)
+        with h5py.File(tmp, "r+") as f:
+            f.attrs["complete"] = False
+            recorded = _decode_attr(f.attrs.get("views", "{}")) or {}
+            for name, v in views.items():
+                g = f[name]
+                if "views" in g:
+                    del g["views"]
+                n, k, d = v.shape
+                g.create_dataset("views", data=v.astype(np.float32), chunks=(1, k, d) if n and k else None,
+                                 fletcher32=bool(n and k))
+                recorded[name] = records[name]
+            f.attrs["views"] = json.dumps(recorded)
+            f.attrs["complete"] = True
             f.flush()
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())

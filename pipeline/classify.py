@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import PredefinedSplit, StratifiedKFold
 
 from . import UserError, __version__, label_curve, runs
 from .cache import Codes, SplitCodes, read_codes
@@ -39,6 +39,9 @@ class Config:
                            ("auto", "on", "off"))
     label_sizes: str = opt("1,2,5,10,20,50", "label curve: training images per class to draw (the full set is added)")
     label_draws: int = opt(5, "label curve: random draws per size")
+    views: int = opt(-1, "augmented views per train image to train on besides its code: -1 = all the file holds")
+    tta: int = opt(0, "test-time views per val image to average (probabilities or margins): 0 = all the file holds, "
+                      "1 = the centre crop only")
 
     def __post_init__(self):
         if self.label_draws < 1 or not self.sizes:
@@ -71,19 +74,29 @@ def check_fresh(codes: Codes, data: Path) -> None:
         )
 
 
-def cv_folds(y: np.ndarray, folds: int, seed: int) -> StratifiedKFold:
-    counts = np.bincount(y)
+def cv_folds(y: np.ndarray, folds: int, seed: int, per_image: int = 1) -> StratifiedKFold | PredefinedSplit:
+    """Stratified folds of the training images. With `per_image` rows per image (its code and its
+    augmented views, image-major) the images are split and each image's rows follow it, so no
+    image has views on both sides of a fold."""
+    images = y[::per_image]
+    counts = np.bincount(images)
     smallest = int(counts[counts > 0].min())
     if smallest < 2:
         raise UserError(f"class {int(np.flatnonzero(counts == smallest)[0])} has a single training image: "
                         "cross-validation needs at least 2 per class")
-    return StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
+    cv = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
+    if per_image == 1:
+        return cv
+    fold_of_image = np.empty(len(images), dtype=int)
+    for k, (_, test) in enumerate(cv.split(np.zeros(len(images)), images)):
+        fold_of_image[test] = k
+    return PredefinedSplit(np.repeat(fold_of_image, per_image))
 
 
 def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int, jobs: int = 1,
-             progress: bool = False) -> PathSearch:
+             progress: bool = False, per_image: int = 1) -> PathSearch:
     """CV on the training codes only, along the head's path; the refit best is `.best_estimator_`."""
-    head, cv = HEADS[name], cv_folds(y, folds, seed)
+    head, cv = HEADS[name], cv_folds(y, folds, seed, per_image)
     fold_size = min(len(tr) for tr, _ in cv.split(X, y))
     # k-NN cannot ask for more neighbours than a CV training fold holds
     values = [v for v in head.values if head.param != "clf__n_neighbors" or v <= fold_size]
@@ -130,38 +143,94 @@ def curve(cfg: Config, codes: Codes, name: str, fit_s: float) -> dict | None:
             "seconds": time.perf_counter() - t0}
 
 
-def run_dir(cfg: Config, codes: Codes, name: str) -> Path:
+@dataclass(frozen=True)
+class Views:
+    """The views a head trains and scores on: K augmented views per train image besides its code,
+    T test-time views per val image (the first is the code)."""
+
+    k: int
+    t: int
+
+    @property
+    def suffix(self) -> str:
+        return f"-views{self.k}-tta{self.t}" if self.k or self.t > 1 else ""
+
+    def describe(self) -> str:
+        return ", ".join(x for x in (f"+{self.k} views" if self.k else "", f"TTA {self.t}" if self.t > 1 else "") if x)
+
+
+def views_of(cfg: Config, codes: Codes) -> Views:
+    """The views asked for (-1 / 0: all the file holds); UserError when the file holds fewer."""
+    tr, va = codes.splits[cfg.train_split], codes.splits[cfg.val_split]
+    k_have = 0 if tr.views is None else tr.views.shape[1]
+    t_have = 1 + (0 if va.views is None else va.views.shape[1])
+    k, t = (k_have if cfg.views < 0 else cfg.views), (t_have if cfg.tta == 0 else cfg.tta)
+    if k > k_have or t > t_have:
+        raise UserError(f"{cfg.features} holds {k_have} augmented views per train image and {t_have} test-time views "
+                        f"per val image, not --views {k} / --tta {t}; run `features --views {k} --tta {t}` first")
+    return Views(k, t)
+
+
+def train_rows(split: SplitCodes, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) with each image's code followed by its first k views (image-major rows)."""
+    if not k:
+        return split.codes, split.labels
+    X = np.concatenate([split.codes[:, None], split.views[:, :k]], axis=1)
+    return X.reshape(-1, X.shape[-1]), np.repeat(split.labels, k + 1)
+
+
+def val_views(split: SplitCodes, t: int) -> np.ndarray:
+    """N x D codes, or N x t x D when test-time views are averaged."""
+    return split.codes if t == 1 else np.concatenate([split.codes[:, None], split.views[:, :t - 1]], axis=1)
+
+
+def views_cost(codes: Codes, cfg: Config, v: Views) -> float:
+    """The extraction seconds these views cost: the codes, and the share of each split's views used."""
+    h, total = codes.header, codes.header.extract_seconds or 0.0
+    for split, used in ((cfg.train_split, v.k), (cfg.val_split, v.t - 1)):
+        rec = h.views.get(split) or {}
+        if used and rec.get("n"):
+            total += rec.get("seconds", 0.0) * used / rec["n"]
+    return total
+
+
+def run_dir(cfg: Config, codes: Codes, name: str, v: Views = Views(0, 1)) -> Path:
     h = codes.header
-    return Path(cfg.out) / runs.run_name(h.dataset, h.backbone, Weights.parse(h.weights_arg).tag, name)
+    return Path(cfg.out) / runs.run_name(h.dataset, h.backbone, Weights.parse(h.weights_arg).tag, name + v.suffix)
 
 
-def head_inputs(cfg: Config, codes: Codes, name: str) -> dict:
+def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = Views(0, 1)) -> dict:
     """Everything that determines a head's run: a rerun with the same is a hit that does no work."""
-    head = HEADS[name]
-    return {"features_fingerprint": codes.header.fingerprint, "head": name, "param": head.param,
+    head, h = HEADS[name], codes.header
+    used = {s: (h.views.get(s) or {}).get("fingerprint") for s, n in ((cfg.train_split, v.k), (cfg.val_split, v.t - 1))
+            if n}
+    return {"features_fingerprint": h.fingerprint, "head": name, "param": head.param,
+            "views": v.k, "tta": v.t, "views_fingerprints": used,
             "values": list(head.values), "warm": head.warm, "patience": head.patience, "folds": cfg.folds,
             "seed": cfg.seed, "train_split": cfg.train_split, "val_split": cfg.val_split, "cnncodes": __version__,
             "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws]}
 
 
 def write_run(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: float,
-              labels: dict | None = None) -> tuple[Path, dict]:
-    """Score the chosen head on val once and write its run folder; returns (folder, val scores)."""
+              labels: dict | None = None, v: Views = Views(0, 1)) -> tuple[Path, dict]:
+    """Score the chosen head on val once (averaged over T test-time views) and write its run
+    folder; returns (folder, val scores)."""
     va, model = codes.splits[cfg.val_split], search.best_estimator_
     t0 = time.perf_counter()
-    pred, proba, decision = scores_of(model, va.codes)
+    pred, proba, decision = scores_of(model, val_views(va, v.t))
     predict_s = time.perf_counter() - t0
     val = scores(va.labels, pred, codes.classes, proba)
     confidence, loss, kind = per_image(va.labels, proba, decision)
     preds = runs.predictions(va.paths, va.labels, pred, confidence, loss)
-    with runs.staged(run_dir(cfg, codes, name)) as run:
+    with runs.staged(run_dir(cfg, codes, name, v)) as run:
         runs.write_predictions(run, preds, codes.classes, kind)
-        write_records(cfg, codes, name, search, fit_s, run, val, (preds, kind), predict_s, labels)
-    return run_dir(cfg, codes, name), val
+        write_records(cfg, codes, name, search, fit_s, run, val, (preds, kind), predict_s, labels, v)
+    return run_dir(cfg, codes, name, v), val
 
 
 def write_records(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: float, run: Path, val: dict,
-                  preds: tuple[list[dict], str], predict_s: float, labels: dict | None = None) -> None:
+                  preds: tuple[list[dict], str], predict_s: float, labels: dict | None = None,
+                  v: Views = Views(0, 1)) -> None:
     h, va, model = codes.header, codes.splits[cfg.val_split], search.best_estimator_
     runs.save_head(run / "model.npz", model)
     runs.write_model(run, {
@@ -171,18 +240,21 @@ def write_records(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_
         "fast_decode": h.transform["decode"] != "PIL full", "file": "model.npz",
         "features_fingerprint": h.fingerprint})
     runs.write_metrics(run, runs.record(
-        method=f"{h.backbone} codes + {HEADS[name].title}", short=name, stage="classify", dataset=h.dataset,
+        method=f"{h.backbone} codes + {HEADS[name].title}" + (
+            f", trained on each image's code and {v.k} augmented views" if v.k else "") + (
+            f", val scored by the mean over {v.t} test-time views" if v.t > 1 else ""),
+        short=name + (f" ({v.describe()})" if v.describe() else ""), stage="classify", dataset=h.dataset,
         classes=codes.classes, backbone=h.backbone, weights=h.weights,
         n_train=len(codes.splits[cfg.train_split].labels), n_val=len(va.labels), val=val,
         selection=f"CV on train ({search.n_splits_}-fold)",
-        seconds={"extract": h.extract_seconds, "fit": fit_s, "predict": predict_s},
+        seconds={"extract": views_cost(codes, cfg, v), "fit": fit_s, "predict": predict_s}, views=v.k, tta=v.t,
         device=f"cpu (codes: {h.device})", seed=cfg.seed, preds=preds[0],
         score_kind=preds[1], command=command_line(cfg, "classify"), features_command=h.command or None,
         head=name, hyperparameters={k.removeprefix("clf__"): v for k, v in search.best_params_.items()},
         cv_score=float(search.best_score_), cv_path=search.cv_scores, cv_untried=search.untried,
         solver=getattr(model[-1], "solver_", None), features_file=str(cfg.features),
         features_fingerprint=h.fingerprint, data_root=h.data_root, weights_sha256=h.weights_sha256,
-        label_curve=labels, inputs=head_inputs(cfg, codes, name)))
+        label_curve=labels, inputs=head_inputs(cfg, codes, name, v)))
 
 
 def classify(cfg: Config) -> list[Path]:
@@ -194,19 +266,25 @@ def classify(cfg: Config) -> list[Path]:
         check_fresh(codes, Path(cfg.data))
     tr: SplitCodes = codes.splits[cfg.train_split]
     check_classes(tr.labels, codes.classes, f"{cfg.features} ({cfg.train_split})")
+    v = views_of(cfg, codes)
+    X, y = train_rows(tr, v.k)
+    if v.describe():
+        print(f"training on {len(X)} rows ({len(tr.labels)} images x {v.k + 1}: code + views), "
+              f"val scored over {v.t} view{'s' * (v.t > 1)}", flush=True)
     done = []
     for name in list(HEADS) if cfg.head == "all" else [cfg.head]:
-        where = run_dir(cfg, codes, name)
-        before = None if cfg.force else runs.up_to_date(where, head_inputs(cfg, codes, name))
+        where = run_dir(cfg, codes, name, v)
+        before = None if cfg.force else runs.up_to_date(where, head_inputs(cfg, codes, name, v))
         if before is not None:
             print(f"{name:8s} up to date: {where} was made from the same codes and settings "
                   f"(val acc {before['val']['accuracy']:.2%}); nothing to do (--force refits)", flush=True)
             done.append(where)
             continue
         t0 = time.perf_counter()
-        search = fit_head(name, tr.codes, tr.labels, cfg.folds, cfg.seed, cfg.jobs, progress=True)
+        search = fit_head(name, X, y, cfg.folds, cfg.seed, cfg.jobs, progress=True, per_image=v.k + 1)
         fit_s = time.perf_counter() - t0
-        run, val = write_run(cfg, codes, name, search, fit_s, curve(cfg, codes, name, fit_s))
+        labels = None if v.describe() else curve(cfg, codes, name, fit_s)  # the label curve: plain codes only
+        run, val = write_run(cfg, codes, name, search, fit_s, labels, v)
         lo, hi = val["accuracy_ci95"]
         stop = f" (stopped early: {len(search.untried)} not tried)" if search.stopped_early else ""
         print(f"{name:8s} val acc {val['accuracy']:.2%} [{lo:.1%}, {hi:.1%}]  CV {search.best_score_:.2%}  "

@@ -89,3 +89,37 @@ def fast_phases(model, optimizer, data: Decoded, device: torch.device, *, frozen
     def val_phase():
         return evaluate(model.head if frozen else model, val_x, val_labels, batch_size, images=not frozen)
     return train_phase, val_phase, g
+
+
+def codes_phases(model, optimizer, views, train_labels, val_codes, val_labels, device: torch.device, *, seed: int,
+                 batch_size: int):
+    """(train phase, val phase, generator) of the frozen scheme on cached codes: each epoch every
+    train image contributes one of its cached augmented views (drawn from the seeded generator),
+    as the fast frozen loop gives it one new crop; the trunk never runs. Val uses the plain codes."""
+    g = torch.Generator().manual_seed(seed)
+    views = torch.as_tensor(views, device=device)
+    y, yv = torch.as_tensor(train_labels, device=device), torch.as_tensor(val_labels, device=device)
+    val_x = torch.as_tensor(val_codes, device=device)
+    n, k = views.shape[:2]
+
+    def train_phase(bar):
+        model.head.train()
+        x = views[torch.arange(n), torch.randint(k, (n,), generator=g).to(device)]  # one view per image
+        order = torch.randperm(n, generator=g).to(device)
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
+        for b in range(0, n, batch_size):
+            idx = order[b:b + batch_size]
+            out = model.head(x[idx])
+            loss = F.cross_entropy(out, y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (out.argmax(1) == y[idx]).sum()
+            if bar is not None:
+                bar.update(1)
+        return loss_sum.item() / n, correct.item() / n
+
+    def val_phase():
+        return evaluate(model.head, val_x, yv, batch_size, images=False)
+    return train_phase, val_phase, g

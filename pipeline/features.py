@@ -24,6 +24,7 @@ from .config import (Common, command_line, device_type, opt, parse_splits, posit
                      resolve_workers)
 from .data import ImageFolderScan, ImageRecord, Preprocess, scan
 from .files import exclusive, json_digest
+from .views import MAX_TTA
 from .weights import Weights, features_path
 
 
@@ -42,10 +43,16 @@ class Config(Common):
     fast_decode: bool = opt(True, "let the JPEG decoder downscale large images while decoding (recorded)")
     shard_size: int = opt(512, "images per resumable shard (rounded up to a multiple of --batch-size)")
     force: bool = opt(False, "recompute even when an existing file was made from other inputs")
+    views: int = opt(0, "augmented views per train image (RandomResizedCrop + flip, seeded per image and view), "
+                        "stored beside the codes; adding views to a file computes only the new ones")
+    tta: int = opt(1, f"test-time views per val image: 1 = the centre crop only, 5 = five crops, 10 = ten crops, "
+                      f"up to {MAX_TTA}")
 
     def __post_init__(self):
         super().__post_init__()
-        positive(shard_size=self.shard_size)
+        positive(shard_size=self.shard_size, tta=self.tta)
+        if self.views < 0 or self.tta > MAX_TTA:
+            raise UserError(f"--views must be 0 or more and --tta 1 to {MAX_TTA} (got {self.views}, {self.tta})")
         if self.resize < 0 or self.crop < 0 or (self.resize and self.crop > self.resize):
             raise UserError(f"--resize and --crop must be 0 (the weights' own) or sizes with crop <= resize "
                             f"(got {self.resize}, {self.crop})")
@@ -236,8 +243,17 @@ def _extract(cfg: Config, out: Path, s: ImageFolderScan) -> Path:
     print(f"eval transform: {pre.describe()}")
     inputs = fingerprint_inputs(s, cfg, weights, pre, where)
     fp = json_digest(inputs)
-    if cache_hit(out, fp, inputs, s, cfg.force):
-        return out
+    if not cache_hit(out, fp, inputs, s, cfg.force):
+        write_plain(cfg, out, s, weights, pre, where, inputs, fp)
+    wanted = views_wanted(cfg, list(s.splits))
+    if wanted:
+        add_views(cfg, out, wanted, weights, pre, where)
+    return out
+
+
+def write_plain(cfg: Config, out: Path, s: ImageFolderScan, weights: Weights, pre: Preprocess, where: str,
+                inputs: dict, fp: str) -> None:
+    """Compute the plain codes (resuming from shards) and write the file."""
     plan = plan_shards(s, cfg.batch_size, cfg.shard_size)
     shards = Shards(out, f"{fp} batch={cfg.batch_size} shard={plan.shard_size}")
     run = compute_shards(cfg, s, plan, shards, weights, pre, where)
@@ -254,7 +270,87 @@ def _extract(cfg: Config, out: Path, s: ImageFolderScan) -> Path:
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=command_line(cfg, "features"), **run), pieces)
     shards.remove()
     print(f"wrote {out}: {describe_counts(row_counts(out))}, {run['dim']}-d")
-    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Extra views: augmented train views and test-time val views (views.py), stored beside the codes.
+
+def views_wanted(cfg: Config, splits: list[str]) -> dict[str, tuple[str, int]]:
+    """split -> (kind, extra views): augmented views for the first (train) split, TTA for the others."""
+    want = {splits[0]: ("augment", cfg.views)} if cfg.views else {}
+    return want | ({name: ("tta", cfg.tta - 1) for name in splits[1:]} if cfg.tta > 1 else {})
+
+
+def add_views(cfg: Config, out: Path, wanted: dict[str, tuple[str, int]], weights: Weights, pre: Preprocess,
+              where: str) -> None:
+    """Give each split the extra views asked for: views already in the file (made the same way)
+    are kept, only the missing ones are computed, resumable in shards like the codes."""
+    from .cache import read_codes, write_views
+    from .views import spec
+
+    header = Header.from_attrs(read_attrs(out))
+    todo = {}
+    for name, (kind, n) in wanted.items():
+        sp = spec(kind, pre, cfg.seed)
+        vfp = json_digest({"codes": header.fingerprint, **sp})
+        have = header.views.get(name) or {}
+        n_have = have.get("n", 0) if have.get("fingerprint") == vfp else 0
+        if n_have >= n:
+            print(f"views: {name} already has {n_have} {kind} views; nothing to do")
+            continue
+        todo[name] = (kind, sp, vfp, n_have, n, have.get("seconds", 0.0) if n_have else 0.0)
+    if not todo:
+        return
+    codes = read_codes(out)
+    shards = Shards(out, json_digest({k: v[2:5] for k, v in todo.items()}), suffix=".views.parts")
+    arrays, records = {}, {}
+    for name, (kind, sp, vfp, n_have, n, secs) in todo.items():
+        split = codes.splits[name]
+        if not split.paths:
+            arrays[name] = np.zeros((0, n, header.dim), np.float32)
+            records[name] = {**sp, "n": n, "fingerprint": vfp, "seconds": 0.0}
+            continue
+        new, t = view_codes(cfg, split.paths, kind, list(range(n_have, n)), shards, name, weights, pre, where)
+        old = split.views[:, :n_have] if n_have else np.zeros((len(split.paths), 0, header.dim), np.float32)
+        arrays[name] = np.concatenate([old, new], axis=1)
+        records[name] = {**sp, "n": n, "fingerprint": vfp, "seconds": secs + t}
+    write_views(out, arrays, records)
+    shards.remove()
+    print(f"wrote {out}: " + ", ".join(f"{k} {v['n']} {v['kind']} views" for k, v in records.items()))
+
+
+def view_codes(cfg: Config, paths: list[str], kind: str, views: list[int], shards: Shards, split: str,
+               weights: Weights, pre: Preprocess, where: str) -> tuple[np.ndarray, float]:
+    """(N x len(views) x D codes of the given views of each image, seconds of model time)."""
+    import torch
+    from tqdm import tqdm
+
+    from .backbone import load_backbone
+    from .encode import Encoder
+    from .views import ViewImages
+
+    key, size = f"{split}.v{views[0]}-{views[-1] + 1}", cfg.shard_size
+    starts = list(range(0, len(paths), size))
+    todo = [si for si in range(len(starts)) if not shards.done(key, si)]
+    if todo:
+        enc = Encoder(load_backbone(cfg.backbone, weights), resolve_device(where), pre.mean, pre.std)
+        per_batch = max(1, cfg.batch_size // len(views))  # about --batch-size crops per forward pass
+        ds = ViewImages(cfg.data, paths, pre, cfg.fast_decode, kind, views, cfg.seed)
+        with tqdm(total=len(todo) * size, unit="img", desc=f"{split} views", file=sys.stderr, disable=None) as bar:
+            for si in todo:
+                t0, idx = time.perf_counter(), range(starts[si], min(starts[si] + size, len(paths)))
+                loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx), batch_size=per_batch,
+                                                     num_workers=resolve_workers(cfg.workers))
+                out = []
+                for x, why in loader:
+                    if any(why):
+                        raise UserError(f"{paths[idx[0]]}...: an image changed since its codes were extracted "
+                                        f"({next(w for w in why if w)}); re-run features --force")
+                    out.append(enc(x.flatten(0, 1)).cpu().numpy().reshape(len(x), len(views), -1))
+                    bar.update(len(x))
+                shards.save(key, si, np.concatenate(out), [""] * len(idx), time.perf_counter() - t0)
+    secs = sum(shards.seconds(key, si) for si in range(len(starts)))
+    return np.concatenate([shards.load(key, si)[0] for si in range(len(starts))]), secs
 
 
 def run(cfg: Config) -> None:

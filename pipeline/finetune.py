@@ -45,9 +45,11 @@ class Config(Common):
     mode: str = opt("full", "full: train every parameter; frozen: train only the new head", ("full", "frozen"))
     loop: str = opt(
         "fast",
-        "fast: decode once, augment tensors on the device; reference: the tutorial's loop",
-        ("fast", "reference"),
+        "fast: decode once, augment tensors on the device; reference: the tutorial's loop; codes (with --mode "
+        "frozen): train the head on the augmented views cached by `features --views K`, no backbone pass",
+        ("fast", "reference", "codes"),
     )
+    features: str = opt("", "--loop codes: the features file holding the cached views (`features --views K`)")
     out: Path = opt(Path("reports/runs"), "runs folder; the run goes to OUT/NAME/")
     name: str = opt("", "run folder name (default <dataset>-<backbone>-<weights>-finetune-<mode>[-reference])")
     splits: str = opt("train,val", "the train and val split folders, comma-separated")
@@ -63,10 +65,13 @@ class Config(Common):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mode not in ("full", "frozen") or self.loop not in ("fast", "reference"):
+        if self.mode not in ("full", "frozen") or self.loop not in ("fast", "reference", "codes"):
             raise UserError(
-                f"--mode must be full or frozen and --loop fast or reference (got {self.mode!r}, {self.loop!r})"
+                f"--mode must be full or frozen and --loop fast, reference or codes (got {self.mode!r}, {self.loop!r})"
             )
+        if (self.loop == "codes") != bool(self.features) or (self.loop == "codes" and self.mode != "frozen"):
+            raise UserError("--loop codes goes with --mode frozen and --features FILE.h5 (a file with cached views), "
+                            "and --features only with --loop codes")
         positive(epochs=self.epochs, step_size=self.step_size, crop=self.crop)
         if self.lr <= 0 or not 0 <= self.momentum < 1:
             raise UserError(f"--lr must be > 0 and 0 <= --momentum < 1 (got {self.lr}, {self.momentum})")
@@ -183,14 +188,17 @@ def hyperparameters(cfg: Config, precision: str) -> dict:
 
 
 def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, history: list[dict], best, probs,
-                 device_name: str, precision: str, inputs: dict) -> dict:
+                 device_name: str, precision: str, inputs: dict, codes=None) -> dict:
     """model.json and metrics.json of a finished run (last epoch primary, best epoch apart)."""
     fast = cfg.loop == "fast"
     y_val = np.array([r.label for r in data.val])
+    # a head trained on cached codes predicts from images transformed as those codes were
+    tf = codes.header.transform if codes else {"resize": cfg.resize, "crop": cfg.crop}
     runs.write_model(run_dir, {
         "kind": "finetune", "backbone": bb.name, "weights": bb.weights_id, "weights_arg": cfg.weights,
         "weights_sha256": bb.weights.sha256, "seed": cfg.seed, "classes": data.classes,
-        "resize": cfg.resize, "crop": cfg.crop, "fast_decode": fast, "file": "final.pt"})
+        **{k: tf[k] for k in ("resize", "crop", "interpolation", "mean", "std") if k in tf},
+        "fast_decode": fast or bool(codes and tf.get("decode") != "PIL full"), "file": "final.pt"})
     pred = probs.argmax(1)
     confidence, loss, kind = metrics.per_image(y_val, probs)
     preds = runs.predictions([r.path for r in data.val], y_val, pred, confidence, loss)
@@ -201,11 +209,17 @@ def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, histor
         classes=data.classes, backbone=bb.name, weights=bb.weights_id, n_train=len(data.train), n_val=len(data.val),
         val=metrics.scores(y_val, pred, data.classes, probs), selection="last epoch",
         seconds={"train": sum(h["seconds"] for h in history), "decode": data.seconds if fast else 0.0,
-                 "predict": history[-1]["seconds"] - history[-1]["train_seconds"]},
+                 "predict": history[-1]["seconds"] - history[-1]["train_seconds"],
+                 # the cached codes and views it trained on: what the extraction of those cost
+                 **({"extract": (codes.header.extract_seconds or 0.0) + codes.header.views[cfg.split_names[0]][
+                     "seconds"]} if codes else {})},
         device=device_name, seed=cfg.seed,
         preds=preds, score_kind=kind, command=command_line(cfg, "finetune"),
         mode=cfg.mode, loop=cfg.loop, head=None, data_root=str(cfg.data), epochs=cfg.epochs,
-        hyperparameters=hyperparameters(cfg, precision),
+        hyperparameters=hyperparameters(cfg, precision) | ({
+            "train_source": f"{codes.header.views[cfg.split_names[0]]['n']} cached augmented views per image "
+                            "(one drawn per image per epoch)", "trunk_mode": "eval", "features_file": cfg.features}
+            if codes else {}),
         best_val={"epoch": best[0], **metrics.scores(y_val, best[2].argmax(1), data.classes, best[2]),
                   "selection": "best epoch on val (reference protocol)"},
         history="history.json",
@@ -226,6 +240,10 @@ def method_names(mode: str, loop: str) -> tuple[str, str]:
     codes), the tutorial's loop leaves it in train mode, so its running statistics drift with
     every batch; they are named apart so nobody reads one's number as the other's."""
     tutorial = loop == "reference"
+    if loop == "codes":
+        return ("frozen, BN eval (cached views)", "frozen trunk with its BatchNorm in eval mode, new linear head "
+                "trained on augmented views cached by `features --views K`, one per image per epoch: the fast "
+                "frozen scheme without a backbone pass while training")
     if mode == "full":
         return (("full FT (tutorial loop)", "full fine-tuning, the tutorial's own loop (reference implementation)")
                 if tutorial else ("full FT", "full fine-tuning, fast loop (decode once, augment on the device)"))
@@ -254,44 +272,84 @@ def train(cfg: Config) -> tuple[Path, dict]:
 
     device, fast = resolve_device(cfg.device), cfg.loop == "fast"
     s = scan(cfg.data, cfg.split_names)  # cheap checks first: a missing folder is reported before any download
+    suffix = {"fast": "", "reference": "-reference", "codes": "-codes"}[cfg.loop]
     run_dir = Path(cfg.out) / (cfg.name or runs.run_name(s.name, cfg.backbone, Weights.parse(cfg.weights).tag,
-                                                         f"finetune-{cfg.mode}" + ("" if fast else "-reference")))
-    inputs = run_inputs(cfg, s, device.type)
+                                                         f"finetune-{cfg.mode}{suffix}"))
+    codes = cached_codes(cfg, s) if cfg.loop == "codes" else None
+    inputs = run_inputs(cfg, s, device.type) | ({"codes": codes.header.fingerprint,
+                                                 "views": codes.header.views.get(cfg.split_names[0])} if codes else {})
     if not cfg.force and (doc := runs.up_to_date(run_dir, inputs)) is not None:
         print(f"up to date: {run_dir} was made from the same images and settings; nothing to do (--force trains again)")
         return run_dir, doc
     bb = load_backbone(cfg.backbone, cfg.weights, cfg.seed)  # a bad name or file fails before decoding
-    data = decode_once(cfg.data, s, cfg.split_names, keep=fast, resize=cfg.resize, crop=cfg.crop,
-                       workers=resolve_workers(cfg.workers), device=device)
+    data = codes_as_decoded(codes, cfg.split_names) if codes else decode_once(
+        cfg.data, s, cfg.split_names, keep=fast, resize=cfg.resize, crop=cfg.crop,
+        workers=resolve_workers(cfg.workers), device=device)
     check_classes([r.label for r in data.train], data.classes, f"{s.name} ({cfg.split_names[0]})")
     bb, model = build(cfg, len(data.classes), bb)
     # the previous run stays whole until this one is complete; a killed one resumes from its folder
     with exclusive(run_dir, "finetune run"), runs.staged(run_dir, resumable=True) as work:
-        doc = fit_and_record(cfg, bb, model, data, device, inputs, work, run_dir)
+        doc = fit_and_record(cfg, bb, model, data, device, inputs, work, run_dir, codes)
     return run_dir, doc
 
 
-def fit_and_record(cfg: Config, bb, model, data: Decoded, device, inputs: dict, work: Path, run_dir: Path) -> dict:
+def cached_codes(cfg: Config, s: ImageFolderScan):
+    """The features file of --loop codes, checked: made from these images and weights, with views."""
+    from .cache import read_codes
+
+    codes = read_codes(cfg.features)
+    h, train = codes.header, cfg.split_names[0]
+    if h.inputs.get("image_list") != s.digest() or h.backbone != cfg.backbone \
+            or h.inputs.get("weights") != Weights.parse(cfg.weights, cfg.seed).key:
+        raise UserError(f"{cfg.features} was not made from the images under {str(cfg.data)!r} with {cfg.backbone} "
+                        f"({cfg.weights}); re-run features with the same --data, --backbone and --weights")
+    if train not in codes.splits or codes.splits[train].views is None:
+        raise UserError(f"{cfg.features} holds no augmented views of {train!r}; run `features --views K` first")
+    return codes
+
+
+def codes_as_decoded(codes, splits: tuple[str, str]) -> Decoded:
+    """The records a run writes, from a features file instead of decoded images."""
+    from .data import ImageRecord
+    from .encode import Decoded
+
+    recs = {n: [ImageRecord(p, int(y), 0, 0) for p, y in zip(codes.splits[n].paths, codes.splits[n].labels)]
+            for n in splits}
+    return Decoded(codes.header.dataset, codes.classes, recs[splits[0]], recs[splits[1]],
+                   {n: codes.splits[n].skipped for n in splits})
+
+
+def fit_and_record(cfg: Config, bb, model, data: Decoded, device, inputs: dict, work: Path, run_dir: Path,
+                   codes=None) -> dict:
     """Train in `work` (the staged run folder) and write the run's records there."""
     import torch
 
-    from .fastpath import fast_phases
+    from .fastpath import codes_phases, fast_phases
 
     fast = cfg.loop == "fast"
     params = model.head.parameters() if cfg.mode == "frozen" else model.parameters()
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     precision = precision_for(device.type) if fast else "fp32"  # the reference loop stays fp32
-    phases = (fast_phases(model, optimizer, data, device, frozen=cfg.mode == "frozen", seed=cfg.seed,
-                          batch_size=cfg.batch_size, crop=cfg.crop) if fast
-              else reference_phases(cfg, model, optimizer, data, device))
+    if codes is not None:
+        tr, va = (codes.splits[n] for n in cfg.split_names)
+        model.to(device)
+        phases = codes_phases(model, optimizer, tr.views, tr.labels, va.codes, va.labels, device, seed=cfg.seed,
+                              batch_size=cfg.batch_size)
+        precision = codes.header.precision
+    elif fast:
+        phases = fast_phases(model, optimizer, data, device, frozen=cfg.mode == "frozen", seed=cfg.seed,
+                             batch_size=cfg.batch_size, crop=cfg.crop)
+    else:
+        phases = reference_phases(cfg, model, optimizer, data, device)
     print(f"{data.dataset}: {len(data.train)} train / {len(data.val)} val images; {bb.name} ({bb.weights_id}), "
           f"{cfg.mode} fine-tuning, {cfg.loop} loop on {device} ({precision}); run folder {run_dir}")
     y_val = np.array([r.label for r in data.val])
     history, best, probs = fit(cfg, model, phases, scheduler, optimizer, y_val, work,
                                -(-len(data.train) // cfg.batch_size), json_digest(inputs))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return write_record(cfg, work, bb, data, history, best, probs, device_name, precision, inputs)
+    doc = write_record(cfg, work, bb, data, history, best, probs, device_name, precision, inputs, codes)
+    return doc
 
 
 def run(cfg: Config) -> None:

@@ -56,6 +56,7 @@ class Document:
     classes: list[str]
     labels: tuple  # (headers, cells, align) of the label-efficiency table
     commands: list[tuple[str, str]]  # (short name, command line)
+    views: tuple = ([], [], "")  # (headers, cells, align) of what cached views buy
     curves: list[tuple[str, str]] = field(default_factory=list)  # learning-curve figures
     bench: dict | None = None
 
@@ -112,6 +113,13 @@ def build_document(doc: Document) -> list[tuple]:
         blocks.append(("h2", "What went wrong"))
         blocks += [("figure", name, caption) for name, caption in doc.top_losses]
         blocks += _wrong_table(doc)
+    if doc.views[0]:
+        blocks += [("h2", "What augmented views buy"),
+                   ("p", "The same heads trained on each image's code plus K augmented views (RandomResizedCrop + "
+                         "flip, cached once by `features --views K`; CV folds split by image), and val scored by the "
+                         "mean over T test-time views (`features --tta T`: centre, then corner crops). Extract s is "
+                         "the share of the extraction each setting used."),
+                   ("table", *doc.views, [""] * len(doc.views[1]))]
     if doc.labels[0]:
         blocks += [("h2", "How many labels are needed")]
         if "labels" in doc.figures:

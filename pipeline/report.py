@@ -221,7 +221,7 @@ def document(cfg: Config, runs: list[Run], dataset: str, figdir: Path) -> tuple[
         summary=summary_paragraphs(rows, runs), figures=make_figures(runs, rows, figdir),
         per_class=D.per_class_table(rows, classes), top_losses=top_loss_figures(runs, rows, figdir, F),
         always_wrong=D.always_wrong(runs, rows), classes=classes, labels=D.label_table(D.label_curves(runs, rows)),
-        commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir),
+        commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir), views=D.views_table(runs, rows),
         bench=read_bench(cfg.bench)), rows
 
 
