@@ -41,6 +41,9 @@ class Config(Common):
     interpolation: str = opt("", "eval transform: resize interpolation; empty = the weights' own, else bilinear",
                              ("", "bilinear", "bicubic", "nearest"))
     fast_decode: bool = opt(True, "let the JPEG decoder downscale large images while decoding (recorded)")
+    decode: str = opt("auto", "pil: PIL in --workers processes; torchvision: JPEGs decoded in batches on the "
+                              "extraction device (nvJPEG on a GPU), PIL for the rest; auto: torchvision on a GPU, "
+                              "else pil", ("auto", "pil", "torchvision"))
     shard_size: int = opt(512, "images per resumable shard (rounded up to a multiple of --batch-size)")
     force: bool = opt(False, "recompute even when an existing file was made from other inputs")
     views: int = opt(0, "augmented views per train image (RandomResizedCrop + flip, seeded per image and view), "
@@ -76,14 +79,25 @@ class Config(Common):
         return Path(self.out) if self.out else features_path(self.data, self.backbone, Weights.parse(self.weights))
 
 
+def decoder(cfg: Config, device: str) -> str:
+    """'pil' or 'torchvision', --decode auto resolved for the device type."""
+    return ("torchvision" if device == "cuda" else "pil") if cfg.decode == "auto" else cfg.decode
+
+
 def fingerprint_inputs(s: ImageFolderScan, cfg: Config, weights: Weights, pre: Preprocess, device: str) -> dict:
-    """Everything that determines the codes, known before any network is built."""
+    """Everything that determines the codes, known before any network is built; the decoder is
+    part of it, so PIL- and GPU-decoded codes never mix."""
+    spec = pre.spec(cfg.fast_decode)
+    if decoder(cfg, device) == "torchvision":
+        from .batch_decode import decoder_name
+
+        spec["decode"] = decoder_name(device)
     return {
         "format": FORMAT,
         "backbone": cfg.backbone,
         "weights": weights.key,
         "weights_sha256": weights.sha256,
-        "transform": pre.spec(cfg.fast_decode),
+        "transform": spec,
         "precision": precision_for(device),
         # BN folding is decided by the backbone and the torch version (both recorded): fx either
         # traces the model or not, so the setting, not its outcome, goes in the fingerprint
@@ -179,10 +193,15 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
         )
     print(f"{s.name}: {len(plan.records)} images, {bb.name} ({bb.weights_id}) -> {bb.dim}-d codes on {device} "
           f"({enc.precision})")
-    ds = eval_images(cfg.data, plan.records, pre, cfg.fast_decode)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_sampler=[b for p in todo for b in p[2]], num_workers=resolve_workers(cfg.workers),
-        pin_memory=device.type == "cuda", persistent_workers=False)
+    order = [b for p in todo for b in p[2]]
+    if decoder(cfg, device.type) == "torchvision":
+        from .batch_decode import batches as decoded_batches
+
+        loader = decoded_batches(cfg.data, plan.records, order, pre, device, cfg.fast_decode)
+    else:
+        loader = torch.utils.data.DataLoader(
+            eval_images(cfg.data, plan.records, pre, cfg.fast_decode), batch_sampler=order,
+            num_workers=resolve_workers(cfg.workers), pin_memory=device.type == "cuda", persistent_workers=False)
     t0, n_done = time.perf_counter(), 0
     with tqdm(total=sum(len(b) for p in todo for b in p[2]), unit="img", desc="features", file=sys.stderr,
               disable=None, smoothing=0.1) as bar:
