@@ -153,6 +153,23 @@ def read_codes(path: Path | str) -> Codes:
     return Codes(Path(path), header, splits)
 
 
+def read_split(path: Path | str, name: str, labels_only: bool = False) -> SplitCodes:
+    """One split of a complete file, checked like `read_codes`; `labels_only` leaves its codes
+    (and views) on disk: for heads that stream the codes in chunks."""
+    attrs = read_attrs(path)
+    if name not in attrs["splits"]:
+        raise UserError(f"{str(path)!r} has no split {name!r} (it has {attrs['splits']})")
+    try:
+        with h5py.File(path, "r") as f:
+            if labels_only:
+                g = f[name]
+                return SplitCodes(np.empty((0, g["codes"].shape[1]), np.float32), g["labels"][...].astype(np.int64),
+                                  [], list(zip(g["skipped_paths"].asstr()[...], g["skipped_reasons"].asstr()[...])))
+            return _read_split(f[name], Header.from_attrs(attrs).dim)
+    except (KeyError, OSError, ValueError, TypeError) as e:
+        raise UserError(f"{str(path)!r} is damaged ({type(e).__name__}: {e}); re-run `features --force`") from None
+
+
 def _read_split(g: h5py.Group, dim: int) -> SplitCodes:
     s = SplitCodes(codes=g["codes"][...], labels=g["labels"][...].astype(np.int64),
                    paths=[p.decode() if isinstance(p, bytes) else p for p in g["paths"][...]],

@@ -9,14 +9,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 from sklearn.model_selection import PredefinedSplit, StratifiedKFold
 
-from . import UserError, __version__, label_curve, runs
-from .cache import Codes, SplitCodes, read_codes
+from . import UserError, __version__, label_curve, runs, streaming
+from .cache import Codes, Header, SplitCodes, read_attrs, read_codes, read_split
 from .config import check_classes, command_line, opt
 from .data import scan
-from .heads import HEADS, scores_of
+from .heads import HEADS, Head, scores_of
 from .metrics import per_image, scores
 from .search import PathSearch, path_search
 from .weights import Weights
@@ -26,7 +27,8 @@ from .weights import Weights
 class Config:
     seed: int = opt(0, "random seed (CV folds, the linear head's init and order)")
     features: Path = opt(Path(""), "the HDF5 codes file written by `features`", required=True)
-    head: str = opt("all", "which head to fit, or all of them in turn", tuple(HEADS) + ("all",))
+    head: str = opt("all", "which head to fit, or all: every in-memory head when the codes fit in memory, else "
+                           "sgd", tuple(HEADS) + ("sgd", "all"))
     out: Path = opt(Path("reports/runs"), "runs folder: one sub-folder per head is written")
     data: str = opt("", "the image folder the codes came from: when given, a stale cache is refused")
     folds: int = opt(5, "stratified CV folds on train (fewer when a class has fewer images)")
@@ -39,6 +41,8 @@ class Config:
                            ("auto", "on", "off"))
     label_sizes: str = opt("1,2,5,10,20,50", "label curve: training images per class to draw (the full set is added)")
     label_draws: int = opt(5, "label curve: random draws per size")
+    chunk_rows: int = opt(65536, "sgd: codes read from the file this many rows at a time (its memory follows this)")
+    sgd_loss: str = opt("log_loss", "sgd: log_loss (probabilities) or hinge (a linear SVM)", ("log_loss", "hinge"))
     views: int = opt(-1, "augmented views per train image to train on besides its code: -1 = all the file holds")
     tta: int = opt(0, "test-time views per val image to average (probabilities or margins): 0 = all the file holds, "
                       "1 = the centre crop only")
@@ -201,14 +205,15 @@ def run_dir(cfg: Config, codes: Codes, name: str, v: Views = Views(0, 1)) -> Pat
 
 def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = Views(0, 1)) -> dict:
     """Everything that determines a head's run: a rerun with the same is a hit that does no work."""
-    head, h = HEADS[name], codes.header
+    head, h = HEADS.get(name) or SGD_HEAD, codes.header
     used = {s: (h.views.get(s) or {}).get("fingerprint") for s, n in ((cfg.train_split, v.k), (cfg.val_split, v.t - 1))
             if n}
     return {"features_fingerprint": h.fingerprint, "head": name, "param": head.param,
             "views": v.k, "tta": v.t, "views_fingerprints": used,
             "values": list(head.values), "warm": head.warm, "patience": head.patience, "folds": cfg.folds,
             "seed": cfg.seed, "train_split": cfg.train_split, "val_split": cfg.val_split, "cnncodes": __version__,
-            "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws]}
+            "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws],
+            **({"sgd": [cfg.sgd_loss, cfg.chunk_rows]} if name == "sgd" else {})}
 
 
 def write_run(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_s: float,
@@ -240,13 +245,14 @@ def write_records(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_
         "fast_decode": h.transform["decode"] != "PIL full", "file": "model.npz",
         "features_fingerprint": h.fingerprint})
     runs.write_metrics(run, runs.record(
-        method=f"{h.backbone} codes + {HEADS[name].title}" + (
+        method=f"{h.backbone} codes + {(HEADS.get(name) or SGD_HEAD).title}" + (
             f", trained on each image's code and {v.k} augmented views" if v.k else "") + (
             f", val scored by the mean over {v.t} test-time views" if v.t > 1 else ""),
         short=name + (f" ({v.describe()})" if v.describe() else ""), stage="classify", dataset=h.dataset,
         classes=codes.classes, backbone=h.backbone, weights=h.weights,
         n_train=len(codes.splits[cfg.train_split].labels), n_val=len(va.labels), val=val,
-        selection=f"CV on train ({search.n_splits_}-fold)",
+        selection=f"CV on train ({search.n_splits_}-fold)" if search.n_splits_ else
+        "10% of train held out (seeded rows), then refit on all",
         seconds={"extract": views_cost(codes, cfg, v), "fit": fit_s, "predict": predict_s}, views=v.k, tta=v.t,
         device=f"cpu (codes: {h.device})", seed=cfg.seed, preds=preds[0],
         score_kind=preds[1], command=command_line(cfg, "classify"), features_command=h.command or None,
@@ -257,7 +263,56 @@ def write_records(cfg: Config, codes: Codes, name: str, search: PathSearch, fit_
         label_curve=labels, inputs=head_inputs(cfg, codes, name, v)))
 
 
+SGD_HEAD = Head("SGD (out of core: codes streamed from the file in chunks)", lambda seed: None, "clf__alpha",
+                streaming.ALPHAS)
+
+
+def fits_in_memory(path: Path) -> bool:
+    """Whether the file's codes (and views) take under half of the memory available now."""
+    import os
+
+    with h5py.File(path, "r") as f:
+        need = sum(f[g][d].size * 4 for g in f if isinstance(f[g], h5py.Group) for d in ("codes", "views") if d in f[g])
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return True
+    return need < free / 2
+
+
+def classify_streaming(cfg: Config) -> Path:
+    """The sgd head: train codes streamed from the file in chunks, never loaded whole."""
+    header = Header.from_attrs(read_attrs(cfg.features))
+    labels = read_split(cfg.features, cfg.train_split, labels_only=True)
+    check_classes(labels.labels, header.classes, f"{cfg.features} ({cfg.train_split})")
+    codes = Codes(Path(cfg.features), header, {cfg.train_split: labels,
+                                               cfg.val_split: read_split(cfg.features, cfg.val_split)})
+    where, inputs = run_dir(cfg, codes, "sgd"), head_inputs(cfg, codes, "sgd")
+    before = None if cfg.force else runs.up_to_date(where, inputs)
+    if before is not None:
+        print(f"sgd      up to date: {where} (val acc {before['val']['accuracy']:.2%}); nothing to do", flush=True)
+        return where
+    t0 = time.perf_counter()
+    model, chosen = streaming.fit_streaming(
+        streaming.Chunks(Path(cfg.features), cfg.train_split, cfg.chunk_rows), np.arange(len(header.classes)),
+        loss=cfg.sgd_loss, seed=cfg.seed,
+        progress=lambda t: print(f"  sgd alpha={t['value']:g}: held-out {t['holdout_accuracy']:.2%}", flush=True))
+    fit_s = time.perf_counter() - t0
+    search = PathSearch(model, {"clf__alpha": chosen["alpha"]}, chosen["holdout_accuracy"], 0,
+                        [{"value": t["value"], "mean": t["holdout_accuracy"]} for t in chosen["tried"]])
+    run, val = write_run(cfg, codes, "sgd", search, fit_s)
+    print(f"sgd      val acc {val['accuracy']:.2%}  held-out {chosen['holdout_accuracy']:.2%}  alpha "
+          f"{chosen['alpha']:g}  fit {fit_s:.2f}s  -> {run}", flush=True)
+    return run
+
+
 def classify(cfg: Config) -> list[Path]:
+    read_attrs(cfg.features)  # a missing, partial or foreign file is a one-line error before anything else
+    if cfg.head == "sgd" or (cfg.head == "all" and not fits_in_memory(Path(cfg.features))):
+        if cfg.head == "all":
+            print(f"{cfg.features}: the codes take more than half the free memory: running the out-of-core sgd head "
+                  "only (--head softmax etc. to insist)", flush=True)
+        return [classify_streaming(cfg)]
     codes = read_codes(cfg.features)
     for split in (cfg.train_split, cfg.val_split):
         if split not in codes.splits:

@@ -49,13 +49,14 @@ class Split:
 
 @dataclass
 class ImageFolderScan:
-    root: Path
+    root: Path  # image paths are relative to it (a manifest's folder; absolute paths in a manifest stay so)
     classes: list[str]
     splits: dict[str, Split]
+    manifest: str = ""  # the CSV manifest's name, when the images were listed by one
 
     @property
     def name(self) -> str:
-        return self.root.resolve().name
+        return Path(self.manifest).stem if self.manifest else self.root.resolve().name
 
     def digest(self) -> str:
         """Fingerprint of the image list: every file's split, relative path, label, size, mtime."""
@@ -78,6 +79,8 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val")) -> ImageF
     differ between splits.
     """
     root = Path(root)
+    if root.suffix.lower() == ".csv" and root.is_file():
+        return scan_manifest(root, splits)
     if not root.is_dir():
         raise UserError(
             f"data directory {str(root)!r} does not exist (set DATA=/path/to/imagefolder or run `make data`)"
@@ -109,6 +112,67 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val")) -> ImageF
         out[name] = split
     assert classes is not None
     return ImageFolderScan(root, classes, out)
+
+
+MANIFEST_COLUMNS = ("path", "label", "split")
+
+
+def scan_manifest(manifest: Path, splits: tuple[str, ...] = ("train", "val")) -> ImageFolderScan:
+    """The images a CSV manifest lists (columns path, label, split; paths relative to the manifest's
+    folder or absolute), in the manifest's order, with the same checks and skip reasons as a
+    folder scan. Classes are the labels, sorted, as ImageFolder sorts its class folders; every
+    class needs images in the first split."""
+    import csv
+
+    root = manifest.parent
+    with open(manifest, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"manifest {str(manifest)!r} lacks the column{'s' * (len(missing) > 1)} "
+                            f"{', '.join(missing)} (it needs a header line: path,label,split)")
+        rows = [(r["path"].strip(), r["label"].strip(), r["split"].strip()) for r in reader]
+    classes = sorted({label for p, label, split in rows if split in splits and p and label})
+    if not classes:
+        raise UserError(f"manifest {str(manifest)!r} lists no image of the splits {', '.join(splits)}")
+    index, out, seen = {c: i for i, c in enumerate(classes)}, {n: Split(n, []) for n in splits}, {}
+    for p, label, name in rows:
+        if name not in out:
+            continue
+        split = out[name]
+        if not p or not label:
+            split.skipped.append((p or "(empty path)", "manifest row without a path or label"))
+            continue
+        f = Path(p) if Path(p).is_absolute() else root / p
+        why = _unusable(f, seen)
+        if why:
+            split.skipped.append((p, why))
+        else:
+            st = f.stat()
+            seen[os.path.realpath(f)] = p
+            split.items.append(ImageRecord(p, index[label], st.st_size, st.st_mtime_ns))
+    for name, split in out.items():
+        if not split.items:
+            raise UserError(f"manifest {str(manifest)!r} lists no usable image for split {name!r}")
+    lacking = sorted(set(classes) - {classes[r.label] for r in out[splits[0]].items})
+    if lacking:
+        raise UserError(f"manifest {str(manifest)!r}: class {', '.join(map(repr, lacking))} has no usable "
+                        f"{splits[0]!r} image")
+    return ImageFolderScan(root, classes, out, manifest=manifest.name)
+
+
+def _unusable(f: Path, seen: dict[str, str]) -> str:
+    """Why a listed file cannot be used, or ''."""
+    if not f.name.lower().endswith(IMG_EXTENSIONS):
+        return f"not an image type ({f.suffix or 'no extension'})"
+    try:
+        st = f.stat()
+    except OSError as e:
+        return f"unreadable: {e.strerror}"
+    real = os.path.realpath(f)
+    if real in seen:
+        return f"duplicate: the same file as {seen[real]}"
+    return "empty file (0 bytes)" if st.st_size == 0 else ""
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,7 @@ class Decoded:
     train_images: list[torch.Tensor] | None = None  # kept: uint8 CHW, shorter side = resize
     val_images: torch.Tensor | None = None  # kept: uint8 N x 3 x crop x crop
     seconds: float = 0.0
+    root: Path | None = None  # the folder the records' paths are relative to
 
 
 def _decoded_only(im) -> torch.Tensor:
@@ -146,7 +147,7 @@ def decode_once(root: Path, s: ImageFolderScan, splits: tuple[str, str], *, keep
                 images[split].append(x.to(device) if keep else None)
         if not kept[split]:
             raise UserError(f"split {split!r} has no decodable images")
-    data = Decoded(s.name, s.classes, kept[tr], kept[va], skipped)
+    data = Decoded(s.name, s.classes, kept[tr], kept[va], skipped, root=Path(root))
     if keep:
         data.train_images, data.val_images = images[tr], torch.stack(images[va])
     data.seconds = time.perf_counter() - t0

@@ -30,7 +30,8 @@ from .weights import Weights, features_path
 
 @dataclass(frozen=True)
 class Config(Common):
-    data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root: DATA/<split>/<class>/<image>")
+    data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root (DATA/<split>/<class>/<image>) or a CSV "
+                                                    "manifest with columns path,label,split")
     backbone: str = opt("resnet18", "torchvision classification model name")
     weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
     out: str = opt("", "output .h5; empty means features/<dataset>/<backbone>-<weights>.h5")
@@ -197,10 +198,10 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
     if decoder(cfg, device.type) == "torchvision":
         from .batch_decode import batches as decoded_batches
 
-        loader = decoded_batches(cfg.data, plan.records, order, pre, device, cfg.fast_decode)
+        loader = decoded_batches(s.root, plan.records, order, pre, device, cfg.fast_decode)
     else:
         loader = torch.utils.data.DataLoader(
-            eval_images(cfg.data, plan.records, pre, cfg.fast_decode), batch_sampler=order,
+            eval_images(s.root, plan.records, pre, cfg.fast_decode), batch_sampler=order,
             num_workers=resolve_workers(cfg.workers), pin_memory=device.type == "cuda", persistent_workers=False)
     t0, n_done = time.perf_counter(), 0
     with tqdm(total=sum(len(b) for p in todo for b in p[2]), unit="img", desc="features", file=sys.stderr,
@@ -266,7 +267,7 @@ def _extract(cfg: Config, out: Path, s: ImageFolderScan) -> Path:
         write_plain(cfg, out, s, weights, pre, where, inputs, fp)
     wanted = views_wanted(cfg, list(s.splits))
     if wanted:
-        add_views(cfg, out, wanted, weights, pre, where)
+        add_views(cfg, out, s.root, wanted, weights, pre, where)
     return out
 
 
@@ -281,7 +282,7 @@ def write_plain(cfg: Config, out: Path, s: ImageFolderScan, weights: Weights, pr
     secs = sum(shards.seconds(name, si) for name, si, _ in plan.shards)
     pieces = split_pieces(s, plan, shards, run["dim"])
     write_codes(out, Header(
-        fingerprint=fp, inputs=inputs, classes=s.classes, dataset=s.name, data_root=str(cfg.data),
+        fingerprint=fp, inputs=inputs, classes=s.classes, dataset=s.name, data_root=str(s.root),
         backbone=cfg.backbone, weights_sha256=weights.sha256, weights_arg=weights.arg,
         transform=inputs["transform"], image_size=pre.crop, seed=cfg.seed, extract_seconds=secs,
         images_per_second=len(plan.records) / secs if secs else None,
@@ -300,8 +301,8 @@ def views_wanted(cfg: Config, splits: list[str]) -> dict[str, tuple[str, int]]:
     return want | ({name: ("tta", cfg.tta - 1) for name in splits[1:]} if cfg.tta > 1 else {})
 
 
-def add_views(cfg: Config, out: Path, wanted: dict[str, tuple[str, int]], weights: Weights, pre: Preprocess,
-              where: str) -> None:
+def add_views(cfg: Config, out: Path, root: Path, wanted: dict[str, tuple[str, int]], weights: Weights,
+              pre: Preprocess, where: str) -> None:
     """Give each split the extra views asked for: views already in the file (made the same way)
     are kept, only the missing ones are computed, resumable in shards like the codes."""
     from .cache import read_codes, write_views
@@ -329,7 +330,7 @@ def add_views(cfg: Config, out: Path, wanted: dict[str, tuple[str, int]], weight
             arrays[name] = np.zeros((0, n, header.dim), np.float32)
             records[name] = {**sp, "n": n, "fingerprint": vfp, "seconds": 0.0}
             continue
-        new, t = view_codes(cfg, split.paths, kind, list(range(n_have, n)), shards, name, weights, pre, where)
+        new, t = view_codes(cfg, root, split.paths, kind, list(range(n_have, n)), shards, name, weights, pre, where)
         old = split.views[:, :n_have] if n_have else np.zeros((len(split.paths), 0, header.dim), np.float32)
         arrays[name] = np.concatenate([old, new], axis=1)
         records[name] = {**sp, "n": n, "fingerprint": vfp, "seconds": secs + t}
@@ -338,7 +339,7 @@ def add_views(cfg: Config, out: Path, wanted: dict[str, tuple[str, int]], weight
     print(f"wrote {out}: " + ", ".join(f"{k} {v['n']} {v['kind']} views" for k, v in records.items()))
 
 
-def view_codes(cfg: Config, paths: list[str], kind: str, views: list[int], shards: Shards, split: str,
+def view_codes(cfg: Config, root: Path, paths: list[str], kind: str, views: list[int], shards: Shards, split: str,
                weights: Weights, pre: Preprocess, where: str) -> tuple[np.ndarray, float]:
     """(N x len(views) x D codes of the given views of each image, seconds of model time)."""
     import torch
@@ -354,7 +355,7 @@ def view_codes(cfg: Config, paths: list[str], kind: str, views: list[int], shard
     if todo:
         enc = Encoder(load_backbone(cfg.backbone, weights), resolve_device(where), pre.mean, pre.std)
         per_batch = max(1, cfg.batch_size // len(views))  # about --batch-size crops per forward pass
-        ds = ViewImages(cfg.data, paths, pre, cfg.fast_decode, kind, views, cfg.seed)
+        ds = ViewImages(root, paths, pre, cfg.fast_decode, kind, views, cfg.seed)
         with tqdm(total=len(todo) * size, unit="img", desc=f"{split} views", file=sys.stderr, disable=None) as bar:
             for si in todo:
                 t0, idx = time.perf_counter(), range(starts[si], min(starts[si] + size, len(paths)))

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Config(Common):
-    data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root: DATA/<split>/<class>/<image>")
+    data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root (DATA/<split>/<class>/<image>) or a CSV "
+                                                    "manifest with columns path,label,split")
     backbone: str = opt("resnet18", "torchvision classification model name")
     weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
     mode: str = opt("full", "full: train every parameter; frozen: train only the new head", ("full", "frozen"))
@@ -94,7 +95,7 @@ def reference_phases(cfg: Config, model, optimizer, data: Decoded, device: torch
     from . import reference
 
     model.to(device)
-    train_loader, val_loader = reference.load_data(cfg.data, data.train, data.val, batch_size=cfg.batch_size,
+    train_loader, val_loader = reference.load_data(data.root, data.train, data.val, batch_size=cfg.batch_size,
                                                    workers=resolve_workers(cfg.workers), seed=cfg.seed,
                                                    resize=cfg.resize, crop=cfg.crop)
 
@@ -215,7 +216,7 @@ def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, histor
                      "seconds"]} if codes else {})},
         device=device_name, seed=cfg.seed,
         preds=preds, score_kind=kind, command=command_line(cfg, "finetune"),
-        mode=cfg.mode, loop=cfg.loop, head=None, data_root=str(cfg.data), epochs=cfg.epochs,
+        mode=cfg.mode, loop=cfg.loop, head=None, data_root=str(data.root), epochs=cfg.epochs,
         hyperparameters=hyperparameters(cfg, precision) | ({
             "train_source": f"{codes.header.views[cfg.split_names[0]]['n']} cached augmented views per image "
                             "(one drawn per image per epoch)", "trunk_mode": "eval", "features_file": cfg.features}
@@ -282,8 +283,8 @@ def train(cfg: Config) -> tuple[Path, dict]:
         print(f"up to date: {run_dir} was made from the same images and settings; nothing to do (--force trains again)")
         return run_dir, doc
     bb = load_backbone(cfg.backbone, cfg.weights, cfg.seed)  # a bad name or file fails before decoding
-    data = codes_as_decoded(codes, cfg.split_names) if codes else decode_once(
-        cfg.data, s, cfg.split_names, keep=fast, resize=cfg.resize, crop=cfg.crop,
+    data = codes_as_decoded(codes, cfg.split_names, s.root) if codes else decode_once(
+        s.root, s, cfg.split_names, keep=fast, resize=cfg.resize, crop=cfg.crop,
         workers=resolve_workers(cfg.workers), device=device)
     check_classes([r.label for r in data.train], data.classes, f"{s.name} ({cfg.split_names[0]})")
     bb, model = build(cfg, len(data.classes), bb)
@@ -308,7 +309,7 @@ def cached_codes(cfg: Config, s: ImageFolderScan):
     return codes
 
 
-def codes_as_decoded(codes, splits: tuple[str, str]) -> Decoded:
+def codes_as_decoded(codes, splits: tuple[str, str], root: Path) -> Decoded:
     """The records a run writes, from a features file instead of decoded images."""
     from .data import ImageRecord
     from .encode import Decoded
@@ -316,7 +317,7 @@ def codes_as_decoded(codes, splits: tuple[str, str]) -> Decoded:
     recs = {n: [ImageRecord(p, int(y), 0, 0) for p, y in zip(codes.splits[n].paths, codes.splits[n].labels)]
             for n in splits}
     return Decoded(codes.header.dataset, codes.classes, recs[splits[0]], recs[splits[1]],
-                   {n: codes.splits[n].skipped for n in splits})
+                   {n: codes.splits[n].skipped for n in splits}, root=root)
 
 
 def fit_and_record(cfg: Config, bb, model, data: Decoded, device, inputs: dict, work: Path, run_dir: Path,

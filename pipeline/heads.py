@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
@@ -93,6 +93,7 @@ ALLOWED = {
     "Normalizer": (lambda: Normalizer, []),
     "LogisticRegression": (lambda: LogisticRegression, _LINEAR),
     "LinearSVM": (lambda: LinearSVM, _LINEAR),
+    "SGDClassifier": (lambda: SGDClassifier, _LINEAR),
     "TorchLinear": (_torch_linear_type, _LINEAR),
     "CachedKNN": (lambda: CachedKNN, ["_fit_X", "_y", "classes_"]),
 }

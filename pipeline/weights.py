@@ -108,8 +108,11 @@ class Weights:
 
 
 def features_path(data: Path | str, backbone: str, weights: Weights) -> Path:
-    """The default cache file: features/<dataset>/<backbone>-<weights tag>.h5."""
-    return Path("features") / Path(data).resolve().name / f"{backbone}-{weights.tag}.h5"
+    """The default cache file: features/<dataset>/<backbone>-<weights tag>.h5 (a manifest's dataset
+    is its file name without .csv)."""
+    data = Path(data)
+    name = data.stem if data.suffix.lower() == ".csv" else data.resolve().name
+    return Path("features") / name / f"{backbone}-{weights.tag}.h5"
 
 
 def main(argv: list[str]) -> int:

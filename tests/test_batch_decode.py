@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from conftest import HYMENOPTERA, MOBILENET, make_image, needs_shared
 from pipeline.batch_decode import batches, decode_batch
