@@ -9,6 +9,8 @@ torchvision (enum weights need torchvision to name their transform).
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import UserError, __version__
+from . import UserError, __version__, dist
 from .cache import (FORMAT, Header, Shards, SplitPiece, describe_counts, read_attrs, recorded_files, row_counts,
                     write_codes)
 from .config import (Common, command_line, device_type, opt, parse_splits, positive, precision_for, resolve_device,
@@ -175,9 +177,9 @@ def plan_shards(s: ImageFolderScan, batch: int, shard_size: int) -> Plan:
 
 
 def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, weights: Weights, pre: Preprocess,
-                   where: str) -> dict:
-    """Run the backbone on device type `where` over every shard not yet on disk; returns what the
-    header records of it."""
+                   where: str, ranks: dist.Ranks = dist.Ranks()) -> dict:
+    """Run the backbone on device type `where` over every shard of this rank not yet on disk;
+    returns what the header records of it."""
     import torch
     from tqdm import tqdm
 
@@ -185,15 +187,19 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
     from .encode import Encoder, eval_images
 
     device = resolve_device(where)  # the type the fingerprint was made for
+    if device.type == "cuda" and ranks.world > 1:
+        device = torch.device("cuda", ranks.local_rank)
     bb = load_backbone(cfg.backbone, weights)
     enc = Encoder(bb, device, pre.mean, pre.std)
-    todo = [p for p in plan.shards if not shards.done(p[0], p[1])]
-    if len(todo) < len(plan.shards):
-        print(
-            f"resuming: {len(plan.shards) - len(todo)} of {len(plan.shards)} shards already extracted in {shards.dir}"
-        )
-    print(f"{s.name}: {len(plan.records)} images, {bb.name} ({bb.weights_id}) -> {bb.dim}-d codes on {device} "
-          f"({enc.precision})")
+    left = [p for p in plan.shards if not shards.done(p[0], p[1])]  # every rank's
+    todo = [p for i, p in enumerate(plan.shards) if ranks.mine(i) and not shards.done(p[0], p[1])]
+    if len(left) < len(plan.shards) and ranks.main:
+        print(f"resuming: {len(plan.shards) - len(left)} of {len(plan.shards)} shards already extracted in "
+              f"{shards.dir}")
+    if ranks.main:
+        on = f"{device}" + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
+        print(f"{s.name}: {len(plan.records)} images, {bb.name} ({bb.weights_id}) -> {bb.dim}-d codes on {on} "
+              f"({enc.precision})")
     order = [b for p in todo for b in p[2]]
     if decoder(cfg, device.type) == "torchvision":
         from .batch_decode import batches as decoded_batches
@@ -202,10 +208,13 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
     else:
         loader = torch.utils.data.DataLoader(
             eval_images(s.root, plan.records, pre, cfg.fast_decode), batch_sampler=order,
-            num_workers=resolve_workers(cfg.workers), pin_memory=device.type == "cuda", persistent_workers=False)
-    t0, n_done = time.perf_counter(), 0
-    with tqdm(total=sum(len(b) for p in todo for b in p[2]), unit="img", desc="features", file=sys.stderr,
-              disable=None, smoothing=0.1) as bar:
+            num_workers=workers_per_rank(cfg.workers, ranks), pin_memory=device.type == "cuda",
+            persistent_workers=False)
+    t0, n_done, size = time.perf_counter(), 0, lambda p: sum(len(b) for b in p[2])
+    # rank 0 shows the progress of all ranks: its own, and the shards the others have finished
+    others = [p for p in left if p not in todo]
+    with tqdm(total=sum(map(size, left)), unit="img", desc="features", file=sys.stderr,
+              disable=None if ranks.main else True, smoothing=0.1) as bar:
         batches = iter(loader)
         for name, si, idx in todo:
             codes, reasons, t_shard = [], [], time.perf_counter()
@@ -213,14 +222,24 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
                 x, why = next(batches)
                 codes.append(enc(x).cpu().numpy())
                 reasons += list(why)
-                bar.update(len(why))
+                bar.n = n_done + len(reasons) + sum(size(p) for p in others if shards.done(p[0], p[1]))
+                bar.refresh()
             shards.save(name, si, np.concatenate(codes), reasons, time.perf_counter() - t_shard)
             n_done += len(reasons)
     secs = time.perf_counter() - t0
     if n_done:
-        print(f"extracted {n_done} images in {secs:.1f}s ({n_done / secs:.1f} images/s)")
+        print(f"extracted {n_done} images in {secs:.1f}s ({n_done / secs:.1f} images/s)"
+              + (f" on rank {ranks.rank}" if ranks.world > 1 else ""))
     return {"weights": bb.weights_id, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+
+
+def workers_per_rank(workers: int, ranks: dist.Ranks) -> int:
+    """--workers, with -1 (automatic) sharing the cores among the ranks of one machine."""
+    if workers >= 0 or ranks.world == 1:
+        return resolve_workers(workers)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world))
+    return min(8, max(0, (os.cpu_count() or 1) // local - 1))
 
 
 def split_pieces(s: ImageFolderScan, plan: Plan, shards: Shards, dim: int) -> dict[str, SplitPiece]:
@@ -253,30 +272,49 @@ def extract(cfg: Config) -> Path:
         raise UserError(f"--out {str(out)!r} is a folder; give the path of a .h5 file")
     s = scan(cfg.data, parse_splits(cfg.splits))  # a bad folder is reported before anything is created
     out.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(out, "features run"):
-        return _extract(cfg, out, s)
+    ranks = dist.from_env()  # under torchrun: this process's rank; else rank 0 of 1
+    with exclusive(out, "features run") if ranks.main else contextlib.nullcontext():
+        dist.init(ranks, device_type(cfg.device))
+        try:
+            return _extract(cfg, out, s, ranks)
+        finally:
+            dist.close(ranks)
 
 
-def _extract(cfg: Config, out: Path, s: ImageFolderScan) -> Path:
+def _extract(cfg: Config, out: Path, s: ImageFolderScan, ranks: dist.Ranks = dist.Ranks()) -> Path:
     weights = Weights.parse(cfg.weights, cfg.seed)
     where, pre = device_type(cfg.device), cfg.preprocess(weights)
     print(f"eval transform: {pre.describe()}")
     inputs = fingerprint_inputs(s, cfg, weights, pre, where)
     fp = json_digest(inputs)
     if not cache_hit(out, fp, inputs, s, cfg.force):
-        write_plain(cfg, out, s, weights, pre, where, inputs, fp)
+        write_plain(cfg, out, s, weights, pre, where, inputs, fp, ranks)
     wanted = views_wanted(cfg, list(s.splits))
-    if wanted:
+    if wanted and ranks.main:  # views: on rank 0 alone
         add_views(cfg, out, s.root, wanted, weights, pre, where)
+    dist.barrier(ranks)
     return out
 
 
 def write_plain(cfg: Config, out: Path, s: ImageFolderScan, weights: Weights, pre: Preprocess, where: str,
-                inputs: dict, fp: str) -> None:
-    """Compute the plain codes (resuming from shards) and write the file."""
+                inputs: dict, fp: str, ranks: dist.Ranks = dist.Ranks()) -> None:
+    """Compute the plain codes (resuming from shards; under torchrun each rank its share of the
+    shards) and write the file (rank 0, once every shard exists)."""
     plan = plan_shards(s, cfg.batch_size, cfg.shard_size)
-    shards = Shards(out, f"{fp} batch={cfg.batch_size} shard={plan.shard_size}")
-    run = compute_shards(cfg, s, plan, shards, weights, pre, where)
+    stamp = f"{fp} batch={cfg.batch_size} shard={plan.shard_size}"
+    shards = Shards(out, stamp) if ranks.main else None  # rank 0 clears shards of other inputs first
+    dist.barrier(ranks)
+    shards = shards or Shards(out, stamp)
+    run = compute_shards(cfg, s, plan, shards, weights, pre, where, ranks)
+    dist.barrier(ranks)
+    if ranks.main:
+        assemble(cfg, out, s, plan, shards, pre, inputs, fp, run, weights)
+    dist.barrier(ranks)
+
+
+def assemble(cfg: Config, out: Path, s: ImageFolderScan, plan: Plan, shards: Shards, pre: Preprocess, inputs: dict,
+             fp: str, run: dict, weights: Weights) -> None:
+    """The file from every shard, renamed into place; the shards are removed after."""
     # recorded: the model time of every shard, this run's and those a killed run left, so a
     # resumed extraction reports what the codes cost, not what was left to do
     secs = sum(shards.seconds(name, si) for name, si, _ in plan.shards)

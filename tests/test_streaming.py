@@ -41,7 +41,8 @@ def test_held_out_rows_depend_on_seed_and_position_only():
 
 
 def test_classify_sgd_writes_a_run_that_loads_without_pickle(many_chunks, tmp_path):
-    [run] = classify(Config(features=many_chunks, head="sgd", out=tmp_path / "runs", chunk_rows=1000, label_curve="off"))
+    [run] = classify(Config(features=many_chunks, head="sgd", out=tmp_path / "runs", chunk_rows=1000,
+                            label_curve="off"))
     m = json.loads((run / "metrics.json").read_text())
     assert run.name.endswith("-sgd") and m["head"] == "sgd" and m["selection"].startswith("10% of train held out")
     assert m["val"]["accuracy"] > 0.5 and "alpha" in m["hyperparameters"]
