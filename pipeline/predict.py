@@ -1,6 +1,7 @@
 """Label new images with a saved classify head or fine-tuned model.
 
-Usage: cnncodes predict --model RUN_DIR IMAGE_OR_DIR... [--csv FILE]
+Usage: cnncodes predict --model RUN_DIR IMAGE_OR_DIR_OR_MANIFEST... [--csv FILE]
+       torchrun --nproc_per_node=N -m pipeline predict --model RUN_DIR ... --csv FILE
 
 Prints one `path  class  probability` row per image (`margin` instead of `probability` for a
 head without probabilities, LinearSVC: the winning class's decision value), then a summary line on
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import UserError, runs
+from . import UserError, dist, runs
 from .config import DEVICES, opt, positive
 from .data import IMG_EXTENSIONS, ImageRecord, Preprocess
 from .files import write_text
@@ -31,6 +32,7 @@ class Config:
     csv: str = opt("", "also write path,class,probability (or margin) rows to this CSV file")
     device: str = opt("auto", "where to run: auto picks cuda when available", DEVICES)
     batch_size: int = opt(32, "images per batch")
+    workers: int = opt(-1, "processes decoding images (0 = in process, -1 = one per spare core, at most 8)")
     trust_pickle: bool = opt(False, "load a head saved as a pickle (model.joblib, older runs): only for files you "
                                     "made yourself, since loading a pickle can run any code")
 
@@ -39,9 +41,17 @@ class Config:
 
 
 def list_images(args) -> list[Path]:
+    """Image files, folders (searched recursively, sorted) and CSV manifests (their path column,
+    relative to the manifest's folder), in the order given."""
     out = []
     for a in map(Path, args):
-        if a.is_dir():
+        if a.suffix.lower() == ".csv" and a.is_file():
+            with open(a, newline="", encoding="utf-8-sig") as fh:
+                rows = csv.DictReader(fh)
+                if "path" not in (rows.fieldnames or []):
+                    raise UserError(f"manifest {str(a)!r} has no 'path' column")
+                out += [Path(r["path"]) if Path(r["path"]).is_absolute() else a.parent / r["path"] for r in rows]
+        elif a.is_dir():
             out += sorted(p for p in a.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
         elif a.is_file():
             out.append(a)
@@ -113,55 +123,131 @@ def finetune_scorer(cfg: Config, spec: dict, device):
     return scores, "probability", list(spec["classes"])
 
 
-def predict(cfg: Config) -> tuple[list[tuple[str, str, float]], list[tuple[str, str]], str]:
-    """(rows of path, class, score; files that could not be labelled with why; the score's name)."""
+def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
+    """(what the scores are, an iterator of (index, path, class or None, score or why) for this
+    rank's images in input order). Images are decoded in --workers processes, a batch at a time:
+    memory stays bounded however many images there are."""
+    import torch
+
     from .config import resolve_device
     from .encode import eval_images
+    from .features import workers_per_rank
 
     spec = runs.read_model(cfg.model)
     paths = list_images(cfg.images)
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and ranks.world > 1:
+        device = torch.device("cuda", ranks.local_rank)
     scorer, kind, columns = (head_scorer if spec["kind"] == "head" else finetune_scorer)(cfg, spec, device)
     ds = eval_images(Path(""), [ImageRecord(str(p), -1, 0, 0) for p in paths], Preprocess.from_spec(spec),
                      spec.get("fast_decode", True))
-    rows, bad = label(ds, scorer, columns, cfg.batch_size)
+    mine = [list(range(i, min(i + cfg.batch_size, len(ds)))) for k, i in enumerate(range(0, len(ds), cfg.batch_size))
+            if ranks.mine(k)]
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=mine, num_workers=workers_per_rank(cfg.workers, ranks))
+
+    def rows():
+        for idx, (x, why) in zip(mine, loader):
+            good = [k for k, w in enumerate(why) if not w]
+            scores = dict(zip(good, scorer(x[good]))) if good else {}
+            for k, i in enumerate(idx):
+                if why[k]:
+                    yield i, str(paths[i]), None, why[k]
+                else:
+                    yield i, str(paths[i]), columns[int(scores[k].argmax())], float(scores[k].max())
+    return kind, rows()
+
+
+def predict(cfg: Config) -> tuple[list[tuple[str, str, float]], list[tuple[str, str]], str]:
+    """(rows of path, class, score; files that could not be labelled with why; the score's name),
+    for a run in one process; `run` streams instead."""
+    kind, it = stream(cfg)
+    rows, bad = [], []
+    for _, path, cls, v in it:
+        (bad.append((path, v)) if cls is None else rows.append((path, cls, v)))
     if cfg.csv:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "class", kind])
-        w.writerows(rows)
-        write_text(cfg.csv, buf.getvalue())
+        write_text(cfg.csv, _csv_text(kind, rows))
     return rows, bad, kind
 
 
-def label(ds, scorer, classes: list[str], batch_size: int):
-    """(path, class, score) for each decodable image in `ds`, and (path, reason) for the others;
-    `classes` names the scorer's columns."""
-    import torch
+def _csv_text(kind: str, rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "class", kind])
+    w.writerows(rows)
+    return buf.getvalue()
 
-    rows, bad = [], []
-    for i in range(0, len(ds), batch_size):
-        items = [ds[j] for j in range(i, min(i + batch_size, len(ds)))]
-        good = [k for k, (_, why) in enumerate(items) if not why]
-        p = scorer(torch.stack([items[k][0] for k in good])) if good else np.zeros((0, len(classes)))
-        out = dict(zip(good, p))
-        for k, (_, why) in enumerate(items):
-            path = ds.records[i + k].path
-            if why:
-                bad.append((path, why))
-            else:
-                rows.append((path, classes[int(out[k].argmax())], float(out[k].max())))
-    return rows, bad
+
+def _merged(parts: list[Path]):
+    """The rows of every rank's part file, back in input order (each part is in order already)."""
+    import heapq
+
+    def read(f):
+        with open(f, newline="", encoding="utf-8") as fh:
+            for i, path, cls, v in csv.reader(fh):
+                yield int(i), path, cls or None, v
+    return heapq.merge(*(read(f) for f in parts), key=lambda r: r[0])
 
 
 def run(cfg: Config) -> int:
-    rows, bad, kind = predict(cfg)
+    """Label the images: rows go to stdout (and --csv) as they are made, in input order. Under
+    torchrun each rank labels every world-th batch into a part file beside --csv, and rank 0
+    merges the parts in input order."""
+    from .config import device_type
+
+    ranks = dist.from_env()
+    if ranks.world > 1 and not cfg.csv:
+        raise UserError("under torchrun, give --csv FILE (on a filesystem all ranks share): each rank writes its "
+                        "part beside it and rank 0 merges them in input order")
+    dist.init(ranks, device_type(cfg.device))
+    try:
+        kind, rows = stream(cfg, ranks)
+        if ranks.world > 1:
+            part = Path(f"{cfg.csv}.rank{ranks.rank}")
+            with open(part, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh, lineterminator="\n")
+                for i, path, cls, v in rows:
+                    w.writerow([i, path, cls or "", v])
+            dist.barrier(ranks)
+            if not ranks.main:
+                return 0
+            parts = [Path(f"{cfg.csv}.rank{r}") for r in range(ranks.world)]
+            rows = _merged(parts)
+        n_bad = write_rows(cfg, kind, rows)
+        if ranks.world > 1:
+            for f in parts:
+                f.unlink(missing_ok=True)
+        return 1 if n_bad else 0
+    finally:
+        dist.close(ranks)
+
+
+def write_rows(cfg: Config, kind: str, rows) -> int:
+    """Print rows as they come (and write them to --csv, renamed into place at the end); the bad
+    files go to stderr. Returns how many could not be labelled."""
+    out = Path(cfg.csv) if cfg.csv else None
+    tmp = out.with_name(f"{out.name}.tmp") if out else None
+    fh = open(tmp, "w", newline="", encoding="utf-8") if tmp else None
+    w = csv.writer(fh, lineterminator="\n") if fh else None
+    if w:
+        w.writerow(["path", "class", kind])
     print(f"path\tclass\t{kind}")
-    for r in rows:
-        print(f"{r[0]}\t{r[1]}\t{r[2]:.4f}")
-    for path, why in bad:
-        print(f"{path}: not labelled: {why}", file=sys.stderr)
-    print(f"labelled {len(rows)} of {len(rows) + len(bad)} images with {cfg.model}"
-          + (f"; {len(bad)} could not be read" if bad else "") + (f"; rows in {cfg.csv}" if cfg.csv else ""),
-          file=sys.stderr)
-    return 1 if bad else 0
+    good = bad = 0
+    try:
+        for _, path, cls, v in rows:
+            if cls is None:
+                print(f"{path}: not labelled: {v}", file=sys.stderr)
+                bad += 1
+                continue
+            v = float(v)
+            print(f"{path}\t{cls}\t{v:.4f}")
+            if w:
+                w.writerow([path, cls, v])
+            good += 1
+    finally:
+        if fh:
+            fh.close()
+    if tmp:
+        tmp.replace(out)
+    print(f"labelled {good} of {good + bad} images with {cfg.model}" + (f"; {bad} could not be read" if bad else "")
+          + (f"; rows in {cfg.csv}" if cfg.csv else ""), file=sys.stderr)
+    return bad

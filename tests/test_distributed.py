@@ -119,3 +119,22 @@ def test_manifest_errors_are_one_line(tmp_path):
     (tmp_path / "m.csv").write_text("path,label,split\nmissing.jpg,a,train\nalso.jpg,b,val\n")
     with pytest.raises(UserError, match="no usable image for split 'train'"):
         scan(tmp_path / "m.csv")
+
+
+def test_predict_on_two_ranks_writes_rows_in_input_order(images, single, tmp_path):
+    from pipeline.classify import Config, classify
+
+    [run] = classify(Config(features=single, head="softmax", out=tmp_path / "runs", folds=2, label_curve="off"))
+    args = ["--model", str(run), str(images / "val"), str(images / "train"), "--device", "cpu", "--workers", "0",
+            "--batch-size", "3"]
+    one = subprocess.run([sys.executable, "-m", "pipeline", "predict", *args, "--csv", str(tmp_path / "one.csv")],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 1 and "broken.jpg: not labelled" in one.stderr  # one unreadable file: exit 1
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "pipeline", "predict", *args, "--csv", str(tmp_path / "two.csv")],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text(), two.stdout + two.stderr
+    rows = (tmp_path / "one.csv").read_text().splitlines()
+    assert rows[0] == "path,class,probability" and len(rows) == 1 + 16 + 40  # val first, as given; broken left out
+    assert [r.split(",")[0] for r in rows[1:17]] == sorted(r.split(",")[0] for r in rows[1:17])
+    assert not list(tmp_path.glob("two.csv.rank*"))
