@@ -181,3 +181,20 @@ def resolve_workers(n: int) -> int:
     import os
 
     return min(8, max((os.cpu_count() or 1) - 1, 0)) if n < 0 else n
+
+
+def trim_heap() -> bool:
+    """Give the heap's free memory back to the system (glibc malloc_trim; elsewhere nothing).
+
+    The main process of `features` grew by ~0.45 MB per image while it received batches from its
+    decoding workers (0.94 -> 2.8 GB over 3,980 photos): glibc raises its mmap threshold after the
+    first large free, so each batch's big float tensors and activations then come from the heap,
+    which fragments and is not returned. Trimming once per shard (16 batches) bounds it (2.8 ->
+    1.3 GB) at no measurable cost; trimming every batch, or keeping big buffers out of the heap
+    with mallopt, bounds it further but makes extraction up to a third slower (page faults)."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

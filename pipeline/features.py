@@ -23,7 +23,7 @@ from . import UserError, __version__, dist
 from .cache import (FORMAT, Header, Shards, SplitPiece, describe_counts, read_attrs, recorded_files, row_counts,
                     write_codes)
 from .config import (Common, command_line, device_type, opt, parse_splits, positive, precision_for, resolve_device,
-                     resolve_workers)
+                     resolve_workers, trim_heap)
 from .data import ImageFolderScan, ImageRecord, Preprocess, scan
 from .files import exclusive, json_digest
 from .views import MAX_TTA
@@ -225,6 +225,7 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
                 bar.n = n_done + len(reasons) + sum(size(p) for p in others if shards.done(p[0], p[1]))
                 bar.refresh()
             shards.save(name, si, np.concatenate(codes), reasons, time.perf_counter() - t_shard)
+            trim_heap()  # bounded memory however many shards (config.trim_heap)
             n_done += len(reasons)
     secs = time.perf_counter() - t0
     if n_done:

@@ -129,7 +129,7 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
     memory stays bounded however many images there are."""
     import torch
 
-    from .config import resolve_device
+    from .config import resolve_device, trim_heap
     from .encode import eval_images
     from .features import workers_per_rank
 
@@ -146,7 +146,9 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
     loader = torch.utils.data.DataLoader(ds, batch_sampler=mine, num_workers=workers_per_rank(cfg.workers, ranks))
 
     def rows():
-        for idx, (x, why) in zip(mine, loader):
+        for b, (idx, (x, why)) in enumerate(zip(mine, loader)):
+            if b % 16 == 15:
+                trim_heap()  # bounded memory over any number of images (config.trim_heap)
             good = [k for k, w in enumerate(why) if not w]
             scores = dict(zip(good, scorer(x[good]))) if good else {}
             for k, i in enumerate(idx):
