@@ -13,6 +13,11 @@ Sections (each a plain function returning result rows):
   5. heads        fit time of each head on the DATA codes (CV); `classify --head all` on synthetic codes shaped
                   like real ones (3,500 x 1280 and 100,000 x 512, classes that overlap) against `features`
                   on as many images, timed in the same run: heads must take less time than extraction
+  6. streaming    peak RSS of the out-of-core sgd head at 100,000 and 1,000,000 synthetic 512-d codes
+                  (quick: 20,000 / 200,000): within 10% of each other
+  7. ranks        `features` on 2 torchrun ranks vs 1 process, same synthetic images (CPU), wall time
+  The full run also measures the memory of `features` with default settings (decoding workers) on
+  real-size images, per process, at 2,000 and 20,000 images.
 
 Every row: name, ours, reference, unit, ratio (> 1 = we are faster/better), target, met
 (true/false, or null when there is nothing to judge) and a note. Missed targets are reported, not
@@ -21,6 +26,7 @@ errors: the exit code is 0 when the benchmark ran, 2 (one line on stderr) for ba
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import subprocess
@@ -52,7 +58,7 @@ from pipeline.files import read_json, write_json  # noqa: E402
 from pipeline.metrics import mean_epoch_seconds  # noqa: E402
 from pipeline.runs import environment  # noqa: E402
 
-SECTIONS = ("extraction", "frozen", "finetune", "memory", "heads")
+SECTIONS = ("extraction", "frozen", "finetune", "memory", "heads", "streaming", "ranks")
 TUTORIAL_EPOCHS = 25  # the recipe's length: what "25 epochs" targets refer to
 TARGETS = {  # ratio targets unless said otherwise
     "gpu_images_per_s": 15_000,  # on ours (images/s), not a ratio
@@ -177,11 +183,11 @@ def make_image_folder(root: Path, n: int, size: tuple[int, int], splits=(("train
 # ---------------------------------------------------------------------------------------------
 # Ours and the reference, timed
 
-def extract_ours(s: Setup, data: Path, tag: str, splits: str = "train,val") -> Extraction:
+def extract_ours(s: Setup, data: Path, tag: str, splits: str = "train,val", decode: str = "auto") -> Extraction:
     """`features` into a fresh file (never a cache hit), default settings otherwise."""
     out = s.tmp / f"features-{tag}-{time.monotonic_ns()}" / "codes.h5"
     cfg = FeaturesConfig(data=data, backbone=s.backbone, weights=s.weights, out=str(out), splits=splits,
-                         resize=s.resize, crop=s.crop, device=s.device, seed=s.seed)
+                         resize=s.resize, crop=s.crop, device=s.device, seed=s.seed, decode=decode)
     t0 = time.perf_counter()
     path = extract(cfg)
     secs = time.perf_counter() - t0
@@ -243,27 +249,34 @@ def bench_extraction(s: Setup) -> tuple[list[dict], Extraction]:
             f"Resize/CenterCrop/ToTensor/Normalize per image, batch 16, num_workers=0, fp32, no channels_last{loop}",
         )
     ]
-    rows.append(bench_gpu_extraction(s))
+    rows += bench_gpu_extraction(s)
     return rows, ours
 
 
-def bench_gpu_extraction(s: Setup) -> dict:
+def bench_gpu_extraction(s: Setup) -> list[dict]:
+    """On a GPU: 10,000 synthetic ImageNet-size JPEGs, files -> HDF5, with --decode torchvision
+    (nvJPEG) and --decode pil, and the reference eval pass, in the same run."""
     name = f"extraction: {s.gpu_images:,} synthetic ImageNet-size JPEGs (GPU)"
     if not (torch.cuda.is_available() or s.force_gpu_section):
         log("extraction on synthetic ImageNet-size JPEGs: skipped (no CUDA GPU)")
-        return row(name, None, None, "images/s", "higher", TARGETS["gpu_images_per_s"], target_of="ours",
-                   note="skipped: no CUDA GPU on this machine; the 15,000 images/s target is for a GPU")
+        return [row(name, None, None, "images/s", "higher", TARGETS["gpu_images_per_s"], target_of="ours",
+                    note="not measured: no CUDA GPU on this machine; the 15,000 images/s target is for a GPU")]
     root = s.tmp / "synthetic-imagenet"
     log(f"generating {s.gpu_images:,} synthetic 500x375 JPEGs in {root}")
     make_image_folder(root, s.gpu_images, (500, 375), splits=(("train", 1.0),))
     kb = np.mean([p.stat().st_size for p in list(root.rglob("*.jpg"))[:500]]) / 1e3
     warm_file_cache(root)
-    ours = extract_ours(s, root, "synthetic", splits="train")
+    gpu = extract_ours(s, root, "synthetic-gpu-decode", splits="train", decode="torchvision")
+    cpu = extract_ours(s, root, "synthetic-pil-decode", splits="train", decode="pil")
     n_ref, ref_s = extract_reference(s, root, ("train",), limit=s.gpu_reference_images)
-    return row(name, ours.images / ours.seconds, n_ref / ref_s, "images/s", "higher", TARGETS["gpu_images_per_s"],
-               target_of="ours",
-               note=f"target is on ours (images/s); 500x375 JPEGs, {kb:.0f} KB on average; reference measured on "
-                    f"{n_ref:,} of them (its rate does not depend on how many); device {resolve_device(s.device)}")
+    dev = resolve_device(s.device)
+    return [row(name + ", --decode torchvision", gpu.images / gpu.seconds, n_ref / ref_s, "images/s", "higher",
+                TARGETS["gpu_images_per_s"], target_of="ours",
+                note=f"target is on ours (images/s); 500x375 JPEGs, {kb:.0f} KB on average; reference (tutorial eval "
+                     f"pass) measured on {n_ref:,} of them; device {dev}"),
+            row(name + ": GPU decode vs PIL decode", gpu.images / gpu.seconds, cpu.images / cpu.seconds, "images/s",
+                "higher", 3.0, note=f"both ours, same files, same run; PIL decodes in "
+                                    f"{min(8, (os.cpu_count() or 1) - 1)} worker processes")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,25 +397,56 @@ def bench_finetune(s: Setup) -> list[dict]:
 # it with wait4 (whose rusage covers the stage and its reaped descendants: max, not sum) and
 # prints the stage's peak RSS in KiB as its last line.
 LAUNCHER = """
-import os, subprocess, sys
+import os, subprocess, sys, threading, time
+def rss(pid):
+    try:
+        return next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+def tree(pid):
+    kids = []
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            kids += [int(c) for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+    except OSError:
+        pass
+    return kids + [g for k in kids for g in tree(k)]
 p = subprocess.Popen(sys.argv[1:])
+peak = {"main": 0, "worker": 0, "total": 0}
+def sample():
+    while p.poll() is None:
+        m, w = rss(p.pid), [rss(k) for k in tree(p.pid)]
+        peak.update(main=max(peak["main"], m), worker=max([peak["worker"], *w]), total=max(peak["total"], m + sum(w)))
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
 _, status, usage = os.wait4(p.pid, 0)
 p.returncode = os.waitstatus_to_exitcode(status)
-print(f"peak_rss_kib={usage.ru_maxrss}", flush=True)
+print(f"peak_rss_kib={usage.ru_maxrss} main_kib={peak['main']} worker_kib={peak['worker']} total_kib={peak['total']}",
+      flush=True)
 sys.exit(p.returncode)
 """
 
 
-def peak_rss_mb(args: list[str], log_file: Path) -> tuple[float, float]:
-    """Run `python -m pipeline ARGS` in a fresh process; (its peak RSS in MB, wall seconds)."""
+def peak_rss(args: list[str], log_file: Path, launcher: list[str] | None = None) -> tuple[dict, float]:
+    """Run `python -m pipeline ARGS` (or `launcher ARGS`) in a fresh process; ({peak, main, worker,
+    total} RSS in MB, wall seconds). `peak` is the kernel's ru_maxrss of the stage and its reaped
+    children (the largest one); main, worker (the largest) and total (all at once) are sampled
+    from /proc every 50 ms, so a spike shorter than that can be missed."""
     t0 = time.perf_counter()
     with open(log_file, "wb") as f:
-        p = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-m", "pipeline", *args],
+        p = subprocess.run([sys.executable, "-c", LAUNCHER, *(launcher or [sys.executable, "-m", "pipeline"]), *args],
                            stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
     lines = log_file.read_text(errors="replace").strip().splitlines()
     if p.returncode != 0 or not lines or not lines[-1].startswith("peak_rss_kib="):
         raise RuntimeError(f"`python -m pipeline {' '.join(args)}` failed ({p.returncode}): {lines[-2:]}")
-    return int(lines[-1].split("=")[1]) / 1024, time.perf_counter() - t0  # Linux: ru_maxrss is in KiB
+    vals = dict(kv.split("=") for kv in lines[-1].split())
+    mb = {k.removesuffix("_kib").replace("peak_rss", "peak"): int(v) / 1024 for k, v in vals.items()}
+    return mb, time.perf_counter() - t0  # Linux: KiB
+
+
+def peak_rss_mb(args: list[str], log_file: Path) -> tuple[float, float]:
+    mb, secs = peak_rss(args, log_file)
+    return mb["peak"], secs
 
 
 def bench_memory(s: Setup) -> list[dict]:
@@ -415,7 +459,7 @@ def bench_memory(s: Setup) -> list[dict]:
                 "--crop", "32", "--device", "cpu", "--workers", "0", "--out", str(s.tmp / f"memory-{n}.h5")]
         rss[n], secs[n] = peak_rss_mb(args, s.tmp / f"memory-{n}.log")
         shutil.rmtree(root)
-    return [
+    rows = [
         row(
             f"features peak RSS: {large:,} vs {small:,} images",
             rss[large],
@@ -429,6 +473,103 @@ def bench_memory(s: Setup) -> list[dict]:
             f"{secs[small]:.0f}s and {secs[large]:.0f}s",
         )
     ]
+    return rows + ([] if s.quick else bench_memory_real(s))
+
+
+def bench_memory_real(s: Setup) -> list[dict]:
+    """Peak RSS per process of `features` with default settings (decoding workers) on real-size
+    images (341x256 JPEGs, like photos grown to shorter side 256) and the DATA backbone."""
+    small, large = s.memory_counts
+    got, rows = {}, []
+    for n, workers in ((small, None), (large, None), (small, "0")):
+        root = s.tmp / f"memory-real-{n}"
+        if not root.exists():
+            make_image_folder(root, n, (341, 256), unique=500)
+        log(f"memory: features on {n:,} synthetic 341x256 JPEGs, {s.backbone}, workers {workers or 'default'}")
+        args = ["features", "--data", str(root), "--backbone", s.backbone, "--weights", s.weights, "--device",
+                s.device, "--out", str(s.tmp / f"memory-real-{n}-{workers}.h5"), *(["--workers", workers] if workers
+                                                                                   else [])]
+        got[n, workers], _ = peak_rss(args, s.tmp / f"memory-real-{n}.log")
+    for n in (small, large):
+        shutil.rmtree(s.tmp / f"memory-real-{n}", ignore_errors=True)
+    a, b, z = got[small, None], got[large, None], got[small, "0"]
+    rows.append(row(f"features peak RSS, real-size images: {large:,} vs {small:,} (default settings)", b["total"],
+                    a["total"], "MB", "lower", 1 / TARGETS["memory_growth"],
+                    note=f"all processes at once; main {a['main']:.0f} / {b['main']:.0f} MB, largest worker "
+                         f"{a['worker']:.0f} / {b['worker']:.0f} MB at {small:,} / {large:,} images; {s.backbone}, "
+                         "341x256 JPEGs, default --workers; sampled every 50 ms"))
+    rows.append(row(f"features peak RSS, real-size images: default workers vs --workers 0 + the workers' own "
+                    f"({large:,} images)", b["total"], z["main"] + b["worker"] * (b["total"] > b["main"]), "MB",
+                    "lower", 1 / TARGETS["memory_growth"],
+                    note=f"--workers 0 at {small:,} images: {z['main']:.0f} MB in one process; reference column = that "
+                         "plus the largest worker's own RSS (one worker on 2 cores)"))
+    return rows
+
+
+def bench_streaming(s: Setup) -> list[dict]:
+    """Peak RSS of the out-of-core sgd head at N and 10N synthetic 512-d codes: it must not grow."""
+    sizes = (20_000, 200_000) if s.quick else (100_000, 1_000_000)
+    got = {}
+    for n in sizes:
+        f = s.tmp / f"stream-{n}.h5"
+        log(f"streaming: writing {n:,} synthetic 512-d codes to {f.name}")
+        big_codes_file(f, n, 10_000, 512, 10, 0.12, s.seed)
+        log(f"streaming: classify --head sgd on {n:,} codes in a fresh process")
+        got[n], secs = peak_rss(["classify", "--features", str(f), "--head", "sgd", "--label-curve", "off",
+                                 "--out", str(s.tmp / "stream-runs")], s.tmp / f"stream-{n}.log")
+        got[n]["seconds"] = secs
+        f.unlink()
+    a, b = got[sizes[0]], got[sizes[1]]
+    return [row(f"sgd head peak RSS: {sizes[1]:,} vs {sizes[0]:,} codes (512-d)", b["peak"], a["peak"], "MB", "lower",
+                1 / TARGETS["memory_growth"],
+                note=f"classify --head sgd, codes read 65,536 rows at a time; {a['seconds']:.0f}s and "
+                     f"{b['seconds']:.0f}s; met when within 10%")]
+
+
+def big_codes_file(path: Path, n_train: int, n_val: int, dim: int, classes: int, sep: float, seed: int) -> Path:
+    """Synthetic codes (as hard_codes, not standardised) written a block at a time: never all in memory."""
+    from pipeline.cache import Header, SplitPiece, write_codes
+    from pipeline.data import ImageRecord
+
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, sep, (classes, dim))
+    names = [f"c{i}" for i in range(classes)]
+
+    def blocks(n, split, block=50_000):
+        for start in range(0, n, block):
+            y = rng.integers(0, classes, min(block, n - start))
+            X = np.maximum(means[y] + rng.normal(0, 1, (len(y), dim)), 0).astype(np.float32)
+            yield X, y, [f"{split}/{start + i:08d}.jpg" for i in range(len(y))]
+
+    pieces = {name: SplitPiece(n, dim, [ImageRecord(f"{name}/{i:08d}.jpg", 0, 1, 1) for i in range(0)], [],
+                               blocks(n, name)) for name, n in (("train", n_train), ("val", n_val))}
+    write_codes(path, Header(classes=names, dataset=path.stem, backbone="synthetic", weights="none",
+                             weights_arg="none", transform={"resize": 256, "crop": 224, "decode": "PIL full"},
+                             device="cpu"), pieces)
+    return path
+
+
+def bench_ranks(s: Setup) -> list[dict]:
+    """`features` on 2 torchrun ranks against 1 process, same synthetic images, same run (CPU)."""
+    n = 200 if s.quick else 1_000
+    root = make_image_folder(s.tmp / "ranks-images", n, (320, 240))
+    warm_file_cache(root)
+    common = ["features", "--data", str(root), "--backbone", s.backbone, "--weights", s.weights, "--device", "cpu"]
+    secs = {}
+    for k, cmd in (("1", [sys.executable, "-m", "pipeline"]),
+                   ("2", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "pipeline"])):
+        log(f"ranks: features on {n:,} synthetic 320x240 JPEGs, {k} process(es)")
+        t0 = time.perf_counter()
+        r = subprocess.run([*cmd, *common, "--out", str(s.tmp / f"ranks-{k}.h5")], cwd=ROOT, capture_output=True,
+                           text=True)
+        secs[k] = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"features with {k} process(es) failed: {r.stderr[-500:]}")
+    shutil.rmtree(root)
+    return [row(f"features wall time: torchrun 2 ranks vs 1 process ({n:,} images, CPU)", secs["2"], secs["1"], "s",
+                "lower", note=f"{os.cpu_count()} cores: the ranks share them (torch threads and decoding workers "
+                              "split between ranks); includes process start and the model load of each rank")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -568,6 +709,10 @@ def run_all(s: Setup, sections: tuple[str, ...] = SECTIONS) -> dict:
             rows = bench_memory(s)
         elif name == "heads":
             rows = bench_heads(s, ours)
+        elif name == "streaming":
+            rows = bench_streaming(s)
+        elif name == "ranks":
+            rows = bench_ranks(s)
         else:
             raise UserError(f"unknown section {name!r} (choose from {', '.join(SECTIONS)})")
         results += rows

@@ -131,8 +131,9 @@ def test_gpu_section_runs_when_forced(tmp_path):
     """The GPU-only section's code path, on CPU with a handful of small-resized images."""
     s = bench.Setup(data=tmp_path, backbone="resnet18", weights="none", tmp=tmp_path, device="cpu", resize=40, crop=32,
                     gpu_images=6, gpu_reference_images=4, force_gpu_section=True)
-    r = bench.bench_gpu_extraction(s)
+    r, decode = bench.bench_gpu_extraction(s)
     assert r["ours"] > 0 and r["reference"] > 0 and r["met"] is False and "4 of them" in r["note"]
+    assert decode["ours"] > 0 and decode["reference"] > 0 and "torchvision" in r["name"]
 
 
 @pytest.mark.parametrize("args, says", [
