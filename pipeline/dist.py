@@ -27,6 +27,15 @@ class Ranks:
         return i % self.world == self.rank
 
 
+def workers_per_rank(workers: int, ranks: Ranks) -> int:
+    """DataLoader workers for --workers: -1 (automatic) gives one per spare core, at most 8, the
+    cores of a machine shared among its ranks."""
+    if workers >= 0:
+        return workers
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world))
+    return min(8, max(0, (os.cpu_count() or 1) // local - 1))
+
+
 def from_env() -> Ranks:
     return Ranks(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                  int(os.environ.get("LOCAL_RANK", 0)))

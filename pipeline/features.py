@@ -10,7 +10,6 @@ torchvision (enum weights need torchvision to name their transform).
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -176,6 +175,24 @@ def plan_shards(s: ImageFolderScan, batch: int, shard_size: int) -> Plan:
     return Plan(records, shards, shard)
 
 
+def image_batches(cfg: Config, s: ImageFolderScan, plan: Plan, order: list[list[int]], pre: Preprocess, device,
+                  ranks: dist.Ranks):
+    """(uint8 images, reasons) per batch of `order`: batched torchvision decode on the device, or PIL
+    in DataLoader worker processes."""
+    import torch
+
+    from .encode import eval_images
+
+    if decoder(cfg, device.type) == "torchvision":
+        from .batch_decode import batches
+
+        return batches(s.root, plan.records, order, pre, device, cfg.fast_decode)
+    return torch.utils.data.DataLoader(
+        eval_images(s.root, plan.records, pre, cfg.fast_decode), batch_sampler=order,
+        num_workers=dist.workers_per_rank(cfg.workers, ranks), pin_memory=device.type == "cuda",
+        persistent_workers=False)
+
+
 def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, weights: Weights, pre: Preprocess,
                    where: str, ranks: dist.Ranks = dist.Ranks()) -> dict:
     """Run the backbone on device type `where` over every shard of this rank not yet on disk;
@@ -184,7 +201,7 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
     from tqdm import tqdm
 
     from .backbone import load_backbone
-    from .encode import Encoder, eval_images
+    from .encode import Encoder
 
     device = resolve_device(where)  # the type the fingerprint was made for
     if device.type == "cuda" and ranks.world > 1:
@@ -200,16 +217,7 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
         on = f"{device}" + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
         print(f"{s.name}: {len(plan.records)} images, {bb.name} ({bb.weights_id}) -> {bb.dim}-d codes on {on} "
               f"({enc.precision})")
-    order = [b for p in todo for b in p[2]]
-    if decoder(cfg, device.type) == "torchvision":
-        from .batch_decode import batches as decoded_batches
-
-        loader = decoded_batches(s.root, plan.records, order, pre, device, cfg.fast_decode)
-    else:
-        loader = torch.utils.data.DataLoader(
-            eval_images(s.root, plan.records, pre, cfg.fast_decode), batch_sampler=order,
-            num_workers=workers_per_rank(cfg.workers, ranks), pin_memory=device.type == "cuda",
-            persistent_workers=False)
+    loader = image_batches(cfg, s, plan, [b for p in todo for b in p[2]], pre, device, ranks)
     t0, n_done, size = time.perf_counter(), 0, lambda p: sum(len(b) for b in p[2])
     # rank 0 shows the progress of all ranks: its own, and the shards the others have finished
     others = [p for p in left if p not in todo]
@@ -233,14 +241,6 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
               + (f" on rank {ranks.rank}" if ranks.world > 1 else ""))
     return {"weights": bb.weights_id, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
-
-
-def workers_per_rank(workers: int, ranks: dist.Ranks) -> int:
-    """--workers, with -1 (automatic) sharing the cores among the ranks of one machine."""
-    if workers >= 0 or ranks.world == 1:
-        return resolve_workers(workers)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world))
-    return min(8, max(0, (os.cpu_count() or 1) // local - 1))
 
 
 def split_pieces(s: ImageFolderScan, plan: Plan, shards: Shards, dim: int) -> dict[str, SplitPiece]:

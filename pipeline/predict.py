@@ -131,7 +131,6 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
 
     from .config import resolve_device, trim_heap
     from .encode import eval_images
-    from .features import workers_per_rank
 
     spec = runs.read_model(cfg.model)
     paths = list_images(cfg.images)
@@ -143,7 +142,8 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
                      spec.get("fast_decode", True))
     mine = [list(range(i, min(i + cfg.batch_size, len(ds)))) for k, i in enumerate(range(0, len(ds), cfg.batch_size))
             if ranks.mine(k)]
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=mine, num_workers=workers_per_rank(cfg.workers, ranks))
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=mine,
+                                         num_workers=dist.workers_per_rank(cfg.workers, ranks))
 
     def rows():
         for b, (idx, (x, why)) in enumerate(zip(mine, loader)):

@@ -125,6 +125,12 @@ def build_document(doc: Document) -> list[tuple]:
         if "labels" in doc.figures:
             blocks.append(("figure", *doc.figures["labels"]))
         blocks.append(("table", *doc.labels, [""] * len(doc.labels[1])))
+    return blocks + _appendix(doc)
+
+
+def _appendix(doc: Document) -> list[tuple]:
+    """More figures, the commands that made the runs, the benchmarks."""
+    blocks: list[tuple] = []
     rest = [doc.figures[k] for k in ("pca",) if k in doc.figures] + doc.curves
     if rest:
         blocks.append(("h2", "More figures"))
