@@ -91,6 +91,8 @@ class Setup:
     gpu_images: int = 10_000  # synthetic ImageNet-size JPEGs for the GPU extraction target
     gpu_reference_images: int = 1_000  # the reference eval pass runs on this many of them
     force_gpu_section: bool = False  # tests: run the synthetic-JPEG section on CPU too
+    stream_counts: tuple[int, int] = (100_000, 1_000_000)  # codes for the sgd head's memory (quick: 20k / 200k)
+    rank_images: int = 1_000  # synthetic images for torchrun 2 ranks vs 1 process (quick: 200)
 
 
 @dataclass
@@ -508,12 +510,12 @@ def bench_memory_real(s: Setup) -> list[dict]:
 
 def bench_streaming(s: Setup) -> list[dict]:
     """Peak RSS of the out-of-core sgd head at N and 10N synthetic 512-d codes: it must not grow."""
-    sizes = (20_000, 200_000) if s.quick else (100_000, 1_000_000)
+    sizes = s.stream_counts
     got = {}
     for n in sizes:
         f = s.tmp / f"stream-{n}.h5"
         log(f"streaming: writing {n:,} synthetic 512-d codes to {f.name}")
-        big_codes_file(f, n, 10_000, 512, 10, 0.12, s.seed)
+        big_codes_file(f, n, min(10_000, n // 10), 512, 10, 0.12, s.seed)
         log(f"streaming: classify --head sgd on {n:,} codes in a fresh process")
         got[n], secs = peak_rss(["classify", "--features", str(f), "--head", "sgd", "--label-curve", "off",
                                  "--out", str(s.tmp / "stream-runs")], s.tmp / f"stream-{n}.log")
@@ -551,7 +553,7 @@ def big_codes_file(path: Path, n_train: int, n_val: int, dim: int, classes: int,
 
 def bench_ranks(s: Setup) -> list[dict]:
     """`features` on 2 torchrun ranks against 1 process, same synthetic images, same run (CPU)."""
-    n = 200 if s.quick else 1_000
+    n = s.rank_images
     root = make_image_folder(s.tmp / "ranks-images", n, (320, 240))
     warm_file_cache(root)
     common = ["features", "--data", str(root), "--backbone", s.backbone, "--weights", s.weights, "--device", "cpu"]
@@ -802,7 +804,8 @@ def main(argv: list[str] | None = None) -> int:
             s = Setup(data=a.data, backbone=a.backbone, weights=a.weights, tmp=Path(tmp), quick=a.quick,
                       device=a.device, seed=a.seed, epochs=a.epochs or (2 if a.quick else TUTORIAL_EPOCHS))
             if a.quick:  # memory keeps 2,000 / 20,000: measured ~30 s for both on 2 cores
-                s = replace(s, head_cases=((800, 200, 1280, 5, 0.07), (10_000, 2_000, 512, 10, 0.12)))
+                s = replace(s, head_cases=((800, 200, 1280, 5, 0.07), (10_000, 2_000, 512, 10, 0.12)),
+                            stream_counts=(20_000, 200_000), rank_images=200)
             doc = run_all(s, sections)
     except UserError as e:
         sys.stderr.write(f"bench: error: {e}\n")

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog=f"{prog} {stage}", description=(module.__doc__ or "").strip().split("\n\n")[0])
     add_arguments(parser, module.Config)
     args = parser.parse_args(rest)
-    config.TYPED[:] = [*prog.split(), stage, *rest]
+    config.TYPED[:], config.TYPED_STAGE[:] = [*prog.split(), stage, *rest], [stage]
     try:
         rc = module.run(from_args(module.Config, args))  # settings are validated as the Config is made
     except UserError as e:

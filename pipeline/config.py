@@ -116,9 +116,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument("--" + f.name.replace("_", "-"), **kw)
 
 
-# The command line of the stage being run, as typed (set by __main__); a stage called from Python
-# gets one rebuilt from its settings instead (command_line).
+# The command line of the stage being run, as typed, and that stage's name (set by __main__); a
+# stage called from Python gets one rebuilt from its settings instead (command_line).
 TYPED: list[str] = []
+TYPED_STAGE: list[str] = []
 
 
 def command_line(cfg, stage: str) -> str:
@@ -126,7 +127,7 @@ def command_line(cfg, stage: str) -> str:
     the settings that differ from the defaults. Recorded in every run, listed by the report."""
     import shlex
 
-    if TYPED[1:2] == [stage]:
+    if TYPED_STAGE == [stage]:
         return shlex.join(TYPED)
     words = ["python", "-m", "pipeline", stage]
     for f in dataclasses.fields(cfg):

@@ -292,15 +292,19 @@ def verdict(rows: list[dict], runs: list[Run]) -> str:
 def frozen_note(runs: list[Run]) -> str:
     """Which frozen-trunk run the tutorial's frozen number is comparable to: BatchNorm in train
     mode (the tutorial) and in eval mode are different methods, with different results."""
-    frozen = {(r.m.get("hyperparameters") or {}).get("trunk_mode"): r.m.get("short") or r.m["method"]
-              for r in runs if r.m.get("mode") == "frozen"}
+    frozen: dict[str, str] = {}
+    for r in runs:
+        if r.m.get("mode") == "frozen":
+            mode, name = (r.m.get("hyperparameters") or {}).get("trunk_mode"), r.m.get("short") or r.m["method"]
+            frozen[mode] = f"{frozen[mode]}** and **{name}" if mode in frozen else name
     if not frozen:
         return ""
     s = ("The frozen-trunk runs differ in one thing that matters: "
          if len(frozen) > 1 else "About the frozen-trunk run: ")
     parts = []
     if "eval" in frozen:
-        parts.append(f"**{frozen['eval']}** keeps the trunk's BatchNorm in eval mode (fixed ImageNet statistics: "
+        keep = "keep" if "** and **" in frozen["eval"] else "keeps"
+        parts.append(f"**{frozen['eval']}** {keep} the trunk's BatchNorm in eval mode (fixed ImageNet statistics: "
                      "a linear head trained on augmented codes)")
     if "train" in frozen:
         parts.append(f"**{frozen['train']}** leaves it in train mode, as the tutorial does, so its running "

@@ -56,7 +56,8 @@ def doc(tmp_path_factory):
     data = make_folder(tmp / "data", n_train=6, n_val=4)
     s = bench.Setup(data=data, backbone="resnet18", weights="none", tmp=tmp, quick=True, device="cpu", epochs=1,
                     resize=40, crop=32, memory_counts=(12, 36),
-                    head_cases=((60, 20, 16, 3, 0.5), (90, 30, 8, 3, 0.5)), head_image_size=(48, 40))
+                    head_cases=((60, 20, 16, 3, 0.5), (90, 30, 8, 3, 0.5)), head_image_size=(48, 40),
+                    stream_counts=(2_000, 20_000), rank_images=12)
     return bench.run_all(s)
 
 
@@ -76,6 +77,10 @@ def test_document_shape(doc, tmp_path):
     assert len(pace) == 2 and all(r["unit"] == "s" and r["target"] == 1.0 for r in pace)
     assert "measured on 80 synthetic" in pace[0]["note"] and "projected from" in pace[1]["note"]
     assert sum(n.startswith("heads 60x16") and "fit with CV" in n for n in names) == 4
+    [stream] = [r for r in doc["results"] if r["name"].startswith("sgd head peak RSS: 20,000 vs 2,000")]
+    assert stream["ours"] > 50 and stream["reference"] > 50 and stream["unit"] == "MB"
+    [ranks] = [r for r in doc["results"] if r["name"].startswith("features wall time: torchrun 2 ranks")]
+    assert ranks["ours"] > 0 and ranks["reference"] > 0
     out = bench.write_json(tmp_path / "b.json", doc)
     from pipeline.render import bench_blocks
     from pipeline.report import read_bench
@@ -102,7 +107,8 @@ def test_gpu_section_skipped_on_cpu(doc):
     if bench.torch.cuda.is_available():
         pytest.skip("a GPU is present")
     (r,) = [r for r in doc["results"] if "synthetic ImageNet-size" in r["name"]]
-    assert r["met"] is None and r["ours"] is None and r["target"] == 15_000 and "skipped" in r["note"]
+    assert r["met"] is None and r["ours"] is None and r["target"] == 15_000
+    assert "not measured: no CUDA GPU" in r["note"]
 
 
 def test_quick_rows_say_what_was_projected(doc):

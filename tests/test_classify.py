@@ -85,11 +85,13 @@ def test_val_predictions_csv_worst_first_with_known_losses(tmp_path):
 
 def test_the_command_line_typed_is_recorded(tmp_path):
     blobs = write_synthetic_codes(tmp_path / "blobs.h5")
-    r = cli("classify", "--features", blobs, "--head", "knn", "--out", tmp_path / "runs", "--label-curve", "off")
+    # flags in an order of the user's own, one of them at its default: recorded as typed, not rebuilt
+    r = cli("classify", "--label-curve", "off", "--out", tmp_path / "runs", "--head", "knn", "--seed", "0",
+            "--features", blobs)
     assert r.returncode == 0, r.stderr
     [m] = [json.loads(f.read_text()) for f in (tmp_path / "runs").rglob("metrics.json")]
-    assert m["command"] == (f"python -m pipeline classify --features {blobs} --head knn --out {tmp_path / 'runs'} "
-                            "--label-curve off")
+    assert m["command"] == (f"python -m pipeline classify --label-curve off --out {tmp_path / 'runs'} --head knn "
+                            f"--seed 0 --features {blobs}")
 
 
 class Spy(LogisticRegression):
