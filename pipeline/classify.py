@@ -287,6 +287,8 @@ def classify_streaming(cfg: Config) -> Path:
     check_classes(labels.labels, header.classes, f"{cfg.features} ({cfg.train_split})")
     codes = Codes(Path(cfg.features), header, {cfg.train_split: labels,
                                                cfg.val_split: read_split(cfg.features, cfg.val_split)})
+    if cfg.data:
+        check_fresh(codes, Path(cfg.data))
     where, inputs = run_dir(cfg, codes, "sgd"), head_inputs(cfg, codes, "sgd")
     before = None if cfg.force else runs.up_to_date(where, inputs)
     if before is not None:
