@@ -23,6 +23,7 @@ step: a reader sees either no file, the old complete file, or the new complete f
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -256,60 +257,59 @@ def _attr(v):
     return json.dumps(v) if isinstance(v, (dict, list, tuple)) else ("" if v is None else v)
 
 
+@contextlib.contextmanager
+def _replacing(out: Path, copy: bool = False):
+    """Yield a temporary name beside `out` (a copy of it with `copy`) to write the new file into;
+    once the block ends without error it is fsync'ed and renamed over `out` in one step, else
+    removed: a reader sees the old complete file or the new one. The h5py file opened in the
+    same `with` is closed (and flushed) before this runs."""
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    try:
+        if copy:
+            shutil.copyfile(out, tmp)
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def write_codes(out: Path, header: Header, splits: dict[str, SplitPiece]) -> None:
     """Assemble the final file from per-split pieces and rename it into place atomically."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f"{out.name}.tmp*"):
         stale.unlink()  # left by a writer killed mid-assembly; its shards are still there
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for k, v in asdict(header).items():
-                f.attrs[k] = _attr(v)
-            f.attrs["format"] = FORMAT
-            f.attrs["splits"] = json.dumps(list(splits))
-            f.attrs["complete"] = False
-            for name, piece in splits.items():
-                _write_split(f.create_group(name), name, piece)
-            f.attrs["complete"] = True  # last: a file without it is never accepted
-            f.flush()
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _replacing(out) as tmp, h5py.File(tmp, "w") as f:
+        for k, v in asdict(header).items():
+            f.attrs[k] = _attr(v)
+        f.attrs["format"] = FORMAT
+        f.attrs["splits"] = json.dumps(list(splits))
+        f.attrs["complete"] = False
+        for name, piece in splits.items():
+            _write_split(f.create_group(name), name, piece)
+        f.attrs["complete"] = True  # last: a file without it is never accepted
 
 
 def write_views(out: Path, views: dict[str, np.ndarray], records: dict[str, dict]) -> None:
     """Replace the extra views of the given splits (N x V x D each) and their records in the root
     `views` attribute. A copy of the file is changed and renamed over it, so a reader sees the old
     complete file or the new one, as with `write_codes`."""
-    out = Path(out)
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    try:
-        shutil.copyfile(out, tmp)
-        with h5py.File(tmp, "r+") as f:
-            f.attrs["complete"] = False
-            recorded = _decode_attr(f.attrs.get("views", "{}")) or {}
-            for name, v in views.items():
-                g = f[name]
-                if "views" in g:
-                    del g["views"]
-                n, k, d = v.shape
-                g.create_dataset("views", data=v.astype(np.float32), chunks=(1, k, d) if n and k else None,
-                                 fletcher32=bool(n and k))
-                recorded[name] = records[name]
-            f.attrs["views"] = json.dumps(recorded)
-            f.attrs["complete"] = True
-            f.flush()
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _replacing(Path(out), copy=True) as tmp, h5py.File(tmp, "r+") as f:
+        f.attrs["complete"] = False
+        recorded = _decode_attr(f.attrs.get("views", "{}")) or {}
+        for name, v in views.items():
+            g = f[name]
+            if "views" in g:
+                del g["views"]
+            n, k, d = v.shape
+            g.create_dataset("views", data=v.astype(np.float32), chunks=(1, k, d) if n and k else None,
+                             fletcher32=bool(n and k))
+            recorded[name] = records[name]
+        f.attrs["views"] = json.dumps(recorded)
+        f.attrs["complete"] = True
 
 
 def _write_split(g: h5py.Group, name: str, s: SplitPiece) -> None:

@@ -178,10 +178,12 @@ def precision_for(device_type: str) -> str:
     return "bf16-autocast" if device_type == "cuda" else "fp32"
 
 
-def resolve_workers(n: int) -> int:
+def resolve_workers(n: int, share: int = 1) -> int:
+    """--workers: -1 (automatic) is one per spare core, at most 8, of the cores this process gets
+    when `share` processes split the machine (torchrun ranks)."""
     import os
 
-    return min(8, max((os.cpu_count() or 1) - 1, 0)) if n < 0 else n
+    return min(8, max((os.cpu_count() or 1) // share - 1, 0)) if n < 0 else n
 
 
 def trim_heap() -> bool:

@@ -30,10 +30,9 @@ class Ranks:
 def workers_per_rank(workers: int, ranks: Ranks) -> int:
     """DataLoader workers for --workers: -1 (automatic) gives one per spare core, at most 8, the
     cores of a machine shared among its ranks."""
-    if workers >= 0:
-        return workers
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world))
-    return min(8, max(0, (os.cpu_count() or 1) // local - 1))
+    from .config import resolve_workers
+
+    return resolve_workers(workers, int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world)))
 
 
 def from_env() -> Ranks:

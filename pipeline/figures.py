@@ -24,6 +24,14 @@ def _save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
     return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
 
 
+def _plain_log_x(ax) -> None:
+    """A log x axis ticked 1, 2, 5, 10, ...: plain numbers read better than 2×10⁰ on a short axis."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _column(history: list[dict], key: str) -> np.ndarray:
     # missing or null entries (e.g. no val pass that epoch) become gaps, not zeros
     return np.array([np.nan if h.get(key) is None else float(h[key]) for h in history], dtype=float)
@@ -139,10 +147,7 @@ def label_efficiency(curves: list[dict], path: Path) -> Path | None:
         for r in c["rows"]:
             ax.scatter([r["per_class"]] * len(r["accuracy"]), np.array(r["accuracy"]) * 100, s=6,
                        color=line.get_color(), alpha=0.5)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _plain_log_x(ax)
     ax.set_xlabel("training images per class (log scale; last point: all of train)")
     ax.set_ylabel("val accuracy (%)")
     ax.grid(alpha=0.3, which="both")
@@ -179,11 +184,7 @@ def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path) 
     for r, style in zip(references, ("--", ":", "-.", (0, (1, 3)))):
         ax.axhline(100 * r["accuracy"], color="grey", linestyle=style, linewidth=0.9,
                    label=f"{r['label']}: {100 * r['accuracy']:.2f}%")
-    ax.set_xscale("log")
-    # plain seconds (1, 2, 5, 10, ...) read better than 2×10⁰ on a short log axis
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _plain_log_x(ax)
     ax.set_xlabel("compute seconds, log scale (extract + fit + train + predict)")
     ax.set_ylabel("val accuracy (%)")
     ax.grid(alpha=0.3, which="both")

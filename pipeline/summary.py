@@ -240,7 +240,7 @@ def summary_paragraphs(rows: list[dict], runs: list[Run]) -> list[str]:
         out[0] += " Only one method was run, so there is nothing to compare it with."
     else:
         out.append(_runner_up(best, ours[1], by_slug))
-        out.append(_cheapest_tied(best, ours[1:], by_slug))
+        out.append(_tied_text(recommend(rows, runs)[2]))
     out += protocol_notes(rows, ours, best)
     out.append(frozen_note(runs))
     return [p for p in out if p]
@@ -364,9 +364,8 @@ def protocol_notes(rows: list[dict], ours: list[dict], best: dict) -> list[str]:
     return out
 
 
-def _cheapest_tied(best: dict, others: list[dict], by_slug: dict[str, Run]) -> str:
-    """Which methods are within noise of the best (the verdict names the cheapest of them)."""
-    tied = [o for o in others if within_noise(best, o, paired_test(by_slug[best["run"]], by_slug[o["run"]]))]
+def _tied_text(tied: list[dict]) -> str:
+    """Which methods are within noise of the best (`recommend`'s list; the verdict names the one to use)."""
     if not tied:
         return f"Every other method is clearly behind the best (paired test p < {ALPHA}, intervals apart)."
     return "Within noise of the best: " + ", ".join(f"**{o['name']}**" for o in tied) + "."
