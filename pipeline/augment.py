@@ -3,6 +3,12 @@
 Hand-written around torchvision's resize because the crops must be drawn from a seeded CPU
 generator for a whole batch at once (no device sync, the same crops on CPU and GPU), which
 torchvision's transforms, drawing from the global RNG per call, do not offer.
+
+Two ways to cut and resize the crops, from the same draws (same boxes, same flips): per image
+(torchvision's antialiased resize of each crop: the tutorial's filter, a few kernels per image)
+or batched (one torchvision.ops.roi_align call for the whole batch: bilinear samples averaged
+over each output pixel's footprint, i.e. area-averaging when shrinking; a few kernels per batch,
+which is what a GPU at batch 16 needs).
 """
 from __future__ import annotations
 
@@ -36,6 +42,13 @@ def crop_params(h: int, w: int, u: list[float]) -> tuple[int, int, int, int]:
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
+def draws(n: int, g: torch.Generator) -> list[list[float]]:
+    """The uniforms of n crops: 22 for crop_params, 1 for the flip."""
+    import torch
+
+    return torch.rand(n, 23, generator=g).tolist()
+
+
 def augment(images: list[torch.Tensor], crop: int, g: torch.Generator) -> torch.Tensor:
     """RandomResizedCrop(crop) + RandomHorizontalFlip on uint8 CHW tensors -> uint8 N x 3 x crop x crop.
 
@@ -45,10 +58,63 @@ def augment(images: list[torch.Tensor], crop: int, g: torch.Generator) -> torch.
     import torch
     from torchvision.transforms import v2
 
-    u = torch.rand(len(images), 23, generator=g).tolist()
+    u = draws(len(images), g)
     out = []
     for im, ui in zip(images, u):
         i, j, h, w = crop_params(im.shape[1], im.shape[2], ui)
         x = v2.functional.resize(im[:, i:i + h, j:j + w], [crop, crop], antialias=True)
         out.append(x.flip(-1) if ui[22] < 0.5 else x)
     return torch.stack(out)
+
+
+MAX_PADDING = 2.0  # batched: the padded canvas may take at most this many times the images' own bytes
+
+
+class Crops:
+    """The train images (uint8 CHW, any sizes, on the device) and the recipe's augmentation of a
+    batch of them, `batched` or per image (see the module docstring)."""
+
+    def __init__(self, images: list[torch.Tensor], crop: int, batched: bool):
+        self.images, self.crop, self.sizes = images, crop, [tuple(im.shape[1:]) for im in images]
+        self.canvas = pack(images) if batched else None
+        self.batched = self.canvas is not None
+
+    def __call__(self, idx: list[int], g: torch.Generator) -> torch.Tensor:
+        """N x 3 x crop x crop: uint8 per image, float (0-255) batched."""
+        if not self.batched:
+            return augment([self.images[i] for i in idx], self.crop, g)
+        import torch
+        from torchvision.ops import roi_align
+
+        u = draws(len(idx), g)
+        boxes = []
+        for k, (i, ui) in enumerate(zip(idx, u)):
+            y, x, h, w = crop_params(*self.sizes[i], ui)
+            boxes.append([k, x, y, x + w, y + h])
+        dev = self.canvas.device
+        src = self.canvas[torch.tensor(idx, device=dev)].float()
+        # aligned=True: box [x, x + w) covers exactly pixels x .. x + w - 1; sampling_ratio=-1:
+        # ceil(box / crop) samples per output pixel and axis, averaged (antialiasing when shrinking)
+        out = roi_align(src, torch.tensor(boxes, dtype=src.dtype, device=dev), (self.crop, self.crop),
+                        spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        flip = torch.tensor([ui[22] < 0.5 for ui in u], device=dev).view(-1, 1, 1, 1)
+        return torch.where(flip, out.flip(-1), out)
+
+
+def pack(images: list[torch.Tensor]) -> torch.Tensor | None:
+    """The images in one N x 3 x H x W uint8 canvas (each at the top left, its edges repeated into
+    the padding so resampling at a border reads the border, as a clamped resize does); None when
+    the canvas would take more than MAX_PADDING times the images' bytes (very mixed shapes)."""
+    import torch
+    import torch.nn.functional as F
+
+    if not images:
+        return None
+    h, w = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
+    if len(images) * 3 * h * w > MAX_PADDING * sum(im.numel() for im in images):
+        return None
+    canvas = torch.empty(len(images), 3, h, w, dtype=torch.uint8, device=images[0].device)
+    for k, im in enumerate(images):
+        pad = (0, w - im.shape[2], 0, h - im.shape[1])
+        canvas[k] = F.pad(im[None].float(), pad, mode="replicate")[0].to(torch.uint8) if any(pad) else im
+    return canvas

@@ -5,7 +5,9 @@ Identity, so its output is the penultimate "CNN code" (512-d for resnet18, 1280-
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +119,35 @@ def fold_batchnorm(trunk: nn.Module) -> tuple[nn.Module, bool]:
         return fuse(trunk.eval()), True
     except Exception:  # untraceable control flow: keep the plain trunk
         return trunk, False
+
+
+def compiled(module: nn.Module, device_type: str) -> nn.Module:
+    """torch.compile(module) with static shapes (a graph per batch size): on a GPU in
+    "reduce-overhead" mode, i.e. CUDA graphs, since a batch-16 step is launch-bound there; inductor's
+    default elsewhere. Parameters stay shared with `module`, so its state_dict is unchanged. On a
+    GPU a compiled call's outputs live in the graph's memory until the next call: clone what is kept.
+    """
+    return torch.compile(module, mode="reduce-overhead" if device_type == "cuda" else None, dynamic=False)
+
+
+class FirstCalls:
+    """Times the first call of a compiled model at each key (mode, batch shape): that call compiles
+    a graph, so its time is the compile time, kept apart from the work (GPU synchronised)."""
+
+    def __init__(self, on: bool, device_type: str):
+        self.on, self.cuda, self.seen, self.seconds = on, device_type == "cuda", set(), 0.0
+
+    @contextlib.contextmanager
+    def __call__(self, key):
+        if not self.on or key in self.seen:
+            yield
+            return
+        t0 = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t0
+        self.seen.add(key)
 
 
 def classifier(backbone: Backbone, num_classes: int) -> nn.Module:

@@ -5,7 +5,7 @@ Layout of features/<dataset>/<backbone>-<weights>.h5, written only by `write_cod
     fingerprint (sha256 of inputs), inputs (JSON of everything that determines the codes),
     classes (JSON), dataset, data_root, backbone, weights (id), weights_arg, weights_sha256
     ("" unless a file), transform (JSON), image_size, dim, precision, bn_folded, device, seed,
-    extract_seconds, images_per_second, versions (JSON), created, command (the command line),
+    extract_seconds, compile_seconds, images_per_second, versions (JSON), created, command (the command line),
     views (JSON: per split, how its extra views were made, how many, their fingerprint and cost)
   /<split>/codes  N x D float32      /<split>/labels N int64      /<split>/paths N str
       (codes and labels chunked with fletcher32 checksums, verified by HDF5 on every read)
@@ -62,6 +62,7 @@ class Header:
     device: str = ""
     seed: int = 0
     extract_seconds: float | None = None
+    compile_seconds: float = 0.0  # torch.compile's time (features --compile), not in extract_seconds
     images_per_second: float | None = None
     versions: dict = field(default_factory=dict)
     created: str = ""

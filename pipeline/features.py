@@ -43,9 +43,11 @@ class Config(Common):
     interpolation: str = opt("", "eval transform: resize interpolation; empty = the weights' own, else bilinear",
                              ("", "bilinear", "bicubic", "nearest"))
     fast_decode: bool = opt(True, "let the JPEG decoder downscale large images while decoding (recorded)")
-    decode: str = opt("auto", "pil: PIL in --workers processes; torchvision: JPEGs decoded in batches on the "
-                              "extraction device (nvJPEG on a GPU), PIL for the rest; auto: torchvision on a GPU, "
-                              "else pil", ("auto", "pil", "torchvision"))
+    decode: str = opt("auto", "cpu: PIL in --workers processes; gpu: JPEGs decoded in batches by nvJPEG on the GPU, "
+                              "PIL for the rest; torchvision: the gpu path on whatever --device is (libjpeg-turbo "
+                              "on a CPU); auto: gpu on a GPU, else cpu", ("auto", "cpu", "gpu", "torchvision"))
+    compile: bool = opt(False, "torch.compile the trunk (CUDA graphs on a GPU); the compile time is reported and "
+                               "recorded apart (compile_seconds), and compiled codes are cached apart")
     shard_size: int = opt(512, "images per resumable shard (rounded up to a multiple of --batch-size)")
     force: bool = opt(False, "recompute even when an existing file was made from other inputs")
     views: int = opt(0, "augmented views per train image (RandomResizedCrop + flip, seeded per image and view), "
@@ -82,8 +84,12 @@ class Config(Common):
 
 
 def decoder(cfg: Config, device: str) -> str:
-    """'pil' or 'torchvision', --decode auto resolved for the device type."""
-    return ("torchvision" if device == "cuda" else "pil") if cfg.decode == "auto" else cfg.decode
+    """'pil' or 'torchvision' (batched), --decode resolved for the device type."""
+    if cfg.decode == "gpu" and device != "cuda":
+        raise UserError(f"--decode gpu needs a CUDA GPU and extraction runs on {device}; use --decode cpu (PIL) "
+                        "or torchvision (batched on the CPU)")
+    batched = cfg.decode in ("gpu", "torchvision") or (cfg.decode == "auto" and device == "cuda")
+    return "torchvision" if batched else "pil"
 
 
 def fingerprint_inputs(s: ImageFolderScan, cfg: Config, weights: Weights, pre: Preprocess, device: str) -> dict:
@@ -104,6 +110,10 @@ def fingerprint_inputs(s: ImageFolderScan, cfg: Config, weights: Weights, pre: P
         # BN folding is decided by the backbone and the torch version (both recorded): fx either
         # traces the model or not, so the setting, not its outcome, goes in the fingerprint
         "bn_folding": "torch.fx fuse when traceable",
+        # compiled kernels round differently: such codes are cached apart (key absent otherwise,
+        # so files made without --compile keep their fingerprint)
+        **({"compile": "torch.compile, " + ("reduce-overhead" if device == "cuda" else "default") + " mode"}
+           if cfg.compile else {}),
         "classes": s.classes,
         "splits": list(s.splits),
         "image_list": s.digest(),
@@ -207,7 +217,7 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
     if device.type == "cuda" and ranks.world > 1:
         device = torch.device("cuda", ranks.local_rank)
     bb = load_backbone(cfg.backbone, weights)
-    enc = Encoder(bb, device, pre.mean, pre.std)
+    enc = Encoder(bb, device, pre.mean, pre.std, compile=cfg.compile)
     left = [p for p in plan.shards if not shards.done(p[0], p[1])]  # every rank's
     todo = [p for i, p in enumerate(plan.shards) if ranks.mine(i) and not shards.done(p[0], p[1])]
     if len(left) < len(plan.shards) and ranks.main:
@@ -225,22 +235,28 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
               disable=None if ranks.main else True, smoothing=0.1) as bar:
         batches = iter(loader)
         for name, si, idx in todo:
-            codes, reasons, t_shard = [], [], time.perf_counter()
+            codes, reasons, t_shard, c0 = [], [], time.perf_counter(), enc.compile_seconds
             for _ in idx:
                 x, why = next(batches)
                 codes.append(enc(x).cpu().numpy())
                 reasons += list(why)
                 bar.n = n_done + len(reasons) + sum(size(p) for p in others if shards.done(p[0], p[1]))
                 bar.refresh()
-            shards.save(name, si, np.concatenate(codes), reasons, time.perf_counter() - t_shard)
+            # model time without compiling (recorded apart): what these codes would cost again
+            shards.save(name, si, np.concatenate(codes), reasons, time.perf_counter() - t_shard
+                        - (enc.compile_seconds - c0))
             trim_heap()  # bounded memory however many shards (config.trim_heap)
             n_done += len(reasons)
-    secs = time.perf_counter() - t0
+    secs = time.perf_counter() - t0 - enc.compile_seconds
+    if cfg.compile and ranks.main:
+        print(f"torch.compile: {enc.compile_seconds:.1f}s (the first call at each of {len(enc.first_calls.seen)} "
+              "batch shapes), not counted below")
     if n_done:
         print(f"extracted {n_done} images in {secs:.1f}s ({n_done / secs:.1f} images/s)"
               + (f" on rank {ranks.rank}" if ranks.world > 1 else ""))
     return {"weights": bb.weights_id, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "compile_seconds": enc.compile_seconds}
 
 
 def split_pieces(s: ImageFolderScan, plan: Plan, shards: Shards, dim: int) -> dict[str, SplitPiece]:
@@ -392,7 +408,7 @@ def view_codes(cfg: Config, root: Path, paths: list[str], kind: str, views: list
     starts = list(range(0, len(paths), size))
     todo = [si for si in range(len(starts)) if not shards.done(key, si)]
     if todo:
-        enc = Encoder(load_backbone(cfg.backbone, weights), resolve_device(where), pre.mean, pre.std)
+        enc = Encoder(load_backbone(cfg.backbone, weights), resolve_device(where), pre.mean, pre.std, cfg.compile)
         per_batch = max(1, cfg.batch_size // len(views))  # about --batch-size crops per forward pass
         ds = ViewImages(root, paths, pre, cfg.fast_decode, kind, views, cfg.seed)
         with tqdm(total=len(todo) * size, unit="img", desc=f"{split} views", file=sys.stderr, disable=None) as bar:

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from . import UserError, __version__, metrics, runs
 from .augment import describe
-from .config import (Common, check_classes, command_line, opt, parse_splits, positive, precision_for, resolve_device,
-                     resolve_workers)
+from .config import (Common, check_classes, command_line, device_type, opt, parse_splits, positive, precision_for,
+                     resolve_device, resolve_workers)
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageFolderScan, scan
 from .files import exclusive, json_digest, write_json
 from .weights import Weights
@@ -62,6 +62,12 @@ class Config(Common):
     gamma: float = opt(0.1, "StepLR decay factor")
     resize: int = opt(256, "val: resize the shorter side to this (fast path: train images are kept at this size too)")
     crop: int = opt(224, "train RandomResizedCrop / val CenterCrop size")
+    augment: str = opt("auto", "fast loop: how each batch's random crops are resized: per-image (torchvision's "
+                               "antialiased resize, the tutorial's filter), batched (one roi_align per batch, "
+                               "area-averaging: a few kernels per batch), auto: batched on a GPU, else per-image",
+                       ("auto", "per-image", "batched"))
+    compile: bool = opt(False, "fast loop: torch.compile the model (CUDA graphs on a GPU, where batch-16 steps are "
+                               "launch-bound); the compile time is recorded apart")
     force: bool = opt(False, "train again even when the run folder was made from the same images and settings")
 
     def __post_init__(self):
@@ -73,6 +79,9 @@ class Config(Common):
         if (self.loop == "codes") != bool(self.features) or (self.loop == "codes" and self.mode != "frozen"):
             raise UserError("--loop codes goes with --mode frozen and --features FILE.h5 (a file with cached views), "
                             "and --features only with --loop codes")
+        if self.loop != "fast" and (self.compile or self.augment != "auto"):
+            raise UserError("--compile and --augment apply to --loop fast (the reference loop is the tutorial's own, "
+                            "and --loop codes trains a linear head on cached codes)")
         positive(epochs=self.epochs, step_size=self.step_size, crop=self.crop)
         if self.lr <= 0 or not 0 <= self.momentum < 1:
             raise UserError(f"--lr must be > 0 and 0 <= --momentum < 1 (got {self.lr}, {self.momentum})")
@@ -105,7 +114,7 @@ def reference_phases(cfg: Config, model, optimizer, data: Decoded, device: torch
     def val_phase():
         loss, _, probs = reference.run_epoch(model, val_loader, device)
         return loss, probs
-    return train_phase, val_phase, train_loader.generator
+    return train_phase, val_phase, train_loader.generator, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,30 +138,34 @@ def fit(cfg: Config, model, phases, scheduler, optimizer, y_val: np.ndarray, run
         digest: str):
     """The epoch loop both paths share: train, val, step the schedule, log, keep the best epoch,
     save the resumable state; a checkpoint of the same inputs in `run_dir` is resumed.
-    Returns (history, (best epoch, its val accuracy, its val probabilities), last val probabilities)."""
+    Returns (history, (best epoch, its val accuracy, its val probabilities), last val probabilities).
+    Time in compiling (the phases' clock of first calls) is recorded apart from the epochs'."""
     from . import checkpoint
 
-    train_phase, val_phase, rng = phases
+    train_phase, val_phase, rng, clock = phases
+    compiling = (lambda: clock.seconds) if clock else (lambda: 0.0)
     ck, parts = run_dir / "checkpoint.pt", dict(model=model, optimizer=optimizer, scheduler=scheduler, rng=rng)
     history, best, probs = checkpoint.load(ck, digest=digest, **parts) or ([], None, None)
     if history:
         print(f"resuming after epoch {len(history)} of {cfg.epochs} from {ck}")
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), compiling()
         with tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", file=sys.stderr, disable=None,
                   leave=False) as bar:
             train_loss, train_acc = train_phase(bar)
-        t1 = time.perf_counter()
+        t1 = time.perf_counter() - (compiling() - c0)
         val_loss, probs = val_phase()
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter() - (compiling() - c0), compiling()
         scheduler.step()
         val_acc = float((probs.argmax(1) == y_val).mean())
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                        "val_acc": val_acc, "lr": lr, "seconds": t2 - t0, "train_seconds": t1 - t0})
+                        "val_acc": val_acc, "lr": lr, "seconds": t2 - t0, "train_seconds": t1 - t0,
+                        **({"compile_seconds": c2 - c0} if c2 > c0 else {})})
         write_json(run_dir / "history.json", history)
         print(f"epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-              f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.2g}  {t1 - t0:.1f}s + val {t2 - t1:.1f}s")
+              f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.2g}  {t1 - t0:.1f}s + val {t2 - t1:.1f}s"
+              + (f" + compile {c2 - c0:.1f}s" if c2 > c0 else ""))
         if best is None or val_acc > best[1]:  # strictly better, as the tutorial's best_acc
             best = (epoch, val_acc, probs)
             runs.save_state(run_dir / "best.pt", model)
@@ -185,7 +198,14 @@ def hyperparameters(cfg: Config, precision: str) -> dict:
         "precision": precision,
         "channels_last": fast,
         "trunk_mode": "eval" if frozen and fast else "train",
+        **({"augment": "batched (one torchvision.ops.roi_align per batch)" if batched_augment(cfg) else
+            "per image (torchvision antialiased resize)", "compile": cfg.compile} if fast else {}),
     }
+
+
+def batched_augment(cfg: Config) -> bool:
+    """--augment resolved for the device: batched on a GPU unless told otherwise."""
+    return cfg.augment == "batched" or (cfg.augment == "auto" and device_type(cfg.device) == "cuda")
 
 
 def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, history: list[dict], best, probs,
@@ -211,6 +231,7 @@ def write_record(cfg: Config, run_dir: Path, bb: Backbone, data: Decoded, histor
         val=metrics.scores(y_val, pred, data.classes, probs), selection="last epoch",
         seconds={"train": sum(h["seconds"] for h in history), "decode": data.seconds if fast else 0.0,
                  "predict": history[-1]["seconds"] - history[-1]["train_seconds"],
+                 **({"compile": sum(h.get("compile_seconds", 0.0) for h in history)} if cfg.compile else {}),
                  # the cached codes and views it trained on: what the extraction of those cost
                  **({"extract": (codes.header.extract_seconds or 0.0) + codes.header.views[cfg.split_names[0]][
                      "seconds"]} if codes else {})},
@@ -343,7 +364,8 @@ def fit_and_record(cfg: Config, bb, model, data: Decoded, device, inputs: dict, 
         precision = codes.header.precision
     elif fast:
         phases = fast_phases(model, optimizer, data, device, frozen=cfg.mode == "frozen", seed=cfg.seed,
-                             batch_size=cfg.batch_size, crop=cfg.crop)
+                             batch_size=cfg.batch_size, crop=cfg.crop, batched=batched_augment(cfg),
+                             compile=cfg.compile)
     else:
         phases = reference_phases(cfg, model, optimizer, data, device)
     print(f"{data.dataset}: {len(data.train)} train / {len(data.val)} val images; {bb.name} ({bb.weights_id}), "

@@ -69,8 +69,8 @@ def test_the_decoder_is_part_of_the_fingerprint(folder):
     s = scan(folder)
     w = Weights.parse("none", 0)
     fp = {d: fingerprint_inputs(s, Config(data=folder, backbone="resnet18", weights="none", decode=d), w, PRE, "cpu")
-          for d in ("pil", "torchvision", "auto")}
-    assert fp["pil"] != fp["torchvision"] and fp["auto"] == fp["pil"]  # auto on a CPU is PIL
+          for d in ("cpu", "torchvision", "auto")}
+    assert fp["cpu"] != fp["torchvision"] and fp["auto"] == fp["cpu"]  # auto on a CPU is PIL
     assert "decode_jpeg on cpu" in fp["torchvision"]["transform"]["decode"]
     assert fingerprint_inputs(s, Config(data=folder, weights="none"), w, PRE, "cuda")["transform"]["decode"] \
         .startswith("torchvision decode_jpeg on cuda")
@@ -79,7 +79,7 @@ def test_the_decoder_is_part_of_the_fingerprint(folder):
 def test_extraction_with_batched_decode_gives_nearly_the_same_codes(odd_folder, tmp_path):
     kw = dict(data=odd_folder, backbone="resnet18", weights="none", device="cpu", workers=0, resize=40, crop=32,
               interpolation="bilinear", splits="train")
-    a = read_codes(extract(Config(**kw, out=str(tmp_path / "pil.h5"), decode="pil"))).splits["train"]
+    a = read_codes(extract(Config(**kw, out=str(tmp_path / "pil.h5"), decode="cpu"))).splits["train"]
     b = read_codes(extract(Config(**kw, out=str(tmp_path / "tv.h5"), decode="torchvision"))).splits["train"]
     assert a.paths == b.paths and a.skipped == b.skipped and len(a.skipped) == 3
     cos = (a.codes * b.codes).sum(1) / np.linalg.norm(a.codes, axis=1) / np.linalg.norm(b.codes, axis=1)

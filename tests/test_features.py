@@ -143,6 +143,8 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, folder):
         (("features", "--data", folder, "--backbone", "resnet19", "--weights", "none"), "unknown backbone"),
         (("features", "--data", tmp_path / "missing", "--weights", "none"), "does not exist"),
         (("features", "--device", "tpu"), "invalid choice"),
+        (("features", "--data", folder, "--weights", "none", "--device", "cpu", "--decode", "gpu",
+          "--out", tmp_path / "gpu.h5"), "--decode gpu needs a CUDA GPU"),
         (("nosuchstage",), "unknown stage"),
     ]:
         r = cli(*args)
@@ -203,3 +205,26 @@ def test_enum_weights_bring_their_own_eval_transform(tmp_path):
     assert (pre.resize, pre.crop, pre.interpolation) == (256, 224, "bilinear")  # a file keeps the tutorial's
     with pytest.raises(UserError, match="crop <= resize"):
         Config(resize=200, crop=224)
+
+
+def test_compiled_extraction_gives_the_same_codes_cached_apart(folder, tmp_path, capsys):
+    plain = read_codes(extract(cfg(folder, tmp_path / "plain.h5")))
+    out = extract(cfg(folder, tmp_path / "compiled.h5", compile=True))
+    c = read_codes(out)
+    assert "torch.compile:" in capsys.readouterr().out
+    for split in ("train", "val"):
+        np.testing.assert_allclose(c.splits[split].codes, plain.splits[split].codes, rtol=1e-4, atol=1e-5)
+    assert c.header.compile_seconds > 0 and plain.header.compile_seconds == 0
+    assert c.header.fingerprint != plain.header.fingerprint and "compile" in c.header.inputs
+    # 12 train at batch 4 then 8 val at batch 4: one shape, compiled once; the rest is model time
+    assert c.header.extract_seconds < c.header.compile_seconds
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_extraction_with_nvjpeg_and_cuda_graphs_matches_the_cpu(folder, tmp_path):
+    cpu = read_codes(extract(cfg(folder, tmp_path / "cpu.h5")))
+    gpu = read_codes(extract(cfg(folder, tmp_path / "gpu.h5", device="cuda", decode="gpu", compile=True)))
+    for split in ("train", "val"):
+        a, b = cpu.splits[split].codes, gpu.splits[split].codes
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cpu.splits[split].paths == gpu.splits[split].paths and cos.min() > 0.98, cos
