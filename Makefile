@@ -21,7 +21,7 @@ BENCH_ARGS ?= --quick
 BENCH_OUT ?= reports/benchmarks.json
 REPORT_OUT ?= reports
 
-.PHONY: venv data features classify finetune report demo lint test bench clean
+.PHONY: venv data features classify finetune report demo lint test bench bench-gpu clean
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -58,6 +58,10 @@ test: lint
 
 bench: venv   # quick mode; BENCH_ARGS= (empty) for the full 25-epoch comparison
 	$(PY) bench/run.py $(BENCH_ARGS) --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --device $(DEVICE) --out $(BENCH_OUT)
+
+bench-gpu: venv   # the GPU targets: extraction on 10,000 synthetic JPEGs, 25 epochs of fine-tuning
+	$(PY) bench/run.py --sections extraction,finetune --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) \
+		--device cuda --out reports/benchmarks-gpu.json
 
 clean:
 	rm -rf features/*/ reports/runs .venv

@@ -4,11 +4,13 @@ Usage: python bench/run.py [--quick] --data DIR --backbone NAME --weights W --ou
 
 Sections (each a plain function returning result rows):
   1. extraction   images/s of `features` vs a tutorial-style eval pass (PIL + transforms per image,
-                  batch 16, no workers, fp32, no channels_last); on a GPU also 10,000 synthetic
-                  ImageNet-size JPEGs against the 15,000 images/s target
+                  batch 16, fp32, no channels_last); on a GPU also 10,000 synthetic ImageNet-size
+                  JPEGs (--decode gpu, with and without --compile, and --decode cpu) against the
+                  15,000 images/s target
   2. frozen       extract once + softmax head (classify) vs the tutorial's frozen-backbone scheme
                   (finetune --mode frozen --loop reference, 25 epochs): >= 15x faster at equal accuracy
   3. finetune     full fine-tuning, fast path vs reference loop: CPU >= 1.5x per epoch, GPU >= 10x for 25 epochs
+                  (on a GPU also the fast path with --compile, i.e. CUDA graphs)
   4. memory       peak RSS of `features` at N and 10N small synthetic images: must not grow (within 10%)
   5. heads        fit time of each head on the DATA codes (CV); `classify --head all` on synthetic codes shaped
                   like real ones (3,500 x 1280 and 100,000 x 512, classes that overlap) against `features`
@@ -18,6 +20,10 @@ Sections (each a plain function returning result rows):
   7. ranks        `features` on 2 torchrun ranks vs 1 process, same synthetic images (CPU), wall time
   The full run also measures the memory of `features` with default settings (decoding workers) on
   real-size images, per process, at 2,000 and 20,000 images.
+
+The reference (the tutorial's way) always runs at its fastest DataLoader worker count on the
+machine: 0, 1 and 4 workers are tried where the cores allow (one epoch each for the training
+loops, a whole pass for extraction), and each row names the winner and what our side used.
 
 Every row: name, ours, reference, unit, ratio (> 1 = we are faster/better), target, met
 (true/false, or null when there is nothing to judge) and a note. Missed targets are reported, not
@@ -50,7 +56,7 @@ from pipeline.backbone import load_backbone  # noqa: E402
 from pipeline.cache import read_codes  # noqa: E402
 from pipeline.classify import Config as ClassifyConfig  # noqa: E402
 from pipeline.classify import classify, fit_head  # noqa: E402
-from pipeline.config import Parser, resolve_device  # noqa: E402
+from pipeline.config import Parser, resolve_device, resolve_workers  # noqa: E402
 from pipeline.data import scan  # noqa: E402
 from pipeline.features import Config as FeaturesConfig, extract  # noqa: E402
 from pipeline.heads import HEADS  # noqa: E402
@@ -101,8 +107,9 @@ class Extraction:
 
     path: Path
     images: int
-    seconds: float  # wall time of extract(): scan, model load, decode, forward, HDF5 write
+    seconds: float  # wall time of extract(): scan, model load, decode, forward, HDF5 write (not compiling)
     loop_rate: float | None  # the stage's own images/s (decode + forward loop only)
+    compile_seconds: float = 0.0  # features --compile: recorded apart
 
 
 def log(msg: str) -> None:
@@ -185,32 +192,60 @@ def make_image_folder(root: Path, n: int, size: tuple[int, int], splits=(("train
 # ---------------------------------------------------------------------------------------------
 # Ours and the reference, timed
 
-def extract_ours(s: Setup, data: Path, tag: str, splits: str = "train,val", decode: str = "auto") -> Extraction:
+def extract_ours(s: Setup, data: Path, tag: str, splits: str = "train,val", decode: str = "auto",
+                 compile: bool = False) -> Extraction:
     """`features` into a fresh file (never a cache hit), default settings otherwise."""
     out = s.tmp / f"features-{tag}-{time.monotonic_ns()}" / "codes.h5"
     cfg = FeaturesConfig(data=data, backbone=s.backbone, weights=s.weights, out=str(out), splits=splits,
-                         resize=s.resize, crop=s.crop, device=s.device, seed=s.seed, decode=decode)
+                         resize=s.resize, crop=s.crop, device=s.device, seed=s.seed, decode=decode, compile=compile)
     t0 = time.perf_counter()
     path = extract(cfg)
     secs = time.perf_counter() - t0
     c = read_codes(path)
     n = sum(len(sp.labels) for sp in c.splits.values())  # images with codes; skipped files do not count
-    return Extraction(path, n, secs, c.header.images_per_second)
+    # compiling is recorded apart and left out of the wall time: rows say what it cost
+    return Extraction(path, n, secs - c.header.compile_seconds, c.header.images_per_second,
+                      c.header.compile_seconds)
+
+
+def ours_settings(decode: str = "cpu") -> str:
+    """What our extraction used, for the rows' notes."""
+    how = "nvJPEG batches on the GPU" if decode == "gpu" else f"PIL in {resolve_workers(-1)} worker process(es)"
+    return f"ours: batch 32, decode {how}, channels_last, BN folded, bf16 on a GPU"
+
+
+def worker_counts() -> list[int]:
+    """The reference's DataLoader worker counts to try: 0, 1 and 4, where the cores allow."""
+    return [w for w in (0, 1, 4) if w == 0 or w < (os.cpu_count() or 1)]
 
 
 def extract_reference(
-    s: Setup, data: Path, splits: tuple[str, ...] = ("train", "val"), limit: int | None = None
+    s: Setup, data: Path, splits: tuple[str, ...] = ("train", "val"), limit: int | None = None, workers: int = 0
 ) -> tuple[int, float]:
     """The tutorial's eval pass: ImageFolder-style PIL load, Resize/CenterCrop/ToTensor/Normalize per
-    image, DataLoader batch 16, num_workers=0, fp32, model in eval, default memory format.
+    image, DataLoader batch 16, `workers` workers, fp32, model in eval, default memory format.
     Returns (images, wall seconds incl. model load)."""
     records = [r for sp in scan(data, splits).splits.values() for r in sp.items][:limit]
     device = resolve_device(s.device)
     t0 = time.perf_counter()
     model = load_backbone(s.backbone, s.weights, s.seed).trunk.to(device).eval()
     tf = reference.reference_transforms(s.resize, s.crop)[1]
-    loader = torch.utils.data.DataLoader(reference.image_folder(data, records, tf), batch_size=16, num_workers=0)
+    loader = torch.utils.data.DataLoader(reference.image_folder(data, records, tf), batch_size=16,
+                                         num_workers=workers)
     return reference.eval_pass(model, loader, device), time.perf_counter() - t0
+
+
+def best_reference_extraction(s: Setup, data: Path, splits: tuple[str, ...] = ("train", "val"),
+                              limit: int | None = None) -> tuple[int, float, str]:
+    """The reference eval pass at each worker count; (images, seconds of the fastest, what was tried)."""
+    tried = {}
+    for w in worker_counts():
+        log(f"extraction: reference eval pass, num_workers={w}")
+        tried[w] = extract_reference(s, data, splits, limit, workers=w)
+    best = min(tried, key=lambda w: tried[w][1])
+    said = ", ".join(f"{w}: {n / t:.1f}" for w, (n, t) in tried.items())
+    return *tried[best], (f"reference: batch 16, num_workers={best}, the fastest of {list(tried)} on this machine "
+                          f"(images/s {said}), fp32, no channels_last")
 
 
 def warm_file_cache(root: Path) -> None:
@@ -220,14 +255,33 @@ def warm_file_cache(root: Path) -> None:
             p.read_bytes()
 
 
-def train_run(s: Setup, mode: str, loop: str, tag: str) -> tuple[dict, list[dict]]:
-    """finetune.train with the tutorial's recipe; the reference loop decodes in-process (workers=0).
+def train_run(s: Setup, mode: str, loop: str, tag: str, epochs: int | None = None, **kw) -> tuple[dict, list[dict]]:
+    """finetune.train with the tutorial's recipe (kw: workers, compile, ...).
     Returns (metrics.json document, history)."""
-    cfg = finetune.Config(data=s.data, backbone=s.backbone, weights=s.weights, mode=mode, loop=loop, epochs=s.epochs,
-                          batch_size=16, resize=s.resize, crop=s.crop, device=s.device, seed=s.seed,
-                          out=s.tmp / f"runs-{tag}", **({"workers": 0} if loop == "reference" else {}))
+    cfg = finetune.Config(data=s.data, backbone=s.backbone, weights=s.weights, mode=mode, loop=loop,
+                          epochs=epochs or s.epochs, batch_size=16, resize=s.resize, crop=s.crop, device=s.device,
+                          seed=s.seed, out=s.tmp / f"runs-{tag}", **kw)
     run_dir, doc = finetune.train(cfg)
     return doc, read_json(run_dir / "history.json")
+
+
+_best_workers: dict[tuple, tuple[int, str]] = {}
+
+
+def reference_workers(s: Setup, mode: str) -> tuple[int, str]:
+    """The tutorial loop's fastest DataLoader worker count for `mode` on this machine, from one
+    training epoch at each of worker_counts() (the tutorial itself uses 4); (count, what was tried)."""
+    key = (s.data, s.device, mode)
+    if key not in _best_workers:
+        tried = {}
+        for w in worker_counts():
+            log(f"reference loop, {mode}: one epoch with num_workers={w}")
+            history = train_run(s, mode, "reference", f"workers-{mode}-{w}", epochs=1, workers=w)[1]
+            tried[w] = history[0]["train_seconds"]
+        best = min(tried, key=tried.get)
+        said = ", ".join(f"{w}: {t:.1f}s" for w, t in tried.items())
+        _best_workers[key] = best, f"num_workers={best}, the fastest of {list(tried)} (one epoch's train time {said})"
+    return _best_workers[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,8 +291,7 @@ def bench_extraction(s: Setup) -> tuple[list[dict], Extraction]:
     warm_file_cache(s.data)
     log(f"extraction: ours (features) on {s.data}")
     ours = extract_ours(s, s.data, "data")
-    log("extraction: reference eval pass")
-    n_ref, ref_s = extract_reference(s, s.data)
+    n_ref, ref_s, ref_how = best_reference_extraction(s, s.data)
     loop = f"; the stage's own decode+forward loop: {ours.loop_rate:.1f} images/s" if ours.loop_rate else ""
     rows = [
         row(
@@ -247,8 +300,8 @@ def bench_extraction(s: Setup) -> tuple[list[dict], Extraction]:
             n_ref / ref_s,
             "images/s",
             "higher",
-            note="wall time of the whole call (scan, model load, decode, forward, write) for both; reference: PIL + "
-            f"Resize/CenterCrop/ToTensor/Normalize per image, batch 16, num_workers=0, fp32, no channels_last{loop}",
+            note="wall time of the whole call (scan, model load, decode, forward, write) for both; "
+            f"{ours_settings()}; {ref_how}{loop}",
         )
     ]
     rows += bench_gpu_extraction(s)
@@ -256,8 +309,9 @@ def bench_extraction(s: Setup) -> tuple[list[dict], Extraction]:
 
 
 def bench_gpu_extraction(s: Setup) -> list[dict]:
-    """On a GPU: 10,000 synthetic ImageNet-size JPEGs, files -> HDF5, with --decode torchvision
-    (nvJPEG) and --decode pil, and the reference eval pass, in the same run."""
+    """On a GPU: 10,000 synthetic ImageNet-size JPEGs, files -> HDF5, with --decode gpu (nvJPEG),
+    with --decode gpu --compile and with --decode cpu (PIL workers), and the reference eval pass,
+    in the same run."""
     name = f"extraction: {s.gpu_images:,} synthetic ImageNet-size JPEGs (GPU)"
     if not (torch.cuda.is_available() or s.force_gpu_section):
         log("extraction on synthetic ImageNet-size JPEGs: skipped (no CUDA GPU)")
@@ -268,17 +322,25 @@ def bench_gpu_extraction(s: Setup) -> list[dict]:
     make_image_folder(root, s.gpu_images, (500, 375), splits=(("train", 1.0),))
     kb = np.mean([p.stat().st_size for p in list(root.rglob("*.jpg"))[:500]]) / 1e3
     warm_file_cache(root)
-    gpu = extract_ours(s, root, "synthetic-gpu-decode", splits="train", decode="torchvision")
-    cpu = extract_ours(s, root, "synthetic-pil-decode", splits="train", decode="pil")
-    n_ref, ref_s = extract_reference(s, root, ("train",), limit=s.gpu_reference_images)
+    on_gpu = resolve_device(s.device).type == "cuda"
+    batched = "gpu" if on_gpu else "torchvision"  # tests run this section on a CPU
+    gpu = extract_ours(s, root, "synthetic-gpu-decode", splits="train", decode=batched)
+    comp = extract_ours(s, root, "synthetic-gpu-compiled", splits="train", decode=batched, compile=True)
+    cpu = extract_ours(s, root, "synthetic-pil-decode", splits="train", decode="cpu")
+    n_ref, ref_s, ref_how = best_reference_extraction(s, root, ("train",), limit=s.gpu_reference_images)
     dev = resolve_device(s.device)
-    return [row(name + ", --decode torchvision", gpu.images / gpu.seconds, n_ref / ref_s, "images/s", "higher",
+    files = f"500x375 JPEGs, {kb:.0f} KB on average; device {dev}"
+    return [row(name + f", --decode {batched}", gpu.images / gpu.seconds, n_ref / ref_s, "images/s", "higher",
                 TARGETS["gpu_images_per_s"], target_of="ours",
-                note=f"target is on ours (images/s); 500x375 JPEGs, {kb:.0f} KB on average; reference (tutorial eval "
-                     f"pass) measured on {n_ref:,} of them; device {dev}"),
+                note=f"target is on ours (images/s); {files}; {ours_settings('gpu')}; {ref_how}, measured on "
+                     f"{n_ref:,} of the files"),
+            row(name + f", --decode {batched} --compile", comp.images / comp.seconds, n_ref / ref_s, "images/s",
+                "higher", TARGETS["gpu_images_per_s"], target_of="ours",
+                note=f"torch.compile (CUDA graphs): {comp.compile_seconds:.1f}s of compiling, left out of the "
+                     f"images/s and reported here; {files}; reference as in the row above"),
             row(name + ": GPU decode vs PIL decode", gpu.images / gpu.seconds, cpu.images / cpu.seconds, "images/s",
-                "higher", 3.0, note=f"both ours, same files, same run; PIL decodes in "
-                                    f"{min(8, (os.cpu_count() or 1) - 1)} worker processes")]
+                "higher", 3.0, note=f"both ours, same files, same run: {ours_settings('gpu')} vs "
+                                    f"{ours_settings('cpu')}")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,8 +356,9 @@ def bench_frozen(s: Setup, ours: Extraction | None = None) -> list[dict]:
     ours_s = ours.seconds + (time.perf_counter() - t0)
     ours_val = read_json(runs[0] / "metrics.json")["val"]
 
+    workers, workers_how = reference_workers(s, "frozen")
     log(f"frozen: reference = tutorial scheme 2 (finetune --mode frozen --loop reference), {s.epochs} epochs")
-    ref, history = train_run(s, "frozen", "reference", "frozen-reference")
+    ref, history = train_run(s, "frozen", "reference", "frozen-reference", workers=workers)
     epoch_s = [h["seconds"] for h in history]  # train + val phase: the tutorial evaluates every epoch
     full = s.epochs == TUTORIAL_EPOCHS  # otherwise the 25-epoch time is projected and accuracy not judged
     ref_s = sum(epoch_s) if full else TUTORIAL_EPOCHS * per_epoch(epoch_s)
@@ -316,7 +379,8 @@ def bench_frozen(s: Setup, ours: Extraction | None = None) -> list[dict]:
     return [
         row(f"frozen backbone end to end: wall time (reference {TUTORIAL_EPOCHS} epochs)", ours_s, ref_s, "s", "lower",
             None if gpu else TARGETS["frozen_speedup"], conditions=(equal,),
-            note=f"ours: features + classify softmax ({ext}, 5-fold CV); {how}; {acc_rule}"),
+            note=f"ours: features + classify softmax ({ext}, 5-fold CV); {how}; reference {workers_how}; "
+                 f"{acc_rule}"),
         row("frozen backbone end to end: val accuracy", ours_val["accuracy"], ref_val["accuracy"] if ref_val else None,
             "accuracy", "higher",
             note=(f"ours {ours_val['correct']}/{ours_val['n']}, reference {ref_val['correct']}/{ref_val['n']} "
@@ -333,61 +397,50 @@ def bench_finetune(s: Setup) -> list[dict]:
     gpu = resolve_device(s.device).type == "cuda"
     log(f"finetune: fast path, full mode, {s.epochs} epochs")
     fast, fast_h = train_run(s, "full", "fast", "finetune-fast")
-    log(f"finetune: reference loop, full mode, {s.epochs} epochs")
-    ref, ref_h = train_run(s, "full", "reference", "finetune-reference")
+    workers, workers_how = reference_workers(s, "full")
+    log(f"finetune: reference loop, full mode, {s.epochs} epochs, num_workers={workers}")
+    ref, ref_h = train_run(s, "full", "reference", "finetune-reference", workers=workers)
+    rows = finetune_rows(s, fast, fast_h, ref, ref_h, workers_how, gpu)
+    if gpu:  # CUDA graphs for the batch-16 step
+        log(f"finetune: fast path with --compile (CUDA graphs), full mode, {s.epochs} epochs")
+        comp, comp_h = train_run(s, "full", "fast", "finetune-compiled", compile=True)
+        rows += finetune_rows(s, comp, comp_h, ref, ref_h, workers_how, gpu, " --compile")
+    return rows
+
+
+def finetune_rows(s: Setup, fast: dict, fast_h: list[dict], ref: dict, ref_h: list[dict], workers_how: str, gpu: bool,
+                  variant: str = "") -> list[dict]:
+    """Per-epoch time, 25-epoch time and accuracy of one fast run against the reference loop."""
     full = s.epochs == TUTORIAL_EPOCHS
     rule = "first epoch left out" if s.epochs > 2 else f"mean of all {s.epochs} epochs"
     equal = same_accuracy(fast["val"]["correct"], ref["val"]["correct"]) if full else None
-    # 25 epochs: decoding once is part of the fast path's cost; the reference's up-front file check is not counted
+    # 25 epochs: decoding once is part of the fast path's cost; the reference's up-front file check is
+    # not counted; compiling is reported in the note, not in the time
     fast_total = fast["seconds"].get("decode", 0.0) + (sum(h["seconds"] for h in fast_h) if full else
                                                        TUTORIAL_EPOCHS * per_epoch([h["seconds"] for h in fast_h]))
     ref_total = sum(h["seconds"] for h in ref_h) if full else TUTORIAL_EPOCHS * per_epoch([h["seconds"] for h in ref_h])
     proj = "" if full else f"{short(s)}projected from {s.epochs} epochs ({TUTORIAL_EPOCHS} x mean epoch time); "
+    hp = fast["hyperparameters"]
+    sides = (f"ours: decoded once, {hp['augment']}, channels_last, {hp['precision']}"
+             + (f", torch.compile ({fast['seconds'].get('compile', 0.0):.1f}s of compiling, not in the times)"
+                if hp.get("compile") else "")
+             + f"; reference: PIL transforms per epoch, batch 16, {workers_how}, fp32")
+    name = f"fine-tuning (full{variant})"
     return [
-        row(
-            "fine-tuning (full): train time per epoch",
-            fast["seconds_per_epoch"],
-            ref["seconds_per_epoch"],
-            "s/epoch",
-            "lower",
+        row(f"{name}: train time per epoch", fast["seconds_per_epoch"], ref["seconds_per_epoch"], "s/epoch", "lower",
             None if gpu else TARGETS["finetune_cpu_per_epoch"],
-            note=f"{short(s)}{s.epochs} epochs each, per-epoch train time compared ({rule}; val "
-            f"phase excluded); reference: PIL transforms per epoch, batch 16, num_workers=0, fp32"
-            + ("; GPU target is on 25 epochs (next row)" if gpu else ""),
-        ),
-        row(
-            f"fine-tuning (full): {TUTORIAL_EPOCHS} epochs wall time",
-            fast_total,
-            ref_total,
-            "s",
-            "lower",
-            TARGETS["finetune_gpu_25_epochs"] if gpu else None,
-            conditions=(equal,),
-            note=proj
-            + "train + val every epoch; ours adds its one-time decode"
-            + (
-                "; met needs >= 10x and equal accuracy"
-                if gpu and full
-                else f"; accuracy not judged after {s.epochs} epochs"
-                if gpu
-                else "; no CPU target on the total"
-            ),
-        ),
-        row(
-            "fine-tuning (full): final val accuracy",
-            fast["val"]["accuracy"],
-            ref["val"]["accuracy"],
-            "accuracy",
-            "higher",
+            note=f"{short(s)}{s.epochs} epochs each, per-epoch train time compared ({rule}; val phase excluded); "
+                 + sides + ("; GPU target is on 25 epochs (next row)" if gpu else "")),
+        row(f"{name}: {TUTORIAL_EPOCHS} epochs wall time", fast_total, ref_total, "s", "lower",
+            TARGETS["finetune_gpu_25_epochs"] if gpu else None, conditions=(equal,),
+            note=proj + "train + val every epoch; ours adds its one-time decode"
+            + ("; met needs >= 10x and equal accuracy" if gpu and full
+               else f"; accuracy not judged after {s.epochs} epochs" if gpu else "; no CPU target on the total")),
+        row(f"{name}: final val accuracy", fast["val"]["accuracy"], ref["val"]["accuracy"], "accuracy", "higher",
             note=f"after {s.epochs} epochs, last epoch: ours {fast['val']['correct']}/{fast['val']['n']}, reference "
-            f"{ref['val']['correct']}/{ref['val']['n']}"
-            + (
-                f"; equal within one val image: {equal}"
-                if full
-                else f"; not judged ({s.epochs} of {TUTORIAL_EPOCHS} epochs)"
-            ),
-        )
-        | {"met": equal},
+                 f"{ref['val']['correct']}/{ref['val']['n']}"
+                 + (f"; equal within one val image: {equal}" if full
+                    else f"; not judged ({s.epochs} of {TUTORIAL_EPOCHS} epochs)")) | {"met": equal},
     ]
 
 

@@ -137,9 +137,25 @@ def test_gpu_section_runs_when_forced(tmp_path):
     """The GPU-only section's code path, on CPU with a handful of small-resized images."""
     s = bench.Setup(data=tmp_path, backbone="resnet18", weights="none", tmp=tmp_path, device="cpu", resize=40, crop=32,
                     gpu_images=6, gpu_reference_images=4, force_gpu_section=True)
-    r, decode = bench.bench_gpu_extraction(s)
-    assert r["ours"] > 0 and r["reference"] > 0 and r["met"] is False and "4 of them" in r["note"]
+    r, compiled, decode = bench.bench_gpu_extraction(s)
+    assert r["ours"] > 0 and r["reference"] > 0 and r["met"] is False and "4 of the files" in r["note"]
     assert decode["ours"] > 0 and decode["reference"] > 0 and "torchvision" in r["name"]
+    assert compiled["ours"] > 0 and "--compile" in compiled["name"] and "s of compiling" in compiled["note"]
+
+
+def test_reference_runs_with_its_fastest_worker_count(doc, monkeypatch):
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 16)
+    assert bench.worker_counts() == [0, 1, 4]
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    assert bench.worker_counts() == [0, 1]
+    monkeypatch.undo()
+    tried = str(bench.worker_counts())
+    by = {r["name"]: r for r in doc["results"]}
+    for name in ("frozen backbone end to end: wall time (reference 25 epochs)",
+                 "fine-tuning (full): train time per epoch"):
+        assert f"the fastest of {tried} (one epoch's train time" in by[name]["note"], by[name]["note"]
+    [ext] = [r for r in doc["results"] if r["name"].startswith("extraction: data")]
+    assert f"the fastest of {tried} on this machine" in ext["note"] and "ours: batch 32" in ext["note"]
 
 
 @pytest.mark.parametrize("args, says", [
