@@ -87,18 +87,20 @@ class Crops:
         from torchvision.ops import roi_align
 
         u = draws(len(idx), g)
-        boxes = []
+        rows = []  # per crop: box (batch index, x1, y1, x2, y2), flip, image index; exact in float32
         for k, (i, ui) in enumerate(zip(idx, u)):
             y, x, h, w = crop_params(*self.sizes[i], ui)
-            boxes.append([k, x, y, x + w, y + h])
+            rows.append([k, x, y, x + w, y + h, ui[22] < 0.5, i])
+        meta = torch.tensor(rows, dtype=torch.float32)
         dev = self.canvas.device
-        src = self.canvas[torch.tensor(idx, device=dev)].float()
+        if dev.type == "cuda":  # one pinned, asynchronous copy: no host sync in the step loop
+            meta = meta.pin_memory().to(dev, non_blocking=True)
+        src = self.canvas[meta[:, 6].long()].float()
         # aligned=True: box [x, x + w) covers exactly pixels x .. x + w - 1; sampling_ratio=-1:
         # ceil(box / crop) samples per output pixel and axis, averaged (antialiasing when shrinking)
-        out = roi_align(src, torch.tensor(boxes, dtype=src.dtype, device=dev), (self.crop, self.crop),
-                        spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-        flip = torch.tensor([ui[22] < 0.5 for ui in u], device=dev).view(-1, 1, 1, 1)
-        return torch.where(flip, out.flip(-1), out)
+        out = roi_align(src, meta[:, :5], (self.crop, self.crop), spatial_scale=1.0, sampling_ratio=-1,
+                        aligned=True)
+        return torch.where(meta[:, 5].bool().view(-1, 1, 1, 1), out.flip(-1), out)
 
 
 def pack(images: list[torch.Tensor]) -> torch.Tensor | None:

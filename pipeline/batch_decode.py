@@ -23,6 +23,8 @@ from .data import BadImage, ImageRecord, Preprocess, load_rgb
 from .encode import eval_transform
 
 JPEG_MAGIC = b"\xff\xd8\xff"
+# RuntimeErrors that are not about the file (decode_jpeg raises RuntimeError for a bad JPEG too)
+DEVICE_ERRORS = tuple(e for e in (torch.OutOfMemoryError, getattr(torch, "AcceleratorError", None)) if e)
 
 
 def decoder_name(device_type: str) -> str:
@@ -61,11 +63,15 @@ def _decode_jpegs(files, jpeg: list[int], device: torch.device) -> dict[int, tor
     raw = [torch.frombuffer(bytearray(files[i][1]), dtype=torch.uint8) for i in jpeg]
     try:
         return dict(zip(jpeg, decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)))
+    except DEVICE_ERRORS:
+        raise  # out of memory or a broken device is not a bad file: say so, do not fall back silently
     except RuntimeError:
         decoded = {}
         for i, r in zip(jpeg, raw):
             try:
                 decoded[i] = decode_jpeg(r, mode=ImageReadMode.RGB, device=device)
+            except DEVICE_ERRORS:
+                raise
             except RuntimeError:
                 pass
         return decoded

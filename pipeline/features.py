@@ -249,7 +249,7 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
             n_done += len(reasons)
     secs = time.perf_counter() - t0 - enc.compile_seconds
     if cfg.compile and ranks.main:
-        print(f"torch.compile: {enc.compile_seconds:.1f}s (the first call at each of {len(enc.first_calls.seen)} "
+        print(f"torch.compile: {enc.compile_seconds:.1f}s (the first call at each of {len(enc.first_calls.calls)} "
               "batch shapes), not counted below")
     if n_done:
         print(f"extracted {n_done} images in {secs:.1f}s ({n_done / secs:.1f} images/s)"
@@ -414,6 +414,7 @@ def view_codes(cfg: Config, root: Path, paths: list[str], kind: str, views: list
         with tqdm(total=len(todo) * size, unit="img", desc=f"{split} views", file=sys.stderr, disable=None) as bar:
             for si in todo:
                 t0, idx = time.perf_counter(), range(starts[si], min(starts[si] + size, len(paths)))
+                c0 = enc.compile_seconds
                 loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx), batch_size=per_batch,
                                                      num_workers=resolve_workers(cfg.workers))
                 out = []
@@ -423,7 +424,8 @@ def view_codes(cfg: Config, root: Path, paths: list[str], kind: str, views: list
                                         f"({next(w for w in why if w)}); re-run features --force")
                     out.append(enc(x.flatten(0, 1)).cpu().numpy().reshape(len(x), len(views), -1))
                     bar.update(len(x))
-                shards.save(key, si, np.concatenate(out), [""] * len(idx), time.perf_counter() - t0)
+                shards.save(key, si, np.concatenate(out), [""] * len(idx),
+                            time.perf_counter() - t0 - (enc.compile_seconds - c0))  # compiling: not model time
     secs = sum(shards.seconds(key, si) for si in range(len(starts)))
     return np.concatenate([shards.load(key, si)[0] for si in range(len(starts))]), secs
 

@@ -30,7 +30,9 @@ def odd_folder(tmp_path):
     make_image(d / "c.gif", (60, 60, 200), size=(48, 48), mode="P")
     make_image(d / "grey.jpg", (90, 90, 90), size=(60, 45), mode="L")
     good = (d / "b.jpg").read_bytes()
-    (d / "truncated.jpg").write_bytes((root / "train" / "plain" / "0.jpg").read_bytes()[:300])
+    whole = (root / "train" / "plain" / "0.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(whole[:300])  # cut in the header
+    (d / "half.jpg").write_bytes(whole[:len(whole) // 2])  # cut in the image data
     (d / "text.jpg").write_bytes(b"not an image at all")
     (d / "png-named.jpg").write_bytes((d / "a.png").read_bytes())
     assert good[:3] == b"\xff\xd8\xff"
@@ -48,7 +50,7 @@ def test_the_skip_list_and_the_pixels_match_the_pil_path(odd_folder):
     x, reasons, how = decode_batch(files, PRE, "cpu")
     pil = _pil_path(odd_folder, recs)
     assert reasons == [why for _, why in pil]  # the same files skipped, for the same reasons
-    assert {r.path.split("/")[-1] for r, why in zip(recs, reasons) if why} == {"truncated.jpg", "text.jpg"}
+    assert {r.path.split("/")[-1] for r, why in zip(recs, reasons) if why} == {"truncated.jpg", "half.jpg", "text.jpg"}
     by_name = {r.path.split("/")[-1]: h for r, h in zip(recs, how)}
     assert by_name["0.jpg"] == by_name["b.jpg"] == by_name["grey.jpg"] == "batched"
     assert by_name["a.png"] == by_name["png-named.jpg"] == "pil"
@@ -81,7 +83,7 @@ def test_extraction_with_batched_decode_gives_nearly_the_same_codes(odd_folder, 
               interpolation="bilinear", splits="train")
     a = read_codes(extract(Config(**kw, out=str(tmp_path / "pil.h5"), decode="cpu"))).splits["train"]
     b = read_codes(extract(Config(**kw, out=str(tmp_path / "tv.h5"), decode="torchvision"))).splits["train"]
-    assert a.paths == b.paths and a.skipped == b.skipped and len(a.skipped) == 3
+    assert a.paths == b.paths and a.skipped == b.skipped and len(a.skipped) == 4
     cos = (a.codes * b.codes).sum(1) / np.linalg.norm(a.codes, axis=1) / np.linalg.norm(b.codes, axis=1)
     assert cos.min() > 0.98, cos
 
@@ -117,3 +119,15 @@ def test_gpu_decode_matches_cpu_decode(odd_folder):
     xg, rg, _ = decode_batch(files, PRE, "cuda")
     assert rc == rg and xg.device.type == "cuda"
     assert (xc.float() - xg.cpu().float()).abs().mean() < 3
+
+
+def test_a_device_error_is_raised_not_taken_for_a_bad_file(odd_folder, monkeypatch):
+    import pipeline.batch_decode as B
+
+    def out_of_memory(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(B, "decode_jpeg", out_of_memory)
+    recs = scan(odd_folder, ("train",)).splits["train"].items
+    files = [(odd_folder / r.path, (odd_folder / r.path).read_bytes()) for r in recs]
+    with pytest.raises(torch.OutOfMemoryError):
+        decode_batch(files, PRE, "cpu")
