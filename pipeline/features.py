@@ -235,28 +235,37 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
               disable=None if ranks.main else True, smoothing=0.1) as bar:
         batches = iter(loader)
         for name, si, idx in todo:
-            codes, reasons, t_shard, c0 = [], [], time.perf_counter(), enc.compile_seconds
-            for _ in idx:
-                x, why = next(batches)
-                codes.append(enc(x).cpu().numpy())
-                reasons += list(why)
-                bar.n = n_done + len(reasons) + sum(size(p) for p in others if shards.done(p[0], p[1]))
+            def progress(k: int) -> None:
+                bar.n = n_done + k + sum(size(p) for p in others if shards.done(p[0], p[1]))
                 bar.refresh()
-            # model time without compiling (recorded apart): what these codes would cost again
-            shards.save(name, si, np.concatenate(codes), reasons, time.perf_counter() - t_shard
-                        - (enc.compile_seconds - c0))
+            shards.save(name, si, *encode_shard(enc, batches, len(idx), progress))
             trim_heap()  # bounded memory however many shards (config.trim_heap)
-            n_done += len(reasons)
-    secs = time.perf_counter() - t0 - enc.compile_seconds
+            n_done += size((name, si, idx))
+    say_speed(cfg, enc, n_done, time.perf_counter() - t0 - enc.compile_seconds, ranks)
+    return {"weights": bb.weights_id, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "compile_seconds": enc.compile_seconds}
+
+
+def encode_shard(enc, batches, n_batches: int, progress) -> tuple[np.ndarray, list[str], float]:
+    """(codes, reasons, seconds) of one shard from the next `n_batches` batches; the seconds are
+    model time without compiling (recorded apart): what these codes would cost again."""
+    codes, reasons, t0, c0 = [], [], time.perf_counter(), enc.compile_seconds
+    for _ in range(n_batches):
+        x, why = next(batches)
+        codes.append(enc(x).cpu().numpy())
+        reasons += list(why)
+        progress(len(reasons))
+    return np.concatenate(codes), reasons, time.perf_counter() - t0 - (enc.compile_seconds - c0)
+
+
+def say_speed(cfg: Config, enc, n_done: int, secs: float, ranks: dist.Ranks) -> None:
     if cfg.compile and ranks.main:
         print(f"torch.compile: {enc.compile_seconds:.1f}s (the first call at each of {len(enc.first_calls.calls)} "
               "batch shapes), not counted below")
     if n_done:
         print(f"extracted {n_done} images in {secs:.1f}s ({n_done / secs:.1f} images/s)"
               + (f" on rank {ranks.rank}" if ranks.world > 1 else ""))
-    return {"weights": bb.weights_id, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "compile_seconds": enc.compile_seconds}
 
 
 def split_pieces(s: ImageFolderScan, plan: Plan, shards: Shards, dim: int) -> dict[str, SplitPiece]:
