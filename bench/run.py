@@ -32,6 +32,7 @@ errors: the exit code is 0 when the benchmark ran, 2 (one line on stderr) for ba
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shutil
@@ -265,23 +266,18 @@ def train_run(s: Setup, mode: str, loop: str, tag: str, epochs: int | None = Non
     return doc, read_json(run_dir / "history.json")
 
 
-_best_workers: dict[tuple, tuple[int, str]] = {}
-
-
+@functools.cache  # probed once per run and mode
 def reference_workers(s: Setup, mode: str) -> tuple[int, str]:
     """The tutorial loop's fastest DataLoader worker count for `mode` on this machine, from one
     training epoch at each of worker_counts() (the tutorial itself uses 4); (count, what was tried)."""
-    key = (s.data, s.device, mode)
-    if key not in _best_workers:
-        tried = {}
-        for w in worker_counts():
-            log(f"reference loop, {mode}: one epoch with num_workers={w}")
-            history = train_run(s, mode, "reference", f"workers-{mode}-{w}", epochs=1, workers=w)[1]
-            tried[w] = history[0]["train_seconds"]
-        best = min(tried, key=tried.get)
-        said = ", ".join(f"{w}: {t:.1f}s" for w, t in tried.items())
-        _best_workers[key] = best, f"num_workers={best}, the fastest of {list(tried)} (one epoch's train time {said})"
-    return _best_workers[key]
+    tried = {}
+    for w in worker_counts():
+        log(f"reference loop, {mode}: one epoch with num_workers={w}")
+        history = train_run(s, mode, "reference", f"workers-{mode}-{w}", epochs=1, workers=w)[1]
+        tried[w] = history[0]["train_seconds"]
+    best = min(tried, key=tried.get)
+    said = ", ".join(f"{w}: {t:.1f}s" for w, t in tried.items())
+    return best, f"num_workers={best}, the fastest of {list(tried)} (one epoch's train time {said})"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -151,6 +151,14 @@ class FirstCalls:
         self.seconds += time.perf_counter() - t0
         self.calls[key] = self.calls.get(key, 0) + 1
 
+    def mark(self) -> tuple[float, float]:
+        """(now, compile seconds so far), for `since`."""
+        return time.perf_counter(), self.seconds
+
+    def since(self, mark: tuple[float, float]) -> float:
+        """Seconds since `mark` less the compiling done in between: the work's own time."""
+        return time.perf_counter() - mark[0] - (self.seconds - mark[1])
+
 
 def classifier(backbone: Backbone, num_classes: int) -> nn.Module:
     """Trunk + a fresh Linear head: the model that fine-tuning trains and `predict` reloads."""

@@ -87,7 +87,7 @@ class Encoder:
         trunk, self.bn_folded = fold_batchnorm(bb.trunk)
         self.model = trunk.to(device, memory_format=torch.channels_last)
         self.precision = precision_for(device.type)
-        self.compiled, self.first_calls = compile, FirstCalls(compile, device.type)
+        self.first_calls = FirstCalls(compile, device.type)
         if compile:
             self.model = compiled(self.model, device.type)
 
@@ -100,7 +100,7 @@ class Encoder:
         x = normalize(x.to(self.device, non_blocking=True), True, self.mean, self.std)
         with self.first_calls(tuple(x.shape)), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
             out = self.model(x).float()
-        return out.clone() if self.compiled and self.cuda else out  # CUDA graph memory is reused next call
+        return out.clone() if self.first_calls.on and self.cuda else out  # CUDA graph memory is reused next call
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ with `compile`, torch.compile (CUDA graphs on a GPU, whose batch-16 steps are la
 """
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
@@ -85,7 +83,7 @@ def fast_phases(model, optimizer, data: Decoded, device: torch.device, *, frozen
     train_labels = torch.tensor([r.label for r in data.train], device=device)
     val_labels = torch.tensor([r.label for r in data.val], device=device)
     clock = FirstCalls(compile, device.type)
-    t0 = time.perf_counter()
+    mark = clock.mark()
     crops = Crops(data.train_images, crop, batched)
     if batched and not crops.batched:
         print("augmentation per image: the train images' shapes differ too much to pad them into one batch tensor")
@@ -96,7 +94,7 @@ def fast_phases(model, optimizer, data: Decoded, device: torch.device, *, frozen
         frozen_trunk = compiled(frozen_trunk, device.type)
     net = compiled(model, device.type) if compile and not frozen else model  # shares model's parameters
     val_x = forward(frozen_trunk, data.val_images, batch_size, True, clock) if frozen else data.val_images
-    data.seconds += time.perf_counter() - t0 - clock.seconds
+    data.seconds += clock.since(mark)
 
     def train_phase(bar):
         return train_one_epoch(model, crops, train_labels, optimizer, g, batch_size, frozen_trunk, bar, net, clock)

@@ -228,7 +228,7 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
         print(f"{s.name}: {len(plan.records)} images, {bb.name} ({bb.weights_id}) -> {bb.dim}-d codes on {on} "
               f"({enc.precision})")
     loader = image_batches(cfg, s, plan, [b for p in todo for b in p[2]], pre, device, ranks)
-    t0, n_done, size = time.perf_counter(), 0, lambda p: sum(len(b) for b in p[2])
+    mark, n_done, size = enc.first_calls.mark(), 0, lambda p: sum(len(b) for b in p[2])
     # rank 0 shows the progress of all ranks: its own, and the shards the others have finished
     others = [p for p in left if p not in todo]
     with tqdm(total=sum(map(size, left)), unit="img", desc="features", file=sys.stderr,
@@ -241,7 +241,7 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
             shards.save(name, si, *encode_shard(enc, batches, len(idx), progress))
             trim_heap()  # bounded memory however many shards (config.trim_heap)
             n_done += size((name, si, idx))
-    say_speed(cfg, enc, n_done, time.perf_counter() - t0 - enc.compile_seconds, ranks)
+    say_speed(cfg, enc, n_done, enc.first_calls.since(mark), ranks)
     return {"weights": bb.weights_id, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "compile_seconds": enc.compile_seconds}
@@ -250,13 +250,13 @@ def compute_shards(cfg: Config, s: ImageFolderScan, plan: Plan, shards: Shards, 
 def encode_shard(enc, batches, n_batches: int, progress) -> tuple[np.ndarray, list[str], float]:
     """(codes, reasons, seconds) of one shard from the next `n_batches` batches; the seconds are
     model time without compiling (recorded apart): what these codes would cost again."""
-    codes, reasons, t0, c0 = [], [], time.perf_counter(), enc.compile_seconds
+    codes, reasons, mark = [], [], enc.first_calls.mark()
     for _ in range(n_batches):
         x, why = next(batches)
         codes.append(enc(x).cpu().numpy())
         reasons += list(why)
         progress(len(reasons))
-    return np.concatenate(codes), reasons, time.perf_counter() - t0 - (enc.compile_seconds - c0)
+    return np.concatenate(codes), reasons, enc.first_calls.since(mark)
 
 
 def say_speed(cfg: Config, enc, n_done: int, secs: float, ranks: dist.Ranks) -> None:
@@ -422,8 +422,7 @@ def view_codes(cfg: Config, root: Path, paths: list[str], kind: str, views: list
         ds = ViewImages(root, paths, pre, cfg.fast_decode, kind, views, cfg.seed)
         with tqdm(total=len(todo) * size, unit="img", desc=f"{split} views", file=sys.stderr, disable=None) as bar:
             for si in todo:
-                t0, idx = time.perf_counter(), range(starts[si], min(starts[si] + size, len(paths)))
-                c0 = enc.compile_seconds
+                mark, idx = enc.first_calls.mark(), range(starts[si], min(starts[si] + size, len(paths)))
                 loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx), batch_size=per_batch,
                                                      num_workers=resolve_workers(cfg.workers))
                 out = []
@@ -433,8 +432,7 @@ def view_codes(cfg: Config, root: Path, paths: list[str], kind: str, views: list
                                         f"({next(w for w in why if w)}); re-run features --force")
                     out.append(enc(x.flatten(0, 1)).cpu().numpy().reshape(len(x), len(views), -1))
                     bar.update(len(x))
-                shards.save(key, si, np.concatenate(out), [""] * len(idx),
-                            time.perf_counter() - t0 - (enc.compile_seconds - c0))  # compiling: not model time
+                shards.save(key, si, np.concatenate(out), [""] * len(idx), enc.first_calls.since(mark))
     secs = sum(shards.seconds(key, si) for si in range(len(starts)))
     return np.concatenate([shards.load(key, si)[0] for si in range(len(starts))]), secs
 

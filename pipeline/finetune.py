@@ -12,7 +12,6 @@ device and augments there (airbench style).
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -142,8 +141,10 @@ def fit(cfg: Config, model, phases, scheduler, optimizer, y_val: np.ndarray, run
     Time in compiling (the phases' clock of first calls) is recorded apart from the epochs'."""
     from . import checkpoint
 
+    from .backbone import FirstCalls
+
     train_phase, val_phase, rng, clock = phases
-    compiling = (lambda: clock.seconds) if clock else (lambda: 0.0)
+    clock = clock or FirstCalls(False, "cpu")  # loops without compiling
     compiled_before = 0.0  # compiling done before the loop (the frozen trunk's val codes) goes to epoch 1
     ck, parts = run_dir / "checkpoint.pt", dict(model=model, optimizer=optimizer, scheduler=scheduler, rng=rng)
     history, best, probs = checkpoint.load(ck, digest=digest, **parts) or ([], None, None)
@@ -151,21 +152,22 @@ def fit(cfg: Config, model, phases, scheduler, optimizer, y_val: np.ndarray, run
         print(f"resuming after epoch {len(history)} of {cfg.epochs} from {ck}")
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        t0, c0 = time.perf_counter(), compiling()
+        mark = clock.mark()
         with tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", file=sys.stderr, disable=None,
                   leave=False) as bar:
             train_loss, train_acc = train_phase(bar)
-        t1 = time.perf_counter() - (compiling() - c0)
+        train_seconds = clock.since(mark)
         val_loss, probs = val_phase()
-        t2, c2 = time.perf_counter() - (compiling() - c0), compiling()
+        seconds, c2 = clock.since(mark), clock.seconds
         scheduler.step()
         val_acc = float((probs.argmax(1) == y_val).mean())
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                        "val_acc": val_acc, "lr": lr, "seconds": t2 - t0, "train_seconds": t1 - t0,
+                        "val_acc": val_acc, "lr": lr, "seconds": seconds, "train_seconds": train_seconds,
                         **({"compile_seconds": c2 - compiled_before} if c2 > compiled_before else {})})
         write_json(run_dir / "history.json", history)
         print(f"epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-              f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.2g}  {t1 - t0:.1f}s + val {t2 - t1:.1f}s"
+              f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.2g}  {train_seconds:.1f}s "
+              f"+ val {seconds - train_seconds:.1f}s"
               + (f" + compile {c2 - compiled_before:.1f}s" if c2 > compiled_before else ""))
         compiled_before = c2
         if best is None or val_acc > best[1]:  # strictly better, as the tutorial's best_acc
