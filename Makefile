@@ -14,7 +14,7 @@ VIEWS ?= 0
 TTA ?= 1
 DATASET := $(notdir $(abspath $(DATA)))
 # the package names its own default cache file (pipeline/weights.py); expanded when a recipe runs
-FEATURES ?= $(shell $(PYTHON) -m pipeline.weights features-path '$(DATA)' '$(BACKBONE)' '$(WEIGHTS)')
+FEATURES ?= $(shell $(PYTHON) -m pipeline.codes.weights features-path '$(DATA)' '$(BACKBONE)' '$(WEIGHTS)')
 RUNS ?= reports/runs/$(DATASET)
 COMMON := --device $(DEVICE) --seed $(SEED)
 BENCH_ARGS ?= --quick

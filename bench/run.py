@@ -52,18 +52,20 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline import UserError, __version__  # noqa: E402
-from pipeline import finetune, reference  # noqa: E402
-from pipeline.backbone import load_backbone  # noqa: E402
-from pipeline.cache import read_codes  # noqa: E402
-from pipeline.classify import Config as ClassifyConfig  # noqa: E402
-from pipeline.classify import classify, fit_head  # noqa: E402
-from pipeline.config import Parser, resolve_device, resolve_workers  # noqa: E402
-from pipeline.data import scan  # noqa: E402
-from pipeline.features import Config as FeaturesConfig, extract  # noqa: E402
-from pipeline.heads import HEADS  # noqa: E402
-from pipeline.files import read_json, write_json  # noqa: E402
-from pipeline.metrics import mean_epoch_seconds  # noqa: E402
-from pipeline.runs import environment  # noqa: E402
+from pipeline.finetune import reference  # noqa: E402
+from pipeline.stages import finetune  # noqa: E402
+from pipeline.codes.backbone import load_backbone  # noqa: E402
+from pipeline.codes.store import read_codes  # noqa: E402
+from pipeline.stages.classify import Config as ClassifyConfig  # noqa: E402
+from pipeline.stages.classify import classify, fit_head  # noqa: E402
+from pipeline.core.cli import Parser  # noqa: E402
+from pipeline.core.devices import resolve_device, resolve_workers  # noqa: E402
+from pipeline.images.scan import scan  # noqa: E402
+from pipeline.stages.features import Config as FeaturesConfig, extract  # noqa: E402
+from pipeline.heads.registry import HEADS  # noqa: E402
+from pipeline.core.files import read_json, write_json  # noqa: E402
+from pipeline.runs.metrics import mean_epoch_seconds  # noqa: E402
+from pipeline.runs.folder import environment  # noqa: E402
 
 SECTIONS = ("extraction", "frozen", "finetune", "memory", "heads", "streaming", "ranks")
 TUTORIAL_EPOCHS = 25  # the recipe's length: what "25 epochs" targets refer to
@@ -580,8 +582,8 @@ def bench_streaming(s: Setup) -> list[dict]:
 
 def big_codes_file(path: Path, n_train: int, n_val: int, dim: int, classes: int, sep: float, seed: int) -> Path:
     """Synthetic codes (as hard_codes, not standardised) written a block at a time: never all in memory."""
-    from pipeline.cache import Header, SplitPiece, write_codes
-    from pipeline.data import ImageRecord
+    from pipeline.codes.store import Header, SplitPiece, write_codes
+    from pipeline.images.scan import ImageRecord
 
     rng = np.random.default_rng(seed)
     means = rng.normal(0, sep, (classes, dim))
@@ -640,8 +642,8 @@ def hard_codes(n_train: int, n_val: int, dim: int, classes: int, sep: float, see
 
 def codes_file(path: Path, X: np.ndarray, y: np.ndarray, n_train: int) -> Path:
     """Synthetic codes in the real cache format, so `classify` runs on them end to end."""
-    from pipeline.cache import Header, SplitPiece, write_codes
-    from pipeline.data import ImageRecord
+    from pipeline.codes.store import Header, SplitPiece, write_codes
+    from pipeline.images.scan import ImageRecord
 
     classes = [f"c{i}" for i in range(int(y.max()) + 1)]
     pieces = {}

@@ -10,16 +10,15 @@ import sys
 from pathlib import Path
 
 from . import UserError, __version__
-from . import config
-from .config import Parser, add_arguments, from_args
+from .core.cli import Parser, add_arguments, from_args
 
 STAGES = {  # stage -> (module, what it does); the module is imported only when its stage runs
-    "data": ("pipeline.data", "check an image folder (download hymenoptera when it is absent)"),
-    "features": ("pipeline.features", "extract CNN codes with a frozen backbone and cache them to HDF5"),
-    "classify": ("pipeline.classify", "fit heads (softmax, linsvc, linear, knn) on cached codes, CV on train"),
-    "finetune": ("pipeline.finetune", "fine-tune the backbone (full, or frozen trunk + augmentation)"),
-    "report": ("pipeline.report", "one table, figures and a plain-words summary of every run"),
-    "predict": ("pipeline.predict", "label new images with a saved head or fine-tuned model"),
+    "data": ("pipeline.stages.data", "check an image folder (download hymenoptera when it is absent)"),
+    "features": ("pipeline.stages.features", "extract CNN codes with a frozen backbone and cache them to HDF5"),
+    "classify": ("pipeline.stages.classify", "fit heads (softmax, linsvc, linear, knn) on cached codes, CV on train"),
+    "finetune": ("pipeline.stages.finetune", "fine-tune the backbone (full, or frozen trunk + augmentation)"),
+    "report": ("pipeline.stages.report", "one table, figures and a plain-words summary of every run"),
+    "predict": ("pipeline.stages.predict", "label new images with a saved head or fine-tuned model"),
 }
 
 
@@ -53,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog=f"{prog} {stage}", description=(module.__doc__ or "").strip().split("\n\n")[0])
     add_arguments(parser, module.Config)
     args = parser.parse_args(rest)
-    config.TYPED[:], config.TYPED_STAGE[:] = [*prog.split(), stage, *rest], [stage]
     try:
-        rc = module.run(from_args(module.Config, args))  # settings are validated as the Config is made
+        cfg = from_args(module.Config, args, typed=[*prog.split(), stage, *rest])
+        rc = module.run(cfg)  # settings are validated as the Config is made
     except UserError as e:
         sys.stderr.write(f"{prog} {stage}: error: {e}\n")
         return 2

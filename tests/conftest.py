@@ -60,7 +60,7 @@ def hymenoptera_codes(tmp_path_factory):
     """Real MobileNetV2 codes of hymenoptera, extracted once per test session."""
     if not (HYMENOPTERA.is_dir() and MOBILENET.is_file()):
         pytest.skip("../shared hymenoptera data and MobileNetV2 weights not present")
-    from pipeline.features import Config, extract
+    from pipeline.stages.features import Config, extract
     out = tmp_path_factory.mktemp("hym") / "mobilenet_v2.h5"
     return extract(
         Config(data=HYMENOPTERA, backbone="mobilenet_v2", weights=str(MOBILENET), out=str(out), device="cpu")
@@ -69,8 +69,8 @@ def hymenoptera_codes(tmp_path_factory):
 
 def write_synthetic_codes(path: Path, n_train=30, n_val=20, dim=16, classes=("a", "b", "c"), seed=0, sep=6.0):
     """A features file of separable Gaussian blobs, in the real cache format."""
-    from pipeline.cache import Header, SplitPiece, write_codes
-    from pipeline.data import ImageRecord
+    from pipeline.codes.store import Header, SplitPiece, write_codes
+    from pipeline.images.scan import ImageRecord
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, sep, (len(classes), dim))
     splits = {}

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import pipeline.augment as A
-from pipeline.augment import Crops, pack
+import pipeline.images.augment as A
+from pipeline.images.augment import Crops, pack
 
 
 def smooth_images(sizes, seed=0) -> list[torch.Tensor]:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline import UserError
-from pipeline.backbone import classifier, load_backbone
+from pipeline.codes.backbone import classifier, load_backbone
 
 
 @pytest.mark.parametrize("name,dim", [("resnet18", 512), ("mobilenet_v2", 1280)])

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from conftest import HYMENOPTERA, MOBILENET, make_image, needs_shared
-from pipeline.batch_decode import batches, decode_batch
-from pipeline.cache import read_codes
-from pipeline.data import Preprocess, scan
-from pipeline.encode import eval_images
-from pipeline.features import Config, extract, fingerprint_inputs
-from pipeline.weights import Weights
+from pipeline.images.batch_decode import batches, decode_batch
+from pipeline.codes.store import read_codes
+from pipeline.images.transforms import Preprocess
+from pipeline.images.scan import scan
+from pipeline.images.datasets import eval_images
+from pipeline.stages.features import Config, extract, fingerprint_inputs
+from pipeline.codes.weights import Weights
 
 PRE = Preprocess(resize=40, crop=32)
 
@@ -122,7 +123,7 @@ def test_gpu_decode_matches_cpu_decode(odd_folder):
 
 
 def test_a_device_error_is_raised_not_taken_for_a_bad_file(odd_folder, monkeypatch):
-    import pipeline.batch_decode as B
+    import pipeline.images.batch_decode as B
 
     def out_of_memory(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")

@@ -82,8 +82,8 @@ def test_document_shape(doc, tmp_path):
     [ranks] = [r for r in doc["results"] if r["name"].startswith("features wall time: torchrun 2 ranks")]
     assert ranks["ours"] > 0 and ranks["reference"] > 0
     out = bench.write_json(tmp_path / "b.json", doc)
-    from pipeline.render import bench_blocks
-    from pipeline.report import read_bench
+    from pipeline.report.render import bench_blocks
+    from pipeline.stages.report import read_bench
     assert bench_blocks(read_bench(out))[2][0] == "table"  # the report renders it
     assert "benchmark" in bench.table(doc)
 

@@ -8,11 +8,11 @@ from sklearn.pipeline import Pipeline
 
 from conftest import cli, needs_shared, write_synthetic_codes
 from pipeline import UserError
-from pipeline.cache import read_codes
-from pipeline.classify import Config, classify, fit_head
-from pipeline.features import Config as FConfig, extract
-from pipeline.heads import HEADS, Head
-from pipeline.predict import Config as PConfig, predict
+from pipeline.codes.store import read_codes
+from pipeline.stages.classify import Config, classify, fit_head
+from pipeline.stages.features import Config as FConfig, extract
+from pipeline.heads.registry import HEADS, Head
+from pipeline.stages.predict import Config as PConfig, predict
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_seeded_fit_is_reproducible_and_the_safe_format_round_trips(blobs, head,
     fa = getattr(a, "decision_function", None) or a.predict_proba
     fb = getattr(b, "decision_function", None) or b.predict_proba
     np.testing.assert_array_equal(fa(va.codes), fb(va.codes))
-    from pipeline import runs
+    from pipeline.runs import folder as runs
     runs.save_head(tmp_path / "model.npz", a)
     back = runs.load_head(tmp_path, {"file": "model.npz"})
     np.testing.assert_array_equal(back.predict(va.codes), a.predict(va.codes))
@@ -176,7 +176,7 @@ def test_predict_round_trips_through_a_random_backbone(folder, tmp_path):
 
 def test_predict_refuses_other_weights(folder, tmp_path):
     import torch
-    from pipeline.backbone import load_backbone
+    from pipeline.codes.backbone import load_backbone
     torch.save(load_backbone("resnet18", "none", seed=1).trunk.state_dict(), tmp_path / "w.pth")
     feats = extract(
         FConfig(

@@ -3,7 +3,8 @@ from PIL import Image
 
 from conftest import make_image
 from pipeline import UserError
-from pipeline.data import BadImage, load_rgb, scan
+from pipeline.images.decode import BadImage, load_rgb
+from pipeline.images.scan import scan
 
 
 def test_scan_sorted_with_labels(folder):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, make_folder
-from pipeline.cache import read_codes
+from pipeline.codes.store import read_codes
 
 FLAGS = ["--backbone", "resnet18", "--weights", "none", "--device", "cpu", "--workers", "0", "--resize", "40",
          "--crop", "32", "--interpolation", "bilinear", "--batch-size", "4", "--shard-size", "8"]
@@ -111,7 +111,7 @@ def test_a_manifest_gives_the_image_folder_codes(images, single, tmp_path):
 
 def test_manifest_errors_are_one_line(tmp_path):
     from pipeline import UserError
-    from pipeline.data import scan
+    from pipeline.images.scan import scan
 
     (tmp_path / "bad.csv").write_text("file,class\nx.jpg,a\n")
     with pytest.raises(UserError, match="lacks the columns path, label, split"):
@@ -122,7 +122,7 @@ def test_manifest_errors_are_one_line(tmp_path):
 
 
 def test_predict_on_two_ranks_writes_rows_in_input_order(images, single, tmp_path):
-    from pipeline.classify import Config, classify
+    from pipeline.stages.classify import Config, classify
 
     [run] = classify(Config(features=single, head="softmax", out=tmp_path / "runs", folds=2, label_curve="off"))
     args = ["--model", str(run), str(images / "val"), str(images / "train"), "--device", "cpu", "--workers", "0",

@@ -11,11 +11,12 @@ import torch
 
 from conftest import ROOT, cli, make_image
 from pipeline import UserError
-from pipeline.backbone import load_backbone
-from pipeline.cache import read_attrs, read_codes
-from pipeline.encode import eval_images, normalize
-from pipeline.features import Config, extract
-from pipeline.data import scan
+from pipeline.codes.backbone import load_backbone
+from pipeline.codes.store import read_attrs, read_codes
+from pipeline.images.datasets import eval_images
+from pipeline.images.transforms import normalize
+from pipeline.stages.features import Config, extract
+from pipeline.images.scan import scan
 
 SMALL = dict(backbone="resnet18", weights="none", workers=0, batch_size=4, device="cpu")
 
@@ -58,7 +59,7 @@ def test_bad_files_are_skipped_and_recorded(folder, tmp_path):
 def test_cache_hit_does_no_model_work(folder, tmp_path, capsys, monkeypatch):
     out = extract(cfg(folder, tmp_path / "f.h5"))
     stamp = os.stat(out).st_mtime_ns
-    import pipeline.encode as E
+    import pipeline.codes.encoder as E
     monkeypatch.setattr(E.Encoder, "__call__", lambda *a: pytest.fail("model ran on a cache hit"))
     extract(cfg(folder, out))
     assert "cache hit" in capsys.readouterr().out and os.stat(out).st_mtime_ns == stamp
@@ -171,7 +172,7 @@ def test_hymenoptera_mobilenet_codes_are_real_features(hymenoptera_codes):
 
 
 def test_crash_during_assembly_resumes_without_model_work_and_keeps_the_cost(folder, tmp_path, monkeypatch, capsys):
-    import pipeline.features as F
+    import pipeline.stages.features as F
     real = F.write_codes
 
     def crash(*a, **k):
@@ -182,7 +183,7 @@ def test_crash_during_assembly_resumes_without_model_work_and_keeps_the_cost(fol
         extract(cfg(folder, tmp_path / "f.h5"))
     assert not (tmp_path / "f.h5").exists()
     monkeypatch.setattr(F, "write_codes", real)
-    import pipeline.encode as E
+    import pipeline.codes.encoder as E
     monkeypatch.setattr(E.Encoder, "__call__", lambda *a: pytest.fail("all shards were done: no model work"))
     out = extract(cfg(folder, tmp_path / "f.h5"))
     assert "resuming: 2 of 2 shards" in capsys.readouterr().out
@@ -192,7 +193,7 @@ def test_crash_during_assembly_resumes_without_model_work_and_keeps_the_cost(fol
 
 
 def test_enum_weights_bring_their_own_eval_transform(tmp_path):
-    from pipeline.weights import Weights
+    from pipeline.codes.weights import Weights
     pre = Config(backbone="mobilenet_v2", weights="DEFAULT").preprocess(Weights.parse("DEFAULT"))
     assert (pre.resize, pre.crop, pre.interpolation) == (232, 224, "bilinear") and "transforms()" in pre.source
     pre = Config(backbone="efficientnet_b3", weights="DEFAULT").preprocess(Weights.parse("DEFAULT"))

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from pipeline import UserError
-from pipeline.backbone import classifier, load_backbone
-from pipeline.data import load_rgb
-from pipeline.augment import augment, crop_params
-from pipeline.encode import eval_transform, normalize
-from pipeline.finetune import Config, build, train
+from pipeline.codes.backbone import classifier, load_backbone
+from pipeline.images.decode import load_rgb
+from pipeline.images.augment import augment, crop_params
+from pipeline.images.transforms import eval_transform, normalize
+from pipeline.stages.finetune import Config, build, train
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
@@ -112,7 +112,7 @@ def assert_reloads_to_same_predictions(run_dir, doc, data):
 
 
 def test_predict_command_uses_the_checkpoint(full_run, data):
-    from pipeline.predict import Config as PConfig, predict
+    from pipeline.stages.predict import Config as PConfig, predict
     run_dir, doc = full_run
     rows, _, kind = predict(PConfig(model=run_dir, images=(str(data / "val"),), device="cpu"))
     assert kind == "probability"
@@ -196,7 +196,7 @@ def test_cli_errors(args, tmp_path):
 def test_rerun_with_the_same_inputs_does_no_work(full_run, data, capsys, monkeypatch):
     run_dir, doc = full_run
     cfg = cfg_for(data, run_dir.parent)
-    import pipeline.encode as E
+    import pipeline.images.datasets as E
     monkeypatch.setattr(E, "decode_once", lambda *a, **k: pytest.fail("a hit decodes nothing"))
     again_dir, again = train(cfg)
     assert again_dir == run_dir and again == json.loads((run_dir / "metrics.json").read_text())
@@ -207,7 +207,7 @@ def test_rerun_with_the_same_inputs_does_no_work(full_run, data, capsys, monkeyp
 
 @pytest.mark.parametrize("loop", ["fast", "reference"])
 def test_killed_run_resumes_to_the_uninterrupted_history(data, tmp_path, monkeypatch, loop):
-    from pipeline import checkpoint
+    from pipeline.finetune import checkpoint
     keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
     cfg = cfg_for(data, tmp_path / "whole", epochs=3, loop=loop, step_size=2)
     run_dir, _ = train(cfg)

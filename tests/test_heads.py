@@ -12,9 +12,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from pipeline.linear_svm import LinearSVM
-from pipeline.search import path_search, peaked
-from pipeline.torch_linear import TorchLinear
+from pipeline.heads.linear_svm import LinearSVM
+from pipeline.heads.search import path_search, peaked
+from pipeline.heads.torch_linear import TorchLinear
 
 
 def overlapping(n=600, d=40, k=4, seed=0, sep=0.35):
@@ -155,7 +155,7 @@ def test_torch_linear_is_step_for_step_torch_sgd(wd):
 def test_cached_knn_votes_as_kneighbors_classifier_and_searches_once(monkeypatch):
     from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-    from pipeline.knn import CachedKNN
+    from pipeline.heads.knn import CachedKNN
     X, y = overlapping(n=300, k=3, seed=4)
     ours = CachedKNN(max_neighbors=9).fit(X[:200], y[:200])
     searches = []

@@ -8,7 +8,8 @@ import pickle
 import pytest
 
 from conftest import cli
-from pipeline import UserError, runs
+from pipeline import UserError
+from pipeline.runs import folder as runs
 
 
 class Boom:
@@ -76,7 +77,7 @@ def test_symlink_cycles_and_duplicates_add_nothing(tmp_path):
     import os
 
     from conftest import make_folder
-    from pipeline.data import scan
+    from pipeline.images.scan import scan
     root = make_folder(tmp_path / "data", n_train=3, n_val=2)
     os.symlink("..", root / "train" / "ants" / "up")  # a cycle, and a way into the bees' folder
     os.symlink(root / "train" / "ants" / "img000.jpg", root / "train" / "ants" / "zz-again.jpg")
@@ -94,7 +95,7 @@ def test_16_bit_png_keeps_its_brightness(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from pipeline.data import load_rgb
+    from pipeline.images.decode import load_rgb
     a = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
     Image.fromarray(a).save(tmp_path / "g16.png")
     rgb = np.asarray(load_rgb(tmp_path / "g16.png"))
@@ -104,8 +105,8 @@ def test_16_bit_png_keeps_its_brightness(tmp_path):
 @pytest.mark.parametrize("case", ["one class", "a class with no usable images"])
 def test_a_head_never_trains_on_a_subset_of_the_classes(tmp_path, case):
     from conftest import make_folder
-    from pipeline.classify import Config as C, classify
-    from pipeline.features import Config as F, extract
+    from pipeline.stages.classify import Config as C, classify
+    from pipeline.stages.features import Config as F, extract
     classes = ("ants",) if case == "one class" else ("ants", "bees")
     root = make_folder(tmp_path / "data", n_train=3, n_val=2, classes=classes)
     if case != "one class":
@@ -126,7 +127,7 @@ def test_damaged_features_files_are_one_line_errors(tmp_path):
     import numpy as np
 
     from conftest import write_synthetic_codes
-    from pipeline.cache import read_codes
+    from pipeline.codes.store import read_codes
     f = write_synthetic_codes(tmp_path / "a.h5")
     with h5py.File(f, "a") as h:
         del h["val"]["labels"]
@@ -146,7 +147,7 @@ def test_a_flipped_byte_in_the_codes_fails_the_checksum(tmp_path):
     import h5py
 
     from conftest import write_synthetic_codes
-    from pipeline.cache import read_codes
+    from pipeline.codes.store import read_codes
     f = write_synthetic_codes(tmp_path / "c.h5")
     with h5py.File(f, "r") as h:
         offset = h["train"]["codes"].id.get_chunk_info(0).byte_offset
@@ -161,7 +162,7 @@ def test_a_flipped_byte_in_the_codes_fails_the_checksum(tmp_path):
 
 def _run_records(tmp_path):
     from conftest import write_synthetic_codes
-    from pipeline.classify import Config as C, classify
+    from pipeline.stages.classify import Config as C, classify
     [run] = classify(C(features=write_synthetic_codes(tmp_path / "c.h5"), head="softmax", out=tmp_path / "runs",
                        folds=3))
     return run
@@ -208,7 +209,7 @@ def test_a_truncated_checkpoint_is_a_one_line_error(tmp_path):
 def test_a_second_writer_on_one_cache_is_refused(tmp_path, folder):
     from filelock import FileLock
 
-    from pipeline.features import Config as F, extract
+    from pipeline.stages.features import Config as F, extract
     out = tmp_path / "f.h5"
     with FileLock(f"{out}.lock"):  # what a running `features` holds
         with pytest.raises(UserError, match="another features run is writing"):
@@ -217,7 +218,7 @@ def test_a_second_writer_on_one_cache_is_refused(tmp_path, folder):
 
 
 def test_an_interrupted_rerun_keeps_the_previous_complete_run(tmp_path, monkeypatch):
-    from pipeline import classify as C
+    from pipeline.stages import classify as C
     run = _run_records(tmp_path)
     before = (run / "metrics.json").read_bytes()
 

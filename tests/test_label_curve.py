@@ -11,10 +11,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from conftest import write_synthetic_codes
-from pipeline import label_curve, metrics
-from pipeline.cache import read_codes
-from pipeline.classify import Config, classify
-from pipeline.heads import HEADS, Head
+from pipeline.heads import label_curve
+from pipeline.runs import metrics
+from pipeline.codes.store import read_codes
+from pipeline.stages.classify import Config, classify
+from pipeline.heads.registry import HEADS, Head
 
 
 def test_draw_is_stratified_reproducible_and_capped_by_small_classes():

@@ -14,11 +14,15 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, cli, make_folder
-from pipeline import UserError, diagnostics, metrics, report, summary
-from pipeline import runs as runfiles
-from pipeline.cache import Header, SplitPiece, write_codes
-from pipeline.files import write_json
-from pipeline.metrics import wilson
+from pipeline import UserError
+from pipeline.report import diagnostics
+from pipeline.runs import metrics
+from pipeline.stages import report
+from pipeline.report import summary
+from pipeline.runs import folder as runfiles
+from pipeline.codes.store import Header, SplitPiece, write_codes
+from pipeline.core.files import write_json
+from pipeline.runs.metrics import wilson
 
 CLASSES = ["ants", "bees"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -216,7 +220,7 @@ def test_report_removes_the_figures_it_no_longer_shows(built, tmp_path):
 
 
 def test_top_losses_highest_loss_first_and_older_runs_fall_back_to_mistakes():
-    from pipeline.diagnostics import top_losses
+    from pipeline.report.diagnostics import top_losses
 
     preds = [{"path": f"{i:02d}", "true": 0, "pred": int(i % 7 == 0), "score": 0.5 + i / 100, "loss": i % 10}
              for i in range(40)]

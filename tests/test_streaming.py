@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import write_synthetic_codes
-from pipeline import runs, streaming
-from pipeline.cache import read_codes
-from pipeline.classify import Config, classify, fit_head
+from pipeline.runs import folder as runs
+from pipeline.heads import streaming
+from pipeline.codes.store import read_codes
+from pipeline.stages.classify import Config, classify, fit_head
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import ROOT, make_folder, write_synthetic_codes
 from pipeline import UserError
-from pipeline.config import parse_splits
-from pipeline.weights import Weights, features_path
+from pipeline.core.cli import parse_splits
+from pipeline.codes.weights import Weights, features_path
 
 
 @pytest.mark.parametrize("arg,kind,tag,key", [
@@ -62,8 +62,8 @@ def test_splits_parsed_once_with_one_rule():
 
 
 def test_settings_are_validated_where_declared():
-    from pipeline.classify import Config as C
-    from pipeline.features import Config as F
+    from pipeline.stages.classify import Config as C
+    from pipeline.stages.features import Config as F
     for bad in (dict(batch_size=0), dict(shard_size=0), dict(workers=-2), dict(splits="a,a"), dict(crop=-1)):
         with pytest.raises(UserError):
             F(**bad)
@@ -81,15 +81,15 @@ def test_cache_hit_builds_no_network_and_imports_no_torchvision(tmp_path):
     data = make_folder(tmp_path / "data", n_train=2, n_val=2)
     cfg = (f"Config(data={str(data)!r}, backbone='resnet18', weights='none', out={str(tmp_path / 'f.h5')!r}, "
            "device='cpu', workers=0)")
-    _python(f"from pipeline.features import Config, extract; extract({cfg})")
-    out = _python(f"import sys; from pipeline.features import Config, extract; extract({cfg}); "
+    _python(f"from pipeline.stages.features import Config, extract; extract({cfg})")
+    out = _python(f"import sys; from pipeline.stages.features import Config, extract; extract({cfg}); "
                   "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
     assert "cache hit" in out and out.strip().endswith("[]")
 
 
 def test_classify_with_sklearn_heads_imports_no_torch(tmp_path):
     f = write_synthetic_codes(tmp_path / "c.h5")
-    out = _python(f"import sys; from pipeline.classify import Config, classify; "
+    out = _python(f"import sys; from pipeline.stages.classify import Config, classify; "
                   f"classify(Config(features={str(f)!r}, head='softmax', out={str(tmp_path / 'runs')!r}, folds=3)); "
                   "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
     assert out.strip().endswith("[]")

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import write_synthetic_codes
-from pipeline import views as V
-from pipeline.cache import read_codes
-from pipeline.classify import Config as CConfig, classify, cv_folds, train_rows
-from pipeline.data import Preprocess
-from pipeline.features import Config as FConfig, extract
+from pipeline.images import views as V
+from pipeline.codes.store import read_codes
+from pipeline.stages.classify import Config as CConfig, classify, cv_folds, train_rows
+from pipeline.images.transforms import Preprocess
+from pipeline.stages.features import Config as FConfig, extract
 
 PRE = Preprocess(resize=40, crop=32)
 
@@ -43,8 +43,8 @@ def test_views_are_deterministic_distinct_and_prefix_stable(folder):
 
 
 def _centre(folder, path):
-    from pipeline.encode import eval_transform
-    from pipeline.data import load_rgb
+    from pipeline.images.transforms import eval_transform
+    from pipeline.images.decode import load_rgb
     return eval_transform(40, 32)(load_rgb(folder / path, 40))
 
 
@@ -110,7 +110,7 @@ def test_heads_train_on_views_and_average_tta(tmp_path):
     assert plain.name.endswith("-softmax") and json.loads((plain / "metrics.json").read_text())["views"] == 0
     with pytest.raises(Exception, match="holds 3 augmented views"):
         classify(CConfig(features=f, head="softmax", out=tmp_path / "runs", views=5, label_curve="off"))
-    from pipeline import report
+    from pipeline.stages import report
     report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "rep", bench=tmp_path / "none.json"))
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## What augmented views buy" in md
@@ -118,8 +118,8 @@ def test_heads_train_on_views_and_average_tta(tmp_path):
 
 
 def test_frozen_finetune_from_cached_views_predicts_like_its_record(folder, tmp_path):
-    from pipeline.finetune import Config as TConfig, train
-    from pipeline.predict import Config as PConfig, predict
+    from pipeline.stages.finetune import Config as TConfig, train
+    from pipeline.stages.predict import Config as PConfig, predict
 
     feats = tmp_path / "f.h5"
     extract(fcfg(folder, feats, views=3))

@@ -1,0 +1,88 @@
+"""Small file helpers every module shares: atomic writes, JSON in and out, file digests.
+
+Not named `io`: it would read like the standard library's.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from .. import UserError
+
+
+def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file through `write(fh)` under a temporary name, fsync, and rename it into place:
+    a reader sees the old file or the new one, never half of one. Every output of the project
+    (shards, JSON records, checkpoints, models, reports) goes through here."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # per process: two writers never share one
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def exclusive(path: Path | str, what: str):
+    """Hold `<path>.lock` while writing `path`: a second writer is refused at once with a clear
+    message, instead of two runs interleaving their pieces. The lock dies with its process."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{path}.lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"another {what} is writing {str(path)!r} right now; wait for it to finish") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def write_json(path: Path | str, doc) -> Path:
+    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
+    return write_text(path, json.dumps(doc, indent=1, default=_jsonable))
+
+
+def read_json(path: Path | str, what: str = "JSON file"):
+    """Parse a JSON file; a missing or broken one is a UserError naming `what` and the path."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{what} {str(path)!r} is not readable JSON ({e})") from None
+
+
+def json_digest(obj) -> str:
+    """sha256 of a JSON-able value with sorted keys: the fingerprint of a stage's inputs."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_jsonable).encode()).hexdigest()
+
+
+def sha256_file(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _jsonable(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,146 @@
+"""Classifiers on cached CNN codes: one registry, each head a scikit-learn Pipeline with its
+feature scaling inside, so one file saves the whole thing and CV tunes it as one estimator.
+
+Adding a head is one entry in HEADS: a factory, the one hyperparameter CV chooses, and its values
+in path order, strongest regularisation first (see `search.path_search`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
+
+from ..heads.knn import CachedKNN
+from ..heads.linear_svm import LinearSVM
+
+
+@dataclass(frozen=True)
+class Head:
+    title: str  # how the report names it
+    make: Callable[[int], Pipeline]  # seed -> unfitted pipeline
+    param: str  # the hyperparameter chosen by CV on train
+    values: tuple  # its path: strongest regularisation first
+    warm: bool = False  # each fold starts from its solution at the previous value
+    patience: int = 2  # stop the path after this many values in a row below the best (0: never)
+
+    @property
+    def grid(self) -> dict:
+        return {self.param: list(self.values)}
+
+
+def _torch_linear(seed: int):
+    from ..heads.torch_linear import TorchLinear  # torch is imported only when this head runs
+
+    return TorchLinear(seed=seed)
+
+
+HEADS: dict[str, Head] = {
+    "softmax": Head("softmax (multinomial logistic regression)", lambda seed: Pipeline([
+        ("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=5000, warm_start=True, random_state=seed))]),
+        "clf__C", (0.001, 0.01, 0.1, 1.0, 10.0), warm=True),
+    "linsvc": Head("LinearSVC", lambda seed: Pipeline([
+        ("scale", StandardScaler()), ("clf", LinearSVM(max_iter=20000, warm_start=True, random_state=seed))]),
+        "clf__C", (0.0001, 0.001, 0.01, 0.1, 1.0), warm=True),
+    "linear": Head("torch linear (reference recipe)", lambda seed: Pipeline([
+        ("scale", StandardScaler()), ("clf", _torch_linear(seed))]),
+        "clf__weight_decay", (1e-1, 1e-2, 1e-3, 0.0)),
+    # L2-normalised + euclidean ranks as cosine; neighbour lists searched once per fold, reused for every k
+    "knn": Head("cosine k-NN", lambda seed: Pipeline([("l2", Normalizer()), ("clf", CachedKNN(max_neighbors=15))]),
+                "clf__n_neighbors", (1, 3, 5, 9, 15), warm=True, patience=0),  # not a path: every k is scored
+}
+
+
+def scores_of(model: Pipeline, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(predictions, class probabilities or None, decision values or None: one of the two is set).
+    X is N x D, or N x T x D: then each image's probabilities (or margins) are the mean over its
+    T views, and the prediction is their arg max."""
+    if X.ndim == 2:
+        pred = model.predict(X)
+        if hasattr(model, "predict_proba"):  # a Pipeline has it only when its last step does
+            return pred, model.predict_proba(X), None
+        return pred, None, model.decision_function(X)
+    classes = model.classes_
+    if hasattr(model, "predict_proba"):
+        proba = np.mean([model.predict_proba(X[:, t]) for t in range(X.shape[1])], axis=0)
+        return classes[proba.argmax(axis=1)], proba, None
+    d = np.mean([model.decision_function(X[:, t]) for t in range(X.shape[1])], axis=0)
+    return classes[(d > 0).astype(int) if d.ndim == 1 else d.argmax(axis=1)], None, d
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe persistence. A fitted head is saved as arrays and JSON in one .npz, read back with
+# allow_pickle=False: loading a run folder cannot run code. Written by hand because pickle-based
+# formats (joblib) execute code on load, and skops, which does not, imports every scikit-learn
+# module (and torch with them) on import: 3 s of start-up for `classify` and `predict`.
+
+_LINEAR = ["coef_", "intercept_", "classes_"]
+
+
+def _torch_linear_type():
+    from ..heads.torch_linear import TorchLinear  # imports torch: only for a head of this type
+
+    return TorchLinear
+
+
+# The step types a saved head may hold: type name -> (its class, the fitted attributes it predicts with).
+ALLOWED = {
+    "StandardScaler": (lambda: StandardScaler, ["mean_", "scale_", "var_", "n_samples_seen_"]),
+    "Normalizer": (lambda: Normalizer, []),
+    "LogisticRegression": (lambda: LogisticRegression, _LINEAR),
+    "LinearSVM": (lambda: LinearSVM, _LINEAR),
+    "SGDClassifier": (lambda: SGDClassifier, _LINEAR),
+    "TorchLinear": (_torch_linear_type, _LINEAR),
+    "CachedKNN": (lambda: CachedKNN, ["_fit_X", "_y", "classes_"]),
+}
+
+
+def _kind(est) -> str:
+    """The allowed type an estimator is saved as: its own, or the allowed class it derives from."""
+    if type(est).__name__ in ALLOWED:
+        return type(est).__name__
+    for name, (make, _) in ALLOWED.items():
+        if name != "TorchLinear" and isinstance(est, make()):
+            return name
+    raise TypeError(f"a head step of type {type(est).__name__} cannot be saved safely")
+
+
+def _scalar(name: str) -> bool:
+    """A fitted string attribute (solver_, fit_token_): public, ends in '_', like sklearn's."""
+    return name.isidentifier() and name.endswith("_") and not name.startswith("_")
+
+
+def head_arrays(model: Pipeline) -> dict[str, np.ndarray]:
+    """A fitted Pipeline as named arrays: each step's type, parameters and fitted attributes."""
+    steps, out = [], {}
+    for i, (name, est) in enumerate(model.steps):
+        kind = _kind(est)
+        steps.append({"name": name, "type": kind, "params": est.get_params(deep=False),
+                      "scalars": {k: v for k, v in vars(est).items() if _scalar(k) and isinstance(v, str)}})
+        out.update({f"{i}/{a}": np.asarray(getattr(est, a)) for a in ALLOWED[kind][1]})
+    out["__steps__"] = np.array(json.dumps(steps))
+    return out
+
+
+def head_from_arrays(arrays) -> Pipeline:
+    """The Pipeline back from `head_arrays`; only the allowed types, built from their parameters."""
+    built = []
+    for i, step in enumerate(json.loads(str(arrays["__steps__"]))):
+        if step["type"] not in ALLOWED:
+            raise ValueError(f"step type {step['type']!r} is not allowed")
+        make, attrs = ALLOWED[step["type"]]
+        est = make()(**step["params"])
+        for a in attrs:
+            setattr(est, a, arrays[f"{i}/{a}"])
+        for k, v in step["scalars"].items():
+            if not _scalar(k):
+                raise ValueError(f"attribute {k!r} is not a fitted attribute")
+            setattr(est, k, str(v))
+        if attrs:
+            est.n_features_in_ = arrays[f"{i}/{attrs[0]}"].shape[-1]
+        built.append((step["name"], est))
+    return Pipeline(built)

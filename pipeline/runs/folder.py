@@ -1,0 +1,318 @@
+"""A run folder: what classify and finetune write, and predict and report read.
+
+RUNS/<run>/ holds
+  model.json    how to rebuild the model: kind (head | finetune), backbone, weights, classes,
+                resize/crop, and `file`, the model file beside it
+  model.npz     a classify head (a fitted sklearn Pipeline) as arrays and JSON, read without
+                pickle (heads.head_arrays); or final.pt / best.pt (state_dicts, read with
+                torch.load(weights_only=True)): loading a run folder runs no code
+  metrics.json  the run record, schema cnncodes-metrics/1 (see `record`)
+  history.json  per-epoch log of a fine-tune
+A (re)run is written into a hidden sibling folder and swapped in when complete (`staged`): the
+folder holds the previous complete run until then, never a mix of two.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from .. import UserError
+from ..core.files import atomic_write, json_digest, read_json, write_json, write_text
+
+SCHEMA = "cnncodes-metrics/1"
+
+
+def run_name(*parts: str) -> str:
+    """A folder name from its parts (dataset, backbone, weights tag, method), safe on any filesystem."""
+    return "-".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p).strip("-.") or "x" for p in parts)
+
+
+@contextlib.contextmanager
+def staged(run_dir: Path | str, resumable: bool = False):
+    """Write a run into a hidden sibling folder and swap it in only when complete: a (re)run that is
+    interrupted leaves the previous complete run as it was, never half of a new one. A `resumable`
+    run (fine-tuning, under a lock) keeps its folder when interrupted, for the next run to resume."""
+    run_dir = Path(run_dir)
+    work = run_dir.with_name(f".{run_dir.name}.partial" + ("" if resumable else f"-{os.getpid()}"))
+    if not resumable:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    except BaseException:
+        if not resumable:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    old = run_dir.with_name(f".{run_dir.name}.old-{os.getpid()}")
+    if run_dir.exists():
+        os.replace(run_dir, old)
+    os.replace(work, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def up_to_date(run_dir: Path, inputs: dict) -> dict | None:
+    """The run's metrics.json when the folder holds a complete run made from these `inputs`
+    (compared by digest), else None: a rerun with the same inputs does no work."""
+    m, spec = Path(run_dir) / "metrics.json", Path(run_dir) / "model.json"
+    if not (m.is_file() and spec.is_file()):
+        return None
+    try:
+        doc = read_json(m, "run record")
+    except UserError:
+        return None
+    return doc if isinstance(doc, dict) and doc.get("inputs_digest") == json_digest(inputs) else None
+
+
+def save_head(path: Path, model) -> Path:
+    """A fitted head as arrays and JSON (`heads.head_arrays`): no pickle, so loading runs no code."""
+    from ..heads.registry import head_arrays
+
+    arrays = head_arrays(model)
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def save_state(path: Path, model) -> Path:
+    """A CPU state_dict, written under a temporary name and renamed: never a truncated checkpoint."""
+    import torch
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+def write_model(run_dir: Path, spec: dict) -> Path:
+    return write_json(Path(run_dir) / "model.json", spec)
+
+
+def write_metrics(run_dir: Path, doc: dict) -> Path:
+    return write_json(Path(run_dir) / "metrics.json", doc)
+
+
+def read_model(run_dir: Path | str) -> dict:
+    """model.json of a run folder; UserError when the folder is not a run."""
+    spec_file = Path(run_dir) / "model.json"
+    if not spec_file.is_file():
+        raise UserError(f"{str(run_dir)!r} is not a run folder with a model.json (made by classify or finetune)")
+    return read_json(spec_file, "model record")
+
+
+def model_file(run_dir: Path | str, spec: dict) -> Path:
+    """The model file model.json names; UserError when it leaves the run folder or is missing."""
+    root = Path(run_dir).resolve()
+    f = (root / str(spec.get("file", ""))).resolve()
+    if root not in f.parents:
+        raise UserError(f"model.json in {str(run_dir)!r} names {spec.get('file')!r}, outside its run folder: refused")
+    if not f.is_file():
+        raise UserError(f"{str(run_dir)!r} lacks its model file {spec.get('file')!r}; re-run the stage that made it")
+    return f
+
+
+def load_head(run_dir: Path | str, spec: dict, trust_pickle: bool = False):
+    """The fitted head of a classify run. model.npz is read with allow_pickle=False and only the
+    allowed step types are built; a pickle (the model.joblib of older runs) can run any code as it
+    loads, so it needs `trust_pickle`."""
+    f = model_file(run_dir, spec)
+    if f.suffix == ".npz":
+        import zipfile
+
+        from ..heads.registry import head_from_arrays
+
+        try:
+            with np.load(f, allow_pickle=False) as arrays:
+                return head_from_arrays(arrays)
+        except (OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{f} is not a readable head ({type(e).__name__}: {e})") from None
+    if f.suffix not in (".joblib", ".pkl", ".pickle"):
+        raise UserError(f"{f} is not a model file this version reads (model.npz, or a pickle with --trust-pickle)")
+    if not trust_pickle:
+        raise UserError(f"{f} is a pickle, and loading one can run any code it holds; re-run classify to save the "
+                        "head in the safe format, or pass --trust-pickle if you made this file yourself")
+    import joblib
+
+    return joblib.load(f)
+
+
+def predictions(paths: list[str], y_true, y_pred, score, loss=None) -> list[dict]:
+    """Per-image val predictions: what the report's paired tests and top losses need. `score` is
+    the prediction's confidence (probability or margin), `loss` the image's loss (metrics.per_image)."""
+    loss = [None] * len(paths) if loss is None else loss
+    return [
+        {"path": p, "true": int(t), "pred": int(q), "score": float(s), **({} if e is None else {"loss": float(e)})}
+        for p, t, q, s, e in zip(paths, y_true, y_pred, score, loss)
+    ]
+
+
+PREDICTIONS_CSV = "predictions.csv"
+
+
+def write_predictions(run_dir: Path, preds: list[dict], classes: list[str], score_kind: str) -> Path:
+    """predictions.csv beside metrics.json: one row per val image, worst loss first, so the file
+    opens on what went wrong (path, true, predicted, probability or margin, loss, correct)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "true", "predicted", score_kind, "loss", "correct"])
+    for p in sorted(preds, key=lambda p: (-p.get("loss", 0.0), p["path"])):
+        w.writerow([p["path"], classes[p["true"]], classes[p["pred"]], f"{p['score']:.6g}",
+                    f"{p['loss']:.6g}" if "loss" in p else "", int(p["pred"] == p["true"])])
+    return write_text(Path(run_dir) / PREDICTIONS_CSV, buf.getvalue())
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (platform.processor() is often empty or just the architecture)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """Where a run ran. Names the GPU only when torch is already loaded: a run of a head on codes
+    must not import torch just to say it had none."""
+    torch = sys.modules.get("torch")
+    gpu = torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = None
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
+            "torch": torch_version}
+
+
+def record(*, method: str, stage: str, dataset: str, classes: list[str], backbone: str, weights: str,
+           n_train: int, n_val: int, val: dict, selection: str, seconds: dict, device: str, seed: int,
+           preds: list[dict], **extra) -> dict:
+    """A metrics.json document. `seconds` keys: extract, fit, train, predict (absent = not spent).
+    `command` (in `extra`) is the command line that made the run (core.cli.command_line)."""
+    return {
+        "schema": SCHEMA, "method": method, "stage": stage, "dataset": dataset, "classes": classes,
+        "backbone": backbone, "weights": weights, "n_train": n_train, "n_val": n_val,
+        "val": val, "selection": selection, "seconds": seconds, "device": device, "seed": seed,
+        **extra,
+        **({"inputs_digest": json_digest(extra["inputs"])} if "inputs" in extra else {}),
+        "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "predictions": preds,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading runs back (report)
+
+
+@dataclass
+class Run:
+    dir: Path  # the run folder, which holds metrics.json
+    slug: str  # unique, filesystem-safe name for this run's figures
+    m: dict  # the metrics.json document
+    history: list[dict] | None  # per-epoch log of a fine-tuning run
+
+
+def _history(run_dir: Path, m: dict) -> list[dict] | None:
+    h = m.get("history")
+    if isinstance(h, list):  # inlined by the writer
+        return h or None
+    f = run_dir / (h if isinstance(h, str) and h else "history.json")
+    if f.is_file():
+        doc = read_json(f, "history file")
+        return doc if isinstance(doc, list) and doc else None
+    return None
+
+
+def load_runs(runs_dir: Path | str) -> list[Run]:
+    """Every metrics.json under runs_dir (sorted by path), with its history; UserError when none."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"runs folder {str(runs_dir)!r} does not exist (run `make classify` or `make finetune` first)")
+    files = sorted(f for f in runs_dir.rglob("metrics.json")  # not the hidden folders of unfinished runs
+                   if not any(part.startswith(".") for part in f.relative_to(runs_dir).parts))
+    if not files:
+        raise UserError(f"no metrics.json under {str(runs_dir)!r} (run `make classify` or `make finetune` first)")
+    runs, used = [], set()
+    for f in files:
+        m = read_json(f, "run record")
+        if not isinstance(m, dict) or m.get("schema") != SCHEMA:
+            found = m.get("schema") if isinstance(m, dict) else type(m).__name__
+            raise UserError(f"{str(f)!r} is not a run record of schema {SCHEMA} (found {found!r})")
+        check_record(m, f)
+        rel = f.parent.relative_to(runs_dir).as_posix()
+        slug = base = run_name(rel if rel != "." else runs_dir.resolve().name)
+        i = 2
+        while slug in used:  # two folders that differ only in unsafe characters
+            slug, i = f"{base}-{i}", i + 1
+        used.add(slug)
+        runs.append(Run(f.parent, slug, m, _history(f.parent, m)))
+    return runs
+
+
+def check_one_dataset(runs: list[Run]) -> str:
+    """The one dataset all runs share; UserError naming the datasets when they differ, since rows
+    scored on different val sets cannot sit in one table."""
+    groups: dict[tuple, list[str]] = {}
+    for r in runs:
+        groups.setdefault((r.m.get("dataset"), tuple(r.m.get("classes") or ())), []).append(r.slug)
+    if len(groups) > 1:
+        names = {d for d, _ in groups}
+        if len(names) > 1:
+            desc = "; ".join(f"{d!r} ({len(s)} run{'s' * (len(s) > 1)}: {', '.join(s[:3])}{', ...' * (len(s) > 3)})"
+                             for (d, _), s in groups.items())
+            raise UserError(f"runs come from different datasets: {desc}; point --runs at one dataset's folder")
+        desc = "; ".join(f"{list(c)} in {', '.join(s[:3])}" for (_, c), s in groups.items())
+        raise UserError(
+            f"runs of dataset {next(iter(names))!r} have different class lists: {desc}; "
+            "point --runs at runs of one data version"
+        )
+    return runs[0].m.get("dataset")
+
+
+def _scores_consistent(v: dict, what: str) -> str | None:
+    """Why an evaluation block contradicts itself, or None."""
+    from ..runs.metrics import wilson
+
+    k, n, acc = v.get("correct"), v.get("n"), v.get("accuracy")
+    if not (isinstance(k, int) and isinstance(n, int) and isinstance(acc, (int, float))) or not 0 <= k <= n:
+        return f"{what}: correct, n and accuracy must be numbers with 0 <= correct <= n"
+    if n and abs(acc - k / n) > 1e-9:
+        return f"{what}: accuracy {acc} is not correct/n = {k}/{n}"
+    ci = v.get("accuracy_ci95")
+    if ci is not None and (len(ci) != 2 or any(abs(a - b) > 1e-6 for a, b in zip(ci, wilson(k, n)))):
+        return f"{what}: 95% interval {ci} is not the Wilson interval of {k}/{n}"
+    return None
+
+
+def check_record(m: dict, f: Path) -> None:
+    """Refuse a run record with a field missing or of the wrong type, or whose numbers contradict
+    each other or its saved predictions: the report shows only what adds up."""
+    def refuse(why: str):
+        raise UserError(f"run record {str(f)!r} is inconsistent: {why}; refused")
+
+    for key, kind in (("method", str), ("stage", str), ("classes", list), ("val", dict)):
+        if not isinstance(m.get(key), kind):
+            refuse(f"{key!r} is missing or not a {kind.__name__}")
+    for what, block in (("val", m["val"]), ("best_val", m.get("best_val"))):
+        if block is not None:
+            why = _scores_consistent(block, what) if isinstance(block, dict) else f"{what!r} is not an object"
+            if why:
+                refuse(why)
+    preds = m.get("predictions")
+    if preds is not None:
+        if not isinstance(preds, list) or not all(isinstance(p, dict) and {"pred", "true", "path"} <= p.keys()
+                                                  for p in preds):
+            refuse("'predictions' is not a list of {path, true, pred}")
+        right = sum(p["pred"] == p["true"] for p in preds)
+        if (len(preds), right) != (m["val"]["n"], m["val"]["correct"]):
+            refuse(f"its {len(preds)} saved predictions hold {right} correct, the record says "
+                   f"{m['val']['correct']} of {m['val']['n']}")

@@ -1,0 +1,258 @@
+"""Label new images with a saved classify head or fine-tuned model.
+
+Usage: cnncodes predict --model RUN_DIR IMAGE_OR_DIR_OR_MANIFEST... [--csv FILE]
+       torchrun --nproc_per_node=N -m pipeline predict --model RUN_DIR ... --csv FILE
+
+Prints one `path  class  probability` row per image (`margin` instead of `probability` for a
+head without probabilities, LinearSVC: the winning class's decision value), then a summary line on
+stderr. Exit code 1 when any image could not be labelled; each is named on stderr.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import UserError
+from ..core import dist
+from ..runs import folder as runs
+from ..core.cli import Settings, DEVICES, opt, positive
+from ..images.scan import IMG_EXTENSIONS, ImageRecord
+from ..images.transforms import Preprocess
+from ..core.files import write_text
+from ..codes.weights import Weights
+
+
+@dataclass(frozen=True)
+class Config(Settings):
+    images: tuple = opt((), "image files or folders (searched recursively)", positional=True, nargs="+")
+    model: Path = opt(Path(""), "a run folder written by classify or finetune (holds model.json)", required=True)
+    weights: str = opt("", "weights file for a head trained on file weights, when it is no longer at the recorded path")
+    csv: str = opt("", "also write path,class,probability (or margin) rows to this CSV file")
+    device: str = opt("auto", "where to run: auto picks cuda when available", DEVICES)
+    batch_size: int = opt(32, "images per batch")
+    workers: int = opt(-1, "processes decoding images (0 = in process, -1 = one per spare core, at most 8)")
+    trust_pickle: bool = opt(False, "load a head saved as a pickle (model.joblib, older runs): only for files you "
+                                    "made yourself, since loading a pickle can run any code")
+
+    def __post_init__(self):
+        positive(batch_size=self.batch_size)
+
+
+def list_images(args) -> list[Path]:
+    """Image files, folders (searched recursively, sorted) and CSV manifests (their path column,
+    relative to the manifest's folder), in the order given."""
+    out = []
+    for a in map(Path, args):
+        if a.suffix.lower() == ".csv" and a.is_file():
+            with open(a, newline="", encoding="utf-8-sig") as fh:
+                rows = csv.DictReader(fh)
+                if "path" not in (rows.fieldnames or []):
+                    raise UserError(f"manifest {str(a)!r} has no 'path' column")
+                out += [Path(r["path"]) if Path(r["path"]).is_absolute() else a.parent / r["path"] for r in rows]
+        elif a.is_dir():
+            out += sorted(p for p in a.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+        elif a.is_file():
+            out.append(a)
+        else:
+            raise UserError(f"{str(a)!r} does not exist")
+    if not out:
+        raise UserError("no images found in " + ", ".join(map(str, args)))
+    return out
+
+
+def backbone_for(spec: dict, override: str = ""):
+    """The exact backbone a head was trained on, or a clear refusal."""
+    from ..codes.backbone import load_backbone
+
+    w = spec["weights"]
+    weights = Weights.from_record(w, spec["weights_arg"], override)
+    if weights.kind == "file":
+        if not weights.path.is_file():
+            raise UserError(f"this head was trained on codes from {w} ({spec['weights_arg']}), which is not here; "
+                            "pass --weights PATH")
+        if weights.sha256 != spec["weights_sha256"]:
+            raise UserError(f"{weights.arg!r} is not the weights this head was trained on (sha256 differs from "
+                            f"{spec['weights_sha256'][:12]}…)")
+    bb = load_backbone(spec["backbone"], weights)
+    if bb.weights_id != w:
+        raise UserError(f"this head needs {w} but {bb.weights_id} was loaded")
+    return bb
+
+
+def head_scorer(cfg: Config, spec: dict, device):
+    """(uint8 image batch -> class scores, what the scores are) for a classify head on codes."""
+    from ..codes.encoder import Encoder
+
+    head = runs.load_head(cfg.model, spec, cfg.trust_pickle)
+    pre = Preprocess.from_spec(spec)
+    enc = Encoder(backbone_for(spec, cfg.weights), device, pre.mean, pre.std)
+    has_proba = hasattr(head, "predict_proba")
+    # score columns follow the head's own classes_ (label numbers); names come from model.json
+    columns = [spec["classes"][int(c)] for c in head[-1].classes_]
+
+    def scores(x):
+        codes = enc(x).cpu().numpy()
+        if has_proba:
+            return head.predict_proba(codes)
+        d = head.decision_function(codes)  # no probabilities (LinearSVC): the margin
+        return np.stack([-d, d], 1) if d.ndim == 1 else d
+    return scores, "probability" if has_proba else "margin", columns
+
+
+def finetune_scorer(cfg: Config, spec: dict, device):
+    """(uint8 image batch -> class probabilities, "probability") for a fine-tuned checkpoint."""
+    import torch
+
+    from ..codes.backbone import classifier, load_backbone
+    from ..images.transforms import normalize
+
+    model = classifier(load_backbone(spec["backbone"], "none"), len(spec["classes"]))
+    try:
+        state = torch.load(runs.model_file(cfg.model, spec), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (OSError, RuntimeError, EOFError, ValueError) as e:  # truncated or foreign checkpoint
+        raise UserError(f"{spec['file']!r} in {str(cfg.model)!r} is not a readable checkpoint of this model "
+                        f"({type(e).__name__}: {str(e).splitlines()[0].split('. ')[0][:160]})") from None
+    model.eval().to(device, memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def scores(x):
+        return model(normalize(x.to(device), channels_last=True)).softmax(1).float().cpu().numpy()
+    return scores, "probability", list(spec["classes"])
+
+
+def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
+    """(what the scores are, an iterator of (index, path, class or None, score or why) for this
+    rank's images in input order). Images are decoded in --workers processes, a batch at a time:
+    memory stays bounded however many images there are."""
+    import torch
+
+    from ..core.devices import resolve_device, trim_heap
+    from ..images.datasets import eval_images
+
+    spec = runs.read_model(cfg.model)
+    paths = list_images(cfg.images)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and ranks.world > 1:
+        device = torch.device("cuda", ranks.local_rank)
+    scorer, kind, columns = (head_scorer if spec["kind"] == "head" else finetune_scorer)(cfg, spec, device)
+    ds = eval_images(Path(""), [ImageRecord(str(p), -1, 0, 0) for p in paths], Preprocess.from_spec(spec),
+                     spec.get("fast_decode", True))
+    mine = [list(range(i, min(i + cfg.batch_size, len(ds)))) for k, i in enumerate(range(0, len(ds), cfg.batch_size))
+            if ranks.mine(k)]
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=mine,
+                                         num_workers=dist.workers_per_rank(cfg.workers, ranks))
+
+    def rows():
+        for b, (idx, (x, why)) in enumerate(zip(mine, loader)):
+            if b % 16 == 15:
+                trim_heap()  # bounded memory over any number of images (config.trim_heap)
+            good = [k for k, w in enumerate(why) if not w]
+            scores = dict(zip(good, scorer(x[good]))) if good else {}
+            for k, i in enumerate(idx):
+                if why[k]:
+                    yield i, str(paths[i]), None, why[k]
+                else:
+                    yield i, str(paths[i]), columns[int(scores[k].argmax())], float(scores[k].max())
+    return kind, rows()
+
+
+def predict(cfg: Config) -> tuple[list[tuple[str, str, float]], list[tuple[str, str]], str]:
+    """(rows of path, class, score; files that could not be labelled with why; the score's name),
+    for a run in one process; `run` streams instead."""
+    kind, it = stream(cfg)
+    rows, bad = [], []
+    for _, path, cls, v in it:
+        (bad.append((path, v)) if cls is None else rows.append((path, cls, v)))
+    if cfg.csv:
+        write_text(cfg.csv, _csv_text(kind, rows))
+    return rows, bad, kind
+
+
+def _csv_text(kind: str, rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "class", kind])
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _merged(parts: list[Path]):
+    """The rows of every rank's part file, back in input order (each part is in order already)."""
+    import heapq
+
+    def read(f):
+        with open(f, newline="", encoding="utf-8") as fh:
+            for i, path, cls, v in csv.reader(fh):
+                yield int(i), path, cls or None, v
+    return heapq.merge(*(read(f) for f in parts), key=lambda r: r[0])
+
+
+def run(cfg: Config) -> int:
+    """Label the images: rows go to stdout (and --csv) as they are made, in input order. Under
+    torchrun each rank labels every world-th batch into a part file beside --csv, and rank 0
+    merges the parts in input order."""
+    from ..core.devices import device_type
+
+    ranks = dist.from_env()
+    if ranks.world > 1 and not cfg.csv:
+        raise UserError("under torchrun, give --csv FILE (on a filesystem all ranks share): each rank writes its "
+                        "part beside it and rank 0 merges them in input order")
+    dist.init(ranks, device_type(cfg.device))
+    try:
+        kind, rows = stream(cfg, ranks)
+        if ranks.world > 1:
+            part = Path(f"{cfg.csv}.rank{ranks.rank}")
+            with open(part, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh, lineterminator="\n")
+                for i, path, cls, v in rows:
+                    w.writerow([i, path, cls or "", v])
+            dist.barrier(ranks)
+            if not ranks.main:
+                return 0
+            parts = [Path(f"{cfg.csv}.rank{r}") for r in range(ranks.world)]
+            rows = _merged(parts)
+        n_bad = write_rows(cfg, kind, rows)
+        if ranks.world > 1:
+            for f in parts:
+                f.unlink(missing_ok=True)
+        return 1 if n_bad else 0
+    finally:
+        dist.close(ranks)
+
+
+def write_rows(cfg: Config, kind: str, rows) -> int:
+    """Print rows as they come (and write them to --csv, renamed into place at the end); the bad
+    files go to stderr. Returns how many could not be labelled."""
+    out = Path(cfg.csv) if cfg.csv else None
+    tmp = out.with_name(f"{out.name}.tmp") if out else None
+    fh = open(tmp, "w", newline="", encoding="utf-8") if tmp else None
+    w = csv.writer(fh, lineterminator="\n") if fh else None
+    if w:
+        w.writerow(["path", "class", kind])
+    print(f"path\tclass\t{kind}")
+    good = bad = 0
+    try:
+        for _, path, cls, v in rows:
+            if cls is None:
+                print(f"{path}: not labelled: {v}", file=sys.stderr)
+                bad += 1
+                continue
+            v = float(v)
+            print(f"{path}\t{cls}\t{v:.4f}")
+            if w:
+                w.writerow([path, cls, v])
+            good += 1
+    finally:
+        if fh:
+            fh.close()
+    if tmp:
+        tmp.replace(out)
+    print(f"labelled {good} of {good + bad} images with {cfg.model}" + (f"; {bad} could not be read" if bad else "")
+          + (f"; rows in {cfg.csv}" if cfg.csv else ""), file=sys.stderr)
+    return bad
