@@ -13,7 +13,8 @@ from pipeline.codes.store import read_codes
 from pipeline.images.transforms import Preprocess
 from pipeline.images.scan import scan
 from pipeline.images.datasets import eval_images
-from pipeline.stages.features import Config, extract, fingerprint_inputs
+from pipeline.codes.extract import Extraction
+from pipeline.stages.features import Config, extract
 from pipeline.codes.weights import Weights
 
 PRE = Preprocess(resize=40, crop=32)
@@ -71,11 +72,10 @@ def test_batches_yield_what_the_dataloader_would(odd_folder):
 def test_the_decoder_is_part_of_the_fingerprint(folder):
     s = scan(folder)
     w = Weights.parse("none", 0)
-    fp = {d: fingerprint_inputs(s, Config(data=folder, backbone="resnet18", weights="none", decode=d), w, PRE, "cpu")
-          for d in ("cpu", "torchvision", "auto")}
+    fp = {d: Extraction(s, "resnet18", w, PRE, "cpu", decode=d).inputs for d in ("cpu", "torchvision", "auto")}
     assert fp["cpu"] != fp["torchvision"] and fp["auto"] == fp["cpu"]  # auto on a CPU is PIL
     assert "decode_jpeg on cpu" in fp["torchvision"]["transform"]["decode"]
-    assert fingerprint_inputs(s, Config(data=folder, weights="none"), w, PRE, "cuda")["transform"]["decode"] \
+    assert Extraction(s, "resnet18", w, PRE, "cuda").inputs["transform"]["decode"] \
         .startswith("torchvision decode_jpeg on cuda")
 
 

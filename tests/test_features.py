@@ -172,7 +172,7 @@ def test_hymenoptera_mobilenet_codes_are_real_features(hymenoptera_codes):
 
 
 def test_crash_during_assembly_resumes_without_model_work_and_keeps_the_cost(folder, tmp_path, monkeypatch, capsys):
-    import pipeline.stages.features as F
+    import pipeline.codes.extract as F
     real = F.write_codes
 
     def crash(*a, **k):
