@@ -15,10 +15,10 @@ from PIL import Image
 
 from conftest import ROOT, cli, make_folder
 from pipeline import UserError
-from pipeline.report import diagnostics
+from pipeline.report import diagnostics, verdict
+from pipeline.report.rows import REFERENCES, table, table_rows
 from pipeline.runs import metrics
 from pipeline.stages import report
-from pipeline.report import summary
 from pipeline.runs import folder as runfiles
 from pipeline.codes.store import Header, SplitPiece, write_codes
 from pipeline.core.files import write_json
@@ -42,9 +42,9 @@ def write_run(folder: Path, *, method, stage, pred, seconds, selection, dataset=
     preds = runfiles.predictions(paths, y, pred, [0.9] * len(y), [0.1 + 2.2 * (p != t) for p, t in zip(pred, y)])
     if shuffle:  # the paired test must match images by path, not by position
         preds = [preds[i] for i in np.random.default_rng(1).permutation(len(preds))]
-    doc = runfiles.record(method=method, stage=stage, dataset=dataset, classes=classes, backbone="mobilenet_v2",
-                         weights="DEFAULT", n_train=6, n_val=len(y), val=val, selection=selection, seconds=seconds,
-                         device="cpu", seed=0, preds=preds, **extra)
+    subject = runfiles.Subject(method, extra.pop("short", None), stage, dataset, classes, "mobilenet_v2", "DEFAULT",
+                               6, len(y), "cpu", 0)
+    doc = runfiles.record(subject, val=val, selection=selection, seconds=seconds, preds=preds, **extra)
     return write_json(folder / "metrics.json", doc)
 
 
@@ -106,15 +106,15 @@ def built(tmp_path_factory):
 
 
 def test_table_rows_exact_and_sorted(built):
-    rows = summary.table_rows(built.loaded)
+    rows = table_rows(built.loaded)
     assert [r["method"] for r in rows] == [
         "mobilenet_v2 codes + LinearSVC", "mobilenet_v2 codes + kNN", "fine-tune (full)",
-        "fine-tune (full), best epoch 2 on val (reference protocol)", *(d for _, d, _ in summary.REFERENCES)]
+        "fine-tune (full), best epoch 2 on val (reference protocol)", *(ref.description for ref in REFERENCES)]
     assert [r["name"] for r in rows] == ["linsvc", "mobilenet_v2 codes + kNN", "fine-tune (full)",
-                                         "fine-tune (full), best epoch 2", *(n for n, _, _ in summary.REFERENCES)]
+                                         "fine-tune (full), best epoch 2", *(ref.name for ref in REFERENCES)]
     assert [r["kind"] for r in rows] == ["ours", "ours", "ours", "best_epoch", "reference", "reference"]
     assert [r["is_reference"] for r in rows] == [False] * 4 + [True] * 2
-    headers, align, cells, same = summary.table(rows)
+    headers, align, cells, same = table(rows)
     # backbone, counts and device are the same on every run of ours: a line above the table, not three columns
     assert same == "Every run: backbone / weights: mobilenet_v2 / DEFAULT; train / val images: 6 / 20; device: cpu."
     assert headers == ["Method", "Val accuracy [95% CI]", "Balanced acc.", "Macro F1", "Log-loss", "Chosen settings",
@@ -135,7 +135,7 @@ def test_a_column_that_varies_stays_in_the_table(built, tmp_path, monkeypatch):
         write_run(tmp_path / name, method=name, stage="classify", pred=list(Y), seconds={"fit": 1.0}, selection="CV")
         doc = json.loads((tmp_path / name / "metrics.json").read_text())
         write_json(tmp_path / name / "metrics.json", doc | {"backbone": backbone})
-    headers, _, cells, same = summary.table(summary.table_rows(runfiles.load_runs(tmp_path)))
+    headers, _, cells, same = table(table_rows(runfiles.load_runs(tmp_path)))
     assert headers[1] == "Backbone / weights" and {c[1] for c in cells[:2]} == {"resnet18 / DEFAULT",
                                                                                 "resnet50 / DEFAULT"}
     assert same == "Every run: train / val images: 6 / 20; device: cpu."
@@ -169,10 +169,10 @@ def test_csv_values(built):
 
 def test_mcnemar_matched_by_path_and_summary_within_noise(built):
     by = {r.slug: r for r in built.loaded}
-    t = summary.paired_test(by["linsvc"], by["knn-k-5"])  # kNN's predictions are stored shuffled
+    t = verdict.paired_test(by["linsvc"], by["knn-k-5"])  # kNN's predictions are stored shuffled
     assert (t["only_a"], t["only_b"], t["n"], t["unmatched"]) == (5, 0, 20, 0)
     assert t["p_value"] == pytest.approx(2 * 0.5 ** 5)  # 0.0625
-    text = "\n".join(summary.summary_paragraphs(summary.table_rows(built.loaded), built.loaded))
+    text = "\n".join(verdict.summary_paragraphs(table_rows(built.loaded), built.loaded))
     assert "Best on val: **linsvc**" in text
     assert "5 val images apart" in text and "p = 0.0625" in text
     assert "within noise" in text
@@ -188,9 +188,9 @@ def test_summary_says_real_difference_when_it_is(tmp_path, monkeypatch):
     write_run(tmp_path / "bad", method="bad", stage="classify", pred=[0] * 40, seconds={"fit": 0.5}, selection="CV",
               dataset="toy", paths=paths, y=y)
     runs = runfiles.load_runs(tmp_path)
-    rows = summary.table_rows(runs)
+    rows = table_rows(runs)
     assert not any(r["is_reference"] for r in rows)  # published hymenoptera numbers only beside hymenoptera runs
-    text = " ".join(summary.summary_paragraphs(rows, runs))
+    text = " ".join(verdict.summary_paragraphs(rows, runs))
     assert "20 val images apart" in text and "unlikely to be noise" in text and "within noise" not in text
 
 
@@ -235,7 +235,7 @@ def test_per_class_always_wrong_and_commands(built):
     md = (built.out / "report.md").read_text()
     # per class: kNN is wrong on ants 0-4 -> ants recall 5/10, bees precision 10/15
     assert "| mobilenet_v2 codes + kNN | 1.000 / 0.500 / 0.667 | 0.667 / 1.000 / 0.800 |" in md
-    names, wrong = diagnostics.always_wrong(built.loaded, summary.table_rows(built.loaded))
+    names, wrong = diagnostics.always_wrong(built.loaded, table_rows(built.loaded))
     assert names == ["linsvc", "mobilenet_v2 codes + kNN", "fine-tune (full)"] and wrong == []  # LinearSVC: no mistake
     assert "No val image is misclassified by all 3 methods." in md
     assert "| codes for linsvc | `python -m pipeline features --data d` |" in md
@@ -347,10 +347,10 @@ def test_verdict_recommends_the_cheapest_method_within_noise_of_the_best(tmp_pat
     write_run(tmp_path / "bad", method="bad", short="bad", stage="classify", pred=[0] * 20, seconds={"fit": 0.1},
               selection="CV")
     runs = runfiles.load_runs(tmp_path)
-    rows = summary.table_rows(runs)
-    rec, best, tied = summary.recommend(rows, runs)
+    rows = table_rows(runs)
+    rec, best, tied = verdict.recommend(rows, runs)
     assert (rec["name"], best["name"], [t["name"] for t in tied]) == ("softmax", "full FT", ["softmax"])
-    assert summary.verdict(rows, runs) == (
+    assert verdict.verdict(rows, runs) == (
         "**Use softmax** (codes + softmax): 95.0% (19 of 20), 95% interval [76.4, 99.1]. On these 20 val images it "
         "cannot be told apart from the best, **full FT** (100.0%; exact McNemar p = 1), and of the 2 methods within "
         "noise of the best it is the most accurate of the cheapest, at 5.00 s of compute against 200 s (40× less).")
@@ -361,7 +361,7 @@ def test_frozen_runs_are_told_apart_by_their_batchnorm(tmp_path, monkeypatch):
     for name, trunk in (("frozen, BN eval", "eval"), ("frozen, BN train (tutorial loop)", "train")):
         write_run(tmp_path / trunk, method=name, short=name, stage="finetune", pred=list(Y), seconds={"train": 1.0},
                   selection="last epoch", mode="frozen", hyperparameters={"trunk_mode": trunk, "epochs": 2})
-    note = summary.frozen_note(runfiles.load_runs(tmp_path))
+    note = verdict.frozen_note(runfiles.load_runs(tmp_path))
     assert "**frozen, BN eval** keeps the trunk's BatchNorm in eval mode" in note
     assert note.endswith("The tutorial's published frozen number is comparable to "
                          "**frozen, BN train (tutorial loop)**.")

@@ -1,6 +1,6 @@
 """What the report shows beyond the main table, from the saved runs: per-class metrics, the
 images with the highest loss, the images every method gets wrong, and the label-efficiency table.
-Pure functions of the loaded runs and table rows; `report` draws and writes.
+Pure functions of the loaded runs and table rows; `build` draws and writes.
 """
 from __future__ import annotations
 
@@ -10,30 +10,26 @@ from pathlib import Path
 
 from ..core.files import write_text
 from ..runs.folder import Run
-
-DASH = "—"
-
-
-def _pct(x) -> str:
-    return DASH if x is None else f"{100 * x:.1f}%"
+from .render import AlwaysWrong, Table
+from .rows import DASH, fmt_pct
 
 
-def per_class_table(rows: list[dict], classes: list[str]) -> tuple[list[str], list[list[str]], str]:
+def per_class_table(rows: list[dict], classes: list[str]) -> Table:
     """Precision / recall / F1 of every class for every method (rows of ours, in table order). With
     up to 6 classes one row per method and a column per class; with more, one row per (method,
     class), so the table never grows sideways."""
     ours = [r for r in rows if r["kind"] == "ours" and r.get("per_class")]
     if not ours:
-        return [], [], ""
+        return Table([], [], "")
     support = ours[0]["per_class"]
     if len(classes) <= 6:
         headers = ["Method", *(f"{c} (n={support.get(c, {}).get('support', '?')}): P / R / F1" for c in classes)]
         cells = [[r["name"], *(_prf(r["per_class"].get(c)) for c in classes)] for r in ours]
-        return headers, cells, "l" + "r" * len(classes)
+        return Table(headers, cells, "l" + "r" * len(classes))
     headers = ["Method", "Class", "Support", "Precision", "Recall", "F1"]
     cells = [[r["name"], c, str(v.get("support", DASH)), *(f"{v[k]:.3f}" for k in ("precision", "recall", "f1"))]
              for r in ours for c, v in r["per_class"].items()]
-    return headers, cells, "llrrrr"
+    return Table(headers, cells, "llrrrr")
 
 
 def _prf(v: dict | None) -> str:
@@ -60,18 +56,18 @@ def top_losses(run: Run, n: int = 10) -> list[dict]:
     return sorted((p for p in preds if p["pred"] != p["true"]), key=lambda p: (-p["score"], p["path"]))[:n]
 
 
-def always_wrong(runs: list[Run], rows: list[dict]) -> tuple[list[str], list[dict]]:
-    """(names of the methods compared, val images that every one of them gets wrong, each with
-    its true class and what each method predicted). Only images scored by every run count."""
+def always_wrong(runs: list[Run], rows: list[dict]) -> AlwaysWrong:
+    """The methods compared and the val images that every one of them gets wrong, each with its
+    true class and what each method predicted. Only images scored by every run count."""
     ours = [r for r in rows if r["kind"] == "ours"]
     by_slug = {r.slug: r for r in runs}
     preds = [{p["path"]: p for p in by_slug[r["run"]].m.get("predictions") or []} for r in ours]
     if not preds or not all(preds):
-        return [], []
+        return AlwaysWrong([], [])
     common = set.intersection(*(set(p) for p in preds))
     wrong = sorted(path for path in common if all(p[path]["pred"] != p[path]["true"] for p in preds))
-    return [r["name"] for r in ours], [{"path": path, "true": preds[0][path]["true"],
-                                        "pred": [p[path]["pred"] for p in preds]} for path in wrong]
+    return AlwaysWrong([r["name"] for r in ours], [{"path": path, "true": preds[0][path]["true"],
+                                                    "pred": [p[path]["pred"] for p in preds]} for path in wrong])
 
 
 def label_curves(runs: list[Run], rows: list[dict]) -> list[dict]:
@@ -89,11 +85,11 @@ def label_curves(runs: list[Run], rows: list[dict]) -> list[dict]:
     return out
 
 
-def label_table(curves: list[dict]) -> tuple[list[str], list[list[str]], str]:
+def label_table(curves: list[dict]) -> Table:
     """Mean val accuracy ± standard deviation over the draws, one row per training size, one
     column per head; the last row is every training image (one run, no spread)."""
     if not curves:
-        return [], [], ""
+        return Table([], [], "")
     sizes = sorted({r["per_class"] for c in curves for r in c["rows"]})
     headers = ["Train images per class", *(c["name"] for c in curves)]
     cells = []
@@ -104,11 +100,11 @@ def label_table(curves: list[dict]) -> tuple[list[str], list[list[str]], str]:
             row.append(DASH if r is None else f"{100 * r['mean']:.1f}% ± {100 * r['std']:.1f}")
         cells.append(row)
     n = curves[0]["full"]["n_train"]
-    cells.append([f"all ({n} images)" if n else "all", *(_pct(c["full"]["accuracy"]) for c in curves)])
-    return headers, cells, "l" + "r" * len(curves)
+    cells.append([f"all ({n} images)" if n else "all", *(fmt_pct(c["full"]["accuracy"]) for c in curves)])
+    return Table(headers, cells, "l" + "r" * len(curves))
 
 
-def views_table(runs: list[Run], rows: list[dict]) -> tuple[list[str], list[list[str]], str]:
+def views_table(runs: list[Run], rows: list[dict]) -> Table:
     """What cached views buy: for every head run with more than one (views, TTA) setting, val
     accuracy and the compute it cost (the extraction share included) per setting."""
     by_slug = {r.slug: r for r in runs}
@@ -118,9 +114,10 @@ def views_table(runs: list[Run], rows: list[dict]) -> tuple[list[str], list[list
         groups.setdefault(m.get("head") or row["name"], []).append((m.get("views", 0), m.get("tta", 1), row))
     groups = {h: sorted(g, key=lambda x: x[:2]) for h, g in groups.items() if len({x[:2] for x in g}) > 1}
     if not groups:
-        return [], [], ""
+        return Table([], [], "")
     cells = [[head, str(k), str(t), f"{100 * r['accuracy']:.1f}% [{100 * r['accuracy_ci95_lo']:.1f}, "
               f"{100 * r['accuracy_ci95_hi']:.1f}]", DASH if r["extract_s"] is None else f"{r['extract_s']:.1f}",
               DASH if r["total_s"] is None else f"{r['total_s']:.1f}"]
              for head, g in groups.items() for k, t, r in g]
-    return ["Head", "Train views", "TTA views", "Val accuracy [95% CI]", "Extract s", "Compute s"], cells, "lrrrrr"
+    return Table(["Head", "Train views", "TTA views", "Val accuracy [95% CI]", "Extract s", "Compute s"], cells,
+                 "lrrrrr")

@@ -8,15 +8,29 @@ import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
-DASH = "—"
-
-# The document: one list of blocks, rendered to Markdown and to HTML, so both say the same.
-# Blocks: ("h1", text) ("h2", text) ("p", text) ("table", headers, rows, align, row_classes)
-#         ("figure", file name under figures/, caption)
+from .rows import DASH, LegendEntry, ResultsTable
 
 
-def bench_blocks(bench: dict) -> list[tuple]:
+class Table(NamedTuple):
+    headers: list[str]
+    rows: list[list[str]]
+    align: str  # one letter per column: l(eft) or r(ight)
+    classes: list[str] | None = None  # the HTML class of each row; None: no class
+
+
+class FigureFile(NamedTuple):
+    name: str  # file name under figures/
+    caption: str
+
+
+class Block(NamedTuple):
+    kind: str  # h1, h2, p (content: the text), table (a Table) or figure (a FigureFile)
+    content: str | Table | FigureFile
+
+
+def bench_blocks(bench: dict) -> list[Block]:
     m = bench.get("machine") or {}
     where = ", ".join(f"{k} {v}" for k, v in m.items() if v not in (None, "")) or "not recorded"
     meta = (
@@ -32,9 +46,19 @@ def bench_blocks(bench: dict) -> list[tuple]:
     rows = [[str(r.get("name", "")), num(r.get("ours")), num(r.get("reference")), str(r.get("unit") or ""),
              DASH if r.get("ratio") is None else f"{r['ratio']:.2f}×", num(r.get("target")),
              {True: "yes", False: "no"}.get(r.get("met"), DASH), str(r.get("note") or "")] for r in bench["results"]]
-    return [("h2", "Benchmarks"), ("p", meta),
-            ("table", ["Benchmark", "Ours", "Reference", "Unit", "Ratio", "Target", "Met", "Note"], rows, "lrrlrrll",
-             [""] * len(rows))]
+    return [Block("h2", "Benchmarks"), Block("p", meta),
+            Block("table", Table(["Benchmark", "Ours", "Reference", "Unit", "Ratio", "Target", "Met", "Note"], rows,
+                                 "lrrlrrll"))]
+
+
+class AlwaysWrong(NamedTuple):
+    methods: list[str]  # the names of the methods compared
+    images: list[dict]  # the val images every one of them gets wrong: path, true, pred (one per method)
+
+
+class Command(NamedTuple):
+    methods: str  # the methods the command made, as the table names them
+    line: str  # the command line; empty when not recorded
 
 
 @dataclass
@@ -45,19 +69,19 @@ class Document:
     verdict: str
     head: str
     note: str
-    table: tuple  # (headers, align, cells, line above the table)
+    table: ResultsTable
     row_kinds: list[str]
-    legend: list[tuple[str, str]]  # (short name, description)
+    legend: list[LegendEntry]
     summary: list[str]
-    figures: dict[str, tuple[str, str]]  # figure role -> (file name, caption)
-    per_class: tuple  # (headers, cells, align)
-    top_losses: list[tuple[str, str]]  # (file name, caption)
-    always_wrong: tuple  # (method names, images)
+    figures: dict[str, FigureFile]  # by role: compute, confusion, labels, pca
+    per_class: Table
+    top_losses: list[FigureFile]
+    always_wrong: AlwaysWrong
     classes: list[str]
-    labels: tuple  # (headers, cells, align) of the label-efficiency table
-    commands: list[tuple[str, str]]  # (short name, command line)
-    views: tuple = ([], [], "")  # (headers, cells, align) of what cached views buy
-    curves: list[tuple[str, str]] = field(default_factory=list)  # learning-curve figures
+    labels: Table  # the label-efficiency table
+    commands: list[Command]
+    views: Table = Table([], [], "")  # what cached views buy
+    curves: list[FigureFile] = field(default_factory=list)  # learning-curve figures
     bench: dict | None = None
 
 
@@ -71,77 +95,88 @@ LEGEND = (
 )
 
 
-def _wrong_table(doc: Document) -> list[tuple]:
+def _wrong_table(doc: Document) -> list[Block]:
     names, images = doc.always_wrong
     if not names:
         return []
     if not images:
-        return [("p", f"No val image is misclassified by all {len(names)} methods.")]
+        return [Block("p", f"No val image is misclassified by all {len(names)} methods.")]
     shown = images[:30]
     cls = lambda i: doc.classes[i] if 0 <= i < len(doc.classes) else str(i)  # noqa: E731
     rows = [[f"`{im['path']}`", cls(im["true"]),
              ", ".join(sorted({cls(q) for q in im["pred"]}))] for im in shown]
     more = f" The first {len(shown)} are listed." if len(images) > len(shown) else ""
-    return [("p", f"{len(images)} val image{'s' * (len(images) != 1)} every one of the {len(names)} methods gets "
-                  "wrong: look at these first (a wrong label, an ambiguous photo, or a gap in the training data)."
-                  + more),
-            ("table", ["Image", "True class", "Predicted as"], rows, "lll", [""] * len(rows))]
+    return [Block("p", f"{len(images)} val image{'s' * (len(images) != 1)} every one of the {len(names)} methods "
+                       "gets wrong: look at these first (a wrong label, an ambiguous photo, or a gap in the training "
+                       "data)." + more),
+            Block("table", Table(["Image", "True class", "Predicted as"], rows, "lll"))]
 
 
-def build_document(doc: Document) -> list[tuple]:
-    headers, align, cells, same = doc.table
-    blocks: list[tuple] = [("h1", doc.title), ("p", doc.verdict), ("p", doc.head)]
+def build_document(doc: Document) -> list[Block]:
+    """The document in reading order: the verdict and the table, what went wrong, then the appendix."""
+    return _results(doc) + _details(doc) + _appendix(doc)
+
+
+def _results(doc: Document) -> list[Block]:
+    """Title, verdict, the results table with its legend, and what the numbers say."""
+    blocks = [Block("h1", doc.title), Block("p", doc.verdict), Block("p", doc.head)]
     if doc.note:
-        blocks.append(("p", doc.note))
-    blocks += [("h2", "Results on the validation set")]
-    if same:
-        blocks.append(("p", same))
-    blocks += [("table", headers, cells, align, [k.replace("_", "-") for k in doc.row_kinds]),
-               ("p", "Methods: " + "; ".join(f"**{n}**: {d}" for n, d in doc.legend) + "."),
-               ("p", LEGEND)]
+        blocks.append(Block("p", doc.note))
+    blocks += [Block("h2", "Results on the validation set")]
+    if doc.table.shared:
+        blocks.append(Block("p", doc.table.shared))
+    kinds = [k.replace("_", "-") for k in doc.row_kinds]
+    blocks += [Block("table", Table(doc.table.headers, doc.table.cells, doc.table.align, kinds)),
+               Block("p", "Methods: " + "; ".join(f"**{e.name}**: {e.description}" for e in doc.legend) + "."),
+               Block("p", LEGEND)]
     if "compute" in doc.figures:
-        blocks.append(("figure", *doc.figures["compute"]))
-    blocks += [("h2", "What this shows"), *[("p", s) for s in doc.summary]]
-    if doc.per_class[0]:
-        blocks += [("h2", "Per class"),
-                   ("p", "Precision (of the images called this class, the share that are), recall (of this class's "
-                         "images, the share found) and F1 on val."),
-                   ("table", *doc.per_class, [""] * len(doc.per_class[1]))]
+        blocks.append(Block("figure", doc.figures["compute"]))
+    return blocks + [Block("h2", "What this shows"), *[Block("p", s) for s in doc.summary]]
+
+
+def _details(doc: Document) -> list[Block]:
+    """Per class, what went wrong, what views buy, how many labels are needed."""
+    blocks: list[Block] = []
+    if doc.per_class.headers:
+        blocks += [Block("h2", "Per class"),
+                   Block("p", "Precision (of the images called this class, the share that are), recall (of this "
+                              "class's images, the share found) and F1 on val."),
+                   Block("table", doc.per_class)]
     if "confusion" in doc.figures:
-        blocks.append(("figure", *doc.figures["confusion"]))
-    if doc.top_losses or doc.always_wrong[0]:
-        blocks.append(("h2", "What went wrong"))
-        blocks += [("figure", name, caption) for name, caption in doc.top_losses]
+        blocks.append(Block("figure", doc.figures["confusion"]))
+    if doc.top_losses or doc.always_wrong.methods:
+        blocks.append(Block("h2", "What went wrong"))
+        blocks += [Block("figure", f) for f in doc.top_losses]
         blocks += _wrong_table(doc)
-    if doc.views[0]:
-        blocks += [("h2", "What augmented views buy"),
-                   ("p", "The same heads trained on each image's code plus K augmented views (RandomResizedCrop + "
-                         "flip, cached once by `features --views K`; CV folds split by image), and val scored by the "
-                         "mean over T test-time views (`features --tta T`: centre, then corner crops). Extract s is "
-                         "the share of the extraction each setting used."),
-                   ("table", *doc.views, [""] * len(doc.views[1]))]
-    if doc.labels[0]:
-        blocks += [("h2", "How many labels are needed")]
+    if doc.views.headers:
+        blocks += [Block("h2", "What augmented views buy"),
+                   Block("p", "The same heads trained on each image's code plus K augmented views (RandomResizedCrop "
+                              "+ flip, cached once by `features --views K`; CV folds split by image), and val scored "
+                              "by the mean over T test-time views (`features --tta T`: centre, then corner crops). "
+                              "Extract s is the share of the extraction each setting used."),
+                   Block("table", doc.views)]
+    if doc.labels.headers:
+        blocks += [Block("h2", "How many labels are needed")]
         if "labels" in doc.figures:
-            blocks.append(("figure", *doc.figures["labels"]))
-        blocks.append(("table", *doc.labels, [""] * len(doc.labels[1])))
-    return blocks + _appendix(doc)
+            blocks.append(Block("figure", doc.figures["labels"]))
+        blocks.append(Block("table", doc.labels))
+    return blocks
 
 
-def _appendix(doc: Document) -> list[tuple]:
+def _appendix(doc: Document) -> list[Block]:
     """More figures, the commands that made the runs, the benchmarks."""
-    blocks: list[tuple] = []
+    blocks: list[Block] = []
     rest = [doc.figures[k] for k in ("pca",) if k in doc.figures] + doc.curves
     if rest:
-        blocks.append(("h2", "More figures"))
-        blocks += [("figure", name, caption) for name, caption in rest]
+        blocks.append(Block("h2", "More figures"))
+        blocks += [Block("figure", f) for f in rest]
     if doc.commands:
-        rows = [[n, f"`{c}`" if c else "not recorded (a run made before commands were recorded)"]
-                for n, c in doc.commands]
-        blocks += [("h2", "How these runs were made"),
-                   ("p", "Each run records the command that made it; run them again from the same folder to "
-                         "reproduce the table (a rerun with unchanged inputs does nothing: add --force)."),
-                   ("table", ["Method", "Command"], rows, "ll", [""] * len(rows))]
+        rows = [[c.methods, f"`{c.line}`" if c.line else "not recorded (a run made before commands were recorded)"]
+                for c in doc.commands]
+        blocks += [Block("h2", "How these runs were made"),
+                   Block("p", "Each run records the command that made it; run them again from the same folder to "
+                              "reproduce the table (a rerun with unchanged inputs does nothing: add --force)."),
+                   Block("table", Table(["Method", "Command"], rows, "ll"))]
     if doc.bench:
         blocks += bench_blocks(doc.bench)
     return blocks
@@ -151,23 +186,25 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(blocks: list[tuple]) -> str:
+def _md_table(t: Table) -> str:
+    return "\n".join(["| " + " | ".join(map(_md_cell, t.headers)) + " |",
+                      "|" + "|".join("---:" if a == "r" else "---" for a in t.align) + "|",
+                      *("| " + " | ".join(map(_md_cell, r)) + " |" for r in t.rows)])
+
+
+def render_markdown(blocks: list[Block]) -> str:
     out = []
-    for b in blocks:
-        kind = b[0]
+    for kind, content in blocks:
         if kind == "h1":
-            out.append(f"# {b[1]}")
+            out.append(f"# {content}")
         elif kind == "h2":
-            out.append(f"## {b[1]}")
+            out.append(f"## {content}")
         elif kind == "p":
-            out.append(b[1])
+            out.append(content)
         elif kind == "table":
-            _, headers, rows, align, _classes = b
-            out.append("\n".join(["| " + " | ".join(map(_md_cell, headers)) + " |",
-                                  "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
-                                  *("| " + " | ".join(map(_md_cell, r)) + " |" for r in rows)]))
+            out.append(_md_table(content))
         elif kind == "figure":
-            out.append(f"![{Path(b[1]).stem}](figures/{b[1]})\n\n*{b[2]}*")
+            out.append(f"![{Path(content.name).stem}](figures/{content.name})\n\n*{content.caption}*")
     return "\n\n".join(out) + "\n"
 
 
@@ -195,31 +232,29 @@ def _inline_html(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
 
 
-def render_html(blocks: list[tuple], figdir: Path) -> str:
+def _html_table(t: Table) -> list[str]:
+    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr></thead><tbody>"]
+    for r, c in zip(t.rows, [""] * len(t.rows) if t.classes is None else t.classes):
+        cells = "".join(f"<td{' class=r' if a == 'r' else ''}>{_inline_html(v)}</td>" for v, a in zip(r, t.align))
+        out.append(f'<tr class="{html.escape(c)}">{cells}</tr>')
+    return out + ["</tbody></table>"]
+
+
+def render_html(blocks: list[Block], figdir: Path) -> str:
     """Self-contained HTML: figures are embedded as base64 PNG data URIs, so the file travels alone."""
-    title = next((b[1] for b in blocks if b[0] == "h1"), "cnncodes report")
+    title = next((b.content for b in blocks if b.kind == "h1"), "cnncodes report")
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"]
-    for b in blocks:
-        kind = b[0]
+    for kind, content in blocks:
         if kind in ("h1", "h2"):
-            out.append(f"<{kind}>{html.escape(b[1])}</{kind}>")
+            out.append(f"<{kind}>{html.escape(content)}</{kind}>")
         elif kind == "p":
-            out.append(f"<p>{_inline_html(b[1])}</p>")
+            out.append(f"<p>{_inline_html(content)}</p>")
         elif kind == "table":
-            _, headers, rows, align, classes = b
-            out.append(
-                "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr></thead><tbody>"
-            )
-            for r, c in zip(rows, classes):
-                cells = "".join(
-                    f"<td{' class=r' if a == 'r' else ''}>{_inline_html(v)}</td>" for v, a in zip(r, align)
-                )
-                out.append(f'<tr class="{html.escape(c)}">{cells}</tr>')
-            out.append("</tbody></table>")
+            out += _html_table(content)
         elif kind == "figure":
-            data = base64.b64encode((figdir / b[1]).read_bytes()).decode("ascii")
-            out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b[2])}">'
-                       f"<figcaption>{_inline_html(b[2])}</figcaption></figure>")
+            data = base64.b64encode((figdir / content.name).read_bytes()).decode("ascii")
+            out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(content.caption)}">'
+                       f"<figcaption>{_inline_html(content.caption)}</figcaption></figure>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
