@@ -13,6 +13,14 @@ import hashlib
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import NearestNeighbors
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6
+    def validate_data(est, *args, **kw):
+        return est._validate_data(*args, **kw)
 
 
 def _token(X: np.ndarray) -> str:
@@ -27,12 +35,13 @@ class CachedKNN(ClassifierMixin, BaseEstimator):
         self.n_neighbors, self.max_neighbors = n_neighbors, max_neighbors
 
     def fit(self, X, y):
-        X = np.asarray(X, dtype=np.float32)
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
         token = _token(X)
         if getattr(self, "fit_token_", None) != token:  # a new training set: forget its neighbour lists
-            self.classes_, self._y = np.unique(y, return_inverse=True)
             self._fit_X, self.fit_token_, self._cache = X, token, {}
-        self.n_features_in_ = X.shape[1]
+        # the labels always: the cache holds neighbours, which do not depend on them
+        self.classes_, self._y = np.unique(y, return_inverse=True)
         return self
 
     def _neighbours(self, X: np.ndarray) -> np.ndarray:
@@ -45,9 +54,11 @@ class CachedKNN(ClassifierMixin, BaseEstimator):
         return cached[:, :self.n_neighbors]
 
     def predict_proba(self, X):
-        votes = self._y[self._neighbours(np.asarray(X, dtype=np.float32))]
+        check_is_fitted(self)
+        votes = self._y[self._neighbours(validate_data(self, X, reset=False, dtype=np.float32))]
         counts = np.stack([(votes == c).sum(axis=1) for c in range(len(self.classes_))], axis=1)
         return counts / votes.shape[1]
 
     def predict(self, X):
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]  # ties: the lowest class, as sklearn
+        best = self.predict_proba(X).argmax(axis=1)  # ties: the lowest class, as sklearn
+        return self.classes_[best]

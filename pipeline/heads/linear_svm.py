@@ -17,8 +17,14 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import LinearSVC
-from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6
+    def validate_data(est, *args, **kw):
+        return est._validate_data(*args, **kw)
 
 
 class LinearSVM(ClassifierMixin, BaseEstimator):
@@ -27,16 +33,18 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.warm_start, self.random_state = warm_start, random_state
 
     def fit(self, X, y):
-        X = np.asarray(X, dtype=np.float32)
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
         self.classes_ = unique_labels(y)
-        self.n_features_in_ = X.shape[1]
+        if len(self.classes_) < 2:
+            raise ValueError(f"LinearSVM needs at least 2 classes; the data has 1 class: {self.classes_[0]!r}")
         self.solver_ = self.solver if self.solver != "auto" else "lbfgs" if X.shape[0] > X.shape[1] else "liblinear"
         if self.solver_ == "liblinear":
             svc = LinearSVC(C=self.C, dual=True, tol=self.tol, max_iter=self.max_iter, random_state=self.random_state)
             svc.fit(X, y)
             self.coef_, self.intercept_, self.n_iter_ = svc.coef_, svc.intercept_, int(svc.n_iter_)
             return self
-        T = np.where(np.asarray(y)[:, None] == self.classes_[None, :], 1.0, -1.0).astype(np.float32)
+        T = np.where(y[:, None] == self.classes_[None, :], 1.0, -1.0).astype(np.float32)
         if len(self.classes_) == 2:
             T = T[:, 1:]  # one vector, positive = classes_[1], as LinearSVC
         W0 = np.zeros((X.shape[1] + 1, T.shape[1]))
@@ -51,7 +59,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X):
         check_is_fitted(self, "coef_")
-        d = np.asarray(X, dtype=np.float32) @ self.coef_.T.astype(np.float32) + self.intercept_.astype(np.float32)
+        X = validate_data(self, X, reset=False, dtype=np.float32)
+        d = X @ self.coef_.T.astype(np.float32) + self.intercept_.astype(np.float32)
         return d.ravel() if d.shape[1] == 1 else d
 
     def predict(self, X):

@@ -7,8 +7,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6
+    def validate_data(est, *args, **kw):
+        return est._validate_data(*args, **kw)
 
 
 class TorchLinear(ClassifierMixin, BaseEstimator):
@@ -35,9 +41,9 @@ class TorchLinear(ClassifierMixin, BaseEstimator):
             torch.set_num_threads(threads)
 
     def _fit(self, X, y):
-        X = np.asarray(X, dtype=np.float32)
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
         self.classes_ = unique_labels(y)
-        self.n_features_in_ = X.shape[1]
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device)
         x = torch.from_numpy(X).to(dev)
         labels = torch.as_tensor(np.searchsorted(self.classes_, y), device=dev)
@@ -75,14 +81,20 @@ class TorchLinear(ClassifierMixin, BaseEstimator):
         state["bufs"] = bufs
         return total
 
-    def decision_function(self, X):
+    def _logits(self, X):
         check_is_fitted(self, "coef_")
-        return np.asarray(X, dtype=np.float32) @ self.coef_.T + self.intercept_
+        return validate_data(self, X, reset=False, dtype=np.float32) @ self.coef_.T + self.intercept_
+
+    def decision_function(self, X):
+        """The logits; for two classes, as sklearn's classifiers, one score: class 1's minus class 0's."""
+        z = self._logits(X)
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
     def predict_proba(self, X):
-        z = self.decision_function(X)
+        z = self._logits(X)
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
     def predict(self, X):
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+        best = self._logits(X).argmax(axis=1)
+        return self.classes_[best]
