@@ -9,7 +9,8 @@ from sklearn.pipeline import Pipeline
 from conftest import cli, needs_shared, write_synthetic_codes
 from pipeline import UserError
 from pipeline.codes.store import read_codes
-from pipeline.stages.classify import Config, classify, fit_head
+from pipeline.heads.cv import fit_head
+from pipeline.stages.classify import Config, classify
 from pipeline.stages.features import Config as FConfig, extract
 from pipeline.heads.registry import HEADS, Head
 from pipeline.stages.predict import Config as PConfig, predict
@@ -208,9 +209,20 @@ def test_rerun_with_the_same_inputs_does_no_work(blobs, tmp_path, capsys):
     capsys.readouterr()
     assert classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3, label_curve="off")) == [run]
     assert "up to date" in capsys.readouterr().out and (run / "metrics.json").stat().st_mtime_ns == stamp
-    # another setting: refit
-    classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=4, label_curve="off"))
-    assert "up to date" not in capsys.readouterr().out and (run / "metrics.json").stat().st_mtime_ns != stamp
-    stamp = (run / "metrics.json").stat().st_mtime_ns
+    # another setting: refused with what changed (the one up-to-date rule), the run kept; --force refits
+    with pytest.raises(UserError, match=r"other inputs \(folds 3 -> 4\).*--force"):
+        classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=4, label_curve="off"))
+    assert (run / "metrics.json").stat().st_mtime_ns == stamp
     classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=4, force=True, label_curve="off"))
     assert (run / "metrics.json").stat().st_mtime_ns != stamp
+
+
+def test_a_folder_that_is_not_a_run_is_never_replaced(blobs, tmp_path):
+    victim = tmp_path / "runs" / "blobs-resnet18-none-softmax"
+    victim.mkdir(parents=True)
+    (victim / "precious.txt").write_text("keep me")
+    for force in (False, True):
+        with pytest.raises(UserError, match="not a run folder"):
+            classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3, label_curve="off",
+                            force=force))
+    assert (victim / "precious.txt").read_text() == "keep me"

@@ -11,7 +11,8 @@ from conftest import write_synthetic_codes
 from pipeline.runs import folder as runs
 from pipeline.heads import streaming
 from pipeline.codes.store import read_codes
-from pipeline.stages.classify import Config, classify, fit_head
+from pipeline.heads.cv import fit_head
+from pipeline.stages.classify import Config, classify
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from .. import UserError, __version__
 from ..core import dist
 from ..core.devices import precision_for, resolve_device, trim_heap
 from ..core.files import json_digest
+from ..core.fresh import differences, stale
 from ..images.scan import ImageFolderScan, ImageRecord
 from ..images.transforms import Preprocess
 from .store import FORMAT, Header, Shards, SplitPiece, describe_counts, read_attrs, recorded_files, row_counts, \
@@ -93,13 +94,6 @@ def fingerprint_inputs(job: Extraction) -> dict:
     }
 
 
-def differences(old, new, name: str) -> list[str]:
-    """'name old -> new' for each leaf that differs (transform.crop 224 -> 200), not whole dicts."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(old.keys() | new.keys()) for d in differences(old.get(k), new.get(k), f"{name}.{k}")]
-    return [] if old == new else [f"{name} {old!r} -> {new!r}"]
-
-
 def explain_change(out: Path, old: dict, job: Extraction) -> str:
     """Say in words what differs between the cached inputs and the current ones."""
     old_inputs, new = old.get("inputs", {}), job.inputs
@@ -118,19 +112,19 @@ def explain_change(out: Path, old: dict, job: Extraction) -> str:
 
 
 def cache_hit(out: Path, job: Extraction, force: bool) -> bool:
-    """True when `out` already holds these codes; UserError when it holds others (unless force)."""
+    """True when `out` already holds these codes; UserError when it holds others (unless force):
+    the one "up to date" rule (core.fresh), the change said leaf by leaf and image by image."""
     if not out.exists() or force:
         return False
     try:
         old = read_attrs(out)
     except UserError as e:
         raise UserError(f"{e}; --force replaces it") from None
-    if old.get("fingerprint") == job.fingerprint:
-        print(f"cache hit: {out} is up to date ({describe_counts(row_counts(out))}); no model work done")
-        Shards.remove_leftovers(out)  # a run killed between rename and cleanup
-        return True
-    raise UserError(f"{out} was made from other inputs ({explain_change(out, old, job)}); "
-                    "re-run with --force to recompute it (the old file stays until the new one is complete)")
+    if old.get("fingerprint") != job.fingerprint:
+        raise stale(out, explain_change(out, old, job))
+    print(f"cache hit: {out} is up to date ({describe_counts(row_counts(out))}); no model work done")
+    Shards.remove_leftovers(out)  # a run killed between rename and cleanup
+    return True
 
 
 class Shard(NamedTuple):

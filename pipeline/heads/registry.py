@@ -15,8 +15,9 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
-from ..heads.knn import CachedKNN
-from ..heads.linear_svm import LinearSVM
+from .knn import CachedKNN
+from .linear_svm import LinearSVM
+from .streaming import ALPHAS
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ HEADS: dict[str, Head] = {
     "knn": Head("cosine k-NN", lambda seed: Pipeline([("l2", Normalizer()), ("clf", CachedKNN(max_neighbors=15))]),
                 "clf__n_neighbors", (1, 3, 5, 9, 15), warm=True, patience=0),  # not a path: every k is scored
 }
+
+# the out-of-core head (streaming.py): not in HEADS, whose heads fit in memory; `classify --head sgd`
+SGD_HEAD = Head("SGD (out of core: codes streamed from the file in chunks)", lambda seed: None, "clf__alpha",
+                ALPHAS)
 
 
 def scores_of(model: Pipeline, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

@@ -11,6 +11,7 @@ there reads an HDF5 file in chunks; the learning itself is sklearn's.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -115,3 +116,14 @@ def predict_streaming(chunks: Chunks, model) -> tuple[np.ndarray, np.ndarray | N
     parts = [scores_of(model, X) for _, X, _ in chunks]
     cat = lambda i: None if parts[0][i] is None else np.concatenate([p[i] for p in parts])  # noqa: E731
     return cat(0), cat(1), cat(2)
+
+
+def fits_in_memory(path: Path) -> bool:
+    """Whether the file's codes (and views) take under half of the memory available now."""
+    with h5py.File(path, "r") as f:
+        need = sum(f[g][d].size * 4 for g in f if isinstance(f[g], h5py.Group) for d in ("codes", "views") if d in f[g])
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return True
+    return need < free / 2

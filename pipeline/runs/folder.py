@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import UserError
+from ..core.fresh import is_current
 from ..core.files import atomic_write, json_digest, read_json, write_json, write_text
 
 SCHEMA = "cnncodes-metrics/1"
@@ -60,17 +61,30 @@ def staged(run_dir: Path | str, resumable: bool = False):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def up_to_date(run_dir: Path, inputs: dict) -> dict | None:
-    """The run's metrics.json when the folder holds a complete run made from these `inputs`
-    (compared by digest), else None: a rerun with the same inputs does no work."""
-    m, spec = Path(run_dir) / "metrics.json", Path(run_dir) / "model.json"
-    if not (m.is_file() and spec.is_file()):
-        return None
+def up_to_date(run_dir: Path, inputs: dict, force: bool = False) -> dict | None:
+    """The run's metrics.json when the folder holds a complete run made from these `inputs`: a
+    rerun does no work. None when there is no run there (or `force`). A run made from other inputs
+    is refused unless `force` (core.fresh, the one rule); a folder that is not a run is refused
+    always: a run is only ever swapped in over a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"{str(run_dir)!r} is a file, not a run folder; give another --out or name")
+        return None  # nothing there, or an empty folder: nothing to lose
+    m, spec = run_dir / "metrics.json", run_dir / "model.json"
+    if not (m.is_file() or spec.is_file()):
+        raise UserError(f"{str(run_dir)!r} exists and is not a run folder (no metrics.json or model.json); give "
+                        "another --out or name, or move it away: only a run is ever replaced by a run")
     try:
-        doc = read_json(m, "run record")
+        doc = read_json(m, "run record") if m.is_file() and spec.is_file() else None
     except UserError:
-        return None
-    return doc if isinstance(doc, dict) and doc.get("inputs_digest") == json_digest(inputs) else None
+        doc = None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        if force:
+            return None
+        raise UserError(f"{str(run_dir)!r} holds an unfinished or damaged run; --force replaces it")
+    recorded = doc.get("inputs") if isinstance(doc.get("inputs"), dict) else {"digest": doc.get("inputs_digest")}
+    return doc if is_current(run_dir, recorded, inputs, force) else None
 
 
 def save_head(path: Path, model) -> Path:
@@ -193,16 +207,33 @@ def environment() -> dict:
             "torch": torch_version}
 
 
-def record(*, method: str, stage: str, dataset: str, classes: list[str], backbone: str, weights: str,
-           n_train: int, n_val: int, val: dict, selection: str, seconds: dict, device: str, seed: int,
-           preds: list[dict], **extra) -> dict:
+@dataclass(frozen=True)
+class Subject:
+    """What a run is of: the method (its description and short name), the data and model it used,
+    and where it ran. Every run record starts with these."""
+
+    method: str
+    short: str
+    stage: str
+    dataset: str
+    classes: list[str]
+    backbone: str
+    weights: str
+    n_train: int
+    n_val: int
+    device: str
+    seed: int
+
+
+def record(subject: Subject, val: dict, selection: str, seconds: dict, preds: list[dict], **extra) -> dict:
     """A metrics.json document. `seconds` keys: extract, fit, train, predict (absent = not spent).
     `command` (in `extra`) is the command line that made the run (core.cli.command_line)."""
+    s = subject
     return {
-        "schema": SCHEMA, "method": method, "stage": stage, "dataset": dataset, "classes": classes,
-        "backbone": backbone, "weights": weights, "n_train": n_train, "n_val": n_val,
-        "val": val, "selection": selection, "seconds": seconds, "device": device, "seed": seed,
-        **extra,
+        "schema": SCHEMA, "method": s.method, "stage": s.stage, "dataset": s.dataset, "classes": s.classes,
+        "backbone": s.backbone, "weights": s.weights, "n_train": s.n_train, "n_val": s.n_val,
+        "val": val, "selection": selection, "seconds": seconds, "device": s.device, "seed": s.seed,
+        "short": s.short, **extra,
         **({"inputs_digest": json_digest(extra["inputs"])} if "inputs" in extra else {}),
         "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "predictions": preds,
