@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from pipeline.heads.linear_svm import LinearSVM
-from pipeline.heads.search import path_search, peaked
+from pipeline.heads.search import SearchPath, path_search, peaked
 from pipeline.heads.torch_linear import TorchLinear
 
 
@@ -58,7 +58,7 @@ def test_path_search_matches_a_full_grid_search():
     cv = StratifiedKFold(5, shuffle=True, random_state=0)
     make = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, warm_start=True))
     grid = GridSearchCV(make, {"logisticregression__C": Cs}, cv=cv).fit(X, y)
-    ours = path_search(make, "logisticregression__C", Cs, X, y, cv, warm=True, patience=2, jobs=2)
+    ours = path_search(make, SearchPath("logisticregression__C", Cs, warm=True, patience=2), X, y, cv, jobs=2)
     assert ours.best_params_ == grid.best_params_
     assert ours.best_score_ == pytest.approx(grid.best_score_, abs=0.01)
     # the refit is a plain fit at the chosen C: the same model GridSearchCV refits
@@ -95,7 +95,7 @@ class Curve:
 def test_early_stop_waits_for_two_lower_values(scores, best, tried):
     X, y = np.zeros((20, 1)), np.arange(20) % 2
     curve = dict(enumerate(scores))
-    r = path_search(Curve(curve=curve), "c", list(range(len(scores))), X, y, StratifiedKFold(2), patience=2)
+    r = path_search(Curve(curve=curve), SearchPath("c", list(range(len(scores))), patience=2), X, y, StratifiedKFold(2))
     assert r.best_params_ == {"c": best} and len(r.cv_scores) == tried
     assert r.stopped_early == (tried < len(scores))
     assert not peaked([0.5, 0.6, 0.55], 2) and peaked([0.5, 0.6, 0.55, 0.55], 2) and not peaked([1, 0], 0)
@@ -115,7 +115,7 @@ def test_dips_within_noise_do_not_stop_the_path():
             i = Noisy.calls.setdefault(self.c, 0)
             Noisy.calls[self.c] += 1
             return self.curve[self.c][i]
-    r = path_search(Noisy(curve=folds), "c", [0, 1, 2, 3], X, y, StratifiedKFold(4), patience=2)
+    r = path_search(Noisy(curve=folds), SearchPath("c", [0, 1, 2, 3], patience=2), X, y, StratifiedKFold(4))
     assert r.best_params_ == {"c": 3} and not r.stopped_early
 
 

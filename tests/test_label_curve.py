@@ -43,7 +43,8 @@ def test_curve_rows_from_a_known_fit():
     def fit(Xs, ys, seed):
         seen.append(len(ys))
         return LogisticRegression().fit(Xs, ys), 1.0, "fixed"
-    rows = label_curve.label_curve(fit, X, y, X, y, sizes=(1, 3, 50), draws=4, seed=3)
+    rows = label_curve.label_curve(fit, label_curve.Labelled(X, y), label_curve.Labelled(X, y), sizes=(1, 3, 50),
+                                   draws=4, seed=3)
     assert [r["per_class"] for r in rows] == [1, 3] and seen == [2] * 4 + [6] * 4
     for r in rows:
         assert len(r["accuracy"]) == 4 and r["mean"] == pytest.approx(np.mean(r["accuracy"]))

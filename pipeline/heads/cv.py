@@ -9,7 +9,7 @@ from sklearn.model_selection import PredefinedSplit, StratifiedKFold
 from .. import UserError
 from . import label_curve
 from .registry import HEADS
-from .search import PathSearch, path_search
+from .search import PathSearch, SearchPath, path_search
 
 
 def cv_folds(y: np.ndarray, folds: int, seed: int, per_image: int = 1) -> StratifiedKFold | PredefinedSplit:
@@ -42,7 +42,7 @@ def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int, job
 
     def say(t: dict):
         print(f"  {name} {short}={t['value']:g}: CV {t['mean']:.2%} ± {t['std']:.1%} ({t['seconds']:.1f}s)", flush=True)
-    return path_search(head.make(seed), head.param, values, X, y, cv, warm=head.warm, patience=head.patience,
+    return path_search(head.make(seed), SearchPath(head.param, values, head.warm, head.patience), X, y, cv,
                        jobs=jobs or -1, progress=say if progress else None)
 
 

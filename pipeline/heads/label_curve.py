@@ -10,7 +10,7 @@ Cheap because the codes are cached: no image is decoded and no backbone runs.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -38,11 +38,18 @@ def estimate_seconds(y: np.ndarray, sizes: tuple[int, ...], draws: int, full_fit
     return draws * full_fit_seconds * sum(min(1.0, s * k / n) for s in sizes_to_run(y, sizes))
 
 
-def label_curve(fit: Fit, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
-                sizes: tuple[int, ...] = DEFAULT_SIZES, draws: int = 5, seed: int = 0,
-                progress: Callable[[dict], None] | None = None) -> list[dict]:
+class Labelled(NamedTuple):
+    """Codes and their labels."""
+
+    X: np.ndarray
+    y: np.ndarray
+
+
+def label_curve(fit: Fit, train: Labelled, val: Labelled, *, sizes: tuple[int, ...] = DEFAULT_SIZES, draws: int = 5,
+                seed: int = 0, progress: Callable[[dict], None] | None = None) -> list[dict]:
     """One row per size: {per_class, n_train (per draw), accuracy (per draw), mean, std, chosen
     (per draw), chosen_by, seconds}. The full train set is not a row: the run itself is that point."""
+    (X, y), (X_val, y_val) = train, val
     rows = []
     for size in sizes_to_run(y, sizes):
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -50,10 +50,21 @@ def peaked(means: list[float], patience: int, margin: float = 0.0) -> bool:
     return best < len(means) - patience and all(m < means[best] - margin for m in means[-patience:])
 
 
-def path_search(estimator, param: str, values: list, X: np.ndarray, y: np.ndarray, cv, *, warm: bool = False,
-                patience: int = 2, jobs: int = 1, progress: Callable[[dict], None] | None = None) -> PathSearch:
-    """Cross-validate `estimator` at each of `values` of `param` (in the order given: strongest
-    regularisation first) and refit the best on all of X, y."""
+class SearchPath(NamedTuple):
+    """The one setting a search chooses: its name, its values in path order (strongest
+    regularisation first), whether folds warm-start along it, and the early-stop patience."""
+
+    param: str
+    values: list
+    warm: bool = False
+    patience: int = 2
+
+
+def path_search(estimator, path: SearchPath, X: np.ndarray, y: np.ndarray, cv, *, jobs: int = 1,
+                progress: Callable[[dict], None] | None = None) -> PathSearch:
+    """Cross-validate `estimator` at each value of the path (in the order given) and refit the best
+    on all of X, y."""
+    param, values, warm, patience = path
     folds = list(cv.split(X, y))
     fitted = [clone(estimator) for _ in folds]
     tried: list[dict] = []
