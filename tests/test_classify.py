@@ -226,3 +226,9 @@ def test_a_folder_that_is_not_a_run_is_never_replaced(blobs, tmp_path):
             classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3, label_curve="off",
                             force=force))
     assert (victim / "precious.txt").read_text() == "keep me"
+
+
+def test_val_never_chooses_and_scores_the_same_head(blobs, tmp_path):
+    r = cli("classify", "--features", blobs, "--train-split", "val", "--val-split", "val", "--out", tmp_path / "runs")
+    assert r.returncode == 2 and "both 'val'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

@@ -59,7 +59,9 @@ class Config(Settings):
             raise UserError(f"--folds must be at least 2 (got {self.folds})")
         if self.jobs < 0:
             raise UserError(f"--jobs must be 0 (one per core) or more (got {self.jobs})")
-
+        if self.train_split == self.val_split:
+            raise UserError(f"--train-split and --val-split are both {self.train_split!r}: settings chosen by CV on "
+                            "the images they are scored on would report an optimistic score; give two splits")
 
     @property
     def sizes(self) -> tuple[int, ...]:
