@@ -17,7 +17,8 @@ from pipeline.codes.backbone import classifier, load_backbone
 from pipeline.images.decode import load_rgb
 from pipeline.images.augment import augment, crop_params
 from pipeline.images.transforms import eval_transform, normalize
-from pipeline.stages.finetune import Config, build, train
+from pipeline.finetune.train import build
+from pipeline.stages.finetune import Config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
@@ -122,7 +123,7 @@ def test_predict_command_uses_the_checkpoint(full_run, data):
 
 def test_frozen_fast_keeps_trunk(data, tmp_path):
     cfg = cfg_for(data, tmp_path, mode="frozen")
-    _, init = build(cfg, 2)
+    _, init = build(cfg.recipe, 2)
     before = {k: v.clone() for k, v in init.state_dict().items()}
     run_dir, doc = train(cfg)
     after = torch.load(run_dir / "final.pt", weights_only=True)
@@ -136,7 +137,7 @@ def test_frozen_fast_keeps_trunk(data, tmp_path):
 
 def test_the_tutorial_frozen_scheme_lets_batchnorm_drift_and_is_named_for_it(data, tmp_path):
     cfg = cfg_for(data, tmp_path, mode="frozen", loop="reference", epochs=1)
-    _, init = build(cfg, 2)
+    _, init = build(cfg.recipe, 2)
     before = {k: v.clone() for k, v in init.state_dict().items()}
     run_dir, doc = train(cfg)
     after = torch.load(run_dir / "final.pt", weights_only=True)
@@ -217,7 +218,7 @@ def test_killed_run_resumes_to_the_uninterrupted_history(data, tmp_path, monkeyp
 
     def killed_after_epoch_2(path, **kw):
         real_save(path, **kw)
-        if len(kw["history"]) == 2:
+        if len(kw["progress"].history) == 2:
             raise KeyboardInterrupt  # as if killed right after epoch 2 was saved
     monkeypatch.setattr(checkpoint, "save", killed_after_epoch_2)
     cut = replace(cfg, out=tmp_path / "cut")

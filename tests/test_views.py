@@ -13,7 +13,9 @@ import torch
 from conftest import write_synthetic_codes
 from pipeline.images import views as V
 from pipeline.codes.store import read_codes
-from pipeline.stages.classify import Config as CConfig, classify, cv_folds, train_rows
+from pipeline.heads.cv import cv_folds
+from pipeline.heads.views import train_rows
+from pipeline.stages.classify import Config as CConfig, classify
 from pipeline.images.transforms import Preprocess
 from pipeline.stages.features import Config as FConfig, extract
 

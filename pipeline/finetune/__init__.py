@@ -1,2 +1,5 @@
-"""Training the backbone: the fast loop (decode once, augment on the device), the tutorial's
-reference loop, and the resumable checkpoint."""
+"""Training the backbone, by job: job (the Recipe and Job the stage hands over), train (build the
+model, its SGD/StepLR, pick the loop's phases, run, record), loop (the shared epoch loop `fit`),
+fast (decode once, augment on the device), cached (--loop codes: the head on cached views),
+reference (the tutorial's loop), checkpoint (the resumable state), record (model.json,
+metrics.json, the method's names and hyperparameters)."""

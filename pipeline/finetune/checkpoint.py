@@ -8,25 +8,47 @@ Read with torch.load(weights_only=True): tensors, numbers, strings, lists and di
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
 from ..core.files import atomic_write
 
+if TYPE_CHECKING:
+    from .loop import Training
 
-def save(path: Path, *, digest: str, model, optimizer, scheduler, rng: torch.Generator, history: list[dict],
-         best: tuple, probs: np.ndarray) -> None:
+
+class Best(NamedTuple):
+    """The best epoch so far: its number, val accuracy and val probabilities."""
+
+    epoch: int
+    acc: float
+    probs: np.ndarray
+
+
+class Progress(NamedTuple):
+    """Where the epoch loop stands: the history rows, the best epoch (None before the first) and the
+    last epoch's val probabilities."""
+
+    history: list[dict]
+    best: Best | None
+    probs: np.ndarray | None
+
+
+def save(path: Path, *, digest: str, training: Training, rng: torch.Generator, progress: Progress) -> None:
+    model, optimizer, scheduler = training
+    history, best, probs = progress
     state = {"digest": digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-             "history": history, "best_epoch": best[0], "best_acc": best[1],
-             "best_probs": torch.from_numpy(np.ascontiguousarray(best[2])), "probs": torch.from_numpy(probs)}
+             "history": history, "best_epoch": best.epoch, "best_acc": best.acc,
+             "best_probs": torch.from_numpy(np.ascontiguousarray(best.probs)), "probs": torch.from_numpy(probs)}
     atomic_write(path, lambda fh: torch.save(state, fh))
 
 
-def load(path: Path, *, digest: str, model, optimizer, scheduler, rng: torch.Generator):
-    """(history, best, last probs) restored into the given objects, or None when there is no
+def load(path: Path, *, digest: str, training: Training, rng: torch.Generator) -> Progress | None:
+    """The saved progress, its states restored into the given objects, or None when there is no
     usable checkpoint of these inputs at `path`."""
     if not path.is_file():
         return None
@@ -36,6 +58,7 @@ def load(path: Path, *, digest: str, model, optimizer, scheduler, rng: torch.Gen
         return None
     if not isinstance(state, dict) or state.get("digest") != digest:
         return None
+    model, optimizer, scheduler = training
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -43,5 +66,5 @@ def load(path: Path, *, digest: str, model, optimizer, scheduler, rng: torch.Gen
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    best = (state["best_epoch"], state["best_acc"], state["best_probs"].numpy())
-    return state["history"], best, state["probs"].numpy()
+    best = Best(state["best_epoch"], state["best_acc"], state["best_probs"].numpy())
+    return Progress(state["history"], best, state["probs"].numpy())

@@ -2,29 +2,48 @@
 device, the recipe's augmentation applied there from a seeded generator (batched on a GPU: a few
 kernels per batch, not per image), no host sync inside the step loop, bf16 autocast on CUDA and,
 with `compile`, torch.compile (CUDA graphs on a GPU, whose batch-16 steps are launch-bound).
-`finetune` runs it; `reference.py` is the tutorial's loop.
+`finetune` runs it; `reference.py` is the tutorial's loop, `cached.py` the loop on cached views.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from ..images.augment import Crops
 from ..codes.backbone import FirstCalls, compiled, fold_batchnorm
-from ..images.datasets import Decoded
+from ..images.augment import Crops
 from ..images.transforms import normalize
+from .loop import Phases
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .loop import Training
 
 
-def train_one_epoch(model, crops: Crops, labels, optimizer, g, batch_size: int, frozen_trunk=None, bar=None, net=None,
-                    clock: FirstCalls | None = None):
-    """One pass over the train images in a seeded random order; returns (mean loss, accuracy).
+@dataclass(frozen=True)
+class Learner:
+    """What the fast loop's train step runs: the model and its optimizer; `net`, what runs the model
+    (the model itself or a compiled wrapper sharing its parameters); `frozen_trunk`, an eval-mode,
+    BN-folded copy of model.trunk when only model.head learns (None: the whole model learns);
+    `clock`, the compile clock timing first calls."""
 
-    With `frozen_trunk` (an eval-mode, BN-folded copy of model.trunk) only model.head learns. `net`
-    is what runs the model (a compiled wrapper sharing its parameters); `clock` times first calls."""
-    frozen, net = frozen_trunk is not None, net or model
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    net: torch.nn.Module
+    frozen_trunk: torch.nn.Module | None
+    clock: FirstCalls
+
+
+def train_one_epoch(learner: Learner, crops: Crops, labels: torch.Tensor, g: torch.Generator, batch_size: int,
+                    bar=None) -> tuple[float, float]:
+    """One pass over the train images in a seeded random order; returns (mean loss, accuracy)."""
+    model, optimizer, net, frozen_trunk, clock = (learner.model, learner.optimizer, learner.net,
+                                                  learner.frozen_trunk, learner.clock)
+    frozen = frozen_trunk is not None
     device = labels.device
     cuda = device.type == "cuda"
-    clock = clock or FirstCalls(False, device.type)
     model.train()
     if frozen:
         model.trunk.eval()  # honest frozen features: BN keeps its pretrained statistics, no dropout
@@ -74,66 +93,33 @@ def evaluate(net, x: torch.Tensor, labels: torch.Tensor, batch_size: int, images
     return F.cross_entropy(logits, labels).item(), logits.softmax(1).cpu().numpy()
 
 
-def fast_phases(model, optimizer, data: Decoded, device: torch.device, *, frozen: bool, seed: int, batch_size: int,
-                crop: int, batched: bool = False, compile: bool = False):
-    """(train phase, val phase, the generator of order and augmentation, the compile clock) of the
-    fast path; the frozen trunk's one-time work counts as decode. `batched`: augmentation by one
-    roi_align per batch (augment.Crops); `compile`: torch.compile, first calls timed apart."""
+def fast_phases(job: Job, training: Training) -> Phases:
+    """The fast path's Phases (its generator of order and augmentation, its compile clock); the
+    frozen trunk's one-time work counts as decode. Batched augmentation (recipe.batched): one
+    roi_align per batch (augment.Crops); recipe.compile: torch.compile, first calls timed apart."""
+    r, data, device, model = job.recipe, job.data, job.device, training.model
     model.to(device, memory_format=torch.channels_last)  # faster with oneDNN/cuDNN alike
-    g = torch.Generator().manual_seed(seed)  # order + augmentation: reproducible on CPU
-    train_labels = torch.tensor([r.label for r in data.train], device=device)
-    val_labels = torch.tensor([r.label for r in data.val], device=device)
-    clock = FirstCalls(compile, device.type)
+    g = torch.Generator().manual_seed(r.seed)  # order + augmentation: reproducible on CPU
+    train_labels = torch.tensor([x.label for x in data.train], device=device)
+    val_labels = torch.tensor([x.label for x in data.val], device=device)
+    clock = FirstCalls(r.compile, device.type)
     mark = clock.mark()
-    crops = Crops(data.train_images, crop, batched)
-    if batched and not crops.batched:
+    crops = Crops(data.train_images, r.crop, r.batched)
+    if r.batched and not crops.batched:
         print("augmentation per image: the train images' shapes differ too much to pad them into one batch tensor")
     # Frozen: the trunk never changes, so fold its BatchNorms once (faster, same function), and
     # since val has no augmentation its codes never change either: compute them once.
-    frozen_trunk = fold_batchnorm(model.trunk)[0].to(memory_format=torch.channels_last) if frozen else None
-    if frozen and compile:
+    frozen_trunk = fold_batchnorm(model.trunk)[0].to(memory_format=torch.channels_last) if r.frozen else None
+    if r.frozen and r.compile:
         frozen_trunk = compiled(frozen_trunk, device.type)
-    net = compiled(model, device.type) if compile and not frozen else model  # shares model's parameters
-    val_x = forward(frozen_trunk, data.val_images, batch_size, True, clock) if frozen else data.val_images
+    net = compiled(model, device.type) if r.compile and not r.frozen else model  # shares model's parameters
+    val_x = forward(frozen_trunk, data.val_images, r.batch_size, True, clock) if r.frozen else data.val_images
     data.seconds += clock.since(mark)
+    learner = Learner(model, training.optimizer, net, frozen_trunk, clock)
 
     def train_phase(bar):
-        return train_one_epoch(model, crops, train_labels, optimizer, g, batch_size, frozen_trunk, bar, net, clock)
+        return train_one_epoch(learner, crops, train_labels, g, r.batch_size, bar)
 
     def val_phase():
-        return evaluate(model.head if frozen else net, val_x, val_labels, batch_size, not frozen, clock)
-    return train_phase, val_phase, g, clock
-
-
-def codes_phases(model, optimizer, views, train_labels, val_codes, val_labels, device: torch.device, *, seed: int,
-                 batch_size: int):
-    """(train phase, val phase, generator) of the frozen scheme on cached codes: each epoch every
-    train image contributes one of its cached augmented views (drawn from the seeded generator),
-    as the fast frozen loop gives it one new crop; the trunk never runs. Val uses the plain codes."""
-    g = torch.Generator().manual_seed(seed)
-    views = torch.as_tensor(views, device=device)
-    y, yv = torch.as_tensor(train_labels, device=device), torch.as_tensor(val_labels, device=device)
-    val_x = torch.as_tensor(val_codes, device=device)
-    n, k = views.shape[:2]
-
-    def train_phase(bar):
-        model.head.train()
-        x = views[torch.arange(n), torch.randint(k, (n,), generator=g).to(device)]  # one view per image
-        order = torch.randperm(n, generator=g).to(device)
-        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
-        for b in range(0, n, batch_size):
-            idx = order[b:b + batch_size]
-            out = model.head(x[idx])
-            loss = F.cross_entropy(out, y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (out.argmax(1) == y[idx]).sum()
-            if bar is not None:
-                bar.update(1)
-        return loss_sum.item() / n, correct.item() / n
-
-    def val_phase():
-        return evaluate(model.head, val_x, yv, batch_size, images=False)
-    return train_phase, val_phase, g, None
+        return evaluate(model.head if r.frozen else net, val_x, val_labels, r.batch_size, not r.frozen, clock)
+    return Phases(train_phase, val_phase, g, clock)

@@ -3,19 +3,26 @@
 Put it beside the tutorial ("Transfer Learning for Computer Vision Tutorial", train_model): PIL
 decode and transforms in DataLoader workers every epoch, fp32, one phase at a time, and in frozen
 mode the whole model in train mode, so the trunk's BatchNorm statistics drift. It is the baseline
-that `finetune --loop reference` and `bench` run; the stage's fast path lives in `finetune`.
+that `finetune --loop reference` and `bench` run (`reference_phases`); the fast path is `fast.py`.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 
-from ..images.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..images.scan import ImageRecord
+from ..core.devices import resolve_workers
 from ..images.datasets import ImageFiles
+from ..images.scan import ImageRecord
+from ..images.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .loop import Phases
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .loop import Training
 
 
 def reference_transforms(resize: int = 256, crop: int = 224) -> tuple[T.Compose, T.Compose]:
@@ -67,6 +74,22 @@ def run_epoch(model, loader, device, optimizer=None, bar=None):
             bar.update(1)
     n = len(loader.dataset)
     return running_loss / n, running_corrects / n, torch.cat(probs).numpy() if probs else None
+
+
+def reference_phases(job: Job, training: Training) -> Phases:
+    """The tutorial's loop as the shared epoch loop's Phases (the loader's shuffling generator)."""
+    r, data, device, (model, optimizer, _) = job.recipe, job.data, job.device, training
+    model.to(device)
+    train_loader, val_loader = load_data(data.root, data.train, data.val, batch_size=r.batch_size,
+                                         workers=resolve_workers(r.workers), seed=r.seed, resize=r.resize, crop=r.crop)
+
+    def train_phase(bar):
+        return run_epoch(model, train_loader, device, optimizer, bar)[:2]
+
+    def val_phase():
+        loss, _, probs = run_epoch(model, val_loader, device)
+        return loss, probs
+    return Phases(train_phase, val_phase, train_loader.generator)
 
 
 @torch.no_grad()

@@ -49,6 +49,22 @@ def draws(n: int, g: torch.Generator) -> list[list[float]]:
     return torch.rand(n, 23, generator=g).tolist()
 
 
+def flipped(u: list[float]) -> bool:
+    """Whether the crop decided by the 23 uniforms `u` is flipped (the last one: p = 0.5)."""
+    return u[22] < 0.5
+
+
+def resized_crop(image: torch.Tensor, crop: int, u: list[float]) -> torch.Tensor:
+    """RandomResizedCrop(crop) + RandomHorizontalFlip of one uint8 CHW tensor, decided by the 23
+    uniforms `u` (draws, views.view_uniforms): torchvision's antialiased resize of the crop. The one
+    body of the per-image augmentation: the fast loop's crops and the cached views alike."""
+    from torchvision.transforms import v2
+
+    i, j, h, w = crop_params(image.shape[1], image.shape[2], u)
+    x = v2.functional.resize(image[:, i:i + h, j:j + w], [crop, crop], antialias=True)
+    return x.flip(-1) if flipped(u) else x
+
+
 def augment(images: list[torch.Tensor], crop: int, g: torch.Generator) -> torch.Tensor:
     """RandomResizedCrop(crop) + RandomHorizontalFlip on uint8 CHW tensors -> uint8 N x 3 x crop x crop.
 
@@ -56,15 +72,8 @@ def augment(images: list[torch.Tensor], crop: int, g: torch.Generator) -> torch.
     the same crop geometry relative to the image, but small crops are upsampled from fewer pixels.
     """
     import torch
-    from torchvision.transforms import v2
 
-    u = draws(len(images), g)
-    out = []
-    for im, ui in zip(images, u):
-        i, j, h, w = crop_params(im.shape[1], im.shape[2], ui)
-        x = v2.functional.resize(im[:, i:i + h, j:j + w], [crop, crop], antialias=True)
-        out.append(x.flip(-1) if ui[22] < 0.5 else x)
-    return torch.stack(out)
+    return torch.stack([resized_crop(im, crop, u) for im, u in zip(images, draws(len(images), g))])
 
 
 MAX_PADDING = 2.0  # batched: the padded canvas may take at most this many times the images' own bytes
@@ -90,7 +99,7 @@ class Crops:
         rows = []  # per crop: box (batch index, x1, y1, x2, y2), flip, image index; exact in float32
         for k, (i, ui) in enumerate(zip(idx, u)):
             y, x, h, w = crop_params(*self.sizes[i], ui)
-            rows.append([k, x, y, x + w, y + h, ui[22] < 0.5, i])
+            rows.append([k, x, y, x + w, y + h, flipped(ui), i])
         meta = torch.tensor(rows, dtype=torch.float32)
         dev = self.canvas.device
         if dev.type == "cuda":  # one pinned, asynchronous copy: no host sync in the step loop

@@ -1,7 +1,7 @@
 """Extra views of each image for the cache: augmented views of train images, test-time views of val.
 
 Train (`features --views K`): view j of an image is the recipe's RandomResizedCrop + horizontal
-flip (augment.crop_params), drawn from a generator seeded by (seed, the image's path, j), cut from
+flip (augment.resized_crop), drawn from a generator seeded by (seed, the image's path, j), cut from
 the image at shorter side `resize`, as the fast frozen fine-tune cuts its crops. A view depends on
 nothing else, so the first 5 of 25 views are the 5 views of `--views 5`, and adding views to a
 file computes only the new ones.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images.augment import describe
+from ..images.augment import describe, resized_crop
 from ..images.decode import BadImage, load_rgb
 from ..images.transforms import Preprocess
 
@@ -40,17 +40,6 @@ def spec(kind: str, pre: Preprocess, seed: int) -> dict:
 def view_uniforms(seed: int, path: str, j: int) -> list[float]:
     """The 23 uniforms that decide augmented view j of `path` (22 for the crop, 1 for the flip)."""
     return np.random.default_rng([seed, zlib.crc32(path.encode()), j]).random(23).tolist()
-
-
-def augmented(base, crop: int, u: list[float]):
-    """RandomResizedCrop(crop) + flip of a uint8 CHW tensor, decided by `u` (view_uniforms)."""
-    from torchvision.transforms import v2
-
-    from ..images.augment import crop_params
-
-    i, j, h, w = crop_params(base.shape[1], base.shape[2], u)
-    x = v2.functional.resize(base[:, i:i + h, j:j + w], [crop, crop], antialias=True)
-    return x.flip(-1) if u[22] < 0.5 else x
 
 
 def tta_view(img, base, pre: Preprocess, j: int):
@@ -95,7 +84,7 @@ class ViewImages:
         mode = v2.InterpolationMode(pre.interpolation)
         base = v2.functional.pil_to_tensor(v2.functional.resize(img, [pre.resize], interpolation=mode, antialias=True))
         if self.kind == "augment":
-            out = [augmented(base, pre.crop, view_uniforms(self.seed, p, j)) for j in self.views]
+            out = [resized_crop(base, pre.crop, view_uniforms(self.seed, p, j)) for j in self.views]
         else:
             out = [tta_view(img, base, pre, j) for j in self.views]
         return torch.stack(out), ""

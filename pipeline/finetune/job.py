@@ -1,0 +1,96 @@
+"""What a fine-tuning run is given: the Recipe (its settings, built by the stage from its Config)
+and the Job (the recipe with the backbone, the data and the device it trains on, and what its
+record cites). The library takes these, never the stage's Config. Imports no torch: the stage
+builds them at `finetune --help` speed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.devices import device_type, precision_for
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..codes.backbone import Backbone
+    from ..codes.store import Codes
+    from ..images.datasets import Decoded
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The settings of a fine-tuning run (the stage's flags of the same names)."""
+
+    backbone: str
+    weights: str  # DEFAULT, none or a state_dict path, as given
+    mode: str  # full | frozen
+    loop: str  # fast | reference | codes
+    splits: tuple[str, str]  # train, val
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    step_size: int
+    gamma: float
+    resize: int
+    crop: int
+    augment: str  # auto | per-image | batched
+    compile: bool
+    features: str  # --loop codes: the features file with cached views
+    seed: int
+    workers: int
+    device: str  # as given (auto, cpu, cuda...)
+
+    @property
+    def fast(self) -> bool:
+        return self.loop == "fast"
+
+    @property
+    def frozen(self) -> bool:
+        return self.mode == "frozen"
+
+    @property
+    def batched(self) -> bool:
+        """--augment resolved for the device: batched on a GPU unless told otherwise."""
+        return self.augment == "batched" or (self.augment == "auto" and device_type(self.device) == "cuda")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run's material: the recipe, the loaded backbone, the data (decoded images, or the records
+    of cached `codes` for --loop codes), the device, and the inputs, command and settings its
+    metrics.json records (`inputs` also keys the resumable checkpoint)."""
+
+    recipe: Recipe
+    bb: Backbone
+    data: Decoded
+    device: torch.device
+    inputs: dict
+    command: str
+    config: dict
+    codes: Codes | None = None
+
+    @property
+    def y_val(self) -> np.ndarray:
+        return np.array([r.label for r in self.data.val])
+
+    @property
+    def batches(self) -> int:
+        """Train batches per epoch."""
+        return -(-len(self.data.train) // self.recipe.batch_size)
+
+    @property
+    def precision(self) -> str:
+        """The fast loop's autocast on a GPU; the reference loop stays fp32; cached codes: theirs."""
+        if self.codes is not None:
+            return self.codes.header.precision
+        return precision_for(self.device.type) if self.recipe.fast else "fp32"
+
+    @property
+    def device_name(self) -> str:
+        import torch
+
+        return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
