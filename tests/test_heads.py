@@ -170,3 +170,36 @@ def test_cached_knn_votes_as_kneighbors_classifier_and_searches_once(monkeypatch
     ours.fit(X[:150], y[:150])  # another training set: its own search
     ours.predict(X[200:])
     assert len(searches) == 2
+
+
+class LogCurve(Curve):
+    """Scores by a function of its log10 setting: the CV optimum may lie past the grid."""
+
+    def score(self, X, y):
+        return self.curve(self.c)
+
+
+@pytest.mark.parametrize("peak,grid,bounds,chosen,edge", [
+    (2.0, (0.001, 0.01, 0.1, 1.0, 10.0), (1e-5, 1e3), 100.0, None),  # past the high edge, found one step out
+    (-4.0, (0.001, 0.01, 0.1, 1.0, 10.0), (1e-5, 1e3), 1e-4, None),  # past the low edge
+    (6.0, (0.001, 0.01, 0.1, 1.0, 10.0), (1e-5, 1e3), 1e3, "high"),  # the bound stops it: flagged
+    (-1.0, (0.001, 0.01, 0.1, 1.0, 10.0), (1e-5, 1e3), 0.1, None),  # inside: nothing extended
+    (3.0, (0.1, 0.01, 0.0), (0.0, 10.0), 10.0, "low"),  # weight decay: strongest first, up to its bound
+    (None, (0.1, 0.01, 0.0), (0.0, 10.0), 0.0, None),  # 0 (no regularisation) is a path's natural end
+])
+def test_a_pick_at_the_edge_of_its_grid_extends_the_path(peak, grid, bounds, chosen, edge):
+    from pipeline.heads.cv import past_the_edges
+    from pipeline.heads.registry import Head
+
+    def curve(c):
+        if peak is None:
+            return 1.0 if c == 0 else 0.0
+        return -abs(np.log10(c) - peak) if c > 0 else -9.0
+    head = Head("t", lambda seed: LogCurve(curve=curve), "c", grid, patience=0, bounds=bounds)
+    X, y = np.zeros((20, 1)), np.arange(20) % 2
+    cv = StratifiedKFold(2)
+    first = path_search(head.make(0), SearchPath("c", list(grid), patience=0), X, y, cv)
+    r = past_the_edges(first, head, (X, y, cv), jobs=1, progress=None)
+    assert r.best_params_ == {"c": pytest.approx(chosen)} and r.edge == edge
+    assert [t["value"] for t in r.cv_scores] == sorted([t["value"] for t in r.cv_scores],
+                                                       reverse=grid[0] > grid[-1])  # still in path order

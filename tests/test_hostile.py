@@ -226,6 +226,31 @@ def test_an_interrupted_rerun_keeps_the_previous_complete_run(tmp_path, monkeypa
         raise KeyboardInterrupt
     monkeypatch.setattr(C.runs, "save_head", killed)
     with pytest.raises(KeyboardInterrupt):
-        C.classify(C.Config(features=tmp_path / "c.h5", head="softmax", out=tmp_path / "runs", folds=4))
+        C.classify(C.Config(features=tmp_path / "c.h5", head="softmax", out=tmp_path / "runs", folds=4, force=True))
     assert (run / "metrics.json").read_bytes() == before and (run / "model.npz").is_file()
     assert sorted(p.name for p in run.parent.iterdir()) == [run.name]  # no partial folder left behind
+
+
+@pytest.mark.parametrize("name", [".", "..", "/abs/dir", "a/b", "..\\up", ".hidden", " "])
+def test_a_run_name_is_one_plain_folder_name(tmp_path, name):
+    from conftest import make_folder
+    data = make_folder(tmp_path / "data", n_train=2, n_val=2)
+    (tmp_path / "ft").mkdir()
+    (tmp_path / "ft" / "other-run.txt").write_text("kept")
+    r = cli("finetune", "--data", data, "--weights", "none", "--epochs", "1", "--out", tmp_path / "ft", "--name", name)
+    assert r.returncode == 2 and "--name must be a plain folder name" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["other-run.txt"]
+
+
+def test_finetune_never_replaces_a_folder_that_is_not_a_run(tmp_path):
+    from conftest import make_folder
+    data = make_folder(tmp_path / "data", n_train=2, n_val=2)
+    victim = tmp_path / "ft" / "victim"
+    victim.mkdir(parents=True)
+    (victim / "precious.txt").write_text("mine")
+    for force in ([], ["--force"]):
+        r = cli("finetune", "--data", data, "--weights", "none", "--epochs", "1", "--out", tmp_path / "ft",
+                "--name", "victim", *force)
+        assert r.returncode == 2 and "is not a run folder" in r.stderr, r.stderr
+    assert (victim / "precious.txt").read_text() == "mine" and len(list(victim.iterdir())) == 1

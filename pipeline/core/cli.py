@@ -137,6 +137,22 @@ def _flags(cls) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
 
 
+def flag_values(cfg) -> dict:
+    """The settings as their flags hold them (paths as text), without how they were typed: what a
+    run records, and what its up-to-date check compares."""
+    return {f.name: str(v) if isinstance(v := getattr(cfg, f.name), Path) else v for f in _flags(cfg)}
+
+
+def path_component(value: str, flag: str) -> str:
+    """`value` when it is one plain folder or file name (no separator, no leading dot, so not . or
+    .. or a hidden name, no NUL): a name given by the user never reaches outside the folder it is
+    meant for."""
+    if value.startswith(".") or not value.strip() or any(c in value for c in "/\\\0") or value != value.strip():
+        raise UserError(f"{flag} must be a plain folder name (no /, \\ or leading dot, no leading or trailing spaces); "
+                        f"got {value!r}")
+    return value
+
+
 def from_args(cls: type, ns: argparse.Namespace, typed: list[str] | tuple[str, ...] = ()):
     """The settings from parsed flags; `typed` is the command line they came from (recorded)."""
     vals: dict[str, Any] = {f.name: getattr(ns, f.name) for f in _flags(cls)}

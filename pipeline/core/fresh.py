@@ -10,10 +10,11 @@ honest result (another split, another seed), and recomputing it may cost hours.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .. import UserError
-from .files import json_digest
+from .files import _jsonable, json_digest
 
 
 def differences(old, new, name: str = "") -> list[str]:
@@ -32,7 +33,9 @@ def is_current(path: Path | str, recorded: dict | None, inputs: dict, force: boo
         return False
     if json_digest(recorded) == json_digest(inputs):
         return True
-    raise stale(path, why or "; ".join(differences(recorded, inputs)) or "inputs differ")
+    # compared as JSON, as they were recorded: a tuple and the list it was saved as are the same
+    now = json.loads(json.dumps(inputs, default=_jsonable))
+    raise stale(path, why or "; ".join(differences(recorded, now)) or "inputs differ")
 
 
 def stale(path: Path | str, why: str) -> UserError:

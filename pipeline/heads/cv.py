@@ -3,7 +3,10 @@ image's augmented views never sit on both sides), the path search of one head, a
 label curve makes on a drawn subset."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+from sklearn.base import clone
 from sklearn.model_selection import PredefinedSplit, StratifiedKFold
 
 from .. import UserError
@@ -42,8 +45,49 @@ def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int, job
 
     def say(t: dict):
         print(f"  {name} {short}={t['value']:g}: CV {t['mean']:.2%} ± {t['std']:.1%} ({t['seconds']:.1f}s)", flush=True)
-    return path_search(head.make(seed), SearchPath(head.param, values, head.warm, head.patience), X, y, cv,
-                       jobs=jobs or -1, progress=say if progress else None)
+    search = path_search(head.make(seed), SearchPath(head.param, values, head.warm, head.patience), X, y, cv,
+                         jobs=jobs or -1, progress=say if progress else None)
+    return past_the_edges(search, head, (X, y, cv), jobs or -1, say if progress else None)
+
+
+def past_edge(values: list, best, bounds: tuple[float, float] | None) -> tuple[float, str] | None:
+    """(the next value past the edge of the log-spaced path where `best` sits, which edge: "low" is
+    the strongly regularised start of the path, "high" its end), or None when `best` is inside,
+    the path has no bounds, or the next value would leave them. A value of 0 (no regularisation)
+    is the natural end of a path: nothing lies past it."""
+    if bounds is None or len(values) < 2 or best not in (values[0], values[-1]):
+        return None
+    side, near = ("low", values[1]) if best == values[0] else ("high", values[-2])
+    if best == 0 or near == 0:
+        return None
+    value = best * (best / near)
+    return (value, side) if bounds[0] <= value <= bounds[1] else None
+
+
+def past_the_edges(search: PathSearch, head, data: tuple, jobs: int, progress, steps: int = 3) -> PathSearch:
+    """A pick at an edge of its grid may be no optimum at all: try the next value past that edge (up
+    to `steps` times, within the head's bounds) and keep it when CV scores it higher. A pick still
+    at an extendable edge afterwards is recorded (`edge`) for the report to flag."""
+    X, y, cv = data
+    values = [t["value"] for t in search.cv_scores] + list(search.untried)
+    for _ in range(steps):
+        nxt = past_edge(values, search.best_params_[head.param], head.bounds)
+        if nxt is None:
+            break
+        value, side = nxt
+        extra = path_search(clone(search.best_estimator_), SearchPath(head.param, [value]), X, y, cv, jobs=jobs,
+                            progress=progress)
+        values = [value] + values if side == "low" else values + [value]
+        tried = extra.cv_scores + search.cv_scores if side == "low" else search.cv_scores + extra.cv_scores
+        won = extra.best_score_ > search.best_score_  # a tie keeps the pick already made
+        search = replace(extra if won else search, n_splits_=search.n_splits_, cv_scores=tried,
+                         stopped_early=search.stopped_early, untried=search.untried)
+        if not won:
+            break
+    best = search.best_params_[head.param]
+    at = "low" if best == values[0] else "high" if best == values[-1] else None
+    extendable = head.bounds is not None and best != 0 and len(values) > 1
+    return replace(search, edge=at if extendable else None)
 
 
 def subset_fit(name: str, folds: int) -> label_curve.Fit:

@@ -33,6 +33,7 @@ class PathSearch:
     cv_scores: list[dict] = field(default_factory=list)  # {"value", "mean", "std", "seconds"}
     stopped_early: bool = False
     untried: list = field(default_factory=list)
+    edge: str | None = None  # "low" / "high": the pick sits at that edge of the (extended) grid
 
 
 def _fit_fold(est, param: str, value, X, y, train, test):

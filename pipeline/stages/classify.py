@@ -59,6 +59,9 @@ class Config(Settings):
             raise UserError(f"--folds must be at least 2 (got {self.folds})")
         if self.jobs < 0:
             raise UserError(f"--jobs must be 0 (one per core) or more (got {self.jobs})")
+        if self.chunk_rows < 1 or self.views < -1 or self.tta < 0:
+            raise UserError(f"--chunk-rows must be at least 1, --views -1 (all) or more and --tta 0 (all) or more "
+                            f"(got {self.chunk_rows}, {self.views}, {self.tta})")
         if self.train_split == self.val_split:
             raise UserError(f"--train-split and --val-split are both {self.train_split!r}: settings chosen by CV on "
                             "the images they are scored on would report an optimistic score; give two splits")
@@ -116,7 +119,8 @@ def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> dict:
             if n}
     return {"features_fingerprint": h.fingerprint, "head": name, "param": head.param,
             "views": v.k, "tta": v.t, "views_fingerprints": used,
-            "values": list(head.values), "warm": head.warm, "patience": head.patience, "folds": cfg.folds,
+            "values": list(head.values), "bounds": head.bounds, "warm": head.warm, "patience": head.patience,
+            "folds": cfg.folds,
             "seed": cfg.seed, "train_split": cfg.train_split, "val_split": cfg.val_split, "cnncodes": __version__,
             "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws],
             **({"sgd": [cfg.sgd_loss, cfg.chunk_rows]} if name == "sgd" else {})}
@@ -192,7 +196,7 @@ def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:
         views=v.k, tta=v.t, preds=s.preds, score_kind=s.kind, command=command_line(cfg, "classify"),
         features_command=h.command or None, head=f.name,
         hyperparameters={k.removeprefix("clf__"): x for k, x in search.best_params_.items()},
-        cv_score=float(search.best_score_), cv_path=search.cv_scores, cv_untried=search.untried,
+        cv_score=float(search.best_score_), cv_path=search.cv_scores, cv_untried=search.untried, cv_edge=search.edge,
         solver=getattr(search.best_estimator_[-1], "solver_", None), features_file=str(cfg.features),
         features_fingerprint=h.fingerprint, data_root=h.data_root, weights_sha256=h.weights_sha256,
         label_curve=f.curve, inputs=head_inputs(cfg, codes, f.name, v))
