@@ -1,0 +1,145 @@
+"""The noise rule and verdict.json: exact McNemar on the same val images, Holm-corrected over every
+method compared with the best, no interval-overlap rule; runs on other images are not comparable;
+the verdict names the smallest detectable difference. Synthetic runs, CPU, a few seconds, no torch."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.report import verdict
+from pipeline.report.rows import table, table_rows
+from pipeline.runs import folder as runfiles
+from pipeline.runs.metrics import mcnemar_power_min_difference
+from pipeline.stages import report
+from test_report import fake_env, write_run
+
+N = 153  # hymenoptera's val size
+PATHS = [f"val/{'ants' if i < 70 else 'bees'}/{i:03d}.jpg" for i in range(N)]
+Y = [0] * 70 + [1] * 83
+BEST_WRONG = list(range(5))  # the best: 148 of 153
+
+
+def wrong(indices) -> list[int]:
+    pred = list(Y)
+    for i in indices:
+        pred[i] = 1 - pred[i]
+    return pred
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    """write(name, wrong indices, seconds, paths): one classify run on the 153 val images."""
+    monkeypatch.setattr(runfiles, "environment", fake_env)
+
+    def write(name, wrong_at, seconds=1.0, paths=PATHS):
+        write_run(tmp_path / "runs" / name, method=f"codes + {name}", short=name, stage="classify",
+                  pred=wrong(wrong_at), seconds={"fit": seconds}, selection="CV", dataset="toy", paths=paths, y=Y)
+
+    write.root = tmp_path / "runs"
+    return write
+
+
+def load(root):
+    runs = runfiles.load_runs(root)
+    return table_rows(runs), runs
+
+
+def by_name(record: dict) -> dict:
+    return {m["name"]: m for m in record["methods"]}
+
+
+def test_eight_discordant_images_all_one_way_are_separable(runs_dir):
+    runs_dir("best", BEST_WRONG, seconds=50.0)
+    runs_dir("worse", BEST_WRONG + list(range(10, 18)), seconds=1.0)  # 140 of 153: 8 more wrong, none fewer
+    rows, runs = load(runs_dir.root)
+    # the old rule called this a tie: the 95% intervals overlap
+    assert rows[1]["accuracy_ci95_hi"] > rows[0]["accuracy_ci95_lo"]
+    rec = verdict.verdict_record(rows, runs)
+    worse = by_name(rec)["worse"]
+    assert (worse["correct"], worse["b"], worse["c"]) == (140, 8, 0)
+    assert worse["p_vs_best"] == pytest.approx(2 * 0.5 ** 8)  # 0.0078
+    assert worse["p_holm"] == pytest.approx(worse["p_vs_best"])  # a family of one
+    assert worse["separable_from_best"] is True
+    assert (rec["best"], rec["recommended"]) == ("best", "best")  # the cheap one is separable: not a candidate
+    text = verdict.verdict(rows, runs)
+    assert "the best on val and separable from the other method paired with it" in text
+    d = mcnemar_power_min_difference(N, 8 / N)
+    assert rec["min_detectable_difference"] == pytest.approx(d) and rec["min_detectable_from"].startswith("median")
+    assert f"With these {N} val images, a difference smaller than about {100 * d:.1f} points" in text
+    assert "cannot tell" not in text
+
+
+def test_four_against_four_discordant_images_are_not_separable(runs_dir):
+    runs_dir("ft", BEST_WRONG, seconds=50.0)
+    runs_dir("softmax", [0, 5, 6, 7, 8], seconds=1.0)  # also 148 of 153: right on 1-4, wrong on 5-8
+    rows, runs = load(runs_dir.root)
+    rec = verdict.verdict_record(rows, runs)
+    assert (rec["best"], rec["recommended"]) == ("softmax", "softmax")  # equal accuracy: the cheaper ranks first
+    ft = by_name(rec)["ft"]
+    assert (ft["b"], ft["c"], ft["p_vs_best"], ft["p_holm"], ft["separable_from_best"]) == (4, 4, 1.0, 1.0, False)
+    text = verdict.verdict(rows, runs)
+    d = mcnemar_power_min_difference(N, 8 / N)
+    assert (f"These {N} val images cannot tell **softmax** and **ft** apart; a difference smaller than about "
+            f"{100 * d:.1f} points ({d * N:.0f} of {N} images) would go unseen") in text
+    assert "optimistic" in text and "there is no test split" in text
+
+
+def test_holm_across_three_methods(runs_dir):
+    runs_dir("best", BEST_WRONG, seconds=1.0)
+    runs_dir("a", BEST_WRONG + list(range(10, 18)))  # b = 8, c = 0: p = 0.0078
+    runs_dir("b", BEST_WRONG + list(range(20, 26)))  # b = 6, c = 0: p = 0.03125
+    runs_dir("c", BEST_WRONG[1:] + list(range(30, 35)))  # b = 5, c = 1: p = 0.21875
+    rows, runs = load(runs_dir.root)
+    m = by_name(verdict.verdict_record(rows, runs))
+    assert [(m[k]["b"], m[k]["c"]) for k in "abc"] == [(8, 0), (6, 0), (5, 1)]
+    assert [m[k]["p_vs_best"] for k in "abc"] == pytest.approx([2 / 2 ** 8, 2 / 2 ** 6, 0.21875])
+    # Holm: 3 × 0.0078 = 0.023; max(2 × 0.03125, 0.0234) = 0.0625; max(1 × 0.21875, 0.0625) = 0.21875
+    assert [m[k]["p_holm"] for k in "abc"] == pytest.approx([3 * 2 / 2 ** 8, 0.0625, 0.21875])
+    # b's raw p is below 0.05, but not once corrected for the three comparisons
+    assert [m[k]["separable_from_best"] for k in "abc"] == [True, False, False]
+    rec, best, tied = verdict.recommend(rows, runs)
+    assert best["name"] == "best" and sorted(t["name"] for t in tied) == ["b", "c"]
+
+
+def test_runs_on_other_images_are_not_comparable(runs_dir):
+    runs_dir("best", BEST_WRONG, seconds=1.0)
+    runs_dir("elsewhere", list(range(10)), seconds=0.1, paths=[p.replace("val/", "val2/") for p in PATHS])
+    rows, runs = load(runs_dir.root)
+    rec = verdict.verdict_record(rows, runs)
+    lost = by_name(rec)["elsewhere"]
+    assert (lost["comparable"], lost["separable_from_best"], lost["p_vs_best"], lost["b"]) == (False, None, None, None)
+    assert rec["recommended"] == "best" and rec["min_detectable_difference"] is None  # not tied, so not a candidate
+    text = verdict.verdict(rows, runs)
+    assert "**elsewhere** was not scored on the same val images as the best" in text and "not comparable" in text
+    assert "not comparable" in " ".join(verdict.summary_paragraphs(rows, runs))
+
+
+def test_verdict_json_schema_and_names_match_the_table(runs_dir, tmp_path):
+    runs_dir("best", BEST_WRONG, seconds=50.0)
+    runs_dir("cheap", [0, 1, *range(10, 15)], seconds=1.0)  # 146: b = 5, c = 3
+    runs_dir("bad", list(range(40, 80)), seconds=0.5)
+    out = tmp_path / "out"
+    written = report.run(report.Config(runs=runs_dir.root, out=out, bench=tmp_path / "none.json"))
+    assert written["verdict"] == out / "verdict.json"
+    doc = json.loads((out / "verdict.json").read_text())
+    assert list(doc) == ["split", "recommended", "best", "alpha", "correction", "power", "min_detectable_difference",
+                         "min_detectable_from", "methods"]
+    assert (doc["split"], doc["alpha"], doc["correction"]) == ("val", 0.05, "holm")
+    keys = {"name", "accuracy", "n", "correct", "b", "c", "p_vs_best", "p_holm", "separable_from_best"}
+    assert all(keys <= set(m) for m in doc["methods"])
+    rows = table_rows(runfiles.load_runs(runs_dir.root))
+    names = [cells[0] for cells, r in zip(table(rows).cells, rows) if r["kind"] == "ours"]
+    assert [m["name"] for m in doc["methods"]] == names == ["best", "cheap", "bad"]
+    assert (doc["best"], doc["recommended"]) == ("best", "cheap")
+    md = (out / "report.md").read_text()
+    assert all(f"| {n} |" in md for n in names)
+    cheap, bad = doc["methods"][1:]
+    assert (cheap["b"], cheap["c"], cheap["separable_from_best"]) == (5, 3, False)
+    assert bad["separable_from_best"] is True and bad["p_holm"] < 0.05
+    d = mcnemar_power_min_difference(N, 8 / N)  # at the best vs the recommended: 8 of 153 disagree
+    assert doc["min_detectable_from"] == "best vs recommended" and doc["min_detectable_difference"] == pytest.approx(d)
+    first = md.split("\n\n")[1]  # the verdict paragraph, right under the title
+    assert first.startswith("**Use cheap**")
+    assert (f"These {N} val images cannot tell **best** and **cheap** apart; a difference smaller than about "
+            f"{100 * d:.1f} points ({d * N:.0f} of {N} images) would go unseen") in first
