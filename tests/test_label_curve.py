@@ -106,3 +106,24 @@ def test_per_image_losses_known_answers():
     conf, loss, _ = metrics.per_image(np.array([0, 1, 1]), decision=d)
     np.testing.assert_allclose(conf, [2.0, 1.5, 0.2])
     np.testing.assert_allclose(loss, [0.0, 2.5, 0.8])
+
+
+def test_one_image_per_class_is_not_left_at_chance_by_a_scaler_fitted_on_two_images():
+    """Standardising heads learn the feature scale from all train codes (no labels needed) and
+    keep it: fitted on the two drawn images, the scaler alone left them at chance."""
+    from pipeline.heads.cv import subset_fit
+
+    rng = np.random.default_rng(0)
+    offset = rng.normal(size=(1, 60)) * 3  # large per-feature offsets, as ReLU codes have
+
+    def blobs(n):
+        y = np.arange(n) % 2
+        X = rng.normal(size=(n, 64)) * np.r_[np.ones(4), np.full(60, 0.05)]
+        X[:, :4] += (2 * y[:, None] - 1) * 1.5
+        X[:, 4:] += offset
+        return label_curve.Labelled(X.astype(np.float32), y)
+    train, val = blobs(400), blobs(200)
+    for name in ("softmax", "linsvc"):
+        plain, frozen = (label_curve.label_curve(subset_fit(name, 5, unlabelled), train, val, sizes=(1,), draws=5)[0]
+                         for unlabelled in (None, train.X))
+        assert plain["mean"] < 0.55 and frozen["mean"] > plain["mean"] + 0.1, (name, plain["mean"], frozen["mean"])

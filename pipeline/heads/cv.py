@@ -38,9 +38,7 @@ def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int, job
              progress: bool = False, per_image: int = 1) -> PathSearch:
     """CV on the training codes only, along the head's path; the refit best is `.best_estimator_`."""
     head, cv = HEADS[name], cv_folds(y, folds, seed, per_image)
-    fold_size = min(len(tr) for tr, _ in cv.split(X, y))
-    # k-NN cannot ask for more neighbours than a CV training fold holds
-    values = [v for v in head.values if head.param != "clf__n_neighbors" or v <= fold_size]
+    values = _values(head, X, y, cv)  # k-NN cannot ask for more neighbours than a CV training fold holds
     short = head.param.removeprefix("clf__")
 
     def say(t: dict):
@@ -90,17 +88,45 @@ def past_the_edges(search: PathSearch, head, data: tuple, jobs: int, progress, s
     return replace(search, edge=at if extendable else None)
 
 
-def subset_fit(name: str, folds: int) -> label_curve.Fit:
+def subset_fit(name: str, folds: int, unlabelled: np.ndarray | None = None) -> label_curve.Fit:
     """How the label curve fits a head on a drawn subset: CV on the subset when every class has two
-    images, else (one image per class) the middle of the head's path, fitted as it is."""
+    images, else (one image per class) the middle of the head's path, fitted as it is.
+
+    A head that standardises its features learns the scale from `unlabelled` (all the train codes,
+    without their labels, which a user always has) and keeps it frozen: fitted on two images, the
+    scaler alone would leave the head near chance, an artefact of the scaler, not of the labels."""
     head = HEADS[name]
+    make = _frozen_scale(head, unlabelled)
 
     def fit(X: np.ndarray, y: np.ndarray, seed: int):
         if np.bincount(y)[np.unique(y)].min() >= 2:
-            s = fit_head(name, X, y, folds, seed, jobs=1)  # tiny fits: worker processes cost more than they save
+            cv = cv_folds(y, folds, seed)
+            s = path_search(make(seed), SearchPath(head.param, _values(head, X, y, cv), head.warm, head.patience),
+                            X, y, cv, jobs=1)  # tiny fits: worker processes cost more than they save
             return s.best_estimator_, s.best_params_[head.param], f"CV on the drawn subset only ({s.n_splits_}-fold)"
         values = [v for v in head.values if head.param != "clf__n_neighbors" or v <= len(y)]
         value = values[len(values) // 2]
-        return (head.make(seed).set_params(**{head.param: value}).fit(X, y), value,
+        return (make(seed).set_params(**{head.param: value}).fit(X, y), value,
                 "middle of the path (one image per class: no CV possible)")
     return fit
+
+
+def _values(head, X: np.ndarray, y: np.ndarray, cv) -> list:
+    """The head's path, less the k-NN sizes larger than a CV training fold."""
+    fold_size = min(len(tr) for tr, _ in cv.split(X, y))
+    return [v for v in head.values if head.param != "clf__n_neighbors" or v <= fold_size]
+
+
+def _frozen_scale(head, unlabelled: np.ndarray | None):
+    """seed -> the head's pipeline, its "scale" step (if any) fitted once on `unlabelled` and frozen."""
+    if unlabelled is None:
+        return head.make
+    from sklearn.frozen import FrozenEstimator
+
+    scale = dict(head.make(0).steps).get("scale")
+    if scale is None:
+        return head.make
+    frozen = FrozenEstimator(clone(scale).fit(unlabelled))
+    return lambda seed: head.make(seed).set_params(scale=frozen)
+
+

@@ -98,7 +98,7 @@ def curve(cfg: Config, codes: Codes, name: str, fit_s: float) -> dict | None:
         return None
     t0 = time.perf_counter()
     rows = label_curve.label_curve(
-        subset_fit(name, cfg.folds), label_curve.Labelled(tr.codes, tr.labels),
+        subset_fit(name, cfg.folds, tr.codes), label_curve.Labelled(tr.codes, tr.labels),
         label_curve.Labelled(va.codes, va.labels), sizes=cfg.sizes,
         draws=cfg.label_draws, seed=cfg.seed,
         progress=lambda r: print(f"  {name} {r['per_class']:>4d} per class: val {r['mean']:.1%} "
