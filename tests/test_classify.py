@@ -232,3 +232,20 @@ def test_val_never_chooses_and_scores_the_same_head(blobs, tmp_path):
     r = cli("classify", "--features", blobs, "--train-split", "val", "--val-split", "val", "--out", tmp_path / "runs")
     assert r.returncode == 2 and "both 'val'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_repeats_give_each_head_a_spread_over_the_same_redrawn_splits(blobs, tmp_path):
+    from pipeline.heads.repeats import splits
+    runs_ = classify(Config(features=blobs, head="all", out=tmp_path / "runs", folds=3, label_curve="off", repeats=3))
+    docs = [json.loads((r / "metrics.json").read_text()) for r in runs_]
+    for m in docs:
+        rep = m["repeats"]
+        assert rep["repeats"] == 3 and len(rep["accuracy"]) == 3 and rep["n_test"] == m["n_val"]
+        assert rep["mean"] == pytest.approx(np.mean(rep["accuracy"])) and rep["sd"] >= 0
+    y = np.arange(100) % 4
+    a, b = splits(y, 25, 3, seed=0), splits(y, 25, 3, seed=0)
+    assert all((x[1] == z[1]).all() for x, z in zip(a, b))  # the same draws for every head
+    assert all(np.bincount(y[te]).tolist() == [6, 6, 6, 7] or sorted(np.bincount(y[te])) == [6, 6, 6, 7]
+               for _, te in a) and not (a[0][1] == a[1][1]).all()
+    with pytest.raises(UserError, match="--repeats"):
+        Config(features=blobs, repeats=1)

@@ -19,6 +19,7 @@ from ..core.cli import Settings, command_line, opt
 from ..heads import label_curve, streaming
 from ..heads.cv import fit_head, subset_fit
 from ..heads.registry import HEADS, SGD_HEAD, scores_of
+from ..heads.repeats import repeated_scores
 from ..heads.search import PathSearch
 from ..heads.streaming import fits_in_memory
 from ..heads.views import PLAIN, Views, train_rows, val_views, views_cost, views_of
@@ -45,6 +46,8 @@ class Config(Settings):
                            ("auto", "on", "off"))
     label_sizes: str = opt("1,2,5,10,20,50", "label curve: training images per class to draw (the full set is added)")
     label_draws: int = opt(5, "label curve: random draws per size")
+    repeats: int = opt(0, "also pool train and val and re-draw them this many times (stratified, seeded, val's "
+                          "size), CV and score on each: the head's mean ± sd over the draws (plain codes only)")
     chunk_rows: int = opt(65536, "sgd: codes read from the file this many rows at a time (its memory follows this)")
     sgd_loss: str = opt("log_loss", "sgd: log_loss (probabilities) or hinge (a linear SVM)", ("log_loss", "hinge"))
     views: int = opt(-1, "augmented views per train image to train on besides its code: -1 = all the file holds")
@@ -59,6 +62,8 @@ class Config(Settings):
             raise UserError(f"--folds must be at least 2 (got {self.folds})")
         if self.jobs < 0:
             raise UserError(f"--jobs must be 0 (one per core) or more (got {self.jobs})")
+        if not 0 <= self.repeats <= 1000 or self.repeats == 1:
+            raise UserError(f"--repeats must be 0 (off) or 2 to 1000 (got {self.repeats})")
         if self.chunk_rows < 1 or self.views < -1 or self.tta < 0:
             raise UserError(f"--chunk-rows must be at least 1, --views -1 (all) or more and --tta 0 (all) or more "
                             f"(got {self.chunk_rows}, {self.views}, {self.tta})")
@@ -122,7 +127,7 @@ def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> dict:
             "values": list(head.values), "bounds": head.bounds, "warm": head.warm, "patience": head.patience,
             "folds": cfg.folds,
             "seed": cfg.seed, "train_split": cfg.train_split, "val_split": cfg.val_split, "cnncodes": __version__,
-            "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws],
+            "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws], "repeats": cfg.repeats,
             **({"sgd": [cfg.sgd_loss, cfg.chunk_rows]} if name == "sgd" else {})}
 
 
@@ -135,6 +140,7 @@ class Fitted:
     fit_s: float
     views: Views = PLAIN
     curve: dict | None = None  # the label curve, when it ran
+    repeats: dict | None = None  # scores on re-drawn splits (heads.repeats), when asked for
 
 
 class Scored(NamedTuple):
@@ -199,7 +205,7 @@ def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:
         cv_score=float(search.best_score_), cv_path=search.cv_scores, cv_untried=search.untried, cv_edge=search.edge,
         solver=getattr(search.best_estimator_[-1], "solver_", None), features_file=str(cfg.features),
         features_fingerprint=h.fingerprint, data_root=h.data_root, weights_sha256=h.weights_sha256,
-        label_curve=f.curve, inputs=head_inputs(cfg, codes, f.name, v))
+        label_curve=f.curve, repeats=f.repeats, inputs=head_inputs(cfg, codes, f.name, v))
 
 
 def classify_streaming(cfg: Config) -> Path:
@@ -263,13 +269,23 @@ def classify(cfg: Config) -> list[Path]:
         search = fit_head(name, X, y, cfg.folds, cfg.seed, cfg.jobs, progress=True, per_image=v.k + 1)
         fit_s = time.perf_counter() - t0
         labels = None if v.label() else curve(cfg, codes, name, fit_s)  # the label curve: plain codes only
-        run, val = write_run(cfg, codes, Fitted(name, search, fit_s, v, labels))
+        again = repeated(cfg, codes, name) if cfg.repeats and not v.label() else None
+        run, val = write_run(cfg, codes, Fitted(name, search, fit_s, v, labels, again))
         lo, hi = val["accuracy_ci95"]
         stop = f" (stopped early: {len(search.untried)} not tried)" if search.stopped_early else ""
         print(f"{name:8s} val acc {val['accuracy']:.2%} [{lo:.1%}, {hi:.1%}]  CV {search.best_score_:.2%}  "
               f"{json.dumps(search.best_params_)}{stop}  fit {fit_s:.2f}s  -> {run}", flush=True)
         done.append(run)
     return done
+
+
+def repeated(cfg: Config, codes: Codes, name: str) -> dict:
+    """The head on --repeats re-drawn splits of train and val pooled (heads.repeats)."""
+    tr, va = codes.splits[cfg.train_split], codes.splits[cfg.val_split]
+    X, y = np.concatenate([tr.codes, va.codes]), np.concatenate([tr.labels, va.labels])
+    r = repeated_scores(name, X, y, len(va.labels), cfg.repeats, folds=cfg.folds, seed=cfg.seed, jobs=cfg.jobs)
+    print(f"{name:8s} over {cfg.repeats} re-drawn splits: {r['mean']:.2%} ± {r['sd']:.2%} (sd)", flush=True)
+    return r
 
 
 def run(cfg: Config) -> None:
