@@ -57,10 +57,10 @@ test: lint
 	$(PY) -m pytest -q
 
 bench: venv   # quick mode; BENCH_ARGS= (empty) for the full 25-epoch comparison
-	$(PY) bench/run.py $(BENCH_ARGS) --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --device $(DEVICE) --out $(BENCH_OUT)
+	$(PY) -m bench $(BENCH_ARGS) --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --device $(DEVICE) --out $(BENCH_OUT)
 
 bench-gpu: venv   # the GPU targets: extraction on 10,000 synthetic JPEGs, 25 epochs of fine-tuning
-	$(PY) bench/run.py --sections extraction,finetune --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) \
+	$(PY) -m bench --sections extraction,finetune --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) \
 		--device cuda --out reports/benchmarks-gpu.json
 
 clean:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.codes.synthetic import write_synthetic_codes  # noqa: F401  (the tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 HYMENOPTERA = SHARED / "data" / "hymenoptera_data"
@@ -65,23 +67,3 @@ def hymenoptera_codes(tmp_path_factory):
     return extract(
         Config(data=HYMENOPTERA, backbone="mobilenet_v2", weights=str(MOBILENET), out=str(out), device="cpu")
     )
-
-
-def write_synthetic_codes(path: Path, n_train=30, n_val=20, dim=16, classes=("a", "b", "c"), seed=0, sep=6.0):
-    """A features file of separable Gaussian blobs, in the real cache format."""
-    from pipeline.codes.store import Header, SplitPiece, write_codes
-    from pipeline.images.scan import ImageRecord
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, sep, (len(classes), dim))
-    splits = {}
-    for name, n in (("train", n_train), ("val", n_val)):
-        y = np.arange(n) % len(classes)
-        x = (centres[y] + rng.normal(0, 1, (n, dim))).astype(np.float32)
-        paths = [f"{name}/{classes[c]}/{i:04d}.jpg" for i, c in enumerate(y)]
-        files = [ImageRecord(p, int(c), 1, 1) for p, c in zip(paths, y)]
-        splits[name] = SplitPiece(n, dim, files, [], iter([(x, y, paths)]))
-    write_codes(path, Header(fingerprint="f" * 64, inputs={"image_list": "x"}, classes=list(classes), dataset="blobs",
-                             backbone="resnet18", weights="none(seed=0)", weights_arg="none",
-                             transform={"resize": 256, "crop": 224, "decode": "PIL full"}, device="cpu",
-                             extract_seconds=1.5), splits)
-    return path

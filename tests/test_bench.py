@@ -1,64 +1,60 @@
-"""bench/run.py: its sections on a tiny synthetic ImageFolder (resnet18, random weights, 1 epoch, CPU),
-the JSON shape, the ratio/target logic, and one-line errors for bad input."""
+"""The bench package (`python -m bench`): its sections on a tiny synthetic ImageFolder (resnet18,
+random weights, 1 epoch, CPU), the JSON shape, the ratio/target logic, and one-line errors for bad input."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from bench import timing
+from bench.__main__ import main, run_all
+from bench.common import Setup, Target, judge, per_epoch, ratio_of, row, same_accuracy
+from bench.document import table
+from bench.extraction import bench_gpu_extraction
+from bench.synthetic import make_image_folder
 from conftest import make_folder
+from pipeline.core.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"name", "ours", "reference", "unit", "ratio", "target", "met", "note"}
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bench = _load_bench()
-
-
 def test_ratio_is_greater_than_one_when_we_are_better():
-    assert bench.ratio_of(2.0, 30.0, "lower") == pytest.approx(15.0)  # seconds: 2 s vs 30 s
-    assert bench.ratio_of(300.0, 100.0, "higher") == pytest.approx(3.0)  # images/s
-    assert bench.ratio_of(1.0, None, "lower") is None
-    assert bench.ratio_of(1.0, 2.0, None) is None  # heads: no reference
-    assert bench.ratio_of(1.0, 0.0, "higher") is None
+    assert ratio_of(2.0, 30.0, "lower") == pytest.approx(15.0)  # seconds: 2 s vs 30 s
+    assert ratio_of(300.0, 100.0, "higher") == pytest.approx(3.0)  # images/s
+    assert ratio_of(1.0, None, "lower") is None
+    assert ratio_of(1.0, 2.0, None) is None  # heads: no reference
+    assert ratio_of(1.0, 0.0, "higher") is None
 
 
 def test_judge_and_row_met_logic():
-    assert bench.judge(15.0, 15.0) is True
-    assert bench.judge(14.9, 15.0) is False
-    assert bench.judge(None, 15.0) is None and bench.judge(3.0, None) is None
-    assert bench.judge(20.0, 15.0, True, None) is True  # None = accuracy not measured: time alone decides
-    assert bench.judge(20.0, 15.0, False) is False  # faster, but accuracy not equal
-    r = bench.row("t", 2.0, 40.0, "s", "lower", 15.0, conditions=(True,))
+    assert judge(15.0, 15.0) is True
+    assert judge(14.9, 15.0) is False
+    assert judge(None, 15.0) is None and judge(3.0, None) is None
+    assert judge(20.0, 15.0, True, None) is True  # None = accuracy not measured: time alone decides
+    assert judge(20.0, 15.0, False) is False  # faster, but accuracy not equal
+    r = row("t", 2.0, 40.0, "s", "lower", Target(15.0, conditions=(True,)))
     assert r["ratio"] == pytest.approx(20.0) and r["met"] is True
-    r = bench.row("gpu", 16_000.0, 100.0, "images/s", "higher", 15_000, target_of="ours")
+    r = row("gpu", 16_000.0, 100.0, "images/s", "higher", Target(15_000, of="ours"))
     assert r["ratio"] == pytest.approx(160.0) and r["met"] is True
-    r = bench.row("mem", 439.0, 400.0, "MB", "lower", 1 / 1.1)  # +9.75%: within 10%
-    assert r["met"] is True and bench.row("mem", 441.0, 400.0, "MB", "lower", 1 / 1.1)["met"] is False
-    assert bench.same_accuracy(147, 148) and bench.same_accuracy(150, 148) and not bench.same_accuracy(146, 148)
-    assert bench.per_epoch([9.0, 2.0, 4.0]) == 3.0 and bench.per_epoch([9.0, 3.0]) == 6.0
+    r = row("mem", 439.0, 400.0, "MB", "lower", 1 / 1.1)  # +9.75%: within 10%
+    assert r["met"] is True and row("mem", 441.0, 400.0, "MB", "lower", 1 / 1.1)["met"] is False
+    assert same_accuracy(147, 148) and same_accuracy(150, 148) and not same_accuracy(146, 148)
+    assert per_epoch([9.0, 2.0, 4.0]) == 3.0 and per_epoch([9.0, 3.0]) == 6.0
 
 
 @pytest.fixture(scope="module")
 def doc(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     data = make_folder(tmp / "data", n_train=6, n_val=4)
-    s = bench.Setup(data=data, backbone="resnet18", weights="none", tmp=tmp, quick=True, device="cpu", epochs=1,
+    s = Setup(data=data, backbone="resnet18", weights="none", tmp=tmp, quick=True, device="cpu", epochs=1,
                     resize=40, crop=32, memory_counts=(12, 36),
                     head_cases=((60, 20, 16, 3, 0.5), (90, 30, 8, 3, 0.5)), head_image_size=(48, 40),
                     stream_counts=(2_000, 20_000), rank_images=12)
-    return bench.run_all(s)
+    return run_all(s)
 
 
 def test_document_shape(doc, tmp_path):
@@ -81,11 +77,11 @@ def test_document_shape(doc, tmp_path):
     assert stream["ours"] > 50 and stream["reference"] > 50 and stream["unit"] == "MB"
     [ranks] = [r for r in doc["results"] if r["name"].startswith("features wall time: torchrun 2 ranks")]
     assert ranks["ours"] > 0 and ranks["reference"] > 0
-    out = bench.write_json(tmp_path / "b.json", doc)
+    out = write_json(tmp_path / "b.json", doc)
     from pipeline.report.render import bench_blocks
     from pipeline.stages.report import read_bench
     assert bench_blocks(read_bench(out))[2][0] == "table"  # the report renders it
-    assert "benchmark" in bench.table(doc)
+    assert "benchmark" in table(doc)
 
 
 def test_ratios_consistent_with_ours_and_reference(doc):
@@ -104,7 +100,7 @@ def test_ratios_consistent_with_ours_and_reference(doc):
 
 
 def test_gpu_section_skipped_on_cpu(doc):
-    if bench.torch.cuda.is_available():
+    if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     (r,) = [r for r in doc["results"] if "synthetic ImageNet-size" in r["name"]]
     assert r["met"] is None and r["ours"] is None and r["target"] == 15_000
@@ -124,7 +120,7 @@ def test_quick_rows_say_what_was_projected(doc):
 
 
 def test_synthetic_jpegs_look_like_imagenet(tmp_path):
-    root = bench.make_image_folder(tmp_path / "s", 6, (500, 375), splits=(("train", 1.0),), unique=3)
+    root = make_image_folder(tmp_path / "s", 6, (500, 375), splits=(("train", 1.0),), unique=3)
     files = sorted(root.rglob("*.jpg"))
     assert len(files) == 6 and {p.parent.name for p in files} == {"a", "b"}
     kb = sum(p.stat().st_size for p in files) / len(files) / 1e3
@@ -135,21 +131,21 @@ def test_synthetic_jpegs_look_like_imagenet(tmp_path):
 
 def test_gpu_section_runs_when_forced(tmp_path):
     """The GPU-only section's code path, on CPU with a handful of small-resized images."""
-    s = bench.Setup(data=tmp_path, backbone="resnet18", weights="none", tmp=tmp_path, device="cpu", resize=40, crop=32,
+    s = Setup(data=tmp_path, backbone="resnet18", weights="none", tmp=tmp_path, device="cpu", resize=40, crop=32,
                     gpu_images=6, gpu_reference_images=4, force_gpu_section=True)
-    r, compiled, decode = bench.bench_gpu_extraction(s)
+    r, compiled, decode = bench_gpu_extraction(s)
     assert r["ours"] > 0 and r["reference"] > 0 and r["met"] is False and "4 of the files" in r["note"]
     assert decode["ours"] > 0 and decode["reference"] > 0 and "torchvision" in r["name"]
     assert compiled["ours"] > 0 and "--compile" in compiled["name"] and "s of compiling" in compiled["note"]
 
 
 def test_reference_runs_with_its_fastest_worker_count(doc, monkeypatch):
-    monkeypatch.setattr(bench.os, "cpu_count", lambda: 16)
-    assert bench.worker_counts() == [0, 1, 4]
-    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
-    assert bench.worker_counts() == [0, 1]
+    monkeypatch.setattr(timing.os, "cpu_count", lambda: 16)
+    assert timing.worker_counts() == [0, 1, 4]
+    monkeypatch.setattr(timing.os, "cpu_count", lambda: 2)
+    assert timing.worker_counts() == [0, 1]
     monkeypatch.undo()
-    tried = str(bench.worker_counts())
+    tried = str(timing.worker_counts())
     by = {r["name"]: r for r in doc["results"]}
     for name in ("frozen backbone end to end: wall time (reference 25 epochs)",
                  "fine-tuning (full): train time per epoch"):
@@ -167,13 +163,13 @@ def test_reference_runs_with_its_fastest_worker_count(doc, monkeypatch):
 def test_bad_input_is_one_line_and_exit_2(args, says, tmp_path, capsys):
     data = make_folder(tmp_path / "data", n_train=2, n_val=2)
     argv = ["--data", str(data), "--weights", "none", "--out", str(tmp_path / "b.json"), *args]
-    assert bench.main(argv) == 2
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and says in err
     assert not (tmp_path / "b.json").exists()
 
 
 def test_script_exit_code_for_missing_data(tmp_path):
-    p = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--data", str(tmp_path / "absent"),
-                        "--out", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "bench", "--data", str(tmp_path / "absent"),
+                        "--out", str(tmp_path / "b.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("bench: error:") and len(p.stderr.strip().splitlines()) == 1

@@ -28,7 +28,7 @@ class Config(Settings):
     runs: Path = opt(Path("reports/runs"), "folder searched recursively for the metrics.json of each run")
     out: Path = opt(Path("reports"), "output folder for report.md, report.html, metrics.csv and figures/")
     bench: Path = opt(
-        Path("reports/benchmarks.json"), "benchmark results from bench/run.py, included when the file exists"
+        Path("reports/benchmarks.json"), "benchmark results from python -m bench, included when the file exists"
     )
     title: str = opt("", "report title; empty means 'cnncodes report: <dataset>'")
     note: str = opt("", "a line under the title, e.g. which weights or command made these runs; empty = none")
