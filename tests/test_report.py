@@ -212,11 +212,14 @@ def test_figures_written_and_valid_png(built):
 def test_report_removes_the_figures_it_no_longer_shows(built, tmp_path):
     out = tmp_path / "again"
     (out / "figures").mkdir(parents=True)
-    (out / "figures" / "confusion-old-run.png").write_bytes(PNG)
+    (out / "figures" / "confusion-old-run.png").write_bytes(PNG)  # an earlier report's, listed in its manifest
+    (out / "figures" / "my_plot.png").write_bytes(PNG)  # the user's: never listed, never removed
+    (out / "figures" / ".report-files.json").write_text(json.dumps({"files": ["confusion-old-run.png"]}))
     (out / "figures" / "notes.txt").write_text("kept: not a figure")
     report.run(report.Config(runs=built.runs, out=out, bench=tmp_path / "none.json"))
     left = sorted(p.name for p in (out / "figures").iterdir())
     assert "confusion-old-run.png" not in left and "notes.txt" in left and "confusion.png" in left
+    assert "my_plot.png" in left
 
 
 def test_top_losses_highest_loss_first_and_older_runs_fall_back_to_mistakes():
@@ -352,8 +355,13 @@ def test_verdict_recommends_the_cheapest_method_within_noise_of_the_best(tmp_pat
     assert (rec["name"], best["name"], [t["name"] for t in tied]) == ("softmax", "full FT", ["softmax"])
     assert verdict.verdict(rows, runs) == (
         "**Use softmax** (codes + softmax): 95.0% (19 of 20), 95% interval [76.4, 99.1]. On these 20 val images it "
-        "cannot be told apart from the best, **full FT** (100.0%; exact McNemar p = 1), and of the 2 methods within "
-        "noise of the best it is the most accurate of the cheapest, at 5.00 s of compute against 200 s (40× less).")
+        "cannot be told apart from the best, **full FT** (100.0%; 1 image only the best gets right, 0 only this one; "
+        "exact McNemar p = 1, Holm-corrected 1), and of the 2 methods within noise of the best it is the most accurate "
+        "of the cheapest, at 5.00 s of compute against 200 s (40× less). These 20 val images cannot tell **full FT** "
+        "and **softmax** apart; with 27.5% of the images right for one of the two only, as in the median over 2 "
+        "comparisons with the best, no difference would be found reliably (80% of the time by the exact McNemar test "
+        "at p < 0.05). Val both chose the winner among 3 methods and scored it (there is no test split), so "
+        "**full FT**'s 100.0% is optimistic: expect a little less on new images.")
 
 
 def test_frozen_runs_are_told_apart_by_their_batchnorm(tmp_path, monkeypatch):

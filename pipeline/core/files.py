@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -21,12 +22,32 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # per process: two writers never share one
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a writer that raised (or Ctrl-C) leaves the old file and no temp file
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")  # what a spreadsheet reads as a formula, behind any quotes
+
+
+def csv_safe(cell: str) -> str:
+    """A name or path for a CSV cell that a spreadsheet will not run as a formula (OWASP's CSV
+    injection advice): a cell starting with =, +, -, @, tab or carriage return gets a leading '.
+    Reversible by `csv_unsafe`: a cell that already starts with quotes before one of those gets one
+    more. For string cells only: numbers (a negative margin) are written as numbers."""
+    return "'" + cell if _FORMULA.match(cell) else cell
+
+
+def csv_unsafe(cell: str) -> str:
+    """The name or path `csv_safe` was given."""
+    return cell[1:] if cell.startswith("'") and _FORMULA.match(cell, 1) else cell
 
 
 @contextlib.contextmanager

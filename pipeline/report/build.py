@@ -1,5 +1,6 @@
 """The report from loaded runs, assembled and written: table_rows -> document (verdict, summary,
-diagnostics, figures) -> build_document -> report.md, report.html, metrics.csv, per_class.csv, and
+diagnostics, figures) -> build_document -> report.md, report.html, metrics.csv, per_class.csv,
+verdict.json (the recommendation and every paired test against the best), and
 the PNGs in figures/ it no longer shows removed. Never imports torch.
 """
 from __future__ import annotations
@@ -9,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import UserError
-from ..core.files import read_json, write_text
+from ..core.files import read_json, write_json, write_text
 from ..runs.folder import Run
 from .diagnostics import always_wrong, label_curves, label_table, per_class_table, views_table, write_per_class_csv
 from .gallery import curve_figures, make_figures, top_loss_figures
-from .render import Command, Document, build_document, render_html, render_markdown
+from .render import Command, Document, build_document, md_code, md_text, render_html, render_markdown
 from .rows import fmt_acc, legend, table, table_rows, write_csv
-from .verdict import summary_paragraphs, verdict
+from .verdict import summary_paragraphs, verdict, verdict_record
 
 
 @dataclass(frozen=True)
@@ -49,20 +50,34 @@ def commands(runs: list[Run], ours: list[dict]) -> list[Command]:
                     c) for c, names in made.items()]
 
 
+REPORT_FILES = ".report-files.json"  # in figures/: the PNGs the last report wrote there
+
+
 def remove_stale(figdir: Path, keep: set[str]) -> list[str]:
-    """Delete the PNGs in figures/ that this report no longer shows (left by an earlier report)."""
-    stale = sorted(p.name for p in figdir.glob("*.png") if p.name not in keep) if figdir.is_dir() else []
+    """Delete the PNGs in figures/ that an earlier report wrote and this one no longer shows, then
+    list this report's in figures/.report-files.json. Only a file an earlier report listed there is
+    ever removed: anything else in figures/ (a plot of the user's own) is left alone."""
+    import json
+
+    try:
+        before = json.loads((figdir / REPORT_FILES).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):  # none yet (or not ours): remove nothing
+        before = []
+    stale = sorted({n for n in before if isinstance(n, str) and n.endswith(".png") and n == Path(n).name
+                    and not n.startswith(".") and n not in keep and (figdir / n).is_file()})
     for name in stale:
         (figdir / name).unlink(missing_ok=True)
+    if figdir.is_dir():
+        write_json(figdir / REPORT_FILES, {"schema": "cnncodes-report-files/1", "files": sorted(keep)})
     return stale
 
 
 def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, options: ReportOptions) -> Document:
     """Everything the report says, from the runs and their table rows; draws the figures."""
     classes = list(runs[0].m.get("classes") or [])
-    head = (f"Dataset **{dataset}** ({len(classes)} classes: {', '.join(classes[:12])}"
+    head = (f"Dataset **{md_text(dataset)}** ({len(classes)} classes: {', '.join(map(md_text, classes[:12]))}"
             f"{', ...' if len(classes) > 12 else ''}), {len(runs)} run{'s' * (len(runs) != 1)} from "
-            f"`{options.source}`, generated {time.strftime('%Y-%m-%d %H:%M %Z')}.")
+            f"{md_code(options.source)}, generated {time.strftime('%Y-%m-%d %H:%M %Z')}.")
     ours = [r for r in rows if r["kind"] == "ours"]
     return Document(
         title=options.title or f"cnncodes report: {dataset}", verdict=verdict(rows, runs), head=head,
@@ -76,7 +91,7 @@ def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, opti
 
 def write_report(runs: list[Run], dataset: str, out: Path, options: ReportOptions) -> dict[str, Path]:
     """Write the report of the runs into `out`, say what was written, and return the files by kind:
-    md, html, csv, per_class."""
+    md, html, csv, per_class, verdict (verdict.json: the recommendation and the paired tests)."""
     figdir = out / "figures"
     rows = table_rows(runs)
     doc = document(runs, rows, dataset, figdir, options)
@@ -85,7 +100,8 @@ def write_report(runs: list[Run], dataset: str, out: Path, options: ReportOption
     written = {"md": write_text(out / "report.md", render_markdown(blocks)),
                "html": write_text(out / "report.html", render_html(blocks, figdir)),
                "csv": write_csv(rows, out / "metrics.csv"),
-               "per_class": write_per_class_csv(rows, out / "per_class.csv")}
+               "per_class": write_per_class_csv(rows, out / "per_class.csv"),
+               "verdict": write_json(out / "verdict.json", verdict_record(rows, runs))}
     stale = remove_stale(figdir, shown)
     rec = doc.verdict.split("**")[1] if "**" in doc.verdict else ""
     print(f"report of {len(runs)} run{'s' * (len(runs) != 1)} on {dataset}: best {rows[0]['name']} {fmt_acc(rows[0])}"

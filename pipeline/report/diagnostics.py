@@ -8,9 +8,9 @@ import csv
 import io
 from pathlib import Path
 
-from ..core.files import write_text
+from ..core.files import csv_safe, write_text
 from ..runs.folder import Run
-from .render import AlwaysWrong, Table
+from .render import AlwaysWrong, Table, md_text
 from .rows import DASH, fmt_pct
 
 
@@ -23,11 +23,13 @@ def per_class_table(rows: list[dict], classes: list[str]) -> Table:
         return Table([], [], "")
     support = ours[0]["per_class"]
     if len(classes) <= 6:
-        headers = ["Method", *(f"{c} (n={support.get(c, {}).get('support', '?')}): P / R / F1" for c in classes)]
-        cells = [[r["name"], *(_prf(r["per_class"].get(c)) for c in classes)] for r in ours]
+        headers = ["Method", *(f"{md_text(c)} (n={support.get(c, {}).get('support', '?')}): P / R / F1"
+                               for c in classes)]
+        cells = [[md_text(r["name"]), *(_prf(r["per_class"].get(c)) for c in classes)] for r in ours]
         return Table(headers, cells, "l" + "r" * len(classes))
     headers = ["Method", "Class", "Support", "Precision", "Recall", "F1"]
-    cells = [[r["name"], c, str(v.get("support", DASH)), *(f"{v[k]:.3f}" for k in ("precision", "recall", "f1"))]
+    cells = [[md_text(r["name"]), md_text(c), str(v.get("support", DASH)),
+              *(f"{v[k]:.3f}" for k in ("precision", "recall", "f1"))]
              for r in ours for c, v in r["per_class"].items()]
     return Table(headers, cells, "llrrrr")
 
@@ -37,13 +39,15 @@ def _prf(v: dict | None) -> str:
 
 
 def write_per_class_csv(rows: list[dict], path: Path) -> Path:
-    """per_class.csv: method, class, precision, recall, f1, support, for every run."""
+    """per_class.csv: method, class, precision, recall, f1, support, for every run (names through
+    `csv_safe`: a spreadsheet never runs one as a formula; the numbers stay numbers)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["run", "name", "kind", "class", "precision", "recall", "f1", "support"])
     for r in rows:
         for c, v in (r.get("per_class") or {}).items():
-            w.writerow([r["run"], r["name"], r["kind"], c, v["precision"], v["recall"], v["f1"], v["support"]])
+            w.writerow([csv_safe(r["run"]), csv_safe(r["name"]), r["kind"], csv_safe(c), v["precision"], v["recall"],
+                        v["f1"], v["support"]])
     return write_text(path, buf.getvalue())
 
 

@@ -18,6 +18,13 @@ DPI = 110
 CLASSIFY_COLOR, FINETUNE_COLOR, MISTAKE_COLOR, CORRECT_COLOR = "#1f77b4", "#ff7f0e", "#d62728", "#2a7d2a"
 
 
+def _literal(text) -> str:
+    r"""A name (class, file, method) as matplotlib text that is never parsed as math: matplotlib reads
+    text between two `$` as mathtext (a file `cost_$5_$10.jpg` would fail to draw); an escaped `\$`
+    is a plain dollar sign. Every string from the outside world goes through here."""
+    return str(text).replace("$", r"\$")
+
+
 def _save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
     from ..core.files import atomic_write  # a killed report leaves the old PNG or the new one, never 0 bytes
 
@@ -51,7 +58,7 @@ def learning_curves(history: list[dict], title: str, path: Path, best_epoch: int
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(_literal(title), fontsize=10)
     return _save(fig, path, dpi=85)  # photos compress poorly in PNG: keep the embedded HTML light
 
 
@@ -65,7 +72,7 @@ def confusion_grid(panels: list[tuple[str, list[list[int]]]], classes: list[str]
     side = max(2.3, 0.32 * k + 1.3)
     fig = Figure(figsize=(cols * side + 0.8, rows * (side + 0.35)), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    labels = classes if k <= 12 else [""] * k
+    labels = [_literal(c) for c in classes] if k <= 12 else [""] * k
     for i, ax in enumerate(axes):
         if i >= len(panels):
             ax.axis("off")
@@ -80,7 +87,7 @@ def confusion_grid(panels: list[tuple[str, list[list[int]]]], classes: list[str]
         ax.set_xticks(range(k), labels if i // cols == rows - 1 or i + cols >= len(panels) else [""] * k,
                       rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center", fontsize=7)
         ax.set_yticks(range(k), labels if i % cols == 0 else [""] * k, fontsize=7)
-        ax.set_title(panels[i][0], fontsize=8)
+        ax.set_title(_literal(panels[i][0]), fontsize=8)
     fig.colorbar(im, ax=axes.tolist(), shrink=0.8, label="val images")
     fig.supxlabel("predicted", fontsize=8)
     fig.supylabel("true", fontsize=8)
@@ -117,11 +124,11 @@ def image_grid(items: list[tuple[dict, str]], data_root: Path, title: str, path:
         ax.axis("on")
         ax.imshow(img)
         colour = MISTAKE_COLOR if p["pred"] != p["true"] else CORRECT_COLOR
-        ax.set_title(caption, fontsize=7, color=colour)
+        ax.set_title(_literal(caption), fontsize=7, color=colour)
         for s in ax.spines.values():
             s.set_edgecolor(colour)
             s.set_linewidth(3 if p["pred"] != p["true"] else 0.8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(_literal(title), fontsize=10)
     return _save(fig, path, dpi=85)  # photos compress poorly in PNG: keep the embedded HTML light
 
 
@@ -142,7 +149,7 @@ def label_efficiency(curves: list[dict], path: Path) -> Path | None:
         if full["per_class"] and full["accuracy"] is not None:
             x, mean = np.append(x, full["per_class"]), np.append(mean, 100 * full["accuracy"])
             lo, hi = np.append(lo, mean[-1]), np.append(hi, mean[-1])
-        (line,) = ax.plot(x, mean, marker="o", markersize=4, label=c["name"])
+        (line,) = ax.plot(x, mean, marker="o", markersize=4, label=_literal(c["name"]))
         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
         for r in c["rows"]:
             ax.scatter([r["per_class"]] * len(r["accuracy"]), np.array(r["accuracy"]) * 100, s=6,
@@ -179,11 +186,12 @@ def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path) 
         # other: push each later label one line down per earlier neighbour
         near = sum(1 for s, a in placed if abs(np.log10(p["seconds"] / s)) < 0.8 and abs(a - y) < 0.6)
         placed.append((p["seconds"], y))
-        ax.annotate(p["label"], (p["seconds"], y), xytext=(6, 4 - 10 * near), textcoords="offset points", fontsize=7)
+        ax.annotate(_literal(p["label"]), (p["seconds"], y), xytext=(6, 4 - 10 * near), textcoords="offset points",
+                    fontsize=7)
     # published numbers sit close together, so they are named in the legend, not on the plot
     for r, style in zip(references, ("--", ":", "-.", (0, (1, 3)))):
         ax.axhline(100 * r["accuracy"], color="grey", linestyle=style, linewidth=0.9,
-                   label=f"{r['label']}: {100 * r['accuracy']:.2f}%")
+                   label=f"{_literal(r['label'])}: {100 * r['accuracy']:.2f}%")
     _plain_log_x(ax)
     ax.set_xlabel("compute seconds, log scale (extract + fit + train + predict)")
     ax.set_ylabel("val accuracy (%)")
@@ -218,15 +226,16 @@ def pca_codes(train: np.ndarray, train_labels: np.ndarray, val: np.ndarray | Non
     for i, c in enumerate(classes):
         m = train_labels == i
         ax.scatter(
-            t[m, 0], t[m, 1], s=14, alpha=0.45, color=colour(i), label=f"{c} (train)" if len(classes) <= 12 else None
+            t[m, 0], t[m, 1], s=14, alpha=0.45, color=colour(i),
+            label=f"{_literal(c)} (train)" if len(classes) <= 12 else None
         )
         if v is not None:
             mv = val_labels == i
             ax.scatter(v[mv, 0], v[mv, 1], s=30, marker="^", color=colour(i), edgecolors="black", linewidths=0.5,
-                       label=f"{c} (val)" if len(classes) <= 12 else None)
+                       label=f"{_literal(c)} (val)" if len(classes) <= 12 else None)
     ax.set_xlabel(f"PC1 ({100 * var[0]:.0f}% of variance)")
     ax.set_ylabel(f"PC2 ({100 * var[1]:.0f}% of variance)" if len(var) > 1 else "PC2")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_literal(title), fontsize=9)
     ax.grid(alpha=0.3)
     if len(classes) <= 12:
         ax.legend(fontsize=7, markerscale=1.2)

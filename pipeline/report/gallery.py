@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import UserError
 from ..runs.folder import Run
 from .diagnostics import label_curves, top_losses
-from .render import FigureFile
+from .render import FigureFile, md_text
 from .rows import fmt_acc
 from .verdict import recommend
 
@@ -64,11 +64,11 @@ def top_loss_figures(runs: list[Run], rows: list[dict], figdir: Path) -> list[Fi
                                   figdir / f"losses-{run.slug}.png")
         if path is not None:
             n_wrong = sum(p["pred"] != p["true"] for p in run.m.get("predictions") or [])
-            made.append(FigureFile(path.name, f"Top losses of **{row['name']}** ({role}; {n_wrong} "
+            made.append(FigureFile(path.name, f"Top losses of **{md_text(row['name'])}** ({role}; {n_wrong} "
                                    f"mistake{'s' * (n_wrong != 1)} on val in all): the val images it was most wrong "
                                    "about, highest loss first, with the predicted class and its "
                                    f"{kind} (red: wrong, green: right but unsure). "
-                                   f"The full list is {run.dir.name}/predictions.csv."))
+                                   f"The full list is {md_text(run.dir.name)}/predictions.csv."))
     return made
 
 
@@ -155,6 +155,6 @@ def curve_figures(runs: list[Run], rows: list[dict], figdir: Path) -> list[Figur
         bv = run.m.get("best_val") or {}
         name = names.get(run.slug, run.m["method"])
         path = figures.learning_curves(run.history, name, figdir / f"curves-{run.slug}.png", bv.get("epoch"))
-        made.append(FigureFile(path.name, f"Learning curves of **{name}**: loss and accuracy per epoch on train and "
-                                          "val" + (", best val epoch dotted." if bv.get("epoch") else ".")))
+        made.append(FigureFile(path.name, f"Learning curves of **{md_text(name)}**: loss and accuracy per epoch on "
+                                          "train and val" + (", best val epoch dotted." if bv.get("epoch") else ".")))
     return made

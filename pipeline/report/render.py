@@ -9,8 +9,34 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import quote
 
 from .rows import DASH, LegendEntry, ResultsTable
+
+
+# The paragraphs, captions and cells of the blocks are a little Markdown (**bold**, *italic*,
+# `code`, backslash escapes); a name from the outside world (class, file, dataset, command) is
+# embedded through `md_text` or `md_code`, so it shows as written in both renderings. Whatever the
+# blocks hold, report.md never carries raw HTML or a line break inside a paragraph (`_md_inline`).
+
+_PUNCT = r"!-/:-@\[-`{-~"  # the ASCII punctuation a backslash escapes in Markdown
+
+
+def md_text(name) -> str:
+    """A name as Markdown text that shows exactly as written: the characters that would start markup
+    (emphasis, code, links, raw HTML, entities) are backslash-escaped; a line break becomes a space."""
+    s = re.sub(r"[\\`*\[\]<>~]", r"\\\g<0>", re.sub(r"\r\n?|\n", " ", str(name)))
+    s = re.sub(r"(?<![^\W_])_|_(?![^\W_])", r"\\_", s)  # an underscore inside a word is no emphasis
+    return re.sub(r"&(?=#?\w+;)", r"\\&", s)
+
+
+def md_code(text) -> str:
+    """A path or command as a Markdown code span: fenced with one more backtick than the longest run
+    inside it (and padded when it starts or ends with a backtick or space), line breaks as spaces."""
+    s = re.sub(r"\r\n?|\n", " ", str(text))
+    fence = "`" * (max(map(len, re.findall("`+", s)), default=0) + 1)
+    pad = " " if s[:1] in ("`", " ") or s[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 class Table(NamedTuple):
@@ -103,8 +129,8 @@ def _wrong_table(doc: Document) -> list[Block]:
         return [Block("p", f"No val image is misclassified by all {len(names)} methods.")]
     shown = images[:30]
     cls = lambda i: doc.classes[i] if 0 <= i < len(doc.classes) else str(i)  # noqa: E731
-    rows = [[f"`{im['path']}`", cls(im["true"]),
-             ", ".join(sorted({cls(q) for q in im["pred"]}))] for im in shown]
+    rows = [[md_code(im["path"]), md_text(cls(im["true"])),
+             ", ".join(md_text(c) for c in sorted({cls(q) for q in im["pred"]}))] for im in shown]
     more = f" The first {len(shown)} are listed." if len(images) > len(shown) else ""
     return [Block("p", f"{len(images)} val image{'s' * (len(images) != 1)} every one of the {len(names)} methods "
                        "gets wrong: look at these first (a wrong label, an ambiguous photo, or a gap in the training "
@@ -127,7 +153,7 @@ def _results(doc: Document) -> list[Block]:
         blocks.append(Block("p", doc.table.shared))
     kinds = [k.replace("_", "-") for k in doc.row_kinds]
     blocks += [Block("table", Table(doc.table.headers, doc.table.cells, doc.table.align, kinds)),
-               Block("p", "Methods: " + "; ".join(f"**{e.name}**: {e.description}" for e in doc.legend) + "."),
+               Block("p", "Methods: " + "; ".join(f"**{md_text(e.name)}**: {e.description}" for e in doc.legend) + "."),
                Block("p", LEGEND)]
     if "compute" in doc.figures:
         blocks.append(Block("figure", doc.figures["compute"]))
@@ -171,8 +197,8 @@ def _appendix(doc: Document) -> list[Block]:
         blocks.append(Block("h2", "More figures"))
         blocks += [Block("figure", f) for f in rest]
     if doc.commands:
-        rows = [[c.methods, f"`{c.line}`" if c.line else "not recorded (a run made before commands were recorded)"]
-                for c in doc.commands]
+        rows = [[md_text(c.methods), md_code(c.line) if c.line else "not recorded (a run made before commands were "
+                 "recorded)"] for c in doc.commands]
         blocks += [Block("h2", "How these runs were made"),
                    Block("p", "Each run records the command that made it; run them again from the same folder to "
                               "reproduce the table (a rerun with unchanged inputs does nothing: add --force)."),
@@ -182,8 +208,38 @@ def _appendix(doc: Document) -> list[Block]:
     return blocks
 
 
+_MD_TOKEN = re.compile(r"\\[" + _PUNCT + r"]|(`+)|[<>|]|\r\n?|\n")
+
+
+def _md_inline(text, cell: bool = False) -> str:
+    """Inline Markdown made safe whatever it holds: `<` and `>` escaped outside code spans (no raw
+    HTML), line breaks as spaces, an unmatched backtick escaped, and in a table cell every `|`
+    escaped (code spans included, as GFM tables want). Backslash escapes and code spans are kept."""
+    text, out, i = str(text), [], 0
+    while m := _MD_TOKEN.search(text, i):
+        out.append(text[i:m.start()])
+        tok, i = m.group(0), m.end()
+        if m.group(1):  # a code span runs to the next backtick run of the same length
+            close = re.compile(rf"(?<!`){tok}(?!`)").search(text, i)
+            if close is None:
+                out.append("\\`" * len(tok))
+                continue
+            code = re.sub(r"\r\n?|\n", " ", text[i:close.start()])
+            out.append(tok + (code.replace("|", "\\|") if cell else code) + tok)
+            i = close.end()
+        elif tok in "<>":
+            out.append("\\" + tok)
+        elif tok == "|":
+            out.append("\\|" if cell else "|")
+        elif tok[0] in "\r\n":
+            out.append(" ")
+        else:
+            out.append(tok)  # a backslash escape
+    return "".join(out) + text[i:]
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _md_inline(text, cell=True)
 
 
 def _md_table(t: Table) -> str:
@@ -196,15 +252,16 @@ def render_markdown(blocks: list[Block]) -> str:
     out = []
     for kind, content in blocks:
         if kind == "h1":
-            out.append(f"# {content}")
+            out.append(f"# {md_text(content)}")  # headings are plain text, as in the HTML
         elif kind == "h2":
-            out.append(f"## {content}")
+            out.append(f"## {md_text(content)}")
         elif kind == "p":
-            out.append(content)
+            out.append(_md_inline(content))
         elif kind == "table":
             out.append(_md_table(content))
         elif kind == "figure":
-            out.append(f"![{Path(content.name).stem}](figures/{content.name})\n\n*{content.caption}*")
+            out.append(f"![{md_text(Path(content.name).stem)}](figures/{quote(content.name)})\n\n"
+                       f"*{_md_inline(content.caption)}*")
     return "\n\n".join(out) + "\n"
 
 
@@ -224,16 +281,31 @@ code { background: #f4f4f4; padding: 0 0.2em; }
 """
 
 
+_HTML_HELD = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)|\\([" + _PUNCT + r"])", re.S)
+
+
 def _inline_html(text: str) -> str:
-    # the little Markdown the blocks use: **bold**, *italic*, `code`
-    s = html.escape(str(text))
+    # the little Markdown the blocks use: **bold**, *italic*, `code` (any fence), backslash escapes;
+    # code spans and escaped characters are held aside so that no markup applies inside them
+    held: list[str] = []
+
+    def hold(m: re.Match) -> str:
+        if m.group(3) is not None:
+            held.append(html.escape(m.group(3)))
+        else:
+            code = m.group(2)
+            code = code[1:-1] if code[:1] == code[-1:] == " " and code.strip() else code
+            held.append(f"<code>{html.escape(code)}</code>")
+        return f"\ue000{len(held) - 1}\ue001"
+
+    s = html.escape(_HTML_HELD.sub(hold, re.sub("[\ue000\ue001]", "", str(text))))
     s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
     s = re.sub(r"(?<![*\w])\*(?!\s)(.+?)(?<!\s)\*(?![*\w])", r"<em>\1</em>", s)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+    return re.sub("\ue000(\\d+)\ue001", lambda m: held[int(m.group(1))], s)
 
 
 def _html_table(t: Table) -> list[str]:
-    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr></thead><tbody>"]
+    out = ["<table><thead><tr>" + "".join(f"<th>{_inline_html(h)}</th>" for h in t.headers) + "</tr></thead><tbody>"]
     for r, c in zip(t.rows, [""] * len(t.rows) if t.classes is None else t.classes):
         cells = "".join(f"<td{' class=r' if a == 'r' else ''}>{_inline_html(v)}</td>" for v, a in zip(r, t.align))
         out.append(f'<tr class="{html.escape(c)}">{cells}</tr>')

@@ -170,16 +170,19 @@ PREDICTIONS_CSV = "predictions.csv"
 
 def write_predictions(run_dir: Path, preds: list[dict], classes: list[str], score_kind: str) -> Path:
     """predictions.csv beside metrics.json: one row per val image, worst loss first, so the file
-    opens on what went wrong (path, true, predicted, probability or margin, loss, correct)."""
+    opens on what went wrong (path, true, predicted, probability or margin, loss, correct). Names
+    and paths go through `csv_safe`: a spreadsheet never runs one as a formula."""
     import csv
     import io
+
+    from ..core.files import csv_safe
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "true", "predicted", score_kind, "loss", "correct"])
     for p in sorted(preds, key=lambda p: (-p.get("loss", 0.0), p["path"])):
-        w.writerow([p["path"], classes[p["true"]], classes[p["pred"]], f"{p['score']:.6g}",
-                    f"{p['loss']:.6g}" if "loss" in p else "", int(p["pred"] == p["true"])])
+        w.writerow([csv_safe(p["path"]), csv_safe(classes[p["true"]]), csv_safe(classes[p["pred"]]),
+                    f"{p['score']:.6g}", f"{p['loss']:.6g}" if "loss" in p else "", int(p["pred"] == p["true"])])
     return write_text(Path(run_dir) / PREDICTIONS_CSV, buf.getvalue())
 
 

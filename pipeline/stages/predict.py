@@ -1,16 +1,24 @@
-"""Label new images with a saved classify head or fine-tuned model.
+r"""Label new images with a saved classify head or fine-tuned model. Rows on stdout are
+path<TAB>class<TAB>probability; a backslash, tab, newline or carriage return in a path or class
+name is written there as \\, \t, \n or \r, so every row is one line of three fields (--csv
+quotes them as CSV does).
 
 Usage: cnncodes predict --model RUN_DIR IMAGE_OR_DIR_OR_MANIFEST... [--csv FILE]
        torchrun --nproc_per_node=N -m pipeline predict --model RUN_DIR ... --csv FILE
 
 Prints one `path  class  probability` row per image (`margin` instead of `probability` for a
 head without probabilities, LinearSVC: the winning class's decision value), then a summary line on
-stderr. Exit code 1 when any image could not be labelled; each is named on stderr.
+stderr. Exit code 1 when any image could not be labelled; each is named on stderr. A --csv that
+cannot be written (its folder missing, or a folder of that name) is refused before any image is
+labelled; it is written under a temporary name and renamed into place when complete, and a
+path or class starting with =, +, -, @ gets a leading ' there (`core.files.csv_safe`).
 """
 from __future__ import annotations
 
 import csv
 import io
+import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +31,7 @@ from ..runs import folder as runs
 from ..core.cli import Settings, DEVICES, opt, positive
 from ..images.scan import IMG_EXTENSIONS, ImageRecord
 from ..images.transforms import Preprocess
-from ..core.files import write_text
+from ..core.files import atomic_write, csv_safe, csv_unsafe, write_text
 from ..codes.weights import Weights
 
 
@@ -53,7 +61,8 @@ def list_images(args) -> list[Path]:
                 rows = csv.DictReader(fh)
                 if "path" not in (rows.fieldnames or []):
                     raise UserError(f"manifest {str(a)!r} has no 'path' column")
-                out += [Path(r["path"]) if Path(r["path"]).is_absolute() else a.parent / r["path"] for r in rows]
+                names = [csv_unsafe(r["path"]) for r in rows]  # a CSV this stage wrote is a manifest too
+                out += [Path(n) if Path(n).is_absolute() else a.parent / n for n in names]
         elif a.is_dir():
             out += sorted(p for p in a.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
         elif a.is_file():
@@ -63,6 +72,30 @@ def list_images(args) -> list[Path]:
     if not out:
         raise UserError("no images found in " + ", ".join(map(str, args)))
     return out
+
+
+def check_csv(path: str) -> None:
+    """Refuse a --csv that cannot be written, before any image is labelled."""
+    if not path:
+        return
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"--csv {path!r} is a folder; give a file name for the rows")
+    where = out.parent
+    if not where.is_dir():
+        raise UserError(f"--csv {path!r}: the folder {str(where)!r} " + ("is a file" if where.exists() else
+                                                                      "does not exist"))
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise UserError(f"--csv {path!r}: the folder {str(where)!r} is not writable")
+
+
+_TSV_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def tsv_field(text: str) -> str:
+    r"""A path or class for a stdout row: backslash, tab, newline and carriage return as \\, \t,
+    \n and \r, so a name can neither add a column nor start a row."""
+    return re.sub(r"[\\\t\n\r]", lambda m: _TSV_ESCAPES[m.group()], text)
 
 
 def backbone_for(spec: dict, override: str = ""):
@@ -165,6 +198,7 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
 def predict(cfg: Config) -> tuple[list[tuple[str, str, float]], list[tuple[str, str]], str]:
     """(rows of path, class, score; files that could not be labelled with why; the score's name),
     for a run in one process; `run` streams instead."""
+    check_csv(cfg.csv)
     kind, it = stream(cfg)
     rows, bad = [], []
     for _, path, cls, v in it:
@@ -178,7 +212,7 @@ def _csv_text(kind: str, rows) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "class", kind])
-    w.writerows(rows)
+    w.writerows([csv_safe(path), csv_safe(cls), v] for path, cls, v in rows)
     return buf.getvalue()
 
 
@@ -203,6 +237,7 @@ def run(cfg: Config) -> int:
     if ranks.world > 1 and not cfg.csv:
         raise UserError("under torchrun, give --csv FILE (on a filesystem all ranks share): each rank writes its "
                         "part beside it and rank 0 merges them in input order")
+    check_csv(cfg.csv)
     dist.init(ranks, device_type(cfg.device))
     try:
         kind, rows = stream(cfg, ranks)
@@ -227,32 +262,39 @@ def run(cfg: Config) -> int:
 
 
 def write_rows(cfg: Config, kind: str, rows) -> int:
-    """Print rows as they come (and write them to --csv, renamed into place at the end); the bad
-    files go to stderr. Returns how many could not be labelled."""
-    out = Path(cfg.csv) if cfg.csv else None
-    tmp = out.with_name(f"{out.name}.tmp") if out else None
-    fh = open(tmp, "w", newline="", encoding="utf-8") if tmp else None
-    w = csv.writer(fh, lineterminator="\n") if fh else None
-    if w:
-        w.writerow(["path", "class", kind])
-    print(f"path\tclass\t{kind}")
+    """Print rows as they come (and write them to --csv through `atomic_write`: renamed into place
+    once complete, no temporary file left if labelling fails); the bad files go to stderr. Returns
+    how many could not be labelled."""
     good = bad = 0
-    try:
+
+    def emit(w) -> None:
+        nonlocal good, bad
+        if w:
+            w.writerow(["path", "class", kind])
+        print(f"path\tclass\t{kind}")
         for _, path, cls, v in rows:
             if cls is None:
-                print(f"{path}: not labelled: {v}", file=sys.stderr)
+                print(f"{tsv_field(path)}: not labelled: {v}", file=sys.stderr)
                 bad += 1
                 continue
             v = float(v)
-            print(f"{path}\t{cls}\t{v:.4f}")
+            print(f"{tsv_field(path)}\t{tsv_field(cls)}\t{v:.4f}")
             if w:
-                w.writerow([path, cls, v])
+                w.writerow([csv_safe(path), csv_safe(cls), v])
             good += 1
-    finally:
-        if fh:
-            fh.close()
-    if tmp:
-        tmp.replace(out)
+
+    def write(fh) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        try:
+            emit(csv.writer(text, lineterminator="\n"))
+        finally:
+            text.flush()
+            text.detach()  # atomic_write fsyncs and closes the file itself
+
+    if cfg.csv:
+        atomic_write(cfg.csv, write)
+    else:
+        emit(None)
     print(f"labelled {good} of {good + bad} images with {cfg.model}" + (f"; {bad} could not be read" if bad else "")
           + (f"; rows in {cfg.csv}" if cfg.csv else ""), file=sys.stderr)
     return bad
