@@ -4,8 +4,9 @@ Usage: python -m pipeline report --runs RUNS_DIR --out reports/
 
 Reads every RUNS_DIR/**/metrics.json (and the history.json, features file and val images the runs
 point to) and writes report.md, a self-contained report.html, metrics.csv, per_class.csv and
-figures/*.png, and removes the PNGs an earlier report wrote (listed in figures/.report-files.json) that it no longer shows. It recomputes no model and never
-imports torch, so it runs wherever the run folders were copied.
+figures/*.png, and removes the PNGs an earlier report wrote (listed in figures/.report-files.json)
+that it no longer shows. It recomputes no model and never imports torch, so it runs wherever the
+run folders were copied.
 
 Flow: load_runs -> check_one_dataset -> report.build.write_report (rows, verdict, summary,
 diagnostics, figures -> blocks -> Markdown, HTML and the CSVs).
