@@ -273,3 +273,42 @@ def test_gpu_fast_loop_with_cuda_graphs_matches_eager(data, tmp_path):
     graphs = train(cfg_for(data, tmp_path / "graphs", device="cuda", compile=True))[1]
     assert graphs["hyperparameters"]["augment"].startswith("batched")  # auto on a GPU
     assert abs(graphs["val"]["correct"] - eager["val"]["correct"]) <= 1
+
+
+@pytest.mark.parametrize("loop", ["fast", "reference"])
+def test_tuned_learning_rate_is_chosen_on_held_out_train_images_and_its_cost_counted(data, tmp_path, loop):
+    run_dir, doc = train(cfg_for(data, tmp_path, loop=loop, tune_lr=True, lr_grid="0.0001,0.003", holdout=0.25))
+    sel = doc["lr_selection"]
+    assert run_dir.name.endswith("-tuned") and doc["short"].endswith(", lr tuned")
+    assert [t["lr"] for t in sel["trials"]] == [0.0001, 0.003] and sel["chosen"] in (0.0001, 0.003)
+    assert doc["hyperparameters"]["lr"] == sel["chosen"] and sel["recipe_lr"] == 0.003
+    assert sel["held_out"] + sel["trained_on"] == doc["n_train"] and sel["held_out"] >= 2
+    assert doc["seconds"]["tune"] == pytest.approx(sel["seconds"]) and sel["seconds"] > 0
+    best = max(sel["trials"], key=lambda t: t["held_out_accuracy"])
+    assert best["held_out_accuracy"] == max(t["held_out_accuracy"] for t in sel["trials"])
+
+
+def test_held_out_part_comes_from_train_only_and_is_stratified(data):
+    from pipeline.finetune.tune import held_out
+    from pipeline.images.datasets import decode_once
+    from pipeline.images.scan import scan
+    from pipeline.images.transforms import Preprocess
+
+    s = scan(data)
+    d = decode_once(s.root, s, ("train", "val"), keep=True, pre=Preprocess(40, 32), workers=0,
+                    device=torch.device("cpu"))
+    part = held_out(d, 0.25, seed=0, crop=32)
+    train_paths = {r.path for r in d.train}
+    assert {r.path for r in part.val} <= train_paths and {r.path for r in part.train} <= train_paths
+    assert not {r.path for r in part.val} & {r.path for r in part.train}
+    assert sorted({r.label for r in part.val}) == sorted({r.label for r in d.train})  # every class held out
+    assert part.val_images.shape[1:] == (3, 32, 32) and len(part.train_images) == len(part.train)
+    assert held_out(d, 0.25, seed=0, crop=32).val == part.val  # seeded
+
+
+def test_eval_transform_follows_the_weights_as_features_does():
+    r = Config(backbone="mobilenet_v2", weights="IMAGENET1K_V2").recipe
+    assert (r.resize, r.crop) == (232, 224) and "transforms()" in r.transform_source
+    r = Config(backbone="mobilenet_v2", weights="none").recipe
+    assert (r.resize, r.crop, r.interpolation) == (256, 224, "bilinear")
+    assert Config(weights="none", resize=40, crop=32).recipe.pre.resize == 40

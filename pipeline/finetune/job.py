@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.devices import device_type, precision_for
+from ..images.transforms import Preprocess
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +44,13 @@ class Recipe:
     seed: int
     workers: int
     device: str  # as given (auto, cpu, cuda...)
+    interpolation: str = "bilinear"  # the eval resize filter (the weights' own for torchvision's weights)
+    transform_source: str = "flags"  # where resize, crop and interpolation came from
+
+    @property
+    def pre(self) -> Preprocess:
+        """The eval transform (and the size train images are kept at by the fast loop)."""
+        return Preprocess(self.resize, self.crop, self.interpolation, source=self.transform_source)
 
     @property
     def fast(self) -> bool:
@@ -72,6 +80,7 @@ class Job:
     command: str
     config: dict
     codes: Codes | None = None
+    tuning: dict | None = None  # how the learning rate was chosen (tune.tune_lr), when it was
 
     @property
     def y_val(self) -> np.ndarray:

@@ -40,6 +40,7 @@ def write_record(job: Job, progress: Progress, run_dir: Path) -> dict:
         seconds_per_epoch_all=float(np.mean(per_epoch)),
         check_seconds=0.0 if r.fast else data.seconds,  # reference: the up-front decode check of every file
         skipped=data.skipped, inputs=job.inputs, config=job.config,
+        lr_selection=job.tuning or {"chosen": r.lr, "selection": "the recipe's fixed learning rate (not tuned)"},
     )
     runs.write_predictions(run_dir, preds, data.classes, kind)
     runs.write_metrics(run_dir, doc)
@@ -50,7 +51,7 @@ def model_spec(job: Job) -> dict:
     """model.json: the classifier and the transform its predictions are made from."""
     r, bb, codes = job.recipe, job.bb, job.codes
     # a head trained on cached codes predicts from images transformed as those codes were
-    tf = codes.header.transform if codes else {"resize": r.resize, "crop": r.crop}
+    tf = codes.header.transform if codes else {"resize": r.resize, "crop": r.crop, "interpolation": r.interpolation}
     return {"kind": "finetune", "backbone": bb.name, "weights": bb.weights_id, "weights_arg": r.weights,
             "weights_sha256": bb.weights.sha256, "seed": r.seed, "classes": job.data.classes,
             **{k: tf[k] for k in ("resize", "crop", "interpolation", "mean", "std") if k in tf},
@@ -59,6 +60,10 @@ def model_spec(job: Job) -> dict:
 
 def subject(job: Job) -> runs.Subject:
     short, method = method_names(job.recipe.mode, job.recipe.loop)
+    if job.tuning:
+        short, method = f"{short}, lr tuned", f"{method}; learning rate chosen on held-out train images"
+    else:
+        method = f"{method}; the recipe's fixed learning rate"
     data, bb = job.data, job.bb
     return runs.Subject(method, short, "finetune", data.dataset, data.classes, bb.name, bb.weights_id,
                         len(data.train), len(data.val), job.device_name, job.recipe.seed)
@@ -72,6 +77,8 @@ def seconds(job: Job, history: list[dict]) -> dict:
            "predict": history[-1]["seconds"] - history[-1]["train_seconds"]}
     if r.compile:
         out["compile"] = sum(h.get("compile_seconds", 0.0) for h in history)
+    if job.tuning:
+        out["tune"] = job.tuning["seconds"]  # every trial of the learning-rate search
     if codes:
         out["extract"] = (codes.header.extract_seconds or 0.0) + codes.header.views[r.splits[0]]["seconds"]
     return out
@@ -106,7 +113,7 @@ def hyperparameters(r: Recipe, precision: str) -> dict:
         "epochs": r.epochs,
         "loss": "cross-entropy",
         "train_transform": describe(r.crop),
-        "val_transform": f"Resize({r.resize}) + CenterCrop({r.crop})",
+        "val_transform": f"Resize({r.resize}, {r.interpolation}) + CenterCrop({r.crop}) ({r.transform_source})",
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
         "train_source": f"decoded once, shorter side {r.resize} (PIL draft)" if r.fast

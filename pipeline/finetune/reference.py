@@ -17,7 +17,7 @@ import torchvision.transforms as T
 from ..core.devices import resolve_workers
 from ..images.datasets import ImageFiles
 from ..images.scan import ImageRecord
-from ..images.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..images.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from .loop import Phases
 
 if TYPE_CHECKING:
@@ -25,11 +25,14 @@ if TYPE_CHECKING:
     from .loop import Training
 
 
-def reference_transforms(resize: int = 256, crop: int = 224) -> tuple[T.Compose, T.Compose]:
-    """The tutorial's PIL transforms: (train, val)."""
+def reference_transforms(resize: int = 256, crop: int = 224, interpolation: str = "bilinear"
+                         ) -> tuple[T.Compose, T.Compose]:
+    """The tutorial's PIL transforms: (train, val); val resizes with the weights' own filter
+    (bilinear, the tutorial's, for ResNet18's)."""
     norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    mode = T.InterpolationMode(interpolation)
     return (T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.ToTensor(), norm]),
-            T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), norm]))
+            T.Compose([T.Resize(resize, interpolation=mode), T.CenterCrop(crop), T.ToTensor(), norm]))
 
 
 def image_folder(root: Path | str, records: list[ImageRecord], transform) -> ImageFiles:
@@ -38,12 +41,12 @@ def image_folder(root: Path | str, records: list[ImageRecord], transform) -> Ima
 
 
 def load_data(root: Path | str, train: list[ImageRecord], val: list[ImageRecord], *, batch_size: int, workers: int,
-              seed: int, resize: int = 256, crop: int = 224):
+              seed: int, pre: Preprocess = Preprocess()):
     """(train loader, val loader) as the tutorial builds them, shuffling from a seeded generator.
 
     The tutorial shuffles val too; we keep file order so per-image predictions line up (eval mode
     makes the order irrelevant to the numbers)."""
-    train_tf, val_tf = reference_transforms(resize, crop)
+    train_tf, val_tf = reference_transforms(pre.resize, pre.crop, pre.interpolation)
     g = torch.Generator().manual_seed(seed)  # shuffling and the workers' augmentation seeds
     return (torch.utils.data.DataLoader(image_folder(root, train, train_tf), batch_size, shuffle=True,
                                         num_workers=workers, generator=g),
@@ -81,7 +84,7 @@ def reference_phases(job: Job, training: Training) -> Phases:
     r, data, device, (model, optimizer, _) = job.recipe, job.data, job.device, training
     model.to(device)
     train_loader, val_loader = load_data(data.root, data.train, data.val, batch_size=r.batch_size,
-                                         workers=resolve_workers(r.workers), seed=r.seed, resize=r.resize, crop=r.crop)
+                                         workers=resolve_workers(r.workers), seed=r.seed, pre=r.pre)
 
     def train_phase(bar):
         return run_epoch(model, train_loader, device, optimizer, bar)[:2]

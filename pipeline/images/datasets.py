@@ -74,22 +74,23 @@ def _decoded_only(im) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8)
 
 
-def _shorter_side(resize: int, im) -> torch.Tensor:
-    return v2.functional.pil_to_tensor(v2.functional.resize(im, [resize], antialias=True))
+def _shorter_side(resize: int, interpolation: str, im) -> torch.Tensor:
+    mode = v2.InterpolationMode(interpolation)
+    return v2.functional.pil_to_tensor(v2.functional.resize(im, [resize], interpolation=mode, antialias=True))
 
 
-def _one_time_decode(keep: bool, val: bool, resize: int, crop: int) -> tuple[Callable, int | None]:
+def _one_time_decode(keep: bool, val: bool, pre: Preprocess) -> tuple[Callable, int | None]:
     """(transform, JPEG draft): the whole image at shorter side `resize` for train, the eval crop
     for val; when nothing is kept (the reference loop) a file is only checked to decode fully.
     Module-level functions, not lambdas: DataLoader workers started by spawn must pickle them."""
     if not keep:
         return _decoded_only, None
     if val:
-        return eval_transform(resize, crop), resize
-    return functools.partial(_shorter_side, resize), resize
+        return eval_transform(pre.resize, pre.crop, pre.interpolation), pre.resize
+    return functools.partial(_shorter_side, pre.resize, pre.interpolation), pre.resize
 
 
-def decode_once(root: Path, s: ImageFolderScan, splits: tuple[str, str], *, keep: bool, resize: int, crop: int,
+def decode_once(root: Path, s: ImageFolderScan, splits: tuple[str, str], *, keep: bool, pre: Preprocess,
                 workers: int, device: torch.device) -> Decoded:
     """Decode every scanned file of the (train, val) splits once in `workers` processes, skipping
     and recording bad ones; with `keep` the uint8 tensors stay on `device`."""
@@ -98,7 +99,7 @@ def decode_once(root: Path, s: ImageFolderScan, splits: tuple[str, str], *, keep
     kept, images, skipped = {}, {}, {n: list(sp.skipped) for n, sp in s.splits.items()}
     for split in (tr, va):
         recs = s.splits[split].items
-        ds = ImageFiles(root, recs, *_one_time_decode(keep, split == va, resize, crop))
+        ds = ImageFiles(root, recs, *_one_time_decode(keep, split == va, pre))
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
         kept[split], images[split] = [], []
         for r, (x, why) in zip(recs, tqdm(loader, desc=f"decode {split}", file=sys.stderr, disable=None, leave=False)):

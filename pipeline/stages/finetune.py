@@ -14,7 +14,7 @@ and the data, and hands a Job to the library (`pipeline.finetune`: train.py runs
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from ..core.devices import resolve_device, resolve_workers
 from ..core.files import exclusive
 from ..finetune.job import Job, Recipe
 from ..images.scan import ImageFolderScan, check_classes, scan
+from ..images.transforms import Preprocess
 from ..runs import folder as runs
 
 
@@ -51,8 +52,13 @@ class Config(Common):
     momentum: float = opt(0.9, "SGD momentum")
     step_size: int = opt(7, "StepLR: multiply the lr by --gamma every this many epochs")
     gamma: float = opt(0.1, "StepLR decay factor")
-    resize: int = opt(256, "val: resize the shorter side to this (fast path: train images are kept at this size too)")
-    crop: int = opt(224, "train RandomResizedCrop / val CenterCrop size")
+    resize: int = opt(0, "val: resize the shorter side to this (fast path: train images are kept at this size too); "
+                         "0 = the weights' own, as `features` uses (torchvision's enum weights carry it), else 256")
+    crop: int = opt(0, "train RandomResizedCrop / val CenterCrop size; 0 = the weights' own, else 224")
+    tune_lr: bool = opt(False, "choose the learning rate from --lr-grid on a held-out part of train (--holdout), "
+                               "as the heads choose theirs by CV: the whole recipe per candidate, its cost counted")
+    lr_grid: str = opt("0.0003,0.001,0.003", "--tune-lr: the learning rates tried (around the recipe's 0.001)")
+    holdout: float = opt(0.2, "--tune-lr: the fraction of train held out (stratified, seeded) to score them")
     augment: str = opt("auto", "fast loop: how each batch's random crops are resized: per-image (torchvision's "
                                "antialiased resize, the tutorial's filter), batched (one roi_align per batch, "
                                "area-averaging: a few kernels per batch), auto: batched on a GPU, else per-image",
@@ -75,11 +81,26 @@ class Config(Common):
         if self.loop != "fast" and (self.compile or self.augment != "auto"):
             raise UserError("--compile and --augment apply to --loop fast (the reference loop is the tutorial's own, "
                             "and --loop codes trains a linear head on cached codes)")
-        positive(epochs=self.epochs, step_size=self.step_size, crop=self.crop)
+        positive(epochs=self.epochs, step_size=self.step_size)
+        if self.resize < 0 or self.crop < 0:
+            raise UserError(f"--resize and --crop must be 0 (the weights' own) or sizes (got {self.resize}, "
+                            f"{self.crop})")
         if self.lr <= 0 or not 0 <= self.momentum < 1:
             raise UserError(f"--lr must be > 0 and 0 <= --momentum < 1 (got {self.lr}, {self.momentum})")
-        if self.crop > self.resize:
+        if self.resize and self.crop > self.resize:
             raise UserError(f"--crop {self.crop} is larger than --resize {self.resize}")
+        if self.tune_lr and (self.loop == "codes" or not 0 < self.holdout < 0.5 or not self.grid):
+            raise UserError("--tune-lr goes with --loop fast or reference, --holdout between 0 and 0.5 and --lr-grid a "
+                            f"comma-separated list of positive rates (got {self.loop!r}, {self.holdout}, "
+                            f"{self.lr_grid!r})")
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        try:
+            g = tuple(float(v) for v in self.lr_grid.split(",") if v.strip())
+        except ValueError:
+            return ()
+        return g if g and all(v > 0 for v in g) else ()
         parse_splits(self.splits, exactly=2)
         Weights.parse(self.weights, self.seed)
 
@@ -89,9 +110,18 @@ class Config(Common):
 
     @property
     def recipe(self) -> Recipe:
-        """The settings the library trains with."""
-        return Recipe(splits=self.split_names, **{f.name: getattr(self, f.name) for f in fields(Recipe)
-                                                   if f.name != "splits"})
+        """The settings the library trains with; the eval transform resolved as `features` resolves it
+        (the flags where given, the rest from the weights)."""
+        weights = Weights.parse(self.weights, self.seed)
+        base = Preprocess(source="flags") if self.resize and self.crop else weights.preprocess(self.backbone)
+        pre = replace(base, resize=self.resize or base.resize, crop=self.crop or base.crop)
+        if pre.crop > pre.resize:
+            raise UserError(f"the eval transform would crop {pre.crop} px from images resized to {pre.resize}; "
+                            "give --crop no larger than --resize")
+        return Recipe(splits=self.split_names, resize=pre.resize, crop=pre.crop, interpolation=pre.interpolation,
+                      transform_source=pre.source, **{f.name: getattr(self, f.name) for f in fields(Recipe)
+                                                     if f.name not in ("splits", "resize", "crop", "interpolation",
+                                                                       "transform_source")})
 
 
 def train(cfg: Config) -> tuple[Path, dict]:
@@ -101,9 +131,9 @@ def train(cfg: Config) -> tuple[Path, dict]:
     from ..finetune.train import build, finetune
     from ..images.datasets import decode_once
 
-    device = resolve_device(cfg.device)
+    device, recipe = resolve_device(cfg.device), cfg.recipe
     s = scan(cfg.data, cfg.split_names)  # cheap checks first: a missing folder is reported before any download
-    suffix = {"fast": "", "reference": "-reference", "codes": "-codes"}[cfg.loop]
+    suffix = {"fast": "", "reference": "-reference", "codes": "-codes"}[cfg.loop] + ("-tuned" if cfg.tune_lr else "")
     run_dir = Path(cfg.out) / (cfg.name or runs.run_name(s.name, cfg.backbone, Weights.parse(cfg.weights).tag,
                                                          f"finetune-{cfg.mode}{suffix}"))
     codes = cached_codes(cfg, s) if cfg.loop == "codes" else None
@@ -113,15 +143,22 @@ def train(cfg: Config) -> tuple[Path, dict]:
         print(f"up to date: {run_dir} was made from the same images and settings; nothing to do (--force trains again)")
         return run_dir, doc
     bb = load_backbone(cfg.backbone, cfg.weights, cfg.seed)  # a bad name or file fails before decoding
+    print(f"eval transform: {recipe.pre.describe()}")
     data = codes_as_decoded(codes, cfg.split_names, s.root) if codes else decode_once(
-        s.root, s, cfg.split_names, keep=cfg.loop == "fast", resize=cfg.resize, crop=cfg.crop,
+        s.root, s, cfg.split_names, keep=cfg.loop == "fast", pre=recipe.pre,
         workers=resolve_workers(cfg.workers), device=device)
     check_classes([r.label for r in data.train], data.classes, f"{s.name} ({cfg.split_names[0]})")
-    job = Job(cfg.recipe, bb, data, device, inputs, command_line(cfg, "finetune"), settings(cfg), codes)
-    bb, model = build(job.recipe, len(data.classes), bb)
-    # the previous run stays whole until this one is complete; a killed one resumes from its folder
-    with exclusive(run_dir, "finetune run"), runs.staged(run_dir, resumable=True) as work:
-        doc = finetune(job, model, work, run_dir)
+    job = Job(recipe, bb, data, device, inputs, command_line(cfg, "finetune"), settings(cfg), codes)
+    with exclusive(run_dir, "finetune run"):
+        if cfg.tune_lr:  # before the run's own training: the trials start from the same pretrained weights
+            from ..finetune.tune import tune_lr
+
+            tuning = tune_lr(job, cfg.grid, cfg.holdout)
+            job = replace(job, recipe=replace(recipe, lr=tuning["chosen"]), tuning=tuning)
+        bb, model = build(job.recipe, len(data.classes), bb)
+        # the previous run stays whole until this one is complete; a killed one resumes from its folder
+        with runs.staged(run_dir, resumable=True) as work:
+            doc = finetune(job, model, work, run_dir)
     return run_dir, doc
 
 
@@ -135,6 +172,7 @@ def run_inputs(cfg: Config, s: ImageFolderScan, device_type: str) -> dict:
     return {"images": s.digest(), "dataset": s.name,
             "settings": {k: v for k, v in settings(cfg).items() if k not in ("out", "name", "device", "force")},
             "weights": w.key, "weights_sha256": w.sha256, "device": device_type, "cnncodes": __version__,
+            "transform": cfg.recipe.pre.spec(cfg.loop == "fast"),
             "versions": {"torch": version("torch"), "torchvision": version("torchvision")}}
 
 
