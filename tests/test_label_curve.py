@@ -85,9 +85,28 @@ def test_label_curve_off_and_auto_skip_when_too_slow(tmp_path, monkeypatch, caps
     [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3, label_curve="off"))
     assert json.loads((run / "metrics.json").read_text())["label_curve"] is None
     monkeypatch.setattr(label_curve, "estimate_seconds", lambda *a: 75.0)
-    [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "r2", folds=3))
+    [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "r2", folds=3, jobs=1))
     assert json.loads((run / "metrics.json").read_text())["label_curve"] is None
-    assert "label curve skipped: about 75s (--label-curve on runs it)" in capsys.readouterr().out
+    assert "label curve skipped: about 75s, over the 30s the curves share" in capsys.readouterr().out
+
+
+def test_one_budget_for_the_whole_command_cheapest_curves_first():
+    assert label_curve.within_budget({"knn": 3.0, "linear": 50.0, "softmax": 10.0, "linsvc": 12.0}, 30.0) == \
+        ["knn", "softmax", "linsvc"]
+    assert label_curve.within_budget({"a": 40.0}, 30.0) == []
+
+
+def test_parallel_draws_give_the_serial_rows():
+    from pipeline.heads.cv import subset_fit
+
+    rng = np.random.default_rng(1)
+    y = np.arange(120) % 3
+    X = (rng.normal(size=(120, 6)) + y[:, None]).astype(np.float32)
+    data = label_curve.Labelled(X, y)
+    one, two = (label_curve.label_curve(subset_fit("softmax", 3, X), data, data, sizes=(1, 2, 5), draws=3, seed=4,
+                                        jobs=j) for j in (1, 2))
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in one]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in two]
 
 
 def test_per_image_losses_known_answers():

@@ -46,23 +46,41 @@ class Labelled(NamedTuple):
 
 
 def label_curve(fit: Fit, train: Labelled, val: Labelled, *, sizes: tuple[int, ...] = DEFAULT_SIZES, draws: int = 5,
-                seed: int = 0, progress: Callable[[dict], None] | None = None) -> list[dict]:
+                seed: int = 0, jobs: int = 1, progress: Callable[[dict], None] | None = None) -> list[dict]:
     """One row per size: {per_class, n_train (per draw), accuracy (per draw), mean, std, chosen
-    (per draw), chosen_by, seconds}. The full train set is not a row: the run itself is that point."""
-    (X, y), (X_val, y_val) = train, val
+    (per draw), chosen_by, seconds}. The full train set is not a row: the run itself is that point.
+    Every (size, draw) is its own fit, run in `jobs` processes like CV's folds (-1: every core);
+    each draw's images depend on (seed, size, draw) only, so the rows do not depend on `jobs`."""
+    from joblib import Parallel, delayed
+
+    tasks = [(size, d) for size in sizes_to_run(train.y, sizes) for d in range(draws)]
+    done = Parallel(n_jobs=jobs)(delayed(_one_draw)(fit, train, val, size, d, seed) for size, d in tasks)
     rows = []
-    for size in sizes_to_run(y, sizes):
-        t0 = time.perf_counter()
-        accs, ns, chosen, how = [], [], [], ""
-        for d in range(draws):
-            idx = draw(y, size, np.random.default_rng([seed, size, d]))
-            model, value, how = fit(X[idx], y[idx], seed)
-            accs.append(float((model.predict(X_val) == y_val).mean()))
-            ns.append(len(idx))
-            chosen.append(value)
-        rows.append({"per_class": size, "n_train": ns, "accuracy": accs, "mean": float(np.mean(accs)),
-                     "std": float(np.std(accs)), "chosen": chosen, "chosen_by": how,
-                     "seconds": time.perf_counter() - t0})
+    for size in sizes_to_run(train.y, sizes):
+        mine = [r for (s, _), r in zip(tasks, done) if s == size]
+        accs = [r["accuracy"] for r in mine]
+        rows.append({"per_class": size, "n_train": [r["n"] for r in mine], "accuracy": accs,
+                     "mean": float(np.mean(accs)), "std": float(np.std(accs)), "chosen": [r["value"] for r in mine],
+                     "chosen_by": mine[-1]["how"], "seconds": float(sum(r["seconds"] for r in mine))})
         if progress is not None:
             progress(rows[-1])
     return rows
+
+
+def _one_draw(fit: Fit, train: Labelled, val: Labelled, size: int, d: int, seed: int) -> dict:
+    t0 = time.perf_counter()
+    idx = draw(train.y, size, np.random.default_rng([seed, size, d]))
+    model, value, how = fit(train.X[idx], train.y[idx], seed)
+    return {"accuracy": float((model.predict(val.X) == val.y).mean()), "n": len(idx), "value": value, "how": how,
+            "seconds": time.perf_counter() - t0}
+
+
+def within_budget(estimates: dict[str, float], budget: float) -> list[str]:
+    """The names whose curves fit in one `budget` of seconds for the whole command, cheapest
+    first (a skipped expensive head leaves room for the cheap ones)."""
+    chosen, spent = [], 0.0
+    for name, s in sorted(estimates.items(), key=lambda kv: kv[1]):
+        if spent + s <= budget:
+            chosen.append(name)
+            spent += s
+    return chosen

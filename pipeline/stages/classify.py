@@ -5,8 +5,9 @@ Usage: python -m pipeline classify --features FILE.h5 --head softmax|linsvc|line
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -92,24 +93,38 @@ def check_fresh(codes: Codes, data: Path) -> None:
         )
 
 
-def curve(cfg: Config, codes: Codes, name: str, fit_s: float) -> dict | None:
-    """The label curve of one head, or None when it is off (or, on auto, would take a minute or more)."""
+def curve(cfg: Config, codes: Codes, name: str) -> dict:
+    """The label curve of one head: draws fitted in parallel like CV's folds."""
     tr, va = codes.splits[cfg.train_split], codes.splits[cfg.val_split]
-    estimate = label_curve.estimate_seconds(tr.labels, cfg.sizes, cfg.label_draws, fit_s)
-    if cfg.label_curve == "off" or not label_curve.sizes_to_run(tr.labels, cfg.sizes):
-        return None
-    if cfg.label_curve == "auto" and estimate >= 60:
-        print(f"  {name} label curve skipped: about {estimate:.0f}s (--label-curve on runs it)", flush=True)
-        return None
     t0 = time.perf_counter()
     rows = label_curve.label_curve(
         subset_fit(name, cfg.folds, tr.codes), label_curve.Labelled(tr.codes, tr.labels),
-        label_curve.Labelled(va.codes, va.labels), sizes=cfg.sizes,
-        draws=cfg.label_draws, seed=cfg.seed,
+        label_curve.Labelled(va.codes, va.labels), sizes=cfg.sizes, draws=cfg.label_draws, seed=cfg.seed,
+        jobs=cfg.jobs or -1,
         progress=lambda r: print(f"  {name} {r['per_class']:>4d} per class: val {r['mean']:.1%} "
                                  f"± {r['std']:.1%} over {len(r['accuracy'])} draws", flush=True))
-    return {"sizes": list(cfg.sizes), "draws": cfg.label_draws, "rows": rows, "estimated_s": estimate,
-            "seconds": time.perf_counter() - t0}
+    return {"sizes": list(cfg.sizes), "draws": cfg.label_draws, "rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def curves_to_run(cfg: Config, codes: Codes, fitted: list[Fitted]) -> list[str]:
+    """Which heads get a label curve. `auto` shares one budget across the whole command: the
+    extraction time of these codes less the heads' own fitting (so classify, curve included, costs
+    no more than extracting the codes did), and at least 30 s; cheapest curves first."""
+    tr = codes.splits[cfg.train_split]
+    plain = [f for f in fitted if not f.views.label()]  # the curve is drawn on plain codes only
+    if cfg.label_curve == "off" or not label_curve.sizes_to_run(tr.labels, cfg.sizes):
+        return []
+    if cfg.label_curve == "on":
+        return [f.name for f in plain]
+    cores = max(1, os.cpu_count() or 1) if cfg.jobs == 0 else cfg.jobs
+    estimates = {f.name: label_curve.estimate_seconds(tr.labels, cfg.sizes, cfg.label_draws, f.fit_s) / cores
+                 for f in plain}
+    budget = max(30.0, (codes.header.extract_seconds or 0.0) - sum(f.fit_s for f in fitted))
+    chosen = label_curve.within_budget(estimates, budget)
+    for name in sorted(estimates.keys() - set(chosen)):
+        print(f"  {name} label curve skipped: about {estimates[name]:.0f}s, over the {budget:.0f}s the curves share "
+              "(--label-curve on runs it)", flush=True)
+    return chosen
 
 
 def run_dir(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> Path:
@@ -256,27 +271,34 @@ def classify(cfg: Config) -> list[Path]:
     if v.label():
         print(f"training on {len(X)} rows ({len(tr.labels)} images x {v.k + 1}: code + views), "
               f"val scored over {v.t} view{'s' * (v.t > 1)}", flush=True)
-    done = []
+    done, fitted = {}, []
     for name in list(HEADS) if cfg.head == "all" else [cfg.head]:
         where = run_dir(cfg, codes, name, v)
         before = runs.up_to_date(where, head_inputs(cfg, codes, name, v), cfg.force)
         if before is not None:
             print(f"{name:8s} up to date: {where} was made from the same codes and settings "
                   f"(val acc {before['val']['accuracy']:.2%}); nothing to do (--force refits)", flush=True)
-            done.append(where)
+            done[name] = where
             continue
         t0 = time.perf_counter()
         search = fit_head(name, X, y, cfg.folds, cfg.seed, cfg.jobs, progress=True, per_image=v.k + 1)
-        fit_s = time.perf_counter() - t0
-        labels = None if v.label() else curve(cfg, codes, name, fit_s)  # the label curve: plain codes only
         again = repeated(cfg, codes, name) if cfg.repeats and not v.label() else None
-        run, val = write_run(cfg, codes, Fitted(name, search, fit_s, v, labels, again))
-        lo, hi = val["accuracy_ci95"]
-        stop = f" (stopped early: {len(search.untried)} not tried)" if search.stopped_early else ""
-        print(f"{name:8s} val acc {val['accuracy']:.2%} [{lo:.1%}, {hi:.1%}]  CV {search.best_score_:.2%}  "
-              f"{json.dumps(search.best_params_)}{stop}  fit {fit_s:.2f}s  -> {run}", flush=True)
-        done.append(run)
-    return done
+        fitted.append(Fitted(name, search, time.perf_counter() - t0, v, None, again))
+    with_curve = curves_to_run(cfg, codes, fitted)
+    for f in fitted:
+        done[f.name] = write_and_say(cfg, codes, replace(f, curve=curve(cfg, codes, f.name))
+                                     if f.name in with_curve else f)
+    return [done[name] for name in (list(HEADS) if cfg.head == "all" else [cfg.head])]
+
+
+def write_and_say(cfg: Config, codes: Codes, f: Fitted) -> Path:
+    run, val = write_run(cfg, codes, f)
+    lo, hi = val["accuracy_ci95"]
+    s = f.search
+    stop = f" (stopped early: {len(s.untried)} not tried)" if s.stopped_early else ""
+    print(f"{f.name:8s} val acc {val['accuracy']:.2%} [{lo:.1%}, {hi:.1%}]  CV {s.best_score_:.2%}  "
+          f"{json.dumps(s.best_params_)}{stop}  fit {f.fit_s:.2f}s  -> {run}", flush=True)
+    return run
 
 
 def repeated(cfg: Config, codes: Codes, name: str) -> dict:
