@@ -40,6 +40,7 @@ class Synthetic:
     list_files: bool = True  # record one scanned image per row (False: none, for millions of rows)
     dataset: str = "blobs"
     block: int = 50_000  # rows generated at a time
+    extract_seconds: float = 1.5  # what the header says extracting these codes cost (classify budgets by it)
 
 
 def write_synthetic_codes(path: Path, spec: Synthetic | None = None, **fields) -> Path:
@@ -57,7 +58,7 @@ def write_synthetic_codes(path: Path, spec: Synthetic | None = None, **fields) -
     write_codes(path, Header(fingerprint="f" * 64, inputs={"image_list": "x"}, classes=list(spec.classes),
                              dataset=spec.dataset, backbone="resnet18", weights="none(seed=0)", weights_arg="none",
                              transform={"resize": 256, "crop": 224, "decode": "PIL full"}, device="cpu",
-                             extract_seconds=1.5), pieces)
+                             extract_seconds=spec.extract_seconds), pieces)
     return Path(path)
 
 
