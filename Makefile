@@ -21,13 +21,13 @@ BENCH_ARGS ?= --quick
 BENCH_OUT ?= reports/benchmarks.json
 REPORT_OUT ?= reports
 
-.PHONY: venv data features classify finetune report demo lint test bench bench-gpu clean
+.PHONY: venv data features classify finetune report export demo lint test bench bench-gpu clean
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
 	$(PYTHON) -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,export]'
 	touch $@
 
 data: venv
@@ -44,6 +44,9 @@ finetune: data
 
 report: venv
 	$(PY) -m pipeline report --runs $(RUNS) --out $(REPORT_OUT)
+
+export: venv   # MODEL=reports/runs/<dataset>/<run> [OUT=shipped/<run>]: model.onnx + standalone predict.py
+	$(PY) -m pipeline export --model $(MODEL) --out $(or $(OUT),shipped/$(notdir $(MODEL)))
 
 demo: features classify
 	$(MAKE) finetune MODE=full

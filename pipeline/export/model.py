@@ -1,0 +1,184 @@
+"""A run folder as one torch module: uint8 N x 3 x crop x crop in, (scores N x C, label N) out.
+
+The module does what `predict` does after decoding, in one graph: normalisation (the same
+arithmetic as images.transforms.normalize), the trunk with BatchNorm folded (codes.backbone), and
+the head. A linear head on codes (softmax, linsvc, linear, sgd) becomes one linear layer with its
+StandardScaler folded in (W' = W / scale, b' = b - W @ (mean / scale), in float64, then float32),
+then its link: softmax (multinomial; a binary LogisticRegression is softmax over [0, d], i.e. the
+sigmoid), one-vs-rest sigmoids normalised (SGDClassifier's log loss, as scikit-learn's
+predict_proba), or none (decision values, "margin": a binary LinearSVC scores [-d, d], as predict).
+k-NN is a matrix product against the stored L2-normalised codes, top-k and a vote.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import UserError
+from ..codes.backbone import classifier, fold_batchnorm, load_backbone
+from ..codes.weights import Weights
+from ..images.transforms import Preprocess
+from ..runs import folder as runs
+
+
+class Normalise(nn.Module):
+    """uint8 NCHW -> (x - 255 mean) / (255 std) in float32, as images.transforms.normalize."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+
+    def forward(self, x):
+        return (x.float() - self.mean) / self.std
+
+
+class Link(nn.Module):
+    """Scores from a linear layer's output: softmax, normalised one-vs-rest sigmoids, or as they are."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, z):
+        if self.kind == "softmax":
+            return z.softmax(1)
+        if self.kind == "ovr":  # scikit-learn's _predict_proba_lr: a row of zeros becomes uniform
+            p = torch.sigmoid(z)
+            s = p.sum(1, keepdim=True)
+            return torch.where(s == 0, torch.ones_like(p), p) / torch.where(s == 0, torch.full_like(s, z.shape[1]), s)
+        return z
+
+
+class KnnVote(nn.Module):
+    """CachedKNN after a Normalizer: the k stored codes nearest in Euclidean distance (ranked by
+    x.f - |f|^2 / 2, the same order), and the share of their votes per class."""
+
+    def __init__(self, stored: np.ndarray, labels: np.ndarray, k: int, n_classes: int):
+        super().__init__()
+        stored = np.asarray(stored, np.float32)
+        self.register_buffer("stored", torch.from_numpy(stored.copy()))
+        self.register_buffer("half_sq", torch.from_numpy(0.5 * (stored.astype(np.float64) ** 2).sum(1)).float())
+        self.register_buffer("labels", torch.from_numpy(np.asarray(labels, np.int64).copy()))
+        self.register_buffer("classes", torch.arange(n_classes))
+        self.k = int(k)
+
+    def forward(self, z):
+        n = z.norm(dim=1, keepdim=True)  # sklearn's Normalizer: a zero row stays zero
+        z = z / torch.where(n == 0, torch.ones_like(n), n)
+        near = (z @ self.stored.T - self.half_sq).topk(self.k, dim=1).indices
+        votes = self.labels[near]
+        return (votes.unsqueeze(-1) == self.classes).sum(1).float() / self.k
+
+
+class Exported(nn.Module):
+    """image (uint8) -> (scores, label = arg max of scores, the first on ties)."""
+
+    def __init__(self, pre: Normalise, body: nn.Module, head: nn.Module):
+        super().__init__()
+        self.pre, self.body, self.head = pre, body, head
+
+    def forward(self, image):
+        scores = self.head(self.body(self.pre(image)))
+        return scores, scores.argmax(1)
+
+
+@dataclass
+class Built:
+    module: Exported  # eval mode, on the CPU
+    score: str  # "probability" or "margin"
+    classes: list[str]  # the score columns' class names
+    pre: Preprocess
+    fast_decode: bool  # JPEGs decoded with PIL's draft (never below the resize on either side)
+    what: str  # the head or model in words
+
+
+def folded_linear(pre: list, clf) -> tuple[np.ndarray, np.ndarray]:
+    """(W', b') of a StandardScaler (or nothing) then a linear classifier: one linear layer."""
+    coef = np.asarray(clf.coef_, np.float64).reshape(-1, np.asarray(clf.coef_).shape[-1])
+    b = np.asarray(clf.intercept_, np.float64).reshape(-1)
+    mean = np.zeros(coef.shape[1])
+    scale = np.ones(coef.shape[1])
+    if pre:
+        s = pre[0]
+        mean = np.asarray(s.mean_, np.float64) if getattr(s, "mean_", None) is not None else mean
+        scale = np.asarray(s.scale_, np.float64) if getattr(s, "scale_", None) is not None else scale
+    W = coef / scale
+    return W, b - W @ mean
+
+
+def _linear_head(pre: list, clf) -> tuple[nn.Module, str]:
+    W, b = folded_linear(pre, clf)
+    kind = type(clf).__name__
+    proba = hasattr(clf, "predict_proba")
+    if proba and kind == "SGDClassifier" and clf.loss != "log_loss":
+        raise UserError(f"cannot export an SGD head with loss {clf.loss!r}: only log_loss and hinge are exported")
+    if len(W) == 1:  # binary, one vector for class 1: softmax over [0, d] is the sigmoid; margins [-d, d]
+        W, b = (np.vstack([np.zeros_like(W), W]), np.r_[0.0, b]) if proba else (np.vstack([-W, W]), np.r_[-b, b])
+    link = "ovr" if proba and kind == "SGDClassifier" and len(W) > 2 else "softmax" if proba else "margin"
+    linear = nn.Linear(W.shape[1], W.shape[0])
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(W))
+        linear.bias.copy_(torch.from_numpy(b))
+    return nn.Sequential(linear, Link(link)).requires_grad_(False), "probability" if proba else "margin"
+
+
+def head_module(head) -> tuple[nn.Module, str]:
+    """(codes -> scores module, "probability" or "margin") of a fitted head Pipeline; UserError
+    with the reason for a head of another shape."""
+    *pre, clf = [est for _, est in head.steps]
+    names = [type(e).__name__ for e in (*pre, clf)]
+    if names[-1] == "CachedKNN":
+        if names[:-1] != ["Normalizer"] or pre[0].norm != "l2":
+            raise UserError(f"cannot export a k-NN head after {names[:-1]}: only after an L2 Normalizer")
+        k = min(int(clf.n_neighbors), len(clf._fit_X))
+        return KnnVote(clf._fit_X, clf._y, k, len(clf.classes_)), "probability"
+    if not hasattr(clf, "coef_") or names[:-1] not in ([], ["StandardScaler"]):
+        raise UserError(f"cannot export a head made of {' + '.join(names)}: only a linear classifier after a "
+                        "StandardScaler, or k-NN after a Normalizer")
+    return _linear_head(pre, clf)
+
+
+def backbone_for(spec: dict, override: str = ""):
+    """The exact backbone a head was trained on, or a clear refusal (as predict checks)."""
+    weights = Weights.from_record(spec["weights"], spec["weights_arg"], override)
+    if weights.kind == "file":
+        if not weights.path.is_file():
+            raise UserError(f"this head was trained on codes from {spec['weights']} ({spec['weights_arg']}), which "
+                            "is not here; pass --weights PATH")
+        if weights.sha256 != spec.get("weights_sha256"):
+            raise UserError(f"{weights.arg!r} is not the weights this head was trained on (sha256 differs)")
+    bb = load_backbone(spec["backbone"], weights)
+    if bb.weights_id != spec["weights"]:
+        raise UserError(f"this head needs {spec['weights']} but {bb.weights_id} was loaded")
+    return bb
+
+
+def finetuned(run_dir, spec: dict) -> nn.Module:
+    """The fine-tuned classifier (trunk + Linear) from its checkpoint."""
+    model = classifier(load_backbone(spec["backbone"], "none"), len(spec["classes"]))
+    try:
+        model.load_state_dict(torch.load(runs.model_file(run_dir, spec), map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
+        raise UserError(f"{spec['file']!r} in {str(run_dir)!r} is not a readable checkpoint of this model "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    return model.eval()
+
+
+def build(run_dir, spec: dict, weights: str = "", trust_pickle: bool = False) -> Built:
+    """The run folder's model as one module, with what its scores are and their class names."""
+    pre = Preprocess.from_spec(spec)
+    if spec["kind"] == "head":
+        head = runs.load_head(run_dir, spec, trust_pickle)
+        scores, score = head_module(head)
+        body = fold_batchnorm(backbone_for(spec, weights).trunk)[0]
+        classes = [spec["classes"][int(c)] for c in head[-1].classes_]
+        what = f"{spec['backbone']} codes + {spec.get('head', type(head[-1]).__name__)} head"
+    else:
+        body, scores, score = fold_batchnorm(finetuned(run_dir, spec))[0], Link("softmax"), "probability"
+        classes, what = list(spec["classes"]), f"fine-tuned {spec['backbone']}"
+    module = Exported(Normalise(pre.mean, pre.std), body, scores).eval().requires_grad_(False)
+    return Built(module, score, classes, pre, bool(spec.get("fast_decode", True)), what)
