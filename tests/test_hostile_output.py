@@ -54,7 +54,7 @@ def test_report_md_shows_hostile_class_and_file_names_as_text_not_markup(hostile
         if block.startswith("| "):
             assert all(line.startswith("|") and line.endswith("|") for line in block.splitlines()), block
     assert "a\\`b\\|c d (n=" in md  # the per-class header: backtick and pipe escaped, newline a space
-    assert "``python -m pipeline classify" in md  # a backtick in the command: a longer fence
+    assert "``cnncodes classify" in md  # a backtick in the command: a longer fence
     assert "val/a`b\\|c d/" in md  # the always-wrong table: the path as a code span, its pipe escaped for GFM
     page = (out / "report.html").read_text()
     assert "<script>" not in page and "<img src=x" not in page

@@ -15,11 +15,12 @@ from PIL import Image
 
 from conftest import ROOT, cli, make_folder
 from pipeline import UserError
-from pipeline.report import diagnostics, verdict
+from pipeline.report import diagnostics, notes, verdict
 from pipeline.report.rows import REFERENCES, table, table_rows
 from pipeline.runs import metrics
 from pipeline.stages import report
 from pipeline.runs import folder as runfiles
+from pipeline.runs import read as runread
 from pipeline.codes.store import Header, SplitPiece, write_codes
 from pipeline.core.files import write_json
 from pipeline.runs.metrics import wilson
@@ -102,7 +103,7 @@ def built(tmp_path_factory):
                                     "ratio": 2.008, "target": 2.0, "met": True, "note": "batch 32"}]})
     out = tmp / "out"
     written = report.run(report.Config(runs=runs, out=out, bench=bench, title="Test report", note="made by the tests"))
-    return SimpleNamespace(tmp=tmp, runs=runs, out=out, data=data, written=written, loaded=runfiles.load_runs(runs))
+    return SimpleNamespace(tmp=tmp, runs=runs, out=out, data=data, written=written, loaded=runread.load_runs(runs))
 
 
 def test_table_rows_exact_and_sorted(built):
@@ -117,14 +118,15 @@ def test_table_rows_exact_and_sorted(built):
     headers, align, cells, same = table(rows)
     # backbone, counts and device are the same on every run of ours: a line above the table, not three columns
     assert same == "Every run: backbone / weights: mobilenet_v2 / DEFAULT; train / val images: 6 / 20; device: cpu."
-    assert headers == ["Method", "Val accuracy [95% CI]", "Balanced acc.", "Macro F1", "Log-loss", "Chosen settings",
-                       "CV acc.", "Compute s", "Chosen by"] and len(align) == len(headers)
+    assert headers == ["Method", "Val accuracy [95% CI]", "Balanced acc.", "Macro F1", "Log-loss", "ECE",
+                       "Chosen settings", "CV acc.", "Chosen by"] and len(align) == len(headers)
     # Wilson 95%: 20/20 -> [83.9, 100.0], 15/20 -> [53.1, 88.8], 12/20 -> [38.7, 78.1], 16/20 -> [58.4, 91.9]
-    assert cells[0] == ["linsvc", "100.0% [83.9, 100.0]", "100.0%", "1.000", "—", "C=0.1", "97.5%", "3.30",
+    assert cells[0] == ["linsvc", "100.0% [83.9, 100.0]", "100.0%", "1.000", "—", "—", "C=0.1", "97.5%",
                         "CV on train (5-fold)"]
     assert cells[1][1:5] == ["75.0% [53.1, 88.8]", "75.0%", "0.733", f"{rows[1]['log_loss']:.3f}"]
-    assert cells[2][1] == "60.0% [38.7, 78.1]" and cells[2][5:8] == ["3 epochs, lr 0.001", "—", "11.5"]
-    assert cells[3][1] == "80.0% [58.4, 91.9]" and cells[3][5] == "epoch 2 of 3, lr 0.001"
+    # the fine-tune is 90% sure of every image and right on 60%: ECE 0.3
+    assert cells[2][1] == "60.0% [38.7, 78.1]" and cells[2][5:8] == ["0.300", "3 epochs, lr 0.001", "—"]
+    assert cells[3][1] == "80.0% [58.4, 91.9]" and cells[3][6] == "epoch 2 of 3, lr 0.001"
     assert cells[3][8] == "best epoch on val"
     assert cells[4][1] == "96.73% [92.6, 98.6]" and cells[5][1] == "96.08% [91.7, 98.2]"
 
@@ -135,7 +137,7 @@ def test_a_column_that_varies_stays_in_the_table(built, tmp_path, monkeypatch):
         write_run(tmp_path / name, method=name, stage="classify", pred=list(Y), seconds={"fit": 1.0}, selection="CV")
         doc = json.loads((tmp_path / name / "metrics.json").read_text())
         write_json(tmp_path / name / "metrics.json", doc | {"backbone": backbone})
-    headers, _, cells, same = table(table_rows(runfiles.load_runs(tmp_path)))
+    headers, _, cells, same = table(table_rows(runread.load_runs(tmp_path)))
     assert headers[1] == "Backbone / weights" and {c[1] for c in cells[:2]} == {"resnet18 / DEFAULT",
                                                                                 "resnet50 / DEFAULT"}
     assert same == "Every run: train / val images: 6 / 20; device: cpu."
@@ -176,7 +178,8 @@ def test_mcnemar_matched_by_path_and_summary_within_noise(built):
     assert "Best on val: **linsvc**" in text
     assert "5 val images apart" in text and "p = 0.0625" in text
     assert "within noise" in text
-    assert "best epoch on val (epoch 2) would report 80.0% instead of the last epoch's 60.0%" in text
+    assert ("Choosing the epoch on val would report +20.0 points over the last epoch for **fine-tune (full)**."
+            in notes.protocol_note(table_rows(built.loaded)))
 
 
 def test_summary_says_real_difference_when_it_is(tmp_path, monkeypatch):
@@ -187,7 +190,7 @@ def test_summary_says_real_difference_when_it_is(tmp_path, monkeypatch):
               dataset="toy", paths=paths, y=y)
     write_run(tmp_path / "bad", method="bad", stage="classify", pred=[0] * 40, seconds={"fit": 0.5}, selection="CV",
               dataset="toy", paths=paths, y=y)
-    runs = runfiles.load_runs(tmp_path)
+    runs = runread.load_runs(tmp_path)
     rows = table_rows(runs)
     assert not any(r["is_reference"] for r in rows)  # published hymenoptera numbers only beside hymenoptera runs
     text = " ".join(verdict.summary_paragraphs(rows, runs))
@@ -241,8 +244,8 @@ def test_per_class_always_wrong_and_commands(built):
     names, wrong = diagnostics.always_wrong(built.loaded, table_rows(built.loaded))
     assert names == ["linsvc", "mobilenet_v2 codes + kNN", "fine-tune (full)"] and wrong == []  # LinearSVC: no mistake
     assert "No val image is misclassified by all 3 methods." in md
-    assert "| codes for linsvc | `python -m pipeline features --data d` |" in md
-    assert "| linsvc | `python -m pipeline classify --features f.h5` |" in md
+    assert "| codes for linsvc | `cnncodes features --data d` |" in md
+    assert "| linsvc | `cnncodes classify --features f.h5` |" in md
     with open(built.out / "per_class.csv", newline="") as fh:
         per = list(csv.DictReader(fh))
     knn_ants = next(r for r in per if r["run"] == "knn-k-5" and r["class"] == "ants")
@@ -256,22 +259,25 @@ def test_markdown_and_html_content(built):
     assert md.startswith("# Test report\n\n**Use linsvc** (mobilenet_v2 codes + LinearSVC): 100.0% (20 of 20)")
     assert "none of the 1 methods within noise of it costs much less (3.30 s of compute)" in md
     assert "Dataset **hymenoptera_data**" in md and "made by the tests" in md
-    assert "| linsvc | 100.0% [83.9, 100.0] | 100.0% | 1.000 | — | C=0.1 | 97.5% | 3.30 | CV on train (5-fold) |" in md
+    assert "| ★ linsvc | 100.0% [83.9, 100.0] | best on val | 3.30 |" in md  # the main table, recommended starred
+    assert "| linsvc | 100.0% [83.9, 100.0] | 100.0% | 1.000 | — | — | C=0.1 | 97.5% | CV on train (5-fold) |" in md
     assert "| tutorial: full FT (published) | 96.73% [92.6, 98.6] |" in md
-    assert "**linsvc**: mobilenet_v2 codes + LinearSVC;" in md  # the legend gives each short name's description
-    for section in ("## What this shows", "## Per class", "## What went wrong", "## How these runs were made"):
+    assert "| linsvc | mobilenet_v2 codes + LinearSVC |" in md  # the legend gives each short name's description
+    for section in ("## What the numbers say", "## Per class and most confused", "## What went wrong",
+                    "## How to reproduce"):
         assert section in md
-    assert (
-        "## Benchmarks" in md
-        and "Test CPU 9000" in md
-        and "| extract images/s | 120.5 | 60 | img/s | 2.01× | 2 | yes |" in md
-    )
+    # the developer benchmarks are a page of their own, linked from the report
+    assert "## Benchmarks" not in md and "Test CPU 9000" not in md and "[Benchmarks of this code](benchmarks.md)" in md
+    bench = (built.out / "benchmarks.md").read_text()
+    assert "Test CPU 9000" in bench and "| extract images/s | 120.5 | 60 | img/s | 2.01× | 2 | yes |" in bench
+    assert "(report.md)" in bench and 'href="report.html"' in (built.out / "benchmarks.html").read_text()
     page = (built.out / "report.html").read_text()
     n_fig = len(list((built.out / "figures").glob("*.png")))
     assert page.count('src="data:image/png;base64,') == n_fig
     assert 'src="figures/' not in page  # self-contained
     assert '<tr class="reference">' in page and '<tr class="best-epoch">' in page
-    assert "<strong>Use linsvc</strong>" in page and "<code>python -m pipeline features --data d</code>" in page
+    assert "<strong>Use linsvc</strong>" in page and "<code>cnncodes features --data d</code>" in page
+    assert '<tr class="recommended">' in page and 'href="benchmarks.html"' in page
 
 
 def test_missing_images_and_features_skip_with_note(tmp_path, monkeypatch, capsys):
@@ -293,7 +299,7 @@ def test_mixed_datasets_is_a_user_error(tmp_path, monkeypatch):
     write_run(tmp_path / "a", method="a", stage="classify", pred=list(Y), seconds={}, selection="CV")
     write_run(tmp_path / "b", method="b", stage="classify", pred=list(Y), seconds={}, selection="CV", dataset="flowers")
     with pytest.raises(UserError, match="different datasets") as e:
-        runfiles.check_one_dataset(runfiles.load_runs(tmp_path))
+        runread.check_one_dataset(runread.load_runs(tmp_path))
     assert "'hymenoptera_data'" in str(e.value) and "'flowers'" in str(e.value)
 
 
@@ -310,18 +316,18 @@ def test_same_dataset_other_classes_is_a_user_error(tmp_path, monkeypatch):
         classes=["ants", "wasps"],
     )
     with pytest.raises(UserError, match="different class lists"):
-        runfiles.check_one_dataset(runfiles.load_runs(tmp_path))
+        runread.check_one_dataset(runread.load_runs(tmp_path))
 
 
 def test_empty_or_bad_runs_dir_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no metrics.json"):
-        runfiles.load_runs(tmp_path)
+        runread.load_runs(tmp_path)
     with pytest.raises(UserError, match="does not exist"):
-        runfiles.load_runs(tmp_path / "nope")
+        runread.load_runs(tmp_path / "nope")
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "metrics.json").write_text(json.dumps({"schema": "other/1"}))
     with pytest.raises(UserError, match="schema"):
-        runfiles.load_runs(tmp_path)
+        runread.load_runs(tmp_path)
 
 
 def test_cli_empty_runs_exits_2_with_one_line(tmp_path):
@@ -349,7 +355,7 @@ def test_verdict_recommends_the_cheapest_method_within_noise_of_the_best(tmp_pat
               seconds={"extract": 4.0, "fit": 1.0}, selection="CV")
     write_run(tmp_path / "bad", method="bad", short="bad", stage="classify", pred=[0] * 20, seconds={"fit": 0.1},
               selection="CV")
-    runs = runfiles.load_runs(tmp_path)
+    runs = runread.load_runs(tmp_path)
     rows = table_rows(runs)
     rec, best, tied = verdict.recommend(rows, runs)
     assert (rec["name"], best["name"], [t["name"] for t in tied]) == ("softmax", "full FT", ["softmax"])
@@ -369,7 +375,7 @@ def test_frozen_runs_are_told_apart_by_their_batchnorm(tmp_path, monkeypatch):
     for name, trunk in (("frozen, BN eval", "eval"), ("frozen, BN train (tutorial loop)", "train")):
         write_run(tmp_path / trunk, method=name, short=name, stage="finetune", pred=list(Y), seconds={"train": 1.0},
                   selection="last epoch", mode="frozen", hyperparameters={"trunk_mode": trunk, "epochs": 2})
-    note = verdict.frozen_note(runfiles.load_runs(tmp_path))
+    note = verdict.frozen_note(runread.load_runs(tmp_path))
     assert "**frozen, BN eval** keeps the trunk's BatchNorm in eval mode" in note
     assert note.endswith("The tutorial's published frozen number is comparable to "
                          "**frozen, BN train (tutorial loop)**.")

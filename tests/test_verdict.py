@@ -10,6 +10,7 @@ import pytest
 from pipeline.report import verdict
 from pipeline.report.rows import table, table_rows
 from pipeline.runs import folder as runfiles
+from pipeline.runs import read as runread
 from pipeline.runs.metrics import mcnemar_power_min_difference
 from pipeline.stages import report
 from test_report import fake_env, write_run
@@ -41,7 +42,7 @@ def runs_dir(tmp_path, monkeypatch):
 
 
 def load(root):
-    runs = runfiles.load_runs(root)
+    runs = runread.load_runs(root)
     return table_rows(runs), runs
 
 
@@ -128,7 +129,7 @@ def test_verdict_json_schema_and_names_match_the_table(runs_dir, tmp_path):
     assert (doc["split"], doc["alpha"], doc["correction"]) == ("val", 0.05, "holm")
     keys = {"name", "accuracy", "n", "correct", "b", "c", "p_vs_best", "p_holm", "separable_from_best"}
     assert all(keys <= set(m) for m in doc["methods"])
-    rows = table_rows(runfiles.load_runs(runs_dir.root))
+    rows = table_rows(runread.load_runs(runs_dir.root))
     names = [cells[0] for cells, r in zip(table(rows).cells, rows) if r["kind"] == "ours"]
     assert [m["name"] for m in doc["methods"]] == names == ["best", "cheap", "bad"]
     assert (doc["best"], doc["recommended"]) == ("best", "cheap")

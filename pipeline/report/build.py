@@ -1,7 +1,8 @@
-"""The report from loaded runs, assembled and written: table_rows -> document (verdict, summary,
-diagnostics, figures) -> build_document -> report.md, report.html, metrics.csv, per_class.csv,
-verdict.json (the recommendation and every paired test against the best), and
-the PNGs in figures/ it no longer shows removed. Never imports torch.
+"""The report from loaded runs, assembled and written: table_rows -> document (verdict, tables,
+summary, diagnostics, figures) -> layout.build_document -> report.md, report.html, metrics.csv,
+per_class.csv, verdict.json (the recommendation and every paired test against the best),
+benchmarks.md / .html when the benchmark results exist, and the PNGs in figures/ it no longer shows
+removed. Never imports torch.
 """
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ from pathlib import Path
 
 from .. import UserError
 from ..core.files import read_json, write_json, write_text
-from ..runs.folder import Run
+from ..runs.read import Run
 from .diagnostics import always_wrong, label_curves, label_table, per_class_table, views_table, write_per_class_csv
-from .gallery import curve_figures, make_figures, top_loss_figures
-from .render import Command, Document, build_document, md_code, md_text, render_html, render_markdown
+from .gallery import calibration_words, curve_figures, make_figures, top_loss_figures
+from .layout import Document, bench_page, build_document
+from .notes import protocol_note
+from .quality import most_confused
+from .render import Table, md_code, md_text, render_html, render_markdown
+from .reproduce import commands
 from .rows import fmt_acc, legend, table, table_rows, write_csv
-from .verdict import summary_paragraphs, verdict, verdict_record
+from .tables import confused_table, cost_table, epoch_table, legend_table, main_table
+from .verdict import compare_with_best, recommend, standing, summary_paragraphs, verdict, verdict_record
 
 
 @dataclass(frozen=True)
@@ -35,19 +41,6 @@ def read_bench(path: Path | str | None) -> dict | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise UserError(f"benchmarks file {str(path)!r} has no 'results' list (re-run `make bench` or delete it)")
     return doc
-
-
-def commands(runs: list[Run], ours: list[dict]) -> list[Command]:
-    """The commands that made the runs, in table order, each once, with the methods each made; a
-    head's run also names the `features` command that made its codes."""
-    by_slug, made = {r.slug: r for r in runs}, {}
-    for row in ours:
-        m = by_slug[row["run"]].m
-        if m.get("features_command"):
-            made.setdefault(m["features_command"], ["codes for"]).append(row["name"])
-        made.setdefault(m.get("command") or "", []).append(row["name"])
-    return [Command(" ".join(names[:1]) + " " + ", ".join(names[1:]) if names[0] == "codes for" else ", ".join(names),
-                    c) for c, names in made.items()]
 
 
 REPORT_FILES = ".report-files.json"  # in figures/: the PNGs the last report wrote there
@@ -75,18 +68,35 @@ def remove_stale(figdir: Path, keep: set[str]) -> list[str]:
 def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, options: ReportOptions) -> Document:
     """Everything the report says, from the runs and their table rows; draws the figures."""
     classes = list(runs[0].m.get("classes") or [])
+    bench = " · [Benchmarks of this code](benchmarks.md)" if read_bench(options.bench) else ""
     head = (f"Dataset **{md_text(dataset)}** ({len(classes)} classes: {', '.join(map(md_text, classes[:12]))}"
             f"{', ...' if len(classes) > 12 else ''}), {len(runs)} run{'s' * (len(runs) != 1)} from "
-            f"{md_code(options.source)}, generated {time.strftime('%Y-%m-%d %H:%M %Z')}.")
+            f"{md_code(options.source)}, generated {time.strftime('%Y-%m-%d %H:%M %Z')}.{bench}")
     ours = [r for r in rows if r["kind"] == "ours"]
+    comps = compare_with_best(rows, runs)
+    rec, best, _ = recommend(rows, runs, comps)
+    quality = table(ours)
     return Document(
         title=options.title or f"cnncodes report: {dataset}", verdict=verdict(rows, runs), head=head,
-        note=options.note, table=table(rows), row_kinds=[r["kind"] for r in rows], legend=legend(rows),
-        summary=summary_paragraphs(rows, runs), figures=make_figures(runs, rows, figdir),
-        per_class=per_class_table(rows, classes), top_losses=top_loss_figures(runs, rows, figdir),
+        note=options.note, shared=quality.shared, main=main_table(rows, standing(rows, runs, comps), rec["run"]),
+        epochs=epoch_table(rows), epoch_note=protocol_note(rows), summary=summary_paragraphs(rows, runs),
+        quality=Table(quality.headers, quality.cells, quality.align), cost=cost_table(rows),
+        legend=legend_table(legend(rows)), figures=make_figures(runs, rows, figdir),
+        calibration=calibration_words(runs, rows), per_class=per_class_table(rows, classes),
+        confused=_confused(runs, (rec, best), classes), top_losses=top_loss_figures(runs, rows, figdir),
         always_wrong=always_wrong(runs, rows), classes=classes, labels=label_table(label_curves(runs, rows)),
-        commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir), views=views_table(runs, rows),
-        bench=read_bench(options.bench))
+        commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir), views=views_table(runs, rows))
+
+
+def _confused(runs: list[Run], pair: tuple[dict, dict], classes: list[str]) -> Table:
+    """The most-confused class pairs of the recommended and the best method (once when the same)."""
+    by_slug = {r.slug: r for r in runs}
+    chosen = [r for r in {r["run"]: r for r in pair}.values() if by_slug[r["run"]].m["val"].get("confusion")]
+    if not chosen:
+        return Table([], [], "")
+    cms = [by_slug[r["run"]].m["val"]["confusion"] for r in chosen]
+    support = [sum(row) for row in cms[0]]
+    return confused_table(most_confused(cms), [r["name"] for r in chosen], classes, support)
 
 
 def write_report(runs: list[Run], dataset: str, out: Path, options: ReportOptions) -> dict[str, Path]:
@@ -102,6 +112,11 @@ def write_report(runs: list[Run], dataset: str, out: Path, options: ReportOption
                "csv": write_csv(rows, out / "metrics.csv"),
                "per_class": write_per_class_csv(rows, out / "per_class.csv"),
                "verdict": write_json(out / "verdict.json", verdict_record(rows, runs))}
+    bench = read_bench(options.bench)
+    if bench:
+        page = bench_page(bench)
+        written["bench_md"] = write_text(out / "benchmarks.md", render_markdown(page))
+        written["bench_html"] = write_text(out / "benchmarks.html", render_html(page, figdir))
     stale = remove_stale(figdir, shown)
     rec = doc.verdict.split("**")[1] if "**" in doc.verdict else ""
     print(f"report of {len(runs)} run{'s' * (len(runs) != 1)} on {dataset}: best {rows[0]['name']} {fmt_acc(rows[0])}"

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 
 from ..core.files import csv_safe, write_text
-from ..runs.folder import Run
+from ..runs.read import Run
 from .render import AlwaysWrong, Table, md_text
 from .rows import DASH, fmt_pct
 

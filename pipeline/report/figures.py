@@ -1,5 +1,6 @@
-"""Report figures: learning curves, confusion matrices, image grids, label efficiency, accuracy vs
-compute, PCA.
+"""Report figures: learning curves, confusion matrices, image grids, label efficiency, reliability,
+PCA (accuracy vs compute: compute_plot.py). Every figure is drawn about as wide as the page shows it,
+with no text under MIN_TEXT_PX at that size.
 
 Each function draws one PNG from numbers that were already saved and returns the path it wrote,
 or None (after printing why) when its inputs are gone. Figures use matplotlib's object API
@@ -14,8 +15,28 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-DPI = 110
+from .render import PAGE_PX
+
+DPI = 120  # every figure is about 11 in wide: 1320 px, shown at the page's width (PAGE_PX)
+WIDE = PAGE_PX / 100  # inches: a figure this wide is shown at about 0.83 of its pixels
+MIN_TEXT_PX = 10  # no text smaller than this at the size the page shows it (tests check SHOWN_TEXT_PX)
 CLASSIFY_COLOR, FINETUNE_COLOR, MISTAKE_COLOR, CORRECT_COLOR = "#1f77b4", "#ff7f0e", "#d62728", "#2a7d2a"
+RC = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+      "legend.fontsize": 9, "figure.titlesize": 11}
+SHOWN_TEXT_PX: dict[str, float] = {}  # figure file name -> its smallest text, in px as the page shows it
+
+
+def legible(draw):
+    """Draw with the report's font sizes (matplotlib reads them as each artist is made)."""
+    import functools
+
+    import matplotlib
+
+    @functools.wraps(draw)
+    def wrapped(*args, **kwargs):
+        with matplotlib.rc_context(RC):
+            return draw(*args, **kwargs)
+    return wrapped
 
 
 def _literal(text) -> str:
@@ -26,9 +47,20 @@ def _literal(text) -> str:
 
 
 def _save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
-    from ..core.files import atomic_write  # a killed report leaves the old PNG or the new one, never 0 bytes
+    """Write the PNG (atomically: a killed report leaves the old PNG or the new one, never 0 bytes)
+    and note its smallest text at the size the page shows it: the PNG is scaled to PAGE_PX wide."""
+    from matplotlib.text import Text
+    from PIL import Image
 
-    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
+    from ..core.files import atomic_write
+
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    with Image.open(path) as im:
+        width = im.width
+    if sizes:
+        SHOWN_TEXT_PX[path.name] = min(sizes) * dpi / 72 * PAGE_PX / width
+    return path
 
 
 def _plain_log_x(ax) -> None:
@@ -44,10 +76,11 @@ def _column(history: list[dict], key: str) -> np.ndarray:
     return np.array([np.nan if h.get(key) is None else float(h[key]) for h in history], dtype=float)
 
 
+@legible
 def learning_curves(history: list[dict], title: str, path: Path, best_epoch: int | None = None) -> Path:
     """Loss and accuracy per epoch, train and val, side by side; the best val epoch dotted."""
     epochs = np.array([h.get("epoch", i + 1) for i, h in enumerate(history)], dtype=float)
-    fig = Figure(figsize=(9, 3.4))
+    fig = Figure(figsize=(WIDE, 3.3), layout="constrained")
     for ax, key, label, scale in zip(fig.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy (%)"), (1, 100)):
         for split, style in (("train", "-"), ("val", "--")):
             ax.plot(epochs, _column(history, f"{split}_{key}") * scale, style, marker=".", label=split)
@@ -57,44 +90,61 @@ def learning_curves(history: list[dict], title: str, path: Path, best_epoch: int
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(_literal(title), fontsize=10)
-    return _save(fig, path, dpi=85)  # photos compress poorly in PNG: keep the embedded HTML light
+        ax.legend()
+    fig.suptitle(_literal(title))
+    return _save(fig, path, dpi=100)
 
 
+def _grid(n: int, side_in: float, cols_most: int) -> tuple[int, int, float]:
+    """(rows, cols, panel side in inches) for n square panels across the page's width."""
+    cols = max(1, min(n, cols_most, int(WIDE // side_in)))
+    return -(-n // cols), cols, WIDE / cols
+
+
+@legible
 def confusion_grid(panels: list[tuple[str, list[list[int]]]], classes: list[str], path: Path) -> Path:
-    """Every method's val confusion matrix (rows: true, columns: predicted) as small multiples on one
-    colour scale, so panels compare at a glance; counts written in when there are few classes."""
-    cms = [np.asarray(cm, dtype=int) for _, cm in panels]
-    k, vmax = len(classes), max(int(cm.max()) for cm in cms) or 1
-    cols = min(4, len(panels))
-    rows = -(-len(panels) // cols)
-    side = max(2.3, 0.32 * k + 1.3)
-    fig = Figure(figsize=(cols * side + 0.8, rows * (side + 0.35)), layout="constrained")
+    """Every method's val confusion matrix as row-normalised rates (each row: the share of that true
+    class predicted as each class), small multiples on the same 0-1 scale, counts written in when
+    there are few classes. The colour scale is a square-root-like power, so a 5% error shows."""
+    from matplotlib.colors import PowerNorm
+
+    cms = [np.asarray(cm, dtype=float) for _, cm in panels]
+    k = len(classes)
+    rows, cols, side = _grid(len(panels), max(1.8, 0.34 * k + 1.0), 6)
+    fig = Figure(figsize=(WIDE, rows * (side + 0.45) + 0.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    labels = [_literal(c) for c in classes] if k <= 12 else [""] * k
+    labels = [_literal(c)[:12] for c in classes] if k <= 12 else [""] * k
+    norm = PowerNorm(0.45, vmin=0, vmax=1)
     for i, ax in enumerate(axes):
         if i >= len(panels):
             ax.axis("off")
             continue
         cm = cms[i]
-        im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=vmax)
-        if k <= 12:  # beyond that the numbers are unreadable; the colours still show the pattern
+        rate = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        im = ax.imshow(rate, cmap="Blues", norm=norm)
+        if k <= 8:  # beyond that the numbers are unreadable; the colours still show the pattern
             for r in range(k):
                 for c in range(k):
-                    ax.text(c, r, str(cm[r, c]), ha="center", va="center", fontsize=8,
-                            color="white" if cm[r, c] > vmax / 2 else "black")
+                    ax.text(c, r, f"{cm[r, c]:.0f}", ha="center", va="center", fontsize=9.5 if k <= 4 else 8.5,
+                            color="white" if rate[r, c] > 0.6 else "black")
         ax.set_xticks(range(k), labels if i // cols == rows - 1 or i + cols >= len(panels) else [""] * k,
-                      rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center", fontsize=7)
-        ax.set_yticks(range(k), labels if i % cols == 0 else [""] * k, fontsize=7)
-        ax.set_title(_literal(panels[i][0]), fontsize=8)
-    fig.colorbar(im, ax=axes.tolist(), shrink=0.8, label="val images")
-    fig.supxlabel("predicted", fontsize=8)
-    fig.supylabel("true", fontsize=8)
+                      rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center")
+        ax.set_yticks(range(k), labels if i % cols == 0 else [""] * k)
+        ax.set_title(_wrap(panels[i][0], int(side * 11)), fontsize=9)
+    fig.colorbar(im, ax=axes.tolist(), shrink=0.8, label="share of the true class (row)")
+    fig.supxlabel("predicted")
+    fig.supylabel("true")
     return _save(fig, path)
 
 
-def image_grid(items: list[tuple[dict, str]], data_root: Path, title: str, path: Path, thumb: int = 160,
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, max(width, 12)) for line in _literal(text).split("\n"))
+
+
+@legible
+def image_grid(items: list[tuple[dict, str]], data_root: Path, title: str, path: Path, thumb: int = 200,
                cols: int = 5) -> Path | None:
     """Val images with a caption each (`items`: (prediction, caption)); mistakes get a red frame and
     a red caption, right answers green."""
@@ -112,9 +162,8 @@ def image_grid(items: list[tuple[dict, str]], data_root: Path, title: str, path:
     if not shown:
         print(f"  note: no val images found under {str(data_root)!r}; skipping an image grid")
         return None
-    cols = min(cols, len(shown))
     rows = -(-len(shown) // cols)
-    fig = Figure(figsize=(cols * 2.1, rows * 2.3), layout="constrained")
+    fig = Figure(figsize=(WIDE, rows * (WIDE / cols + 0.55) + 0.3), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.set_xticks([])
@@ -124,23 +173,29 @@ def image_grid(items: list[tuple[dict, str]], data_root: Path, title: str, path:
         ax.axis("on")
         ax.imshow(img)
         colour = MISTAKE_COLOR if p["pred"] != p["true"] else CORRECT_COLOR
-        ax.set_title(_literal(caption), fontsize=7, color=colour)
+        ax.set_title(_literal(caption), fontsize=9, color=colour)
         for s in ax.spines.values():
             s.set_edgecolor(colour)
             s.set_linewidth(3 if p["pred"] != p["true"] else 0.8)
-    fig.suptitle(_literal(title), fontsize=10)
-    return _save(fig, path, dpi=85)  # photos compress poorly in PNG: keep the embedded HTML light
+    fig.suptitle(_literal(title))
+    return _save(fig, path, dpi=90)  # photos compress poorly in PNG: keep the embedded HTML light
 
 
+MARKERS, LINES = "osD^vP*X", ("-", "--", "-.", ":")
+
+
+@legible
 def label_efficiency(curves: list[dict], path: Path) -> Path | None:
     """Val accuracy against training images per class (log x): each head's mean over the draws
     with a band from the worst to the best draw, the draws as dots, and the full train set as the
-    last point of each line."""
+    last point of each line. Heads are drawn a little apart sideways, each with its own marker and
+    line style, so equal curves stay visible."""
     if not curves:
         return None
-    fig = Figure(figsize=(7.5, 4.4))
+    fig = Figure(figsize=(WIDE, 4.2), layout="constrained")
     ax = fig.subplots()
-    for c in curves:
+    for i, c in enumerate(curves):
+        shift = 1.04 ** (i - (len(curves) - 1) / 2)  # side by side on the log axis
         x = np.array([r["per_class"] for r in c["rows"]], dtype=float)
         mean = np.array([r["mean"] for r in c["rows"]]) * 100
         lo = np.array([min(r["accuracy"]) for r in c["rows"]]) * 100
@@ -149,62 +204,54 @@ def label_efficiency(curves: list[dict], path: Path) -> Path | None:
         if full["per_class"] and full["accuracy"] is not None:
             x, mean = np.append(x, full["per_class"]), np.append(mean, 100 * full["accuracy"])
             lo, hi = np.append(lo, mean[-1]), np.append(hi, mean[-1])
-        (line,) = ax.plot(x, mean, marker="o", markersize=4, label=_literal(c["name"]))
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+        (line,) = ax.plot(x * shift, mean, marker=MARKERS[i % 8], linestyle=LINES[i % 4], markersize=6,
+                          label=_literal(c["name"]), zorder=3 + len(curves) - i)
+        ax.fill_between(x * shift, lo, hi, color=line.get_color(), alpha=0.12, linewidth=0)
         for r in c["rows"]:
-            ax.scatter([r["per_class"]] * len(r["accuracy"]), np.array(r["accuracy"]) * 100, s=6,
+            ax.scatter([r["per_class"] * shift] * len(r["accuracy"]), np.array(r["accuracy"]) * 100, s=8,
                        color=line.get_color(), alpha=0.5)
     _plain_log_x(ax)
     ax.set_xlabel("training images per class (log scale; last point: all of train)")
     ax.set_ylabel("val accuracy (%)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(loc="lower right")
     return _save(fig, path)
 
 
-def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path) -> Path | None:
-    """Val accuracy against total compute seconds (log x), with 95% Wilson whiskers.
-
-    points: {label, stage, accuracy, lo, hi, seconds}; references: {label, accuracy} drawn as
-    dashed lines because they have no compute we measured.
-    """
-    points = [p for p in points if p.get("seconds") and p["seconds"] > 0]  # log axis: 0 s cannot be placed
-    if not points:
-        print("  note: no run recorded compute seconds; skipping the accuracy-vs-compute figure")
+@legible
+def reliability_diagram(curves: list[dict], path: Path) -> Path | None:
+    """Calibration of one or two methods: accuracy against mean confidence per confidence bin (a
+    calibrated model sits on the diagonal), and how many val images fall in each bin."""
+    curves = [c for c in curves if c.get("bins")]
+    if not curves:
         return None
-    fig = Figure(figsize=(8, 4.8))
-    ax = fig.subplots()
-    seen, placed = set(), []
-    for p in sorted(points, key=lambda p: (p["seconds"], -p["accuracy"])):
-        colour = FINETUNE_COLOR if p["stage"] == "finetune" else CLASSIFY_COLOR
-        kind = "fine-tuning" if p["stage"] == "finetune" else "cached codes + head"
-        y = 100 * p["accuracy"]
-        ax.errorbar(p["seconds"], y, yerr=[[y - 100 * p["lo"]], [100 * p["hi"] - y]], fmt="o", color=colour,
-                    capsize=3, label=None if kind in seen else kind)
-        seen.add(kind)
-        # runs with near-equal accuracy and compute would print their labels on top of each
-        # other: push each later label one line down per earlier neighbour
-        near = sum(1 for s, a in placed if abs(np.log10(p["seconds"] / s)) < 0.8 and abs(a - y) < 0.6)
-        placed.append((p["seconds"], y))
-        ax.annotate(_literal(p["label"]), (p["seconds"], y), xytext=(6, 4 - 10 * near), textcoords="offset points",
-                    fontsize=7)
-    # published numbers sit close together, so they are named in the legend, not on the plot
-    for r, style in zip(references, ("--", ":", "-.", (0, (1, 3)))):
-        ax.axhline(100 * r["accuracy"], color="grey", linestyle=style, linewidth=0.9,
-                   label=f"{_literal(r['label'])}: {100 * r['accuracy']:.2f}%")
-    _plain_log_x(ax)
-    ax.set_xlabel("compute seconds, log scale (extract + fit + train + predict)")
-    ax.set_ylabel("val accuracy (%)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(
-        fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False
-    )  # below: never over a point
-    # room on the right for the labels of the slowest runs
-    lo, hi = min(p["seconds"] for p in points), max(p["seconds"] for p in points)
-    ax.set_xlim(lo / 2, hi * 4)
+    fig = Figure(figsize=(WIDE, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=(1.3, 1))
+    lo = min(b["lo"] for c in curves for b in c["bins"])
+    lo = np.floor(lo * 10) / 10
+    left.plot([lo, 1], [lo, 1], color="grey", linestyle=":", linewidth=1, label="calibrated")
+    width = (curves[0]["bins"][0]["hi"] - curves[0]["bins"][0]["lo"]) / (len(curves) + 0.5)
+    for i, c in enumerate(curves):
+        conf = [b["confidence"] for b in c["bins"]]
+        left.plot(conf, [b["accuracy"] for b in c["bins"]], marker=MARKERS[i], linestyle=LINES[i],
+                  label=f"{_literal(c['name'])} (ECE {c['ece']:.3f})")
+        right.bar([b["lo"] + (i + 0.75) * width for b in c["bins"]], [b["n"] for b in c["bins"]], width=width,
+                  label=_literal(c["name"]), alpha=0.8)
+    left.set_xlim(lo, 1.01)
+    left.set_ylim(min(lo, min(b["accuracy"] for c in curves for b in c["bins"])) - 0.02, 1.02)
+    left.set_xlabel("confidence: the predicted class's probability (bin mean)")
+    left.set_ylabel("accuracy in the bin")
+    left.legend(loc="upper left")
+    right.set_yscale("log")
+    right.set_xlim(lo, 1.01)
+    right.set_xlabel("confidence (bin)")
+    right.set_ylabel("val images (log scale)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
+@legible
 def pca_codes(train: np.ndarray, train_labels: np.ndarray, val: np.ndarray | None, val_labels: np.ndarray | None,
               classes: list[str], title: str, path: Path) -> Path:
     """2-D PCA of cached codes coloured by class: fitted on train, val projected into the same axes
@@ -219,24 +266,31 @@ def pca_codes(train: np.ndarray, train_labels: np.ndarray, val: np.ndarray | Non
     project = lambda x: np.pad(pca.transform(x), ((0, 0), (0, 2 - pca.n_components_)))  # noqa: E731
     palette = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "viridis"]
     colour = lambda i: palette(i % 20) if len(classes) <= 20 else palette(i / max(len(classes) - 1, 1))  # noqa: E731
-    fig = Figure(figsize=(6.4, 5))
+    fig = Figure(figsize=(WIDE, 4.6), layout="constrained")
     ax = fig.subplots()
     t = project(train)
     v = project(val) if val is not None and len(val) else None
     for i, c in enumerate(classes):
         m = train_labels == i
-        ax.scatter(
-            t[m, 0], t[m, 1], s=14, alpha=0.45, color=colour(i),
-            label=f"{_literal(c)} (train)" if len(classes) <= 12 else None
-        )
+        ax.scatter(t[m, 0], t[m, 1], s=16, alpha=0.45, color=colour(i),
+                   label=f"{_literal(c)} (train)" if len(classes) <= 12 else None)
         if v is not None:
             mv = val_labels == i
-            ax.scatter(v[mv, 0], v[mv, 1], s=30, marker="^", color=colour(i), edgecolors="black", linewidths=0.5,
+            ax.scatter(v[mv, 0], v[mv, 1], s=34, marker="^", color=colour(i), edgecolors="black", linewidths=0.5,
                        label=f"{_literal(c)} (val)" if len(classes) <= 12 else None)
     ax.set_xlabel(f"PC1 ({100 * var[0]:.0f}% of variance)")
     ax.set_ylabel(f"PC2 ({100 * var[1]:.0f}% of variance)" if len(var) > 1 else "PC2")
-    ax.set_title(_literal(title), fontsize=9)
+    ax.set_title(_literal(title))
     ax.grid(alpha=0.3)
     if len(classes) <= 12:
-        ax.legend(fontsize=7, markerscale=1.2)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
+
+
+def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path,
+                        recommended: str | None = None) -> Path | None:
+    """Val accuracy against compute (compute_plot.py); `references` (published numbers) are drawn as
+    horizontal lines only when given: the report gives none, they come from another protocol."""
+    from .compute_plot import accuracy_vs_compute as draw
+
+    return draw(points, path, recommended, references)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import UserError
-from ..runs.folder import Run
+from ..runs.read import Run
 from .diagnostics import label_curves, top_losses
+from .quality import has_probabilities, reliability
 from .render import FigureFile, md_text
 from .rows import fmt_acc
 from .verdict import recommend
@@ -51,7 +52,7 @@ def top_loss_figures(runs: list[Run], rows: list[dict], figdir: Path) -> list[Fi
     by_slug, classes, made = {r.slug: r for r in runs}, list(runs[0].m.get("classes") or []), []
     for row, role in ((rec, "recommended"), (best, "best on val")):
         run = by_slug[row["run"]]
-        if any(run.slug in f.name for f in made):
+        if role != "recommended" and rec is best:
             continue
         root, top = existing(run.m.get("data_root"), run), top_losses(run)
         if root is None or not root.is_dir() or not top:
@@ -73,36 +74,80 @@ def top_loss_figures(runs: list[Run], rows: list[dict], figdir: Path) -> list[Fi
 
 
 def make_figures(runs: list[Run], rows: list[dict], figdir: Path) -> dict[str, FigureFile]:
-    """The figures the saved runs allow, by role: compute, confusion, labels, pca."""
+    """The figures the saved runs allow, by role: compute, confusion, calibration, labels, pca."""
     classes = list(runs[0].m.get("classes") or [])
-    made = {"compute": _compute_figure(rows, figdir), "confusion": _confusion_figure(runs, rows, classes, figdir),
+    rec, best, _ = recommend(rows, runs)
+    made = {"compute": _compute_figure(rows, rec, figdir),
+            "confusion": _confusion_figure(runs, rows, (rec, best), classes, figdir),
+            "calibration": calibration_figure(runs, (rec, best), figdir),
             "labels": _labels_figure(runs, rows, figdir), "pca": _pca_figure(runs, classes, figdir)}
     return {role: f for role, f in made.items() if f is not None}
 
 
-def _compute_figure(rows: list[dict], figdir: Path) -> FigureFile | None:
-    from . import figures
+def _compute_figure(rows: list[dict], rec: dict, figdir: Path) -> FigureFile | None:
+    from . import compute_plot
 
     points = [{"label": r["name"], "stage": r["stage"], "accuracy": r["accuracy"], "lo": r["accuracy_ci95_lo"],
                "hi": r["accuracy_ci95_hi"], "seconds": r["total_s"]} for r in rows if r["kind"] == "ours"]
-    refs = [{"label": r["name"], "accuracy": r["accuracy"]} for r in rows if r["is_reference"]]
-    return _shown(figures.accuracy_vs_compute(points, refs, figdir / "accuracy-vs-compute.png"),
-                  "Val accuracy against total compute seconds (log scale), whiskers = 95% Wilson interval. Heads on "
-                  "cached codes include the extraction they share. Dashed lines: published reference numbers (not "
-                  "our runs).")
+    path = compute_plot.accuracy_vs_compute(points, figdir / "accuracy-vs-compute.png", rec["name"])
+    return _shown(path, f"Val accuracy against what making each model cost (compute seconds, log scale), whiskers = "
+                        f"95% Wilson interval; ★ **{md_text(rec['name'])}** is the recommended method. The dashed "
+                        "step is the Pareto front: no run off it is both cheaper and more accurate than one on it. "
+                        "Heads on cached codes include the extraction they share; runs at one spot are drawn a little "
+                        "apart sideways. The published numbers (another backbone and protocol) are in the table "
+                        "above, not here.")
 
 
-def _confusion_figure(runs: list[Run], rows: list[dict], classes: list[str], figdir: Path) -> FigureFile | None:
+def _confusion_figure(runs: list[Run], rows: list[dict], pair: tuple[dict, dict], classes: list[str],
+                      figdir: Path) -> FigureFile | None:
+    """Every method's confusion matrix with up to 6 classes (12 panels at most); with more, the
+    recommended and the best only."""
     from . import figures
 
     by_slug = {r.slug: r for r in runs}
-    panels = [(f"{r['name']}\n{fmt_acc(r)}", by_slug[r["run"]].m["val"]["confusion"]) for r in rows
-              if r["kind"] == "ours" and by_slug[r["run"]].m["val"].get("confusion")]
+    ours = [r for r in rows if r["kind"] == "ours"] if len(classes) <= 6 else list({r["run"]: r for r in pair}.values())
+    panels = [(f"{r['name']}\n{fmt_acc(r)}", by_slug[r["run"]].m["val"]["confusion"]) for r in ours[:12]
+              if by_slug[r["run"]].m["val"].get("confusion")]
     if not panels:
         return None
+    which = "one panel per method in table order" if len(panels) == len(ours) else \
+        f"the first {len(panels)} methods in table order" if len(classes) <= 6 else "the recommended and the best"
     return _shown(figures.confusion_grid(panels, classes, figdir / "confusion.png"),
-                  "Confusion matrices on val, one panel per method in table order, on one colour scale (rows: true "
-                  "class, columns: predicted).")
+                  f"Confusion matrices on val, {which}: each row is a true class and shows where its images went, as "
+                  "a share of that class (the colour, each panel on the same 0-1 scale) and as a count (the "
+                  "number).")
+
+
+def _probabilistic(runs: list[Run], pair: tuple[dict, dict]) -> tuple[list[dict], list[dict]]:
+    """The recommended and the best (once when the same): those with probabilities, those with margins."""
+    by_slug = {r.slug: r for r in runs}
+    chosen = list({r["run"]: r for r in pair}.values())
+    return ([r for r in chosen if has_probabilities(by_slug[r["run"]])],
+            [r for r in chosen if not has_probabilities(by_slug[r["run"]])])
+
+
+def calibration_words(runs: list[Run], rows: list[dict]) -> str:
+    """What the reliability diagram leaves out: a method without probabilities."""
+    rec, best, _ = recommend(rows, runs)
+    margins = _probabilistic(runs, (rec, best))[1]
+    return " ".join(f"**{md_text(r['name'])}** gives margins, not probabilities, so it has no calibration to show "
+                    "(a probabilistic head, e.g. softmax, does where a confidence is needed)." for r in margins)
+
+
+def calibration_figure(runs: list[Run], pair: tuple[dict, dict], figdir: Path) -> FigureFile | None:
+    """The reliability diagram of the recommended and the best method."""
+    from . import figures
+
+    by_slug = {r.slug: r for r in runs}
+    curves = [{"name": r["name"], **reliability(by_slug[r["run"]])} for r in _probabilistic(runs, pair)[0]]
+    if not curves:
+        return None
+    path = figures.reliability_diagram(curves, figdir / "calibration.png")
+    names = " and ".join(f"**{md_text(c['name'])}**" for c in curves)
+    return _shown(path, f"Reliability of {names}: val images binned by the predicted class's probability (15 "
+                        "equal-width bins), each bin's accuracy against its mean confidence; on the dotted diagonal a "
+                        "confidence of 0.9 is right 9 times in 10. ECE (in the legend) is the bin-weighted mean gap. "
+                        "Right: how many val images fall in each bin.")
 
 
 def _labels_figure(runs: list[Run], rows: list[dict], figdir: Path) -> FigureFile | None:

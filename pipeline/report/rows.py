@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from ..core.files import write_text
-from ..runs.folder import Run
+from ..runs.read import Run
 from ..runs.metrics import wilson
 
 DASH = "—"  # a value that is not known, in every table of the report
@@ -39,7 +39,10 @@ REFERENCE_N_TRAIN, REFERENCE_N_VAL = 244, 153
 CSV_COLUMNS = ["kind", "is_reference", "run", "name", "method", "stage", "dataset", "backbone", "weights", "n_train",
                "n_val", "correct", "accuracy", "accuracy_ci95_lo", "accuracy_ci95_hi", "balanced_accuracy",
                "macro_f1", "log_loss", "settings", "cv_accuracy", "extract_s", "fit_s", "train_s", "predict_s",
-               "total_s", "device", "selection", "epoch", "seed", "command"]
+               "total_s", "device", "selection", "epoch", "seed", "command", "ece", "top5_accuracy", "ms_per_image",
+               "views", "tta", "trained_params", "code_dim"]
+EXTRA = ("ece", "top5_accuracy", "ms_per_image", "views", "tta", "trained_params", "code_dim", "params_note",
+         "score_kind")  # filled in for rows of ours by `_use_and_trust`
 # how the table writes a head's chosen hyperparameter
 SETTING_NAMES = {"n_neighbors": "k", "weight_decay": "wd"}
 
@@ -85,7 +88,8 @@ def _row(run: Run, scores: dict, kind: str, method: str, selection: str, epoch: 
             "accuracy_ci95_lo": lo, "accuracy_ci95_hi": hi, "balanced_accuracy": scores.get("balanced_accuracy"),
             "macro_f1": scores.get("macro_f1"), "log_loss": scores.get("log_loss"),
             **split_seconds(m.get("seconds"), m.get("stage")),
-            "device": m.get("device"), "selection": selection, "epoch": epoch, "seed": m.get("seed")}
+            "device": m.get("device"), "selection": selection, "epoch": epoch, "seed": m.get("seed"),
+            **dict.fromkeys(EXTRA)}
 
 
 def reference_rows(dataset: str | None) -> list[dict]:
@@ -100,7 +104,7 @@ def reference_rows(dataset: str | None) -> list[dict]:
             "name": ref.name,
             "dataset": REFERENCE_DATASET, "backbone": "resnet18", "weights": "IMAGENET1K_V1",
             "n_train": REFERENCE_N_TRAIN, "n_val": REFERENCE_N_VAL, "correct": k, "accuracy": ref.accuracy,
-            "accuracy_ci95_lo": lo, "accuracy_ci95_hi": hi, "selection": "best epoch on val"})
+            "accuracy_ci95_lo": lo, "accuracy_ci95_hi": hi, "selection": "best epoch on val", **dict.fromkeys(EXTRA)})
     return rows
 
 
@@ -124,7 +128,21 @@ def table_rows(runs: list[Run]) -> list[dict]:
                         r.m["best_val"].get("selection", "best epoch on val (reference protocol)"),
                         r.m["best_val"].get("epoch"))
                    for r in runs if isinstance(r.m.get("best_val"), dict)), key=_rank)
+    _use_and_trust(ours, runs)
     return ours + best + reference_rows(runs[0].m.get("dataset") if runs else None)
+
+
+def _use_and_trust(ours: list[dict], runs: list[Run]) -> None:
+    """Add what each method costs to use (usage) and how far its confidence and top-5 go (quality)."""
+    from .quality import MANY_CLASSES, ece, top_k_accuracy
+    from .usage import usage
+
+    by_slug, use = {r.slug: r for r in runs}, usage(runs)
+    for row in ours:
+        run = by_slug[row["run"]]
+        many = len(run.m.get("classes") or []) > MANY_CLASSES
+        row.update({"ece": ece(run), "top5_accuracy": top_k_accuracy(run) if many else None,
+                    "score_kind": run.m.get("score_kind"), **use[run.slug]})
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
@@ -194,20 +212,31 @@ class ResultsTable(NamedTuple):
     shared: str  # the line above the table with what every run shares; empty when nothing is
 
 
+def fmt_ece(row: dict) -> str:
+    if row.get("ece") is not None:
+        return f"{row['ece']:.3f}"
+    return "none: margins" if row.get("score_kind") == "margin" else DASH
+
+
 def table(rows: list[dict]) -> ResultsTable:
-    """The rows as text; a VARYING column with one value on every run of ours moves to `shared`."""
+    """Every quality number of the rows as text; a VARYING column with one value on every run of ours
+    moves to `shared`. With more than 5 classes balanced accuracy is named for what it is (mean
+    per-class recall) and top-5 accuracy is shown when the runs kept what it needs."""
     ours = [r for r in rows if not r["is_reference"]]
     varying = [c for c in VARYING if len({c.cell(r) for r in ours}) > 1]
     same = [f"{c.header.lower()}: {c.cell(ours[0])}" for c in VARYING if c not in varying] if ours else []
     num = lambda x, f: DASH if x is None else format(x, f)  # noqa: E731
-    headers = ["Method", *(c.header for c in varying), "Val accuracy [95% CI]", "Balanced acc.", "Macro F1",
-               "Log-loss", "Chosen settings", "CV acc.", "Compute s", "Chosen by"]
+    top5 = any(r.get("top5_accuracy") is not None for r in rows)
+    many = top5 or any(len(r.get("per_class") or {}) > 5 for r in rows)
+    headers = ["Method", *(c.header for c in varying), "Val accuracy [95% CI]",
+               "Mean per-class recall" if many else "Balanced acc.", *(["Top-5 acc."] if top5 else []), "Macro F1",
+               "Log-loss", "ECE", "Chosen settings", "CV acc.", "Chosen by"]
     cells = [[r["name"], *(c.cell(r) for c in varying), fmt_acc(r), fmt_pct(r["balanced_accuracy"]),
-              num(r["macro_f1"], ".3f"), num(r["log_loss"], ".3f"), r.get("settings") or DASH,
-              fmt_pct(r.get("cv_accuracy")), fmt_seconds(r["total_s"]),
+              *([fmt_pct(r.get("top5_accuracy"))] if top5 else []), num(r["macro_f1"], ".3f"),
+              num(r["log_loss"], ".3f"), fmt_ece(r), r.get("settings") or DASH, fmt_pct(r.get("cv_accuracy")),
               (r["selection"] or DASH).replace(" (reference protocol)", "")] for r in rows]
     line = ("Every run: " + "; ".join(same) + ".") if same else ""
-    return ResultsTable(headers, "l" + "l" * len(varying) + "rrrrlrrl", cells, line)
+    return ResultsTable(headers, "l" + "l" * len(varying) + "rr" + "r" * top5 + "rrrlrl", cells, line)
 
 
 class LegendEntry(NamedTuple):

@@ -10,9 +10,12 @@ import math
 import statistics
 from typing import NamedTuple
 
-from ..runs.folder import Run
+from ..runs.read import Run
 from ..runs.metrics import holm, mcnemar_exact, mcnemar_power_min_difference
-from .rows import REFERENCE_N_VAL, fmt_pct, fmt_seconds
+from .notes import frozen_note
+from .rows import fmt_pct, fmt_seconds
+
+__all__ = ["frozen_note"]  # re-exported: the summary's last paragraph
 
 ALPHA = 0.05  # a method is separable from the best when its Holm-adjusted exact McNemar p < ALPHA
 CORRECTION = "holm"  # over the family of every method compared with the best
@@ -208,7 +211,6 @@ def summary_paragraphs(rows: list[dict], runs: list[Run]) -> list[str]:
     else:
         comps = compare_with_best(rows, runs)
         out += [_runner_up(best, comps[0], sum(c.comparable for c in comps)), _tests_text(comps)]
-    out += protocol_notes(rows, ours, best)
     out.append(frozen_note(runs))
     return [p for p in out if p]
 
@@ -272,48 +274,11 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def frozen_note(runs: list[Run]) -> str:
-    """Which frozen-trunk run the tutorial's frozen number is comparable to: BatchNorm in train
-    mode (the tutorial) and in eval mode are different methods, with different results."""
-    frozen: dict[str, str] = {}
-    for r in runs:
-        if r.m.get("mode") == "frozen":
-            mode, name = (r.m.get("hyperparameters") or {}).get("trunk_mode"), r.m.get("short") or r.m["method"]
-            frozen[mode] = f"{frozen[mode]}** and **{name}" if mode in frozen else name
-    if not frozen:
-        return ""
-    s = ("The frozen-trunk runs differ in one thing that matters: "
-         if len(frozen) > 1 else "About the frozen-trunk run: ")
-    parts = []
-    if "eval" in frozen:
-        keep = "keep" if "** and **" in frozen["eval"] else "keeps"
-        parts.append(f"**{frozen['eval']}** {keep} the trunk's BatchNorm in eval mode (fixed ImageNet statistics: "
-                     "a linear head trained on augmented codes)")
-    if "train" in frozen:
-        parts.append(f"**{frozen['train']}** leaves it in train mode, as the tutorial does, so its running "
-                     "statistics drift towards this dataset with every batch")
-    s += "; ".join(parts) + ". "
-    if "train" in frozen:
-        return s + f"The tutorial's published frozen number is comparable to **{frozen['train']}**."
-    return s + "The tutorial's published frozen number comes from BatchNorm in train mode, a different method."
-
-
-def protocol_notes(rows: list[dict], ours: list[dict], best: dict) -> list[str]:
-    """What choosing the epoch on val would report, and how the published numbers compare."""
-    out = []
-    for r in rows:
-        if r["kind"] == "best_epoch":
-            last = next(o for o in ours if o["run"] == r["run"])
-            out.append(f"For **{last['name']}**, choosing the best epoch on val (epoch {r['epoch']}) would report "
-                       f"{fmt_pct(r['accuracy'])} instead of the last epoch's {fmt_pct(last['accuracy'])}. Val picked "
-                       "that epoch, so that number is optimistic; the table ranks the last epoch.")
-    refs = [r for r in rows if r["is_reference"]]
-    if refs:
-        lo, hi = best["accuracy_ci95_lo"], best["accuracy_ci95_hi"]
-        inside = [fmt_pct(r["accuracy"], 2) for r in refs if lo <= r["accuracy"] <= hi]
-        covers = ("contains them" if len(inside) == len(refs) else "contains neither" if not inside
-                   else "contains only " + ", ".join(inside))
-        out.append("The published tutorial numbers (" + ", ".join(fmt_pct(r["accuracy"], 2) for r in refs)
-                   + f" on {REFERENCE_N_VAL} val images) pick the best epoch on val, so compare them with best-epoch "
-                   f"rows, not with our primary ones. Our best result's 95% interval {covers}.")
+def standing(rows: list[dict], runs: list[Run], comparisons: list[Comparison] | None = None) -> dict[str, str]:
+    """By run slug, each method against the best in a few words, for the main table."""
+    comparisons = compare_with_best(rows, runs) if comparisons is None else comparisons
+    out = {next(r for r in rows if r["kind"] == "ours")["run"]: "best on val"}
+    for c in comparisons:
+        out[c.row["run"]] = ("not paired" if not c.comparable else
+                             f"{'worse' if c.separable else 'within noise'}, p = {c.p_holm:.2g}")
     return out

@@ -3,10 +3,11 @@
 Usage: python -m pipeline report --runs RUNS_DIR --out reports/
 
 Reads every RUNS_DIR/**/metrics.json (and the history.json, features file and val images the runs
-point to) and writes report.md, a self-contained report.html, metrics.csv, per_class.csv and
-figures/*.png, and removes the PNGs an earlier report wrote (listed in figures/.report-files.json)
-that it no longer shows. It recomputes no model and never imports torch, so it runs wherever the
-run folders were copied.
+point to) and writes report.md, a self-contained report.html (the decision first: verdict, main
+table, accuracy vs compute; then one folded section per question), metrics.csv, per_class.csv,
+verdict.json and figures/*.png, plus benchmarks.md / .html when --bench exists, and removes the PNGs
+an earlier report wrote (listed in figures/.report-files.json) that it no longer shows. It
+recomputes no model and never imports torch, so it runs wherever the run folders were copied.
 
 Flow: load_runs -> check_one_dataset -> report.build.write_report (rows, verdict, summary,
 diagnostics, figures -> blocks -> Markdown, HTML and the CSVs).
@@ -19,7 +20,7 @@ from pathlib import Path
 from .. import UserError
 from ..core.cli import Settings, opt
 from ..report.build import ReportOptions, read_bench, write_report
-from ..runs.folder import check_one_dataset, load_runs
+from ..runs.read import check_one_dataset, load_runs
 
 __all__ = ["Config", "run", "read_bench"]  # read_bench: the benchmarks file as this stage reads it
 
@@ -29,7 +30,8 @@ class Config(Settings):
     runs: Path = opt(Path("reports/runs"), "folder searched recursively for the metrics.json of each run")
     out: Path = opt(Path("reports"), "output folder for report.md, report.html, metrics.csv and figures/")
     bench: Path = opt(
-        Path("reports/benchmarks.json"), "benchmark results from python -m bench, included when the file exists"
+        Path("reports/benchmarks.json"),
+        "benchmark results from python -m bench: benchmarks.md / .html beside the report when the file exists"
     )
     title: str = opt("", "report title; empty means 'cnncodes report: <dataset>'")
     note: str = opt("", "a line under the title, e.g. which weights or command made these runs; empty = none")

@@ -1,0 +1,96 @@
+"""The report's smaller tables, from the table rows: the main (decision) table, the best-epoch and
+published rows apart, what each method costs to make and to use, what each method is, and the
+most-confused class pairs. Pure functions; rows.py makes the rows and the full quality table.
+"""
+from __future__ import annotations
+
+from .render import Table, md_text
+from .rows import DASH, LegendEntry, fmt_acc, fmt_pct, fmt_seconds
+from .usage import fmt_count, fmt_ms
+
+STAR = "★"  # marks the recommended method, in both renderings
+
+
+def method_cell(row: dict, rec_run: str | None) -> str:
+    return f"{STAR} {row['name']}" if row["run"] == rec_run and row["kind"] == "ours" else row["name"]
+
+
+def ms_cell(row: dict) -> str:
+    ms = row.get("ms_per_image")
+    if ms is None:
+        return "not recorded"
+    tta = row.get("tta") or 1
+    return fmt_ms(ms) + (f" ({tta} views)" if tta > 1 else "")
+
+
+def main_table(rows: list[dict], standing: dict[str, str], rec_run: str | None) -> Table:
+    """One row per method of ours, best first, the recommended starred (and classed for the HTML)."""
+    ours = [r for r in rows if r["kind"] == "ours"]
+    cells = [[method_cell(r, rec_run), fmt_acc(r), standing.get(r["run"], DASH), fmt_seconds(r["total_s"]),
+              ms_cell(r), (r["selection"] or DASH)] for r in ours]
+    return Table(["Method", "Val accuracy [95% CI]", "Against the best", "Compute s", "ms / image", "Chosen by"],
+                 cells, "lrlrrl", ["recommended" if r["run"] == rec_run else "" for r in ours])
+
+
+def epoch_table(rows: list[dict]) -> Table:
+    """The best-epoch-on-val rows of ours and the published numbers: chosen on val, so apart."""
+    last = {r["run"]: r for r in rows if r["kind"] == "ours"}
+    apart = [r for r in rows if r["kind"] != "ours"]
+    if not apart:
+        return Table([], [], "")
+    cells = [[r["name"], fmt_acc(r), fmt_pct(last[r["run"]]["accuracy"]) if r["run"] in last else DASH,
+              r.get("settings") or DASH, "published, not our run" if r["is_reference"] else "best epoch on val"]
+             for r in apart]
+    return Table(["Method", "Val accuracy [95% CI]", "Its last epoch", "Settings", "Chosen by"], cells, "lrrll",
+                 [r["kind"].replace("_", "-") for r in apart])
+
+
+def _params(row: dict) -> str:
+    n, note = row.get("trained_params"), row.get("params_note") or ""
+    if n is None:
+        return "not recorded" + (f" ({note.removesuffix('; not recorded')})" if note else "")
+    return fmt_count(n) + (f" ({note})" if note else "")
+
+
+def cost_table(rows: list[dict]) -> Table:
+    """What each method of ours cost to make (seconds) and costs to use (per image, parameters)."""
+    ours = [r for r in rows if r["kind"] == "ours"]
+    cells = [[r["name"], fmt_seconds(r["extract_s"]), fmt_seconds(r["fit_s"] if r["fit_s"] is not None
+                                                                    else r["train_s"]),
+              fmt_seconds(r["total_s"]), ms_cell(r), str(r.get("tta") or 1), _params(r),
+              DASH if r.get("code_dim") is None else str(r["code_dim"])] for r in ours]
+    return Table(["Method", "Extract s", "Fit / train s", "Compute s", "ms / image", "Test-time views",
+                  "Trained parameters", "Code dim"], cells, "lrrrrrrr")
+
+
+def legend_table(legend: list[LegendEntry]) -> Table:
+    return Table(["Method", "What it is"], [[e.name, e.description] for e in legend], "ll")
+
+
+COLUMN_NOTES = [
+    "*Val accuracy*: on the val images, with a 95% Wilson interval.",
+    "*Against the best*: exact McNemar test on the val images both scored, Holm-corrected over every method "
+    "compared with the best; *within noise* means these images cannot tell the two apart.",
+    "*Compute s*: what making the model cost: extracting the codes (shared by every head on one codes file) and "
+    f"fitting with CV, or fine-tuning with its image decoding and per-epoch val pass; {DASH} = not recorded.",
+    "*ms / image*: what using it costs, per new image, on the machine that made the run: for a head, the backbone "
+    "pass that makes the code (the extraction's seconds per image, times the test-time views: TTA with T views costs "
+    "T times) plus the head's predict time; for a fine-tune, its last val pass per image.",
+    "*Chosen by*: CV on train and the last epoch never look at val; the best-epoch rows did, so they stand apart.",
+    "*ECE*: expected calibration error, 15 equal-width bins of the predicted class's probability (0 = confidence "
+    "matches accuracy); a head that gives margins, not probabilities (LinearSVC), has none.",
+    "*Trained parameters*: what the head (or the fine-tune) learned, read from model.npz or derived from the code "
+    "dimension; a k-NN learns nothing and keeps the training codes; the frozen backbone's are not recorded.",
+    "metrics.csv has every column, per_class.csv every class.",
+]
+
+
+def confused_table(pairs: list[tuple[int, int, list[int]]], names: list[str], classes: list[str],
+                   support: list[int]) -> Table:
+    """The most-confused (true, predicted) pairs with each method's count and its share of the class."""
+    if not pairs:
+        return Table([], [], "")
+    cls = lambda i: md_text(classes[i]) if 0 <= i < len(classes) else str(i)  # noqa: E731
+    cells = [[cls(t), cls(p), *(f"{n} ({n / support[t]:.0%})" if support[t] else str(n) for n in counts)]
+             for t, p, counts in pairs]
+    return Table(["True class", "Predicted as", *(md_text(n) for n in names)], cells, "ll" + "r" * len(names))

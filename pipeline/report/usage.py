@@ -1,0 +1,123 @@
+"""What each method costs to USE on a new image, from what its run recorded: milliseconds per image at
+predict time on the machine that made the run, the parameters it trained and the code dimension.
+Pure functions of the loaded runs; a head's model.npz is read for its array shapes only (no pickle),
+and a fine-tune's final.pt is never opened (that needs torch). What was not recorded stays None.
+
+- A head on codes: each new image needs its code (the backbone pass: the extraction seconds per
+  image of the codes file, times T with test-time views) and then the head (its predict seconds per
+  val image). The extraction per image comes from a run on the same codes without views (its
+  extract seconds cover every image of the file once) or from the codes file itself.
+- A fine-tune: its last val pass per val image (the forward pass; the fast loop decodes beforehand).
+"""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+
+from ..runs.read import Run
+
+
+def _images(m: dict) -> int | None:
+    n = (m.get("n_train") or 0) + (m.get("n_val") or 0)
+    return n or None
+
+
+def _plain(m: dict) -> bool:
+    return not m.get("views") and (m.get("tta") or 1) == 1
+
+
+def extract_per_image(run: Run, runs: list[Run]) -> float | None:
+    """Seconds of backbone pass per image for the codes this head used (one view), or None."""
+    m = run.m
+    same = [r.m for r in runs if r.m.get("stage") == "classify" and r.m.get("features_file") == m.get("features_file")]
+    for o in [m, *same]:
+        ext = (o.get("seconds") or {}).get("extract")
+        if _plain(o) and isinstance(ext, (int, float)) and ext > 0 and _images(o):
+            return ext / _images(o)
+    return _header_extract(run)
+
+
+def _header_extract(run: Run) -> float | None:
+    """From the codes file's own header, when it is still there."""
+    from .gallery import existing
+
+    f = existing(run.m.get("features_file"), run)
+    if f is None:
+        return None
+    try:
+        from ..codes.store import Header, read_attrs
+
+        h = Header.from_attrs(read_attrs(f))
+    except Exception:  # a moved, damaged or foreign file: the cost is then not known  # noqa: BLE001
+        return None
+    return h.extract_seconds / _images(run.m) if h.extract_seconds and _images(run.m) else None
+
+
+def ms_per_image(run: Run, runs: list[Run]) -> float | None:
+    """Milliseconds to classify one new image, at predict time, on the machine that made the run."""
+    m = run.m
+    predict, n = (m.get("seconds") or {}).get("predict"), m.get("n_val")
+    if not isinstance(predict, (int, float)) or not n:
+        return None
+    if m.get("stage") != "classify":
+        return 1000 * predict / n
+    ext = extract_per_image(run, runs)
+    return None if ext is None else 1000 * (ext * (m.get("tta") or 1) + predict / n)
+
+
+def _head_arrays(run: Run) -> dict[str, tuple] | None:
+    f = run.dir / "model.npz"
+    if not f.is_file():
+        return None
+    try:
+        with np.load(f, allow_pickle=False) as a:
+            return {k: a[k].shape for k in a.files}
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def head_numbers(run: Run, runs: list[Run]) -> tuple[int | None, int | None, str]:
+    """(trained parameters, code dimension, a note) of one run; None where not recorded."""
+    m = run.m
+    if m.get("stage") == "classify":
+        shapes = _head_arrays(run) or {}
+        dims = [s[-1] for k, s in shapes.items() if k.endswith(("coef_", "_fit_X", "mean_")) and s]
+        dim = dims[0] if dims else None
+        fit_x = next((s for k, s in shapes.items() if k.endswith("_fit_X")), None)
+        if fit_x:  # k-NN trains nothing: it keeps the training codes
+            return 0, dim, f"keeps {fit_x[0]} codes"
+        n = sum(int(np.prod(s)) for k, s in shapes.items() if k.endswith(("coef_", "intercept_")))
+        return (n or None), dim, ""
+    dim = next((d for r in runs if r.m.get("stage") == "classify" and r.m.get("backbone") == m.get("backbone")
+                and r.m.get("weights") == m.get("weights") for d in [head_numbers(r, [])[1]] if d), None)
+    if isinstance(m.get("parameters"), int):
+        return m["parameters"], dim, ""
+    if m.get("mode") == "frozen" and dim:  # a new linear layer on the frozen trunk's codes
+        k = len(m.get("classes") or [])
+        return dim * k + k, dim, ""
+    return None, dim, "whole network; not recorded" if m.get("mode") == "full" else ""
+
+
+def usage(runs: list[Run]) -> dict[str, dict]:
+    """By run slug: ms_per_image, tta, trained_params, code_dim, params_note."""
+    out = {}
+    for r in runs:
+        params, dim, note = head_numbers(r, runs)
+        out[r.slug] = {"ms_per_image": ms_per_image(r, runs), "tta": r.m.get("tta") or 1, "views": r.m.get("views"),
+                       "trained_params": params, "code_dim": dim, "params_note": note}
+    return out
+
+
+def fmt_count(n: int | None) -> str:
+    """12,345 -> '12.3k'; 2,230,000 -> '2.23M'."""
+    if n is None:
+        return "not recorded"
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k" if n >= 1e4 else f"{n:,}"
+
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "not recorded"
+    return f"{ms:.2g}" if ms < 1 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
+
