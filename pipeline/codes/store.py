@@ -15,18 +15,15 @@ Layout of features/<dataset>/<backbone>-<weights>.h5, written only by `write_cod
       image with checksums; added by rewriting a copy of the file and renaming it into place
 
 Crash safety (hand-written because HDF5 itself is not crash-safe: a killed writer can leave a file
-that does not open): work is saved as small shard files, each written to a temporary name and
-renamed into place, in `<out>.parts/`; a resumed run keeps the shards whose fingerprint matches and
+that does not open): work is saved as small shard files (shards.py), each written to a temporary
+name and renamed into place, in `<out>.parts/`; a resumed run keeps the shards whose fingerprint matches and
 computes the rest with the same batch boundaries, so the result equals an uninterrupted run. The
 HDF5 file is assembled under a temporary name, flushed, fsync'ed and renamed over `<out>` in one
-step: a reader sees either no file, the old complete file, or the new complete file.
+step (core.files.replacing): a reader sees either no file, the old complete file, or the new complete file.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
@@ -35,7 +32,7 @@ import h5py
 import numpy as np
 
 from .. import UserError
-from ..core.files import atomic_write
+from ..core.files import replacing
 
 FORMAT = "cnncodes-features/1"
 _STR = h5py.string_dtype("utf-8")
@@ -212,69 +209,8 @@ def describe_counts(counts: dict[str, tuple[int, int]]) -> str:
                      for name, (n, k) in counts.items())
 
 
-class Shards:
-    """Finished pieces of an extraction, one .npz per (split, shard index), in `<out>.parts/`."""
-
-    def __init__(self, out: Path, fingerprint: str, suffix: str = ".parts"):
-        self.dir = Path(str(out) + suffix)
-        stamp = self.dir / "fingerprint"
-        if self.dir.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
-            shutil.rmtree(self.dir)  # shards of other inputs must never be mixed in
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if not stamp.is_file():
-            atomic_write(stamp, lambda fh: fh.write(fingerprint.encode()))
-
-    def _file(self, split: str, index: int) -> Path:
-        return self.dir / f"{split}-{index:06d}.npz"
-
-    def done(self, split: str, index: int) -> bool:
-        return self._file(split, index).is_file()
-
-    def save(self, split: str, index: int, codes: np.ndarray, reasons: list[str], seconds: float = 0.0) -> None:
-        atomic_write(self._file(split, index), lambda fh: np.savez(
-            fh, codes=codes.astype(np.float32), reasons=np.array(reasons, dtype=str), seconds=np.float64(seconds)))
-
-    def load(self, split: str, index: int) -> tuple[np.ndarray, list[str]]:
-        with np.load(self._file(split, index)) as z:
-            return z["codes"], [str(r) for r in z["reasons"]]
-
-    def reasons(self, split: str, index: int) -> list[str]:
-        with np.load(self._file(split, index)) as z:  # npz members load lazily: codes stay on disk
-            return [str(r) for r in z["reasons"]]
-
-    def seconds(self, split: str, index: int) -> float:
-        with np.load(self._file(split, index)) as z:
-            return float(z["seconds"])
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    @staticmethod
-    def remove_leftovers(out: Path) -> None:
-        shutil.rmtree(Path(str(out) + ".parts"), ignore_errors=True)
-
-
 def _attr(v):
     return json.dumps(v) if isinstance(v, (dict, list, tuple)) else ("" if v is None else v)
-
-
-@contextlib.contextmanager
-def _replacing(out: Path, copy: bool = False):
-    """Yield a temporary name beside `out` (a copy of it with `copy`) to write the new file into;
-    once the block ends without error it is fsync'ed and renamed over `out` in one step, else
-    removed: a reader sees the old complete file or the new one. The h5py file opened in the
-    same `with` is closed (and flushed) before this runs."""
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    try:
-        if copy:
-            shutil.copyfile(out, tmp)
-        yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_codes(out: Path, header: Header, splits: dict[str, SplitPiece]) -> None:
@@ -283,7 +219,7 @@ def write_codes(out: Path, header: Header, splits: dict[str, SplitPiece]) -> Non
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f"{out.name}.tmp*"):
         stale.unlink()  # left by a writer killed mid-assembly; its shards are still there
-    with _replacing(out) as tmp, h5py.File(tmp, "w") as f:
+    with replacing(out) as tmp, h5py.File(tmp, "w") as f:
         for k, v in asdict(header).items():
             f.attrs[k] = _attr(v)
         f.attrs["format"] = FORMAT
@@ -298,7 +234,7 @@ def write_views(out: Path, views: dict[str, np.ndarray], records: dict[str, dict
     """Replace the extra views of the given splits (N x V x D each) and their records in the root
     `views` attribute. A copy of the file is changed and renamed over it, so a reader sees the old
     complete file or the new one, as with `write_codes`."""
-    with _replacing(Path(out), copy=True) as tmp, h5py.File(tmp, "r+") as f:
+    with replacing(Path(out), copy=True) as tmp, h5py.File(tmp, "r+") as f:
         f.attrs["complete"] = False
         recorded = _decode_attr(f.attrs.get("views", "{}")) or {}
         for name, v in views.items():

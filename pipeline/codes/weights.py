@@ -109,10 +109,12 @@ class Weights:
 
 def features_path(data: Path | str, backbone: str, weights: Weights) -> Path:
     """The default cache file: features/<dataset>/<backbone>-<weights tag>.h5 (a manifest's dataset
-    is its file name without .csv)."""
+    is its file name without .csv). The dataset is one plain folder name, whatever the data is
+    called: a manifest named `...csv` (stem '..') must not send the cache to features/../."""
     data = Path(data)
     name = data.stem if data.suffix.lower() == ".csv" else data.resolve().name
-    return Path("features") / name / f"{backbone}-{weights.tag}.h5"
+    name, file = (re.sub(r"[\x00-\x1f\x7f/\\]", "_", s) for s in (name, f"{backbone}-{weights.tag}"))
+    return Path("features") / (name if name.strip(".") else "dataset") / f"{file}.h5"
 
 
 def main(argv: list[str]) -> int:

@@ -9,29 +9,42 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from .. import UserError
 
 
-def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> Path:
-    """Write a file through `write(fh)` under a temporary name, fsync, and rename it into place:
-    a reader sees the old file or the new one, never half of one. Every output of the project
-    (shards, JSON records, checkpoints, models, reports) goes through here."""
+@contextlib.contextmanager
+def replacing(path: Path | str, copy: bool = False):
+    """The one way a file is replaced: yield a temporary name beside `path` (a copy of it with
+    `copy`) for the new file to be written at; when the block ends without error the file is
+    fsync'ed and renamed over `path` in one step, else removed (Ctrl-C included): a reader sees
+    the old complete file or the new one, never half of one, and no temporary file is left. For
+    writers that need a name (HDF5); `atomic_write` serves the ones that take a file handle."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # per process: two writers never share one
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
+        if copy:
+            shutil.copyfile(path, tmp)
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:  # a writer that raised (or Ctrl-C) leaves the old file and no temp file
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+
+def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file through `write(fh)` and swap it into place (`replacing`). Every output of the
+    project (shards, JSON records, checkpoints, models, reports, features files) goes through
+    `replacing`."""
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+    return Path(path)
 
 
 _FORMULA = re.compile(r"'*[=+\-@\t\r]")  # what a spreadsheet reads as a formula, behind any quotes

@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
-from ..codes.store import npz_header
+from ..codes.shards import npz_header
 from .knn import CachedKNN
 from .linear_svm import LinearSVM
 from .streaming import ALPHAS
@@ -144,7 +144,7 @@ def _array(arrays, key: str, kinds: str = "iuf") -> np.ndarray:
     if hasattr(arrays, "zip"):
         npz_header(arrays, key)
     a = np.asarray(arrays[key])
-    if a.dtype.kind not in kinds or not np.isfinite(a).all():
+    if a.dtype.kind not in kinds or (a.dtype.kind != "U" and not np.isfinite(a).all()):
         raise ValueError(f"{key} holds {a.dtype} values" if a.dtype.kind not in kinds else
                          f"{key} holds values that are not finite numbers")
     return a
@@ -183,7 +183,6 @@ def _check_step(kind: str, est, n_classes: int | None) -> None:
     k = len(c) if c.ndim == 1 else 0
     need(k >= 2 and c.dtype.kind in "iu" and np.array_equal(c, np.arange(k)),
          f"classes_ {c.tolist()[:8]} are not the labels 0..K-1 of two or more classes")
-    need(n_classes is None or k == n_classes, f"{k} classes, but the run records {n_classes}")
     if kind == "CachedKNN":
         X, y = est._fit_X, est._y
         need(X.ndim == 2 and min(X.shape) >= 1 and y.shape == X.shape[:1] and y.dtype.kind in "iu",
@@ -191,11 +190,12 @@ def _check_step(kind: str, est, n_classes: int | None) -> None:
         need(((y >= 0) & (y < k)).all(), f"_y holds labels outside 0..{k - 1}")
         need(all(type(v) is int and v >= 1 for v in (est.n_neighbors, est.max_neighbors)),
              "n_neighbors and max_neighbors must be whole numbers of at least 1")
-        return
-    w, b = est.coef_, est.intercept_
-    rows = k if kind == "TorchLinear" or k > 2 else 1
-    need(w.ndim == 2 and w.shape[0] == rows and w.shape[1] >= 1 and b.shape == (rows,),
-         f"coef_ {w.shape} and intercept_ {b.shape} do not fit {k} classes (expected {rows} rows)")
+    else:
+        w, b = est.coef_, est.intercept_
+        rows = k if kind == "TorchLinear" or k > 2 else 1
+        need(w.ndim == 2 and w.shape[0] == rows and w.shape[1] >= 1 and b.shape == (rows,),
+             f"coef_ {w.shape} and intercept_ {b.shape} do not fit {k} classes (expected {rows} rows)")
+    need(n_classes is None or k == n_classes, f"{k} classes, but the run records {n_classes}")
 
 
 def head_from_arrays(arrays, n_classes: int | None = None) -> Pipeline:

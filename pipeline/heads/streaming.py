@@ -22,6 +22,8 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .. import UserError
+
 ALPHAS = (1e-5, 1e-4, 1e-3, 1e-2)
 
 
@@ -36,6 +38,8 @@ class Chunks:
     reads: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self):
+        if self.rows < 1:
+            raise UserError(f"chunks of {self.rows} rows: --chunk-rows must be at least 1")
         with h5py.File(self.path, "r") as f:
             self.n, self.dim = f[self.split]["codes"].shape
 

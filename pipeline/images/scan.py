@@ -1,7 +1,6 @@
-"""Scan ImageFolder trees (DATA/<split>/<class>/<file>), decode images safely, fetch hymenoptera.
-
-Usage: `python -m pipeline data --data DIR` downloads and verifies the hymenoptera archive when DIR
-is absent, then checks the tree.
+"""Scan ImageFolder trees (DATA/<split>/<class>/<file>) into image records, skipping and recording
+what is not a usable image; manifests (manifest.py) and automatic splits (splits.py) give the same
+records.
 """
 from __future__ import annotations
 
@@ -39,6 +38,7 @@ class ImageFolderScan:
     classes: list[str]
     splits: dict[str, Split]
     manifest: str = ""  # the CSV manifest's name, when the images were listed by one
+    rule: str = ""  # how the splits were made when made here, not by folders: splits.rule_of
 
     @property
     def name(self) -> str:
@@ -48,6 +48,8 @@ class ImageFolderScan:
         """Fingerprint of the image list: every file's split, relative path, label, size, mtime."""
         h = hashlib.sha256()
         h.update(("\n".join(self.classes) + "\n\n").encode())
+        if self.rule:
+            h.update(f"{self.rule}\n".encode())
         for split in self.splits.values():
             for r in split.items:
                 h.update(f"{split.name}\t{r.path}\t{r.label}\t{r.size}\t{r.mtime_ns}\n".encode())
@@ -58,93 +60,87 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val")) -> ImageFolderScan:
-    """List every image under root/<split>/<class>/, sorted; skip and record non-images.
+def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val"),
+         fractions: tuple[float, float, float] | None = None) -> ImageFolderScan:
+    """List every image under root/<split>/<class>/, sorted; skip and record non-images. With
+    splits ("auto",): train and val (and test when present), or for a plain root/<class>/ folder
+    an automatic split by `fractions` (splits.py).
 
     Raises UserError for a missing root or split, an empty class folder, or class sets that
     differ between splits.
     """
-    root = Path(root)
+    from .splits import FRACTIONS, folder_layout
+
+    root, splits = Path(root), check_split_names(tuple(splits))
     if root.suffix.lower() == ".csv" and root.is_file():
-        return scan_manifest(root, splits)
+        from .manifest import scan_manifest
+
+        return scan_manifest(root, ("train", "val") if splits == ("auto",) else splits)
     if not root.is_dir():
         raise UserError(
             f"data directory {str(root)!r} does not exist (set DATA=/path/to/imagefolder or run `make data`)"
         )
+    layout = folder_layout(root, splits)
+    if layout is None:
+        return _auto_split(root, fractions or FRACTIONS)
     classes: list[str] | None = None
     out: dict[str, Split] = {}
     seen: dict[str, str] = {}  # real path -> the relative path it was first listed under
-    for name in splits:
-        sdir = root / name
-        if not sdir.is_dir():
-            raise UserError(f"split {name!r} is missing: expected a folder {str(sdir)!r} with one sub-folder per class")
-        found = sorted(d.name for d in sdir.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not found:
-            raise UserError(f"split {name!r} has no class folders under {str(sdir)!r}")
+    for name in layout:
+        found, out[name] = _scan_split(root, root / name, name, seen, classes)
         if classes is None:
             classes = found
         elif found != classes:
             diff = sorted(set(found) ^ set(classes))
             raise UserError(
-                f"class folders differ between splits: {name!r} has {found}, {splits[0]!r} has {classes} "
+                f"class folders differ between splits: {name!r} has {found}, {layout[0]!r} has {classes} "
                 f"(differing: {diff})"
             )
-        split = Split(name, [])
-        for label, cls in enumerate(classes):
-            n_before = len(split.items)
-            _scan_class(root, sdir / cls, label, split, seen)
-            if len(split.items) == n_before:
-                raise UserError(f"class folder {str(sdir / cls)!r} holds no images ({', '.join(IMG_EXTENSIONS)})")
-        out[name] = split
     assert classes is not None
     return ImageFolderScan(root, classes, out)
 
 
-MANIFEST_COLUMNS = ("path", "label", "split")
+def _scan_split(root: Path, sdir: Path, name: str, seen: dict[str, str], classes: list[str] | None = None):
+    """(class folders found, the Split of their images) of one split folder (or of root itself)."""
+    if not sdir.is_dir():
+        raise UserError(f"split {name!r} is missing: expected a folder {str(sdir)!r} with one sub-folder per class")
+    found = sorted(d.name for d in sdir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise UserError(f"split {name!r} has no class folders under {str(sdir)!r}")
+    split = Split(name, [])
+    for label, cls in enumerate(classes if classes is not None and found == classes else found):
+        n_before = len(split.items)
+        _scan_class(root, sdir / cls, label, split, seen)
+        if len(split.items) == n_before:
+            raise UserError(f"class folder {str(sdir / cls)!r} holds no images ({', '.join(IMG_EXTENSIONS)})")
+    return found, split
 
 
-def scan_manifest(manifest: Path, splits: tuple[str, ...] = ("train", "val")) -> ImageFolderScan:
-    """The images a CSV manifest lists (columns path, label, split; paths relative to the manifest's
-    folder or absolute), in the manifest's order, with the same checks and skip reasons as a
-    folder scan. Classes are the labels, sorted, as ImageFolder sorts its class folders; every
-    class needs images in the first split."""
-    import csv
+def _auto_split(root: Path, fractions: tuple[float, float, float]) -> ImageFolderScan:
+    """A plain root/<class>/<image> folder split into train, val and test (splits.assign)."""
+    from .splits import assign, rule_of
 
-    root = manifest.parent
-    with open(manifest, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"manifest {str(manifest)!r} lacks the column{'s' * (len(missing) > 1)} "
-                            f"{', '.join(missing)} (it needs a header line: path,label,split)")
-        rows = [(r["path"].strip(), r["label"].strip(), r["split"].strip()) for r in reader]
-    classes = sorted({label for p, label, split in rows if split in splits and p and label})
-    if not classes:
-        raise UserError(f"manifest {str(manifest)!r} lists no image of the splits {', '.join(splits)}")
-    index, out, seen = {c: i for i, c in enumerate(classes)}, {n: Split(n, []) for n in splits}, {}
-    for p, label, name in rows:
-        if name not in out:
-            continue
-        split = out[name]
-        if not p or not label:
-            split.skipped.append((p or "(empty path)", "manifest row without a path or label"))
-            continue
-        f = Path(p) if Path(p).is_absolute() else root / p
-        why = _unusable(f, seen)
-        if why:
-            split.skipped.append((p, why))
-        else:
-            st = f.stat()
-            seen[os.path.realpath(f)] = p
-            split.items.append(ImageRecord(p, index[label], st.st_size, st.st_mtime_ns))
-    for name, split in out.items():
-        if not split.items:
-            raise UserError(f"manifest {str(manifest)!r} lists no usable image for split {name!r}")
-    lacking = sorted(set(classes) - {classes[r.label] for r in out[splits[0]].items})
-    if lacking:
-        raise UserError(f"manifest {str(manifest)!r}: class {', '.join(map(repr, lacking))} has no usable "
-                        f"{splits[0]!r} image")
-    return ImageFolderScan(root, classes, out, manifest=manifest.name)
+    classes, everything = _scan_split(root, root, "all", {})
+    out = {n: Split(n, []) for n in ("train", "val", "test")}
+    for label in range(len(classes)):
+        recs = [r for r in everything.items if r.label == label]
+        for r, name in zip(recs, assign([r.path for r in recs], fractions)):
+            out[name].items.append(r)
+    out["train"].skipped = list(everything.skipped)  # files that are no image, whichever split they'd be in
+    small = [c for i, c in enumerate(classes) if sum(r.label == i for r in everything.items) < 3]
+    if small:
+        raise UserError(f"class {', '.join(map(repr, small))} has fewer than 3 images: a folder split automatically "
+                        "needs one image of each class in train, val and test")
+    return ImageFolderScan(root, classes, out, rule=rule_of(fractions))
+
+
+def check_split_names(splits: tuple[str, ...]) -> tuple[str, ...]:
+    """UserError unless every split is a plain folder name (a path would lead out of the data root)."""
+    for name in splits:
+        if name in ("", ".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+            raise UserError(f"--splits takes folder names under the data root: {name!r} is not a plain folder "
+                            "name (no '/', '\\', '.' or '..')")
+    return splits
 
 
 def _unusable(f: Path, seen: dict[str, str]) -> str:

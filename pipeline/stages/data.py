@@ -10,12 +10,15 @@ from pathlib import Path
 from ..core.cli import Settings, opt, parse_splits
 from ..images.download import HYMENOPTERA_URL, fetch_hymenoptera
 from ..images.scan import ImageFolderScan, scan
+from ..images.splits import describe, parse_fractions
 
 
 @dataclass(frozen=True)
 class Config(Settings):
     data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root; downloaded (hymenoptera) when absent")
-    splits: str = opt("train,val", "comma-separated split folder names")
+    splits: str = opt("auto", "comma-separated split folder names; auto: train and val (and test when present), "
+                              "or a folder of class folders split automatically by --split")
+    split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders: train, val and test shares")
 
 
 def counts_line(s: ImageFolderScan) -> str:
@@ -29,7 +32,9 @@ def run(cfg: Config) -> None:
     if not cfg.data.exists():
         print(f"{cfg.data} is absent: downloading {HYMENOPTERA_URL}")
         fetch_hymenoptera(cfg.data)
-    s = scan(cfg.data, parse_splits(cfg.splits))
+    s = scan(cfg.data, parse_splits(cfg.splits), parse_fractions(cfg.split))
+    if s.rule:
+        print(f"{s.name}: no split folders: {describe(s.rule)}")
     print(counts_line(s))
     for sp in s.splits.values():
         for rel, why in sp.skipped:
