@@ -21,7 +21,7 @@ BENCH_ARGS ?= --quick
 BENCH_OUT ?= reports/benchmarks.json
 REPORT_OUT ?= reports
 
-.PHONY: venv data features classify finetune report export demo lint test bench bench-gpu clean
+.PHONY: venv data features classify finetune report audit export demo lint test bench bench-gpu clean
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -44,6 +44,10 @@ finetune: data
 
 report: venv
 	$(PY) -m pipeline report --runs $(RUNS) --out $(REPORT_OUT)
+
+AUDIT_OUT ?= reports/audit/$(DATASET)
+audit: venv   # label issues, near-duplicates and leaks, outliers: CSVs and exclude.txt in $(AUDIT_OUT)
+	$(PY) -m pipeline audit --features $(FEATURES) --out $(AUDIT_OUT) --seed $(SEED)
 
 export: venv   # MODEL=reports/runs/<dataset>/<run> [OUT=shipped/<run>]: model.onnx + standalone predict.py
 	$(PY) -m pipeline export --model $(MODEL) --out $(or $(OUT),shipped/$(notdir $(MODEL)))

@@ -19,6 +19,8 @@ STAGES = {  # stage -> (module, what it does); the module is imported only when 
     "finetune": ("pipeline.stages.finetune", "fine-tune the backbone (full, or frozen trunk + augmentation)"),
     "report": ("pipeline.stages.report", "one table, figures and a plain-words summary of every run"),
     "predict": ("pipeline.stages.predict", "label new images with a saved head or fine-tuned model"),
+    "audit": ("pipeline.stages.audit", "check the data from its codes: label issues, near-duplicates and leaks, "
+              "outliers"),
     "export": ("pipeline.stages.export", "one ONNX file + a standalone predict.py (onnxruntime only) of a run"),
 }
 

@@ -1,0 +1,160 @@
+"""The audit of a features file's codes, and its files: label_issues.csv, outliers.csv (path, split,
+label, suggested, score; higher = more suspect; most suspect first), duplicates.csv (path, split,
+other, other_split, similarity: `other` is the copy to drop) and exclude.txt (those copies), plus
+audit.json (the rules' numbers, counts, seconds). Every file is written atomically; a CSV cell
+that a spreadsheet would run as a formula gets a leading ' (core.files.csv_safe).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import UserError
+from ..codes.store import SplitCodes
+from ..core.files import atomic_write, csv_safe, write_json, write_text
+from ..images.exclude import format_exclusions
+from ..images.scan import check_classes
+from .duplicates import ALPHA, Z_OUTLIER, Pairs, duplicate_pairs, duplicate_threshold, outlier_scores, priority
+from .labels import LabelIssues, fit_label_model, label_issues, probabilities
+from .neighbours import BLOCK, cosine_both
+
+ROW_COLUMNS = ("path", "split", "label", "suggested", "score")
+PAIR_COLUMNS = ("path", "split", "other", "other_split", "similarity")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How the audit runs (the stage's flags)."""
+
+    train_split: str = "train"
+    folds: int = 5
+    seed: int = 0
+    c: float = 0.0  # softmax C; 0: chosen by CV on train
+    neighbours: int = 10  # k: neighbours kept per image; outliers score the k-th
+    threshold: float = 0.0  # duplicate cosine similarity; 0: read off the data
+    block: int = BLOCK
+    jobs: int = 1
+
+
+@dataclass
+class Audit:
+    classes: list[str]
+    splits: list[str]
+    paths: list[str]
+    split_of: np.ndarray  # row -> index into splits
+    labels: np.ndarray
+    issues: LabelIssues
+    pairs: Pairs
+    outlier: np.ndarray  # modified z-score of the k-th neighbour distance
+    threshold: float
+    rules: dict  # the numbers behind every flag, for audit.json and the summary
+    seconds: dict = field(default_factory=dict)
+
+    def rows(self, score: np.ndarray, flagged: np.ndarray) -> list[tuple]:
+        """(path, split, label, suggested, score) of the flagged rows, most suspect first."""
+        at = np.flatnonzero(flagged)
+        at = at[np.argsort(-score[at], kind="stable")]
+        return [(self.paths[i], self.splits[self.split_of[i]], self.classes[self.labels[i]],
+                 self.classes[self.issues.suggested[i]], float(score[i])) for i in at]
+
+    def label_rows(self) -> list[tuple]:
+        return self.rows(self.issues.score, self.issues.flagged)
+
+    def outlier_rows(self) -> list[tuple]:
+        return self.rows(self.outlier, self.outlier > Z_OUTLIER)
+
+    def pair_rows(self) -> list[tuple]:
+        p, name = self.pairs, self.splits
+        return [(self.paths[a], name[self.split_of[a]], self.paths[b], name[self.split_of[b]], float(s))
+                for a, b, s in zip(p.keep, p.drop, p.similarity)]
+
+    def excluded(self) -> list[str]:
+        """The copies to drop, each once, in the order of duplicates.csv."""
+        return list(dict.fromkeys(self.paths[b] for b in self.pairs.drop))
+
+
+def audit_splits(splits: dict[str, SplitCodes], classes: list[str], spec: Spec = Spec()) -> Audit:
+    """Label issues, near-duplicates and leaks, and outliers of the codes of every split."""
+    if spec.train_split not in splits:
+        raise UserError(f"the codes have no split {spec.train_split!r} (they have {list(splits)})")
+    tr, names, t0 = splits[spec.train_split], list(splits), time.perf_counter()
+    check_classes(tr.labels, classes, f"{spec.train_split} split")
+    lm = fit_label_model(tr.codes, tr.labels, len(classes), spec.folds, spec.seed, spec.c, spec.jobs)
+    proba = np.concatenate([lm.oof if s == spec.train_split else probabilities(lm.model, splits[s].codes, len(classes))
+                            for s in names])
+    labels = np.concatenate([splits[s].labels for s in names])
+    issues = label_issues(proba, labels, lm.thresholds)
+    t1 = time.perf_counter()
+    split_of = np.concatenate([np.full(len(splits[s].labels), i) for i, s in enumerate(names)])
+    paths = [p for s in names for p in splits[s].paths]
+    codes = np.concatenate([splits[s].codes for s in names])
+    k = max(1, min(spec.neighbours, len(codes) - 1))
+    (plain, _), (sims, idx) = cosine_both(codes, tr.codes.mean(0), k, block=spec.block)
+    del codes
+    t2 = time.perf_counter()
+    threshold = spec.threshold or duplicate_threshold(sims[:, 0])
+    pairs = duplicate_pairs(sims, idx, threshold, priority(split_of, paths))
+    outlier = outlier_scores(plain, k)
+    rules = {"label_model": {"head": "softmax", "C": lm.c, "C_how": lm.how, "folds": spec.folds,
+                             "thresholds": dict(zip(classes, lm.thresholds.round(4).tolist()))},
+             "duplicates": {"similarity": threshold, "how": "--threshold" if spec.threshold else
+                            f"nearest-neighbour law fitted to log(1 - nearest similarity), cut at {ALPHA:g} "
+                            "distinct image expected below (docs/audit.md)",
+                            "nearest_similarity_percentiles": dict(zip(
+                                ("50", "90", "99"), np.percentile(sims[:, 0], [50, 90, 99]).round(4).tolist()))},
+             "outliers": {"k": k, "z": Z_OUTLIER,
+                          "score": f"modified z of log(cosine distance) to the {k}-th neighbour (plain codes)"}}
+    return Audit(list(classes), names, paths, split_of, labels, issues, pairs, outlier, threshold, rules,
+                 {"labels": t1 - t0, "neighbours": t2 - t1, "rules": time.perf_counter() - t2})
+
+
+def _csv(path: Path, columns: tuple[str, ...], rows: list[tuple], digits: int) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([csv_safe(v) if isinstance(v, str) else f"{v:.{digits}f}" for v in r])
+    atomic_write(path, lambda fh: fh.write(buf.getvalue().encode("utf-8")))
+
+
+def write_audit(a: Audit, out: Path, source: str = "") -> dict[str, Path]:
+    """The four findings files and audit.json in `out`; returns {name: path}."""
+    out = Path(out)
+    files = {name: out / name for name in ("label_issues.csv", "outliers.csv", "duplicates.csv", "exclude.txt",
+                                           "audit.json")}
+    _csv(files["label_issues.csv"], ROW_COLUMNS, a.label_rows(), 4)
+    _csv(files["outliers.csv"], ROW_COLUMNS, a.outlier_rows(), 2)
+    _csv(files["duplicates.csv"], PAIR_COLUMNS, a.pair_rows(), 4)
+    write_text(files["exclude.txt"], format_exclusions(a.excluded(), [
+        f"cnncodes audit: near-duplicates and leaks{' of ' + source if source else ''}",
+        f"cosine similarity >= {a.threshold:.4f} (centred codes); per pair the image of the later split "
+        "(val, test) or else the first path is kept,", "and the other, listed here, left out (duplicates.csv)"]))
+    write_json(files["audit.json"], {"source": source, "counts": counts(a), "rules": a.rules, "seconds": a.seconds})
+    return files
+
+
+def counts(a: Audit) -> dict:
+    leaks = int((a.split_of[a.pairs.keep] != a.split_of[a.pairs.drop]).sum())
+    return {"images": len(a.paths), "label_issues": int(a.issues.flagged.sum()), "duplicates": len(a.pairs) - leaks,
+            "leaks": leaks, "excluded": len(a.excluded()), "outliers": int((a.outlier > Z_OUTLIER).sum())}
+
+
+def summary(a: Audit, top: int = 5) -> str:
+    """Counts per finding and the top rows of each, for the terminal."""
+    n, lm = counts(a), a.rules["label_model"]
+    lines = [f"{n['images']} images: {n['label_issues']} label issues, {n['duplicates']} near-duplicate pairs within "
+             f"a split, {n['leaks']} leaks across splits ({n['excluded']} images to exclude), {n['outliers']} outliers",
+             f"  label model: softmax, C={lm['C']:g} {lm['C_how']}; duplicates: cosine >= {a.threshold:.3f}; "
+             f"outliers: z > {Z_OUTLIER:g} on log distance to neighbour {a.rules['outliers']['k']}"]
+    for title, rows in (("label issues", a.label_rows()), ("outliers", a.outlier_rows())):
+        lines += [f"top {title}:" if rows else f"no {title}"]
+        lines += [f"  {s:7.3f}  {p} [{sp}] labelled {lab}, suggested {sug}" for p, sp, lab, sug, s in rows[:top]]
+    pairs = a.pair_rows()
+    lines += ["top duplicates and leaks:" if pairs else "no duplicates or leaks"]
+    lines += [f"  {s:7.4f}  {p} [{sp}] ~ {o} [{osp}]" for p, sp, o, osp, s in pairs[:top]]
+    return "\n".join(lines)
