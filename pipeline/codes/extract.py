@@ -24,8 +24,8 @@ from ..core.files import json_digest
 from ..core.fresh import differences, stale
 from ..images.scan import ImageFolderScan, ImageRecord
 from ..images.transforms import Preprocess
-from .store import FORMAT, Header, Shards, SplitPiece, describe_counts, read_attrs, recorded_files, row_counts, \
-    write_codes
+from .shards import Shards
+from .store import FORMAT, Header, SplitPiece, describe_counts, read_attrs, recorded_files, row_counts, write_codes
 from .weights import Weights
 
 
@@ -37,7 +37,7 @@ class Extraction:
     backbone: str
     weights: Weights
     pre: Preprocess
-    device_type: str  # 'cpu' or 'cuda': the fingerprint's precision follows from it
+    device_type: str  # 'cpu' or 'cuda': the fingerprint's precision follows from it and `precision`
     decode: str = "auto"  # the --decode flag: auto, cpu, gpu or torchvision
     compile: bool = False
     fast_decode: bool = True
@@ -46,6 +46,7 @@ class Extraction:
     workers: int = -1
     seed: int = 0
     command: str = ""  # the command line that made it (recorded in the file)
+    precision: str = "auto"  # the --precision flag; inputs["precision"] is what it resolves to here
 
     @property
     def decoder(self) -> str:
@@ -79,7 +80,7 @@ def fingerprint_inputs(job: Extraction) -> dict:
         "weights": job.weights.key,
         "weights_sha256": job.weights.sha256,
         "transform": spec,
-        "precision": precision_for(job.device_type),
+        "precision": precision_for(job.device_type, job.precision),  # resolved: bf16 and fp32 codes never mix
         # BN folding is decided by the backbone and the torch version (both recorded): fx either
         # traces the model or not, so the setting, not its outcome, goes in the fingerprint
         "bn_folding": "torch.fx fuse when traceable",
@@ -89,6 +90,7 @@ def fingerprint_inputs(job: Extraction) -> dict:
            if job.compile else {}),
         "classes": job.scan.classes,
         "splits": list(job.scan.splits),
+        **({"split_rule": job.scan.rule} if job.scan.rule else {}),  # an automatic split (images/splits.py)
         "image_list": job.scan.digest(),
         "versions": {"torch": version("torch"), "torchvision": version("torchvision"), "pillow": version("pillow")},
     }
@@ -192,7 +194,11 @@ def compute_shards(job: Extraction, plan: Plan, shards: Shards, ranks: dist.Rank
     if device.type == "cuda" and ranks.world > 1:
         device = torch.device("cuda", ranks.local_rank)
     bb = load_backbone(job.backbone, job.weights)
-    enc = Encoder(bb, device, job.pre.mean, job.pre.std, compile=job.compile)
+    enc = Encoder(bb, device, job.pre.mean, job.pre.std, job.compile, job.inputs["precision"])
+    if ranks.main:  # a damaged or foreign shard is discarded (and said) before anyone counts what is left
+        for p in plan.shards:
+            shards.valid(p.split, p.index, (p.size, bb.dim))
+    dist.barrier(ranks)
     left = [p for p in plan.shards if not shards.done(p.split, p.index)]  # every rank's
     todo = [p for i, p in enumerate(plan.shards) if ranks.mine(i) and not shards.done(p.split, p.index)]
     if len(left) < len(plan.shards) and ranks.main:
@@ -201,7 +207,7 @@ def compute_shards(job: Extraction, plan: Plan, shards: Shards, ranks: dist.Rank
     if ranks.main:
         on = f"{device}" + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
         print(f"{job.scan.name}: {len(plan.records)} images, {bb.name} ({bb.weights_id}) -> {bb.dim}-d codes on {on} "
-              f"({enc.precision})")
+              f"({enc.precision}, --precision {job.precision})")
     loader = image_batches(job, plan, [b for p in todo for b in p.batches], device, ranks)
     mark = enc.first_calls.mark()
     n_done = encode_shards(enc, iter(loader), todo, [p for p in left if p not in todo], shards, ranks)
@@ -273,12 +279,13 @@ def split_pieces(s: ImageFolderScan, plan: Plan, shards: Shards, dim: int) -> di
     return pieces
 
 
-def write_plain(out: Path, job: Extraction, ranks: dist.Ranks = dist.Ranks()) -> None:
-    """Compute the plain codes (resuming from shards; under torchrun each rank its share of the
-    shards) and write the file (rank 0, once every shard exists)."""
+def write_plain(out: Path, job: Extraction, ranks: dist.Ranks = dist.Ranks(), force: bool = False) -> None:
+    """Compute the plain codes (resuming from shards, unless `force`; under torchrun each rank its
+    share of the shards) and write the file (rank 0, once every shard exists)."""
     plan = plan_shards(job.scan, job.batch_size, job.shard_size)
     stamp = f"{job.fingerprint} batch={job.batch_size} shard={plan.shard_size}"
-    shards = Shards(out, stamp) if ranks.main else None  # rank 0 clears shards of other inputs first
+    Shards.check_place(out)  # on every rank: all stop with the same message
+    shards = Shards(out, stamp, force=force) if ranks.main else None  # rank 0 clears shards of other inputs first
     dist.barrier(ranks)
     shards = shards or Shards(out, stamp)
     made = compute_shards(job, plan, shards, ranks)

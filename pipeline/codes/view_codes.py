@@ -12,7 +12,8 @@ from .. import UserError
 from ..core.devices import resolve_device, resolve_workers
 from ..core.files import json_digest
 from .extract import Extraction
-from .store import Header, Shards, read_attrs, read_codes, write_views
+from .shards import Shards
+from .store import Header, read_attrs, read_codes, write_views
 
 
 def views_wanted(views: int, tta: int, splits: list[str]) -> dict[str, tuple[str, int]]:
@@ -21,9 +22,10 @@ def views_wanted(views: int, tta: int, splits: list[str]) -> dict[str, tuple[str
     return want | ({name: ("tta", tta - 1) for name in splits[1:]} if tta > 1 else {})
 
 
-def add_views(out: Path, job: Extraction, wanted: dict[str, tuple[str, int]]) -> None:
+def add_views(out: Path, job: Extraction, wanted: dict[str, tuple[str, int]], force: bool = False) -> None:
     """Give each split the extra views asked for: views already in the file (made the same way)
-    are kept, only the missing ones are computed, resumable in shards like the codes."""
+    are kept, only the missing ones are computed, resumable in shards like the codes (`force`:
+    unfinished shards are not reused)."""
     from ..images.views import spec
 
     header = Header.from_attrs(read_attrs(out))
@@ -40,7 +42,7 @@ def add_views(out: Path, job: Extraction, wanted: dict[str, tuple[str, int]]) ->
     if not todo:
         return
     codes = read_codes(out)
-    shards = Shards(out, json_digest({k: v[2:5] for k, v in todo.items()}), suffix=".views.parts")
+    shards = Shards(out, json_digest({k: v[2:5] for k, v in todo.items()}), suffix=".views.parts", force=force)
     arrays, records = {}, {}
     for name, (kind, sp, vfp, n_have, n, secs) in todo.items():
         split = codes.splits[name]
@@ -48,7 +50,7 @@ def add_views(out: Path, job: Extraction, wanted: dict[str, tuple[str, int]]) ->
             arrays[name] = np.zeros((0, n, header.dim), np.float32)
             records[name] = {**sp, "n": n, "fingerprint": vfp, "seconds": 0.0}
             continue
-        new, t = view_codes(job, split.paths, kind, list(range(n_have, n)), shards, name)
+        new, t = view_codes(job, split.paths, kind, list(range(n_have, n)), shards, name, header.dim)
         old = split.views[:, :n_have] if n_have else np.zeros((len(split.paths), 0, header.dim), np.float32)
         arrays[name] = np.concatenate([old, new], axis=1)
         records[name] = {**sp, "n": n, "fingerprint": vfp, "seconds": secs + t}
@@ -58,7 +60,7 @@ def add_views(out: Path, job: Extraction, wanted: dict[str, tuple[str, int]]) ->
 
 
 def view_codes(job: Extraction, paths: list[str], kind: str, views: list[int], shards: Shards,
-               split: str) -> tuple[np.ndarray, float]:
+               split: str, dim: int) -> tuple[np.ndarray, float]:
     """(N x len(views) x D codes of the given views of each image of `split`, seconds of model time)."""
     import torch
     from tqdm import tqdm
@@ -69,10 +71,11 @@ def view_codes(job: Extraction, paths: list[str], kind: str, views: list[int], s
 
     key, size = f"{split}.v{views[0]}-{views[-1] + 1}", job.shard_size
     starts = list(range(0, len(paths), size))
-    todo = [si for si in range(len(starts)) if not shards.done(key, si)]
+    todo = [si for si, s in enumerate(starts)
+            if not shards.valid(key, si, (min(size, len(paths) - s), len(views), dim))]
     if todo:
         enc = Encoder(load_backbone(job.backbone, job.weights), resolve_device(job.device_type), job.pre.mean,
-                      job.pre.std, job.compile)
+                      job.pre.std, job.compile, job.inputs["precision"])  # the plain codes' precision
         per_batch = max(1, job.batch_size // len(views))  # about --batch-size crops per forward pass
         ds = ViewImages(job.scan.root, paths, job.pre, job.fast_decode, kind, views, job.seed)
         with tqdm(total=len(todo) * size, unit="img", desc=f"{split} views", file=sys.stderr,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.devices import device_type, precision_for
+from ..core.devices import BF16, device_type, precision_for
 from ..images.transforms import Preprocess
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class Recipe:
     device: str  # as given (auto, cpu, cuda...)
     interpolation: str = "bilinear"  # the eval resize filter (the weights' own for torchvision's weights)
     transform_source: str = "flags"  # where resize, crop and interpolation came from
+    precision: str = "auto"  # the --precision flag (the fast loop's; the reference loop is fp32)
 
     @property
     def pre(self) -> Preprocess:
@@ -81,6 +82,7 @@ class Job:
     config: dict
     codes: Codes | None = None
     tuning: dict | None = None  # how the learning rate was chosen (tune.tune_lr), when it was
+    test: list | None = None  # the test split's records (ImageRecord), scored once by the final model
 
     @property
     def y_val(self) -> np.ndarray:
@@ -93,10 +95,16 @@ class Job:
 
     @property
     def precision(self) -> str:
-        """The fast loop's autocast on a GPU; the reference loop stays fp32; cached codes: theirs."""
+        """The fast loop's --precision resolved for the device (core.devices.precision_for); the
+        reference loop stays the tutorial's fp32; cached codes: theirs."""
         if self.codes is not None:
             return self.codes.header.precision
-        return precision_for(self.device.type) if self.recipe.fast else "fp32"
+        return precision_for(self.device.type, self.recipe.precision) if self.recipe.fast else "fp32"
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the fast loop runs forward and loss under bf16 autocast."""
+        return self.codes is None and self.precision == BF16
 
     @property
     def device_name(self) -> str:

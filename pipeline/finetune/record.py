@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..heads.reject import confidence_rule
 from ..images.augment import describe
 from ..images.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..runs import folder as runs
@@ -19,11 +20,11 @@ if TYPE_CHECKING:
     from .job import Job, Recipe
 
 
-def write_record(job: Job, progress: Progress, run_dir: Path) -> dict:
-    """model.json, predictions.csv and metrics.json of a finished run in `run_dir`; returns the
-    metrics.json document."""
+def write_record(job: Job, progress: Progress, run_dir: Path, test: dict | None = None) -> dict:
+    """model.json, predictions.csv and metrics.json of a finished run in `run_dir` (`test`: the test
+    split's scores and predictions, evaluate.score_test); returns the metrics.json document."""
     r, data, (history, best, probs) = job.recipe, job.data, progress
-    runs.write_model(run_dir, model_spec(job))
+    runs.write_model(run_dir, model_spec(job) | {"reject": confidence_rule(probs)})
     y_val = job.y_val
     pred = probs.argmax(1)
     confidence, loss, kind = metrics.per_image(y_val, probs)
@@ -41,6 +42,7 @@ def write_record(job: Job, progress: Progress, run_dir: Path) -> dict:
         check_seconds=0.0 if r.fast else data.seconds,  # reference: the up-front decode check of every file
         skipped=data.skipped, inputs=job.inputs, config=job.config,
         lr_selection=job.tuning or {"chosen": r.lr, "selection": "the recipe's fixed learning rate (not tuned)"},
+        **(test or {}),
     )
     runs.write_predictions(run_dir, preds, data.classes, kind)
     runs.write_metrics(run_dir, doc)

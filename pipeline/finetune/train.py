@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .evaluate import score_test
 from .loop import Phases, Training, fit
 from .record import write_record
 
@@ -59,4 +60,5 @@ def finetune(job: Job, model: torch.nn.Module, work: Path, run_dir: Path) -> dic
     p = loop_phases(job, t)
     print(f"{data.dataset}: {len(data.train)} train / {len(data.val)} val images; {job.bb.name} ({job.bb.weights_id}), "
           f"{r.mode} fine-tuning, {r.loop} loop on {job.device} ({job.precision}); run folder {run_dir}")
-    return write_record(job, fit(job, t, p, work), work)
+    progress = fit(job, t, p, work)
+    return write_record(job, progress, work, score_test(job, t.model))

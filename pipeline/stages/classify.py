@@ -9,7 +9,6 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -17,16 +16,19 @@ from .. import UserError, __version__
 from ..codes.store import Codes, Header, SplitCodes, read_attrs, read_codes, read_split
 from ..codes.weights import Weights
 from ..core.cli import Settings, command_line, opt
+from ..core.files import atomic_write
 from ..heads import label_curve, streaming
 from ..heads.cv import fit_head, subset_fit
-from ..heads.registry import HEADS, SGD_HEAD, scores_of
+from ..heads.registry import HEADS, SGD_HEAD
+from ..heads.reject import codes_rule
 from ..heads.repeats import repeated_scores
 from ..heads.search import PathSearch
 from ..heads.streaming import fits_in_memory
-from ..heads.views import PLAIN, Views, train_rows, val_views, views_cost, views_of
+from ..heads.views import PLAIN, Views, train_rows, views_cost, views_of
 from ..images.scan import check_classes, scan
+from ..images.splits import fractions_of
 from ..runs import folder as runs
-from ..runs.metrics import per_image, scores
+from ..runs.head_run import Fitted, Scored, head_spec, score_split
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,9 @@ class Config(Settings):
     data: str = opt("", "the image folder the codes came from: when given, a stale cache is refused")
     folds: int = opt(5, "stratified CV folds on train (fewer when a class has fewer images)")
     train_split: str = opt("train", "split to fit and cross-validate on")
-    val_split: str = opt("val", "split scored once, at the end")
+    val_split: str = opt("val", "split scored once, at the end: it compares the methods")
+    test_split: str = opt("test", "split scored once besides val when the codes hold it: no choice sees it, so the "
+                                  "report's verdict cites it")
     jobs: int = opt(0, "CV fits run in parallel (0 = one per core)")
     force: bool = opt(False, "refit even when a head's run folder was made from the same inputs")
     label_curve: str = opt("auto", "val accuracy against training images per class, for the report's label "
@@ -68,6 +72,8 @@ class Config(Settings):
         if self.chunk_rows < 1 or self.views < -1 or self.tta < 0:
             raise UserError(f"--chunk-rows must be at least 1, --views -1 (all) or more and --tta 0 (all) or more "
                             f"(got {self.chunk_rows}, {self.views}, {self.tta})")
+        if self.test_split in (self.train_split, self.val_split):
+            raise UserError(f"--test-split {self.test_split!r} must differ from --train-split and --val-split")
         if self.train_split == self.val_split:
             raise UserError(f"--train-split and --val-split are both {self.train_split!r}: settings chosen by CV on "
                             "the images they are scored on would report an optimistic score; give two splits")
@@ -83,7 +89,8 @@ class Config(Settings):
 
 def check_fresh(codes: Codes, data: Path) -> None:
     """Refuse codes that no longer describe the images under `data`."""
-    s = scan(data, tuple(codes.splits))
+    rule = codes.header.inputs.get("split_rule")  # split automatically: the same rule again
+    s = scan(data, ("auto",), fractions_of(rule)) if rule else scan(data, tuple(codes.splits))
     if s.classes != codes.classes or s.name != codes.header.dataset:
         raise UserError(f"{codes.path} holds codes of dataset {codes.header.dataset!r} {codes.classes}, "
                         f"not of {str(data)!r} {s.classes}")
@@ -141,62 +148,38 @@ def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> dict:
             "views": v.k, "tta": v.t, "views_fingerprints": used,
             "values": list(head.values), "bounds": head.bounds, "warm": head.warm, "patience": head.patience,
             "folds": cfg.folds,
-            "seed": cfg.seed, "train_split": cfg.train_split, "val_split": cfg.val_split, "cnncodes": __version__,
+            "seed": cfg.seed, "train_split": cfg.train_split, "val_split": cfg.val_split,
+            "test_split": cfg.test_split if cfg.test_split in codes.splits else None, "cnncodes": __version__,
             "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws], "repeats": cfg.repeats,
             **({"sgd": [cfg.sgd_loss, cfg.chunk_rows]} if name == "sgd" else {})}
 
 
-@dataclass(frozen=True)
-class Fitted:
-    """A head chosen and refit on train: its name, the search that chose it, what it trained on."""
-
-    name: str
-    search: PathSearch
-    fit_s: float
-    views: Views = PLAIN
-    curve: dict | None = None  # the label curve, when it ran
-    repeats: dict | None = None  # scores on re-drawn splits (heads.repeats), when asked for
-
-
-class Scored(NamedTuple):
-    """A head's one pass over val: the scores, one row per image, and what it cost."""
-
-    val: dict
-    preds: list[dict]
-    kind: str  # probability or margin
-    predict_s: float
-
-
-def score_val(cfg: Config, codes: Codes, f: Fitted) -> Scored:
-    """Val scored once (averaged over T test-time views)."""
-    va = codes.splits[cfg.val_split]
-    t0 = time.perf_counter()
-    pred, proba, decision = scores_of(f.search.best_estimator_, val_views(va, f.views.t))
-    predict_s = time.perf_counter() - t0
-    confidence, loss, kind = per_image(va.labels, proba, decision)
-    return Scored(scores(va.labels, pred, codes.classes, proba),
-                  runs.predictions(va.paths, va.labels, pred, confidence, loss), kind, predict_s)
-
-
 def write_run(cfg: Config, codes: Codes, f: Fitted) -> tuple[Path, dict]:
-    """Score the chosen head on val once and write its run folder; returns (folder, val scores)."""
-    s = score_val(cfg, codes, f)
+    """Score the chosen head on val once (and on test, when the codes hold one) and write its run
+    folder; returns (folder, val scores)."""
+    s = score_split(codes, cfg.val_split, f)
+    test = score_split(codes, cfg.test_split, f) if cfg.test_split in codes.splits else None
     with runs.staged(run_dir(cfg, codes, f.name, f.views)) as run:
         runs.write_predictions(run, s.preds, codes.classes, s.kind)
         runs.save_head(run / "model.npz", f.search.best_estimator_)
-        runs.write_model(run, head_spec(codes, f.name))
-        runs.write_metrics(run, head_record(cfg, codes, f, s))
+        runs.write_model(run, head_spec(codes, f.name) | reject_rule(cfg, codes, run))
+        runs.write_metrics(run, head_record(cfg, codes, f, s) | (
+            {"test": test.val, "test_predictions": test.preds} if test else {}))
+    if test:
+        print(f"{f.name:8s} test acc {test.val['accuracy']:.2%} ({test.val['correct']} of {test.val['n']}), "
+              "scored once", flush=True)
     return run_dir(cfg, codes, f.name, f.views), s.val
 
 
-def head_spec(codes: Codes, name: str) -> dict:
-    """model.json of a head: what predict needs to turn an image into its code and a label."""
-    h = codes.header
-    return {"kind": "head", "head": name, "backbone": h.backbone, "weights": h.weights, "weights_arg": h.weights_arg,
-            "weights_sha256": h.weights_sha256, "seed": h.seed, "classes": codes.classes,
-            **{k: h.transform[k] for k in ("resize", "crop", "interpolation", "mean", "std") if k in h.transform},
-            "fast_decode": h.transform["decode"] != "PIL full", "file": "model.npz",
-            "features_fingerprint": h.fingerprint}
+def reject_rule(cfg: Config, codes: Codes, run: Path) -> dict:
+    """{"reject": the rule `predict --reject` applies}, its reference codes saved in `run` (heads.reject);
+    nothing for the out-of-core head, whose train codes are never all in memory."""
+    tr, va = codes.splits[cfg.train_split], codes.splits[cfg.val_split]
+    if len(tr.codes) != len(tr.labels) or not len(va.labels):  # labels only: streamed in chunks
+        return {}
+    ref, rule = codes_rule(tr.codes, va.codes)
+    atomic_write(run / rule["file"], lambda fh: np.save(fh, ref))
+    return {"reject": rule}
 
 
 def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:

@@ -19,11 +19,17 @@ from ..codes.view_codes import views_wanted, add_views
 from ..codes.weights import Weights, features_path
 from ..core import dist
 from ..core.cli import Common, command_line, opt, parse_splits, positive
-from ..core.devices import device_type
+from ..core.devices import PRECISION_HELP, PRECISIONS, device_type
 from ..core.files import exclusive
-from ..images.scan import ImageFolderScan, scan
+from ..images.scan import ImageFolderScan, check_split_names, scan
 from ..images.transforms import Preprocess
+from ..images.splits import describe as describe_rule, parse_fractions
 from ..images.views import MAX_TTA
+
+# each augmented view is a backbone pass per train image and N x D floats more in the file (and in
+# classify's memory): 1000 views of a 2048-d code are 8 MB per image, far past where new random
+# crops of one image still teach a head anything; a larger count is a typo, not a plan
+MAX_VIEWS = 1000
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,10 @@ class Config(Common):
     backbone: str = opt("resnet18", "torchvision classification model name")
     weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
     out: str = opt("", "output .h5; empty means features/<dataset>/<backbone>-<weights>.h5")
-    splits: str = opt("train,val", "comma-separated split folders")
+    splits: str = opt("auto", "comma-separated split folders; auto: train and val (and test when present), or a "
+                              "folder of class folders split automatically by --split")
+    split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders: the train, val and test shares "
+                                      "(stratified by class, the same images every run)")
     resize: int = opt(0, "eval transform: resize the shorter side to this; 0 = the weights' own (torchvision enum "
                          "weights carry it, e.g. 232 for mobilenet_v2), else 256")
     crop: int = opt(0, "eval transform: centre crop size; 0 = the weights' own, else 224")
@@ -43,6 +52,7 @@ class Config(Common):
     decode: str = opt("auto", "cpu: PIL in --workers processes; gpu: JPEGs decoded in batches by nvJPEG on the GPU, "
                               "PIL for the rest; torchvision: the gpu path on whatever --device is (libjpeg-turbo "
                               "on a CPU); auto: gpu on a GPU, else cpu", ("auto", "cpu", "gpu", "torchvision"))
+    precision: str = opt("auto", PRECISION_HELP, PRECISIONS)
     compile: bool = opt(False, "torch.compile the trunk (CUDA graphs on a GPU); the compile time is reported and "
                                "recorded apart (compile_seconds), and compiled codes are cached apart")
     shard_size: int = opt(512, "images per resumable shard (rounded up to a multiple of --batch-size)")
@@ -55,12 +65,13 @@ class Config(Common):
     def __post_init__(self):
         super().__post_init__()
         positive(shard_size=self.shard_size, tta=self.tta)
-        if self.views < 0 or self.tta > MAX_TTA:
-            raise UserError(f"--views must be 0 or more and --tta 1 to {MAX_TTA} (got {self.views}, {self.tta})")
+        if not 0 <= self.views <= MAX_VIEWS or self.tta > MAX_TTA:
+            raise UserError(f"--views must be 0 to {MAX_VIEWS} and --tta 1 to {MAX_TTA} (got {self.views}, {self.tta})")
         if self.resize < 0 or self.crop < 0 or (self.resize and self.crop > self.resize):
             raise UserError(f"--resize and --crop must be 0 (the weights' own) or sizes with crop <= resize "
                             f"(got {self.resize}, {self.crop})")
-        parse_splits(self.splits)
+        check_split_names(parse_splits(self.splits))
+        parse_fractions(self.split)
         Weights.parse(self.weights, self.seed)
 
     def preprocess(self, weights: Weights) -> Preprocess:
@@ -85,7 +96,10 @@ def extract(cfg: Config) -> Path:
     out = cfg.out_path
     if out.is_dir():
         raise UserError(f"--out {str(out)!r} is a folder; give the path of a .h5 file")
-    s = scan(cfg.data, parse_splits(cfg.splits))  # a bad folder is reported before anything is created
+    # a bad folder is reported before anything is created
+    s = scan(cfg.data, parse_splits(cfg.splits), parse_fractions(cfg.split))
+    if s.rule:
+        print(f"{s.name}: no split folders: {describe_rule(s.rule)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     ranks = dist.from_env()  # under torchrun: this process's rank; else rank 0 of 1
     with exclusive(out, "features run") if ranks.main else contextlib.nullcontext():
@@ -101,17 +115,17 @@ def job_for(cfg: Config, s: ImageFolderScan) -> Extraction:
     weights = Weights.parse(cfg.weights, cfg.seed)
     return Extraction(s, cfg.backbone, weights, cfg.preprocess(weights), device_type(cfg.device), cfg.decode,
                       cfg.compile, cfg.fast_decode, cfg.batch_size, cfg.shard_size, cfg.workers, cfg.seed,
-                      command_line(cfg, "features"))
+                      command_line(cfg, "features"), cfg.precision)
 
 
 def _extract(cfg: Config, out: Path, s: ImageFolderScan, ranks: dist.Ranks = dist.Ranks()) -> Path:
     job = job_for(cfg, s)
     print(f"eval transform: {job.pre.describe()}")
     if not cache_hit(out, job, cfg.force):
-        write_plain(out, job, ranks)
+        write_plain(out, job, ranks, cfg.force)
     wanted = views_wanted(cfg.views, cfg.tta, list(s.splits))
     if wanted and ranks.main:  # views: on rank 0 alone
-        add_views(out, job, wanted)
+        add_views(out, job, wanted, cfg.force)
     dist.barrier(ranks)
     return out
 

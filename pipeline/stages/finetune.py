@@ -21,10 +21,11 @@ from pathlib import Path
 from .. import UserError, __version__
 from ..codes.weights import Weights
 from ..core.cli import Common, command_line, flag_values, opt, parse_splits, path_component, positive
-from ..core.devices import resolve_device, resolve_workers
+from ..core.devices import PRECISION_HELP, PRECISIONS, resolve_device, resolve_workers
 from ..core.files import exclusive
 from ..finetune.job import Job, Recipe
 from ..images.scan import ImageFolderScan, check_classes, scan
+from ..images.splits import parse_fractions
 from ..images.transforms import Preprocess
 from ..runs import folder as runs
 
@@ -45,7 +46,10 @@ class Config(Common):
     features: str = opt("", "--loop codes: the features file holding the cached views (`features --views K`)")
     out: Path = opt(Path("reports/runs"), "runs folder; the run goes to OUT/NAME/")
     name: str = opt("", "run folder name (default <dataset>-<backbone>-<weights>-finetune-<mode>[-reference])")
-    splits: str = opt("train,val", "the train and val split folders, comma-separated")
+    splits: str = opt("auto", "the train and val split folders, comma-separated; auto: train and val (test scored "
+                              "too when present), or a folder of class folders split automatically by --split")
+    split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders: the train, val and test shares "
+                                      "(the same split `features` makes)")
     epochs: int = opt(25, "training epochs")
     batch_size: int = opt(16, "images per batch")
     lr: float = opt(0.001, "SGD learning rate")
@@ -63,6 +67,8 @@ class Config(Common):
                                "antialiased resize, the tutorial's filter), batched (one roi_align per batch, "
                                "area-averaging: a few kernels per batch), auto: batched on a GPU, else per-image",
                        ("auto", "per-image", "batched"))
+    precision: str = opt("auto", "fast loop: " + PRECISION_HELP + " (the reference loop is the tutorial's fp32)",
+                         PRECISIONS)
     compile: bool = opt(False, "fast loop: torch.compile the model (CUDA graphs on a GPU, where batch-16 steps are "
                                "launch-bound); the compile time is recorded apart")
     force: bool = opt(False, "train again even when the run folder was made from the same images and settings")
@@ -78,6 +84,8 @@ class Config(Common):
         if (self.loop == "codes") != bool(self.features) or (self.loop == "codes" and self.mode != "frozen"):
             raise UserError("--loop codes goes with --mode frozen and --features FILE.h5 (a file with cached views), "
                             "and --features only with --loop codes")
+        if self.loop != "fast" and self.precision == "bf16":
+            raise UserError("--precision bf16 applies to --loop fast (the reference loop is the tutorial's fp32)")
         if self.loop != "fast" and (self.compile or self.augment != "auto"):
             raise UserError("--compile and --augment apply to --loop fast (the reference loop is the tutorial's own, "
                             "and --loop codes trains a linear head on cached codes)")
@@ -101,11 +109,16 @@ class Config(Common):
         except ValueError:
             return ()
         return g if g and all(v > 0 for v in g) else ()
-        parse_splits(self.splits, exactly=2)
+        if self.splits != "auto":
+            parse_splits(self.splits, exactly=2)
+        parse_fractions(self.split)
         Weights.parse(self.weights, self.seed)
 
     @property
     def split_names(self) -> tuple[str, str]:
+        """(train, val); with auto, a test split is scored too when the data has one."""
+        if self.splits == "auto":
+            return ("train", "val")
         return parse_splits(self.splits, exactly=2)  # type: ignore[return-value]
 
     @property
@@ -132,7 +145,8 @@ def train(cfg: Config) -> tuple[Path, dict]:
     from ..images.datasets import decode_once
 
     device, recipe = resolve_device(cfg.device), cfg.recipe
-    s = scan(cfg.data, cfg.split_names)  # cheap checks first: a missing folder is reported before any download
+    # cheap checks first: a missing folder is reported before any download
+    s = scan(cfg.data, ("auto",) if cfg.splits == "auto" else cfg.split_names, parse_fractions(cfg.split))
     suffix = {"fast": "", "reference": "-reference", "codes": "-codes"}[cfg.loop] + ("-tuned" if cfg.tune_lr else "")
     run_dir = Path(cfg.out) / (cfg.name or runs.run_name(s.name, cfg.backbone, Weights.parse(cfg.weights).tag,
                                                          f"finetune-{cfg.mode}{suffix}"))
@@ -148,7 +162,8 @@ def train(cfg: Config) -> tuple[Path, dict]:
         s.root, s, cfg.split_names, keep=cfg.loop == "fast", pre=recipe.pre,
         workers=resolve_workers(cfg.workers), device=device)
     check_classes([r.label for r in data.train], data.classes, f"{s.name} ({cfg.split_names[0]})")
-    job = Job(recipe, bb, data, device, inputs, command_line(cfg, "finetune"), settings(cfg), codes)
+    job = Job(recipe, bb, data, device, inputs, command_line(cfg, "finetune"), settings(cfg), codes,
+              test=s.splits["test"].items if "test" in s.splits and cfg.splits == "auto" else None)
     with exclusive(run_dir, "finetune run"):
         if cfg.tune_lr:  # before the run's own training: the trials start from the same pretrained weights
             from ..finetune.tune import tune_lr

@@ -28,11 +28,11 @@ import numpy as np
 from .. import UserError
 from ..core import dist
 from ..runs import folder as runs
+from ..runs.scoring import UNKNOWN, Source, scorer_for
 from ..core.cli import Settings, DEVICES, opt, positive
 from ..images.scan import IMG_EXTENSIONS, ImageRecord
 from ..images.transforms import Preprocess
 from ..core.files import atomic_write, csv_safe, csv_unsafe, write_text
-from ..codes.weights import Weights
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class Config(Settings):
     device: str = opt("auto", "where to run: auto picks cuda when available", DEVICES)
     batch_size: int = opt(32, "images per batch")
     workers: int = opt(-1, "processes decoding images (0 = in process, -1 = one per spare core, at most 8)")
+    reject: bool = opt(False, "label an image 'unknown' when it is far from every training image (the rule its run "
+                              "recorded, set on val to turn away about 5%% of known images)")
     trust_pickle: bool = opt(False, "load a head saved as a pickle (model.joblib, older runs): only for files you "
                                     "made yourself, since loading a pickle can run any code")
 
@@ -98,67 +100,6 @@ def tsv_field(text: str) -> str:
     return re.sub(r"[\\\t\n\r]", lambda m: _TSV_ESCAPES[m.group()], text)
 
 
-def backbone_for(spec: dict, override: str = ""):
-    """The exact backbone a head was trained on, or a clear refusal."""
-    from ..codes.backbone import load_backbone
-
-    w = spec["weights"]
-    weights = Weights.from_record(w, spec["weights_arg"], override)
-    if weights.kind == "file":
-        if not weights.path.is_file():
-            raise UserError(f"this head was trained on codes from {w} ({spec['weights_arg']}), which is not here; "
-                            "pass --weights PATH")
-        if weights.sha256 != spec["weights_sha256"]:
-            raise UserError(f"{weights.arg!r} is not the weights this head was trained on (sha256 differs from "
-                            f"{spec['weights_sha256'][:12]}…)")
-    bb = load_backbone(spec["backbone"], weights)
-    if bb.weights_id != w:
-        raise UserError(f"this head needs {w} but {bb.weights_id} was loaded")
-    return bb
-
-
-def head_scorer(cfg: Config, spec: dict, device):
-    """(uint8 image batch -> class scores, what the scores are) for a classify head on codes."""
-    from ..codes.encoder import Encoder
-
-    head = runs.load_head(cfg.model, spec, cfg.trust_pickle)
-    pre = Preprocess.from_spec(spec)
-    enc = Encoder(backbone_for(spec, cfg.weights), device, pre.mean, pre.std)
-    has_proba = hasattr(head, "predict_proba")
-    # score columns follow the head's own classes_ (label numbers); names come from model.json
-    columns = [spec["classes"][int(c)] for c in head[-1].classes_]
-
-    def scores(x):
-        codes = enc(x).cpu().numpy()
-        if has_proba:
-            return head.predict_proba(codes)
-        d = head.decision_function(codes)  # no probabilities (LinearSVC): the margin
-        return np.stack([-d, d], 1) if d.ndim == 1 else d
-    return scores, "probability" if has_proba else "margin", columns
-
-
-def finetune_scorer(cfg: Config, spec: dict, device):
-    """(uint8 image batch -> class probabilities, "probability") for a fine-tuned checkpoint."""
-    import torch
-
-    from ..codes.backbone import classifier, load_backbone
-    from ..images.transforms import normalize
-
-    model = classifier(load_backbone(spec["backbone"], "none"), len(spec["classes"]))
-    try:
-        state = torch.load(runs.model_file(cfg.model, spec), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except (OSError, RuntimeError, EOFError, ValueError) as e:  # truncated or foreign checkpoint
-        raise UserError(f"{spec['file']!r} in {str(cfg.model)!r} is not a readable checkpoint of this model "
-                        f"({type(e).__name__}: {str(e).splitlines()[0].split('. ')[0][:160]})") from None
-    model.eval().to(device, memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def scores(x):
-        return model(normalize(x.to(device), channels_last=True)).softmax(1).float().cpu().numpy()
-    return scores, "probability", list(spec["classes"])
-
-
 def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
     """(what the scores are, an iterator of (index, path, class or None, score or why) for this
     rank's images in input order). Images are decoded in --workers processes, a batch at a time:
@@ -173,7 +114,8 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
     device = resolve_device(cfg.device)
     if device.type == "cuda" and ranks.world > 1:
         device = torch.device("cuda", ranks.local_rank)
-    scorer, kind, columns = (head_scorer if spec["kind"] == "head" else finetune_scorer)(cfg, spec, device)
+    scorer, kind, columns = scorer_for(Source(Path(cfg.model), cfg.weights, cfg.trust_pickle, cfg.reject), spec, device)
+    limit = float((spec.get("reject") or {}).get("threshold", np.inf))
     ds = eval_images(Path(""), [ImageRecord(str(p), -1, 0, 0) for p in paths], Preprocess.from_spec(spec),
                      spec.get("fast_decode", True))
     mine = [list(range(i, min(i + cfg.batch_size, len(ds)))) for k, i in enumerate(range(0, len(ds), cfg.batch_size))
@@ -186,12 +128,15 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
             if b % 16 == 15:
                 trim_heap()  # bounded memory over any number of images (config.trim_heap)
             good = [k for k, w in enumerate(why) if not w]
-            scores = dict(zip(good, scorer(x[good]))) if good else {}
+            s, far = scorer(x[good]) if good else (None, None)
+            scores = dict(zip(good, s)) if good else {}
+            unknown = dict(zip(good, far > limit)) if far is not None else {}
             for k, i in enumerate(idx):
                 if why[k]:
                     yield i, str(paths[i]), None, why[k]
                 else:
-                    yield i, str(paths[i]), columns[int(scores[k].argmax())], float(scores[k].max())
+                    cls = UNKNOWN if unknown.get(k) else columns[int(scores[k].argmax())]
+                    yield i, str(paths[i]), cls, float(scores[k].max())
     return kind, rows()
 
 
