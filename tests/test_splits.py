@@ -70,3 +70,19 @@ def test_every_stage_uses_the_same_automatic_split_and_test_is_scored_once(tmp_p
     ft = json.loads(next(runs.glob("*finetune*/metrics.json")).read_text())
     assert {p["path"] for p in ft["test_predictions"]} == {p["path"] for p in m["test_predictions"]}
     assert {p["path"] for p in ft["predictions"]} == {p["path"] for p in m["predictions"]}
+
+
+def test_the_verdict_cites_test_accuracy_when_there_is_a_test_split(tmp_path):
+    data = plain_folder(tmp_path / "photos", n=16)
+    feats, runs, out = tmp_path / "f.h5", tmp_path / "runs", tmp_path / "report"
+    assert cli("features", "--data", data, "--weights", "none", "--out", feats, "--device", "cpu",
+               "--workers", "0").returncode == 0
+    r = cli("classify", "--features", feats, "--head", "all", "--out", runs, "--label-curve", "off", "--folds", "3")
+    assert r.returncode == 0, r.stderr
+    r = cli("report", "--runs", runs, "--out", out)
+    assert r.returncode == 0, r.stderr
+    v = json.loads((out / "verdict.json").read_text())
+    assert v["split"] == "test" and v["compared_on"] == "val" and v["test"]["n"] == 4
+    md = (out / "report.md").read_text()
+    assert "test images, which no choice has seen" in md and "Test accuracy [95% CI]" in md
+    assert "optimistic: expect" not in md

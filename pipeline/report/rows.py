@@ -89,7 +89,16 @@ def _row(run: Run, scores: dict, kind: str, method: str, selection: str, epoch: 
             "macro_f1": scores.get("macro_f1"), "log_loss": scores.get("log_loss"),
             **split_seconds(m.get("seconds"), m.get("stage")),
             "device": m.get("device"), "selection": selection, "epoch": epoch, "seed": m.get("seed"),
-            **dict.fromkeys(EXTRA)}
+            **(_test(m.get("test")) if kind == "ours" else _test(None)), **dict.fromkeys(EXTRA)}
+
+
+def _test(t: dict | None) -> dict:
+    """The test split's numbers (scored once, by the run's final model), None where there is none."""
+    if not isinstance(t, dict) or not t.get("n"):
+        return dict.fromkeys(("test_accuracy", "test_correct", "n_test", "test_ci95_lo", "test_ci95_hi"))
+    lo, hi = t.get("accuracy_ci95") or wilson(t["correct"], t["n"])
+    return {"test_accuracy": t.get("accuracy"), "test_correct": t.get("correct"), "n_test": t["n"],
+            "test_ci95_lo": lo, "test_ci95_hi": hi}
 
 
 def reference_rows(dataset: str | None) -> list[dict]:

@@ -26,10 +26,19 @@ def ms_cell(row: dict) -> str:
 def main_table(rows: list[dict], standing: dict[str, str], rec_run: str | None) -> Table:
     """One row per method of ours, best first, the recommended starred (and classed for the HTML)."""
     ours = [r for r in rows if r["kind"] == "ours"]
-    cells = [[method_cell(r, rec_run), fmt_acc(r), standing.get(r["run"], DASH), fmt_seconds(r["total_s"]),
-              ms_cell(r), (r["selection"] or DASH)] for r in ours]
-    return Table(["Method", "Val accuracy [95% CI]", "Against the best", "Compute s", "ms / image", "Chosen by"],
-                 cells, "lrlrrl", ["recommended" if r["run"] == rec_run else "" for r in ours])
+    test = any(r.get("test_accuracy") is not None for r in ours)  # a test split: its column beside val's
+    cells = [[method_cell(r, rec_run), fmt_acc(r), *([test_cell(r)] if test else []), standing.get(r["run"], DASH),
+              fmt_seconds(r["total_s"]), ms_cell(r), (r["selection"] or DASH)] for r in ours]
+    return Table(["Method", "Val accuracy [95% CI]", *(["Test accuracy [95% CI]"] if test else []), "Against the best",
+                  "Compute s", "ms / image", "Chosen by"],
+                 cells, "lr" + "r" * test + "lrrl", ["recommended" if r["run"] == rec_run else "" for r in ours])
+
+
+def test_cell(row: dict) -> str:
+    """The test split's accuracy with its Wilson interval; a dash for a run without one."""
+    if row.get("test_accuracy") is None:
+        return DASH
+    return (f"{fmt_pct(row['test_accuracy'])} [{100 * row['test_ci95_lo']:.1f}, {100 * row['test_ci95_hi']:.1f}]")
 
 
 def epoch_table(rows: list[dict]) -> Table:

@@ -20,7 +20,7 @@ __all__ = ["frozen_note"]  # re-exported: the summary's last paragraph
 ALPHA = 0.05  # a method is separable from the best when its Holm-adjusted exact McNemar p < ALPHA
 CORRECTION = "holm"  # over the family of every method compared with the best
 POWER = 0.8  # the detectable difference is the one the test finds 4 times in 5
-SPLIT = "val"  # the split every score is on; val also chose the winner (there is no test split)
+SPLIT = "val"  # the split the methods are compared on; when a test split exists, the verdict cites it too
 COST_SLACK = 1.5  # costs within this factor of the cheapest count as equally cheap
 
 
@@ -127,8 +127,18 @@ def verdict(rows: list[dict], runs: list[Run]) -> str:
     if not comps:
         return what + ". It is the only method run, so there is nothing to compare it with."
     parts = (_verdict_head(what, rec, best, tied, comps), _detect_words(min_detectable(comps, rec), best, tied),
-             _not_comparable(comps), _optimistic(best, len(comps) + 1) if SPLIT == "val" else "")
+             _not_comparable(comps), _on_test(rec) if rec.get("test_accuracy") is not None else
+             _optimistic(best, len(comps) + 1))
     return " ".join(p for p in parts if p)
+
+
+def _on_test(rec: dict) -> str:
+    """The recommended method's score on the test split: images no choice has seen."""
+    lo, hi = 100 * rec["test_ci95_lo"], 100 * rec["test_ci95_hi"]
+    return (f"On the {rec['n_test']} test images, which no choice has seen (CV or held-out train chose each method's "
+            f"settings, val chose the method), **{rec['name']}** scores {fmt_pct(rec['test_accuracy'])} "
+            f"({rec['test_correct']} of {rec['n_test']}), 95% interval [{lo:.1f}, {hi:.1f}]: the number to expect "
+            "on new images like these (the val numbers above are optimistic, since val chose).")
 
 
 def _verdict_head(what: str, rec: dict, best: dict, tied: list[dict], comps: list[Comparison]) -> str:
@@ -261,10 +271,15 @@ def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
     rec, best, _ = recommend(rows, runs, comps)
     det = min_detectable(comps, rec)
     methods = [{"name": c.row["name"], "accuracy": c.row["accuracy"] if _finite(c.row["accuracy"]) else None,
-                "n": c.row["n_val"], "correct": c.row["correct"], "b": c.b, "c": c.c, "p_vs_best": c.p,
+                "n": c.row["n_val"], "correct": c.row["correct"], "test_accuracy": c.row.get("test_accuracy"),
+                "b": c.b, "c": c.c, "p_vs_best": c.p,
                 "p_holm": c.p_holm, "separable_from_best": c.separable if c.comparable else None,
                 "comparable": c.comparable} for c in [Comparison(best, best["n_val"], 0, 0, None, None), *comps]]
-    return {"split": SPLIT, "recommended": rec["name"], "best": best["name"], "alpha": ALPHA,
+    on_test = rec.get("test_accuracy") is not None
+    return {"split": "test" if on_test else SPLIT, "compared_on": SPLIT,
+            **({"test": {"accuracy": rec["test_accuracy"], "n": rec["n_test"], "correct": rec["test_correct"],
+                         "ci95": [rec["test_ci95_lo"], rec["test_ci95_hi"]]}} if on_test else {}),
+            "recommended": rec["name"], "best": best["name"], "alpha": ALPHA,
             "correction": CORRECTION, "power": POWER,
             "min_detectable_difference": det.difference if det and _finite(det.difference) else None,
             "min_detectable_from": det.source if det else None, "methods": methods}
