@@ -71,3 +71,10 @@ def test_missing_root_split_empty_class_and_class_mismatch(tmp_path, folder):
     (folder / "val/wasps").mkdir()
     with pytest.raises(UserError, match="holds no images"):
         scan(folder)
+
+
+def test_an_absent_data_path_other_than_the_demo_is_an_error_not_a_download(tmp_path):
+    from conftest import cli
+    r = cli("data", "--data", tmp_path / "my_photoz")
+    assert r.returncode == 2 and "does not exist" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "my_photoz").exists()

@@ -7,15 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import UserError
 from ..core.cli import Settings, opt, parse_splits
 from ..images.download import HYMENOPTERA_URL, fetch_hymenoptera
 from ..images.scan import ImageFolderScan, scan
 from ..images.splits import describe, parse_fractions
 
 
+DEMO_DATA = Path("data/hymenoptera_data")  # the demo's folder: the one path fetched when absent
+
+
 @dataclass(frozen=True)
 class Config(Settings):
-    data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root; downloaded (hymenoptera) when absent")
+    data: Path = opt(DEMO_DATA, "ImageFolder root, a folder of class folders, or a CSV manifest; the default path "
+                                "alone is downloaded (hymenoptera) when absent: any other absent path is an error")
     splits: str = opt("auto", "comma-separated split folder names; auto: train and val (and test when present), "
                               "or a folder of class folders split automatically by --split")
     split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders: train, val and test shares")
@@ -30,6 +35,9 @@ def counts_line(s: ImageFolderScan) -> str:
 
 def run(cfg: Config) -> None:
     if not cfg.data.exists():
+        if Path(cfg.data).resolve() != DEMO_DATA.resolve():  # a typo must not fill the user's path with ants
+            raise UserError(f"data folder {str(cfg.data)!r} does not exist (only the demo's {str(DEMO_DATA)!r} is "
+                            "downloaded when absent); check the path")
         print(f"{cfg.data} is absent: downloading {HYMENOPTERA_URL}")
         fetch_hymenoptera(cfg.data)
     s = scan(cfg.data, parse_splits(cfg.splits), parse_fractions(cfg.split))
