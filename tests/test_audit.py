@@ -169,3 +169,37 @@ def test_config_checked_and_audit_imports_only_lower_floors():
         assert len(path.read_text().splitlines()) <= 330
         for line, target in _imports(path):
             assert target.split(".")[0] in allowed | {"UserError"}, (path, line)
+
+
+def test_acting_on_an_exclusion_list_is_one_step_and_recorded(tmp_path):
+    import json
+
+    from conftest import cli, make_folder
+    from pipeline.codes.store import read_attrs, read_codes
+
+    data = make_folder(tmp_path / "data", n_train=6, n_val=4)
+    lst = tmp_path / "exclude.txt"
+    lst.write_text("# from the audit\ntrain/ants/img001.jpg\n")
+    full, less = tmp_path / "full.h5", tmp_path / "less.h5"
+    for out, extra in ((full, []), (less, ["--exclude", lst])):
+        r = cli("features", "--data", data, "--weights", "none", "--out", out, "--device", "cpu", "--workers", "0",
+                *extra)
+        assert r.returncode == 0, r.stderr
+    c = read_codes(less)
+    assert "train/ants/img001.jpg" not in c.splits["train"].paths and len(c.splits["train"].paths) == 11
+    assert ("train/ants/img001.jpg", "excluded by exclude.txt") in c.splits["train"].skipped
+    assert read_attrs(less)["fingerprint"] != read_attrs(full)["fingerprint"]
+    r = cli("classify", "--features", full, "--data", data, "--head", "knn", "--exclude", lst, "--out",
+            tmp_path / "runs", "--label-curve", "off", "--folds", "3")
+    assert r.returncode == 0 and "leaving out 1 images" in r.stdout, r.stderr
+    [run] = list((tmp_path / "runs").iterdir())
+    m = json.loads((run / "metrics.json").read_text())
+    assert run.name.endswith("-excluded") and m["n_train"] == 11
+    assert m["inputs"]["exclude"] == ["train/ants/img001.jpg"]
+    r = cli("classify", "--features", less, "--data", data, "--head", "knn", "--out", tmp_path / "r2", "--label-curve",
+            "off", "--folds", "3")
+    assert r.returncode == 0, r.stderr  # codes made without the excluded image are still fresh for --data
+    bad = tmp_path / "typo.txt"
+    bad.write_text("train/ants/nope.jpg\n")
+    r = cli("features", "--data", data, "--weights", "none", "--out", tmp_path / "x.h5", "--exclude", bad)
+    assert r.returncode == 2 and "do not hold" in r.stderr

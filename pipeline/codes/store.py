@@ -106,6 +106,20 @@ class Codes:
         return list(self.header.classes)
 
 
+def without_paths(codes: Codes, excluded: set[str], why: str) -> Codes:
+    """The codes less the rows of the `excluded` image paths (moved to each split's skipped list)."""
+    from dataclasses import replace
+
+    splits = {}
+    for name, s in codes.splits.items():
+        keep = np.array([p not in excluded for p in s.paths], dtype=bool)
+        splits[name] = replace(s, codes=s.codes[keep], labels=s.labels[keep],
+                               paths=[p for p, k in zip(s.paths, keep) if k],
+                               skipped=sorted(s.skipped + [(p, why) for p, k in zip(s.paths, keep) if not k]),
+                               views=None if s.views is None else s.views[keep])
+    return replace(codes, splits=splits)
+
+
 def _decode_attr(v):
     if isinstance(v, bytes):
         v = v.decode()

@@ -67,3 +67,18 @@ def format_exclusions(paths: Iterable[str], comments: Iterable[str] = ()) -> str
     for p in paths:
         lines.append(p if listable(p) else f"# not listable, exclude by hand: {p!r}")
     return "\n".join(lines) + "\n"
+
+
+def apply_exclusions(s, list_path: str):
+    """The scan without the images the list at `list_path` names: each moves to its split's skipped
+    list with the reason, so the features file records what was left out and why (its image
+    list, and so its fingerprint, no longer holds them)."""
+    from dataclasses import replace
+
+    excluded = read_exclusions(list_path)
+    check_exclusions(excluded, (r.path for sp in s.splits.values() for r in sp.items), f"--exclude {list_path!r}")
+    why = f"excluded by {Path(list_path).name}"
+    splits = {n: replace(sp, items=[r for r in sp.items if r.path not in excluded],
+                         skipped=sorted(sp.skipped + [(r.path, why) for r in sp.items if r.path in excluded]))
+              for n, sp in s.splits.items()}
+    return replace(s, splits=splits)

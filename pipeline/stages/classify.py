@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import UserError, __version__
-from ..codes.store import Codes, Header, SplitCodes, read_attrs, read_codes, read_split
+from ..codes.store import Codes, Header, SplitCodes, read_attrs, read_codes, read_split, without_paths
 from ..codes.weights import Weights
 from ..core.cli import Settings, command_line, opt
 from ..core.files import atomic_write
@@ -25,6 +25,7 @@ from ..heads.repeats import repeated_scores
 from ..heads.search import PathSearch
 from ..heads.streaming import fits_in_memory
 from ..heads.views import PLAIN, Views, train_rows, views_cost, views_of
+from ..images.exclude import check_exclusions, read_exclusions
 from ..images.scan import check_classes, scan
 from ..images.splits import fractions_of
 from ..runs import folder as runs
@@ -45,6 +46,7 @@ class Config(Settings):
     test_split: str = opt("test", "split scored once besides val when the codes hold it: no choice sees it, so the "
                                   "report's verdict cites it")
     jobs: int = opt(0, "CV fits run in parallel (0 = one per core)")
+    exclude: str = opt("", "a list of image paths to leave out, one per line (audit's exclude.txt); recorded")
     force: bool = opt(False, "refit even when a head's run folder was made from the same inputs")
     label_curve: str = opt("auto", "val accuracy against training images per class, for the report's label "
                            "efficiency: on, off, or auto (on when its estimated cost is under a minute)",
@@ -87,10 +89,23 @@ class Config(Settings):
         return sizes if all(v >= 1 for v in sizes) else ()
 
 
+def excluded(cfg: Config, codes: Codes) -> Codes:
+    """The codes less the images --exclude names (audit's exclude.txt): one step to act on a finding."""
+    gone = read_exclusions(cfg.exclude)
+    check_exclusions(gone, (p for s in codes.splits.values() for p in s.paths), f"--exclude {cfg.exclude!r}")
+    print(f"--exclude {cfg.exclude}: leaving out {len(gone)} images", flush=True)
+    return without_paths(codes, gone, f"excluded by {Path(cfg.exclude).name}")
+
+
 def check_fresh(codes: Codes, data: Path) -> None:
-    """Refuse codes that no longer describe the images under `data`."""
+    """Refuse codes that no longer describe the images under `data` (less any the features stage
+    was told to exclude: they are recorded as skipped, 'excluded by ...')."""
     rule = codes.header.inputs.get("split_rule")  # split automatically: the same rule again
     s = scan(data, ("auto",), fractions_of(rule)) if rule else scan(data, tuple(codes.splits))
+    gone = {p for sp in codes.splits.values() for p, why in sp.skipped if why.startswith("excluded by ")}
+    if gone:
+        s = replace(s, splits={n: replace(sp, items=[r for r in sp.items if r.path not in gone])
+                               for n, sp in s.splits.items()})
     if s.classes != codes.classes or s.name != codes.header.dataset:
         raise UserError(f"{codes.path} holds codes of dataset {codes.header.dataset!r} {codes.classes}, "
                         f"not of {str(data)!r} {s.classes}")
@@ -136,7 +151,8 @@ def curves_to_run(cfg: Config, codes: Codes, fitted: list[Fitted]) -> list[str]:
 
 def run_dir(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> Path:
     h = codes.header
-    return Path(cfg.out) / runs.run_name(h.dataset, h.backbone, Weights.parse(h.weights_arg).tag, name + v.suffix)
+    tail = v.suffix + ("-excluded" if cfg.exclude else "")  # runs without the excluded images sit beside the others
+    return Path(cfg.out) / runs.run_name(h.dataset, h.backbone, Weights.parse(h.weights_arg).tag, name + tail)
 
 
 def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> dict:
@@ -151,6 +167,7 @@ def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> dict:
             "seed": cfg.seed, "train_split": cfg.train_split, "val_split": cfg.val_split,
             "test_split": cfg.test_split if cfg.test_split in codes.splits else None, "cnncodes": __version__,
             "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws], "repeats": cfg.repeats,
+            **({"exclude": sorted(read_exclusions(cfg.exclude))} if cfg.exclude else {}),
             **({"sgd": [cfg.sgd_loss, cfg.chunk_rows]} if name == "sgd" else {})}
 
 
@@ -247,6 +264,8 @@ def classify(cfg: Config) -> list[Path]:
             raise UserError(f"{cfg.features} has no split {split!r} (it has {list(codes.splits)})")
     if cfg.data:
         check_fresh(codes, Path(cfg.data))
+    if cfg.exclude:
+        codes = excluded(cfg, codes)
     tr: SplitCodes = codes.splits[cfg.train_split]
     check_classes(tr.labels, codes.classes, f"{cfg.features} ({cfg.train_split})")
     v = views_of(codes, cfg.train_split, cfg.val_split, cfg.views, cfg.tta)

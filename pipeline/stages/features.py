@@ -23,6 +23,7 @@ from ..core.devices import PRECISION_HELP, PRECISIONS, device_type
 from ..core.files import exclusive
 from ..images.scan import ImageFolderScan, check_split_names, scan
 from ..images.transforms import Preprocess
+from ..images.exclude import apply_exclusions
 from ..images.splits import describe as describe_rule, parse_fractions
 from ..images.views import MAX_TTA
 
@@ -57,6 +58,8 @@ class Config(Common):
                                "recorded apart (compile_seconds), and compiled codes are cached apart")
     shard_size: int = opt(512, "images per resumable shard (rounded up to a multiple of --batch-size)")
     force: bool = opt(False, "recompute even when an existing file was made from other inputs")
+    exclude: str = opt("", "a list of image paths to leave out, one per line (audit's exclude.txt): recorded as "
+                           "skipped, and part of the fingerprint")
     views: int = opt(0, "augmented views per train image (RandomResizedCrop + flip, seeded per image and view), "
                         "stored beside the codes; adding views to a file computes only the new ones")
     tta: int = opt(1, f"test-time views per val image: 1 = the centre crop only, 5 = five crops, 10 = ten crops, "
@@ -100,6 +103,8 @@ def extract(cfg: Config) -> Path:
     s = scan(cfg.data, parse_splits(cfg.splits), parse_fractions(cfg.split))
     if s.rule:
         print(f"{s.name}: no split folders: {describe_rule(s.rule)}")
+    if cfg.exclude:
+        s = apply_exclusions(s, cfg.exclude)
     out.parent.mkdir(parents=True, exist_ok=True)
     ranks = dist.from_env()  # under torchrun: this process's rank; else rank 0 of 1
     with exclusive(out, "features run") if ranks.main else contextlib.nullcontext():
