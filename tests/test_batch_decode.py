@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import HYMENOPTERA, MOBILENET, make_image, needs_shared
 from pipeline.images.batch_decode import batches, decode_batch
@@ -132,3 +133,18 @@ def test_a_device_error_is_raised_not_taken_for_a_bad_file(odd_folder, monkeypat
     files = [(odd_folder / r.path, (odd_folder / r.path).read_bytes()) for r in recs]
     with pytest.raises(torch.OutOfMemoryError):
         decode_batch(files, PRE, "cpu")
+
+
+def test_batched_decode_turns_a_phone_photo_upright_as_pil_does(tmp_path):
+    a = np.zeros((48, 96, 3), np.uint8)
+    a[:, :48] = (220, 30, 30)
+    a[:, 48:] = (30, 30, 220)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: stored landscape, shown portrait
+    f = tmp_path / "phone.jpg"
+    Image.fromarray(a).save(f, exif=exif, quality=95)
+    pre = Preprocess(resize=40, crop=32)
+    x, why, how = decode_batch([(f, f.read_bytes())], pre, "cpu")
+    pil, _, _ = decode_batch([(f, None)], pre, "cpu")  # no bytes: the PIL path
+    assert how == ["batched"] and why == [""]
+    assert (x.int() - pil.int()).abs().float().mean() < 8  # same picture, upright in both

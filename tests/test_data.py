@@ -78,3 +78,42 @@ def test_an_absent_data_path_other_than_the_demo_is_an_error_not_a_download(tmp_
     r = cli("data", "--data", tmp_path / "my_photoz")
     assert r.returncode == 2 and "does not exist" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "my_photoz").exists()
+
+
+@pytest.mark.parametrize("orientation,turned", [(1, False), (3, False), (6, True), (8, True)])
+def test_a_phone_photo_is_decoded_upright_as_a_viewer_shows_it(tmp_path, orientation, turned):
+    """Phones store the sensor's pixels and an EXIF tag saying how to turn them."""
+    import numpy as np
+
+    a = np.zeros((40, 80, 3), np.uint8)
+    a[:, :40] = (220, 30, 30)  # red left half, blue right half as stored
+    a[:, 40:] = (30, 30, 220)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    f = tmp_path / "phone.jpg"
+    Image.fromarray(a).save(f, exif=exif, quality=95)
+    im = load_rgb(f)
+    assert im.size == ((40, 80) if turned else (80, 40))
+    with Image.open(f) as raw:
+        from PIL import ImageOps
+        want = np.asarray(ImageOps.exif_transpose(raw).convert("RGB")).astype(int)
+    assert np.abs(np.asarray(im).astype(int) - want).max() <= 2
+
+
+def test_a_colour_profile_other_than_srgb_is_converted_and_srgb_left_alone(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import ImageCms
+
+    from pipeline.images import decode
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    f = tmp_path / "srgb.jpg"
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(f, icc_profile=srgb, quality=95)
+    plain = tmp_path / "plain.jpg"
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(plain, quality=95)
+    assert np.array_equal(np.asarray(load_rgb(f)), np.asarray(load_rgb(plain)))  # sRGB: untouched
+    seen = []
+    monkeypatch.setattr(ImageCms, "getProfileDescription", lambda p: "Display P3")  # as a phone's says
+    monkeypatch.setattr(ImageCms, "profileToProfile", lambda im, *a, **k: seen.append(a) or im.convert("RGB"))
+    decode.load_rgb(f)
+    assert len(seen) == 1  # another profile: converted to sRGB (by littlecms)

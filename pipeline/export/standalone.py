@@ -4,8 +4,9 @@ Usage: python predict.py IMAGE_OR_DIR_OR_MANIFEST... [--model FILE.onnx] [--batc
 
 Written by `cnncodes export` (this file is pipeline/export/standalone.py, copied). The recipe is
 read from the ONNX file's metadata: decode with Pillow (JPEGs with its draft mode when the recipe
-says so), any mode to RGB (16-bit scaled to 8 bits), EXIF orientation ignored as cnncodes predict
-ignores it; the shorter side resized to `resize` with Pillow's filter of that name (what
+says so), any mode to RGB (16-bit scaled to 8 bits), turned upright by its EXIF orientation and
+converted to sRGB from an embedded colour profile, as cnncodes decodes it; the shorter side resized
+to `resize` with Pillow's filter of that name (what
 torchvision's Resize does to a PIL image), a centre crop of `crop` (torchvision's rounding and
 padding). The model takes that uint8 crop and normalises it itself.
 
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageCms, ImageOps
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FILTERS = {"nearest": Image.Resampling.NEAREST, "nearest-exact": Image.Resampling.NEAREST,
@@ -49,6 +51,20 @@ def to_8bit(im):
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
+def to_srgb(im):
+    """`im` in sRGB when it carries another colour profile; as it is otherwise (or when unreadable)."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        return im
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(src).lower().replace(" ", ""):
+            return im
+        return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (OSError, ValueError, ImageCms.PyCMSError):
+        return im
+
+
 def load_rgb(path, draft=None):
     """The image fully decoded, as RGB; BadImage with the reason when it cannot be."""
     try:
@@ -56,7 +72,7 @@ def load_rgb(path, draft=None):
             if draft:
                 im.draft("RGB", (draft, draft))  # JPEG: decode at 1/2..1/8 scale, never below `draft`
             im.load()
-            return to_8bit(im).convert("RGB")
+            return to_srgb(ImageOps.exif_transpose(to_8bit(im))).convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         msg = str(e).replace(str(path), "").strip(" :'\"") or type(e).__name__
         raise BadImage(f"undecodable: {msg}") from None

@@ -5,7 +5,8 @@ decoding and the backbone.
 
 Anything decode_jpeg does not take (PNG, GIF, a JPEG it rejects, a truncated file) falls back, per
 image, to the PIL path (data.load_rgb + the eval transform), so bad files are skipped with the
-reason the PIL path gives. EXIF orientation is not applied, as in the PIL path. decode_jpeg is
+reason the PIL path gives. EXIF orientation is applied, as in the PIL path; a JPEG with a colour
+profile goes through PIL, which converts it to sRGB. decode_jpeg is
 deprecated since torchvision 0.29 in favour of TorchCodec; it is the decoder pinned here.
 """
 from __future__ import annotations
@@ -64,14 +65,14 @@ def _decode_jpegs(files, jpeg: list[int], device: torch.device) -> dict[int, tor
         return {}
     raw = [torch.frombuffer(bytearray(files[i][1]), dtype=torch.uint8) for i in jpeg]
     try:
-        return dict(zip(jpeg, decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)))
+        return dict(zip(jpeg, decode_jpeg(raw, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)))
     except DEVICE_ERRORS:
         raise  # out of memory or a broken device is not a bad file: say so, do not fall back silently
     except RuntimeError:
         decoded = {}
         for i, r in zip(jpeg, raw):
             try:
-                decoded[i] = decode_jpeg(r, mode=ImageReadMode.RGB, device=device)
+                decoded[i] = decode_jpeg(r, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
             except DEVICE_ERRORS:
                 raise
             except RuntimeError:
@@ -87,7 +88,9 @@ def decode_batch(files: list[tuple[Path, bytes | None]], pre: Preprocess, device
     device = torch.device(device)
     out: list[torch.Tensor | None] = [None] * len(files)
     how, reasons = ["pil"] * len(files), [""] * len(files)
-    jpeg = [i for i, (_, data) in enumerate(files) if data is not None and data[:3] == JPEG_MAGIC]
+    # a JPEG with a colour profile goes through PIL, which converts it to sRGB; decode_jpeg would not
+    jpeg = [i for i, (_, data) in enumerate(files)
+            if data is not None and data[:3] == JPEG_MAGIC and b"ICC_PROFILE" not in data[:1 << 16]]
     decoded: dict[int, torch.Tensor] = {}
     with warnings.catch_warnings():  # torchvision 0.29 warns on every call that TorchCodec supersedes it
         warnings.simplefilter("ignore", DeprecationWarning)

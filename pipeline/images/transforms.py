@@ -33,7 +33,8 @@ class Preprocess:
         """The transform in words, as the cache fingerprint and model.json record it."""
         return {"resize": self.resize, "crop": self.crop, "interpolation": self.interpolation, "antialias": True,
                 "mean": list(self.mean), "std": list(self.std),
-                "decode": f"PIL draft>={self.resize}" if fast_decode else "PIL full"}
+                "decode": f"PIL draft>={self.resize}" if fast_decode else "PIL full",
+                "as_seen": "EXIF orientation applied, colour profile converted to sRGB"}
 
     @classmethod
     def from_spec(cls, spec: dict) -> Preprocess:
