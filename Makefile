@@ -1,5 +1,5 @@
 # cnncodes: `make demo` sets everything up and runs every stage; `make test` runs the tests.
-# Overrides: DATA=, BACKBONE=, WEIGHTS=, HEAD=, EPOCHS=, MODE=, DEVICE=, SEED=, RUNS=, FORCE=1, VIEWS=, TTA=
+# Overrides: DATA=, BACKBONE=, WEIGHTS=, HEAD=, EPOCHS=, MODE=, DEVICE=, SEED=, RUNS=, FORCE=1, VIEWS=, TTA=, TUNE=1
 PYTHON ?= python3
 PY := .venv/bin/python
 DATA ?= data/hymenoptera_data
@@ -40,7 +40,7 @@ classify: venv
 	$(PY) -m pipeline classify --features $(FEATURES) --head $(HEAD) --data $(DATA) --out $(RUNS) --seed $(SEED) $(if $(FORCE),--force)
 
 finetune: data
-	$(PY) -m pipeline finetune --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --mode $(MODE) --epochs $(EPOCHS) --out $(RUNS) $(COMMON) $(if $(FORCE),--force)
+	$(PY) -m pipeline finetune --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --mode $(MODE) --epochs $(EPOCHS) --out $(RUNS) $(COMMON) $(if $(FORCE),--force) $(if $(TUNE),--tune-lr)
 
 report: venv
 	$(PY) -m pipeline report --runs $(RUNS) --out $(REPORT_OUT)
@@ -52,8 +52,9 @@ audit: venv   # label issues, near-duplicates and leaks, outliers: CSVs and excl
 export: venv   # MODEL=reports/runs/<dataset>/<run> [OUT=shipped/<run>]: model.onnx + standalone predict.py
 	$(PY) -m pipeline export --model $(MODEL) --out $(or $(OUT),shipped/$(notdir $(MODEL)))
 
-demo: features classify
+demo: features classify   # fine-tuning with the recipe's lr and with its lr tuned like the heads' settings
 	$(MAKE) finetune MODE=full
+	$(MAKE) finetune MODE=full TUNE=1
 	$(MAKE) finetune MODE=frozen
 	$(MAKE) report
 
