@@ -32,12 +32,12 @@ def _features(root, out, **kw):
 def left_parts(tmp_path, monkeypatch):
     """(data, out, reference codes): a complete run whose shards were kept, as a run killed between
     its last shard and the assembly leaves them, and the file removed."""
-    from pipeline.codes import store
+    from pipeline.codes import shards
     from pipeline.codes.store import read_codes
     root = make_folder(tmp_path / "data", n_train=5, n_val=2, size=(40, 32))
     out = tmp_path / "f.h5"
     with monkeypatch.context() as m:
-        m.setattr(store.Shards, "remove", lambda self: None)
+        m.setattr(shards.Shards, "remove", lambda self: None)
         _features(root, out)
     ref = read_codes(out)
     out.unlink()
@@ -92,7 +92,7 @@ def test_force_starts_from_an_empty_parts_folder(left_parts, capsys):
 
 
 def test_damaged_view_shards_are_computed_again(tmp_path, monkeypatch, capsys):
-    from pipeline.codes import store
+    from pipeline.codes import shards
     from pipeline.codes.store import read_codes
     root = make_folder(tmp_path / "data", n_train=2, n_val=1, size=(40, 32))
     out = tmp_path / "f.h5"
@@ -100,7 +100,7 @@ def test_damaged_view_shards_are_computed_again(tmp_path, monkeypatch, capsys):
     plain = tmp_path / "plain.h5"
     shutil.copyfile(out, plain)
     with monkeypatch.context() as m:
-        m.setattr(store.Shards, "remove", lambda self: None)
+        m.setattr(shards.Shards, "remove", lambda self: None)
         _features(root, out, views=2)
     ref = read_codes(out)
     parts = tmp_path / "f.h5.views.parts"
