@@ -249,3 +249,8 @@ def test_repeats_give_each_head_a_spread_over_the_same_redrawn_splits(blobs, tmp
                for _, te in a) and not (a[0][1] == a[1][1]).all()
     with pytest.raises(UserError, match="--repeats"):
         Config(features=blobs, repeats=1)
+    from pipeline.stages import report
+    report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "rep", bench=tmp_path / "none.json"))
+    assert "Re-drawn splits, mean ± sd" in (tmp_path / "rep" / "report.md").read_text()
+    v = json.loads((tmp_path / "rep" / "verdict.json").read_text())
+    assert all(m["repeats"]["repeats"] == 3 for m in v["methods"])

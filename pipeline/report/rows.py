@@ -89,7 +89,8 @@ def _row(run: Run, scores: dict, kind: str, method: str, selection: str, epoch: 
             "macro_f1": scores.get("macro_f1"), "log_loss": scores.get("log_loss"),
             **split_seconds(m.get("seconds"), m.get("stage")),
             "device": m.get("device"), "selection": selection, "epoch": epoch, "seed": m.get("seed"),
-            **(_test(m.get("test")) if kind == "ours" else _test(None)), **dict.fromkeys(EXTRA)}
+            **(_test(m.get("test")) if kind == "ours" else _test(None)),
+            "repeats": m.get("repeats") if kind == "ours" else None, **dict.fromkeys(EXTRA)}
 
 
 def _test(t: dict | None) -> dict:

@@ -11,7 +11,7 @@ import statistics
 from typing import NamedTuple
 
 from ..runs.read import Run
-from ..runs.metrics import holm, mcnemar_exact, mcnemar_power_min_difference
+from ..runs.metrics import corrected_resampled_t, holm, mcnemar_exact, mcnemar_power_min_difference
 from .notes import frozen_note
 from .rows import fmt_pct, fmt_seconds
 
@@ -272,7 +272,7 @@ def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
     det = min_detectable(comps, rec)
     methods = [{"name": c.row["name"], "accuracy": c.row["accuracy"] if _finite(c.row["accuracy"]) else None,
                 "n": c.row["n_val"], "correct": c.row["correct"], "test_accuracy": c.row.get("test_accuracy"),
-                "b": c.b, "c": c.c, "p_vs_best": c.p,
+                "repeats": _repeats(best, c.row), "b": c.b, "c": c.c, "p_vs_best": c.p,
                 "p_holm": c.p_holm, "separable_from_best": c.separable if c.comparable else None,
                 "comparable": c.comparable} for c in [Comparison(best, best["n_val"], 0, 0, None, None), *comps]]
     on_test = rec.get("test_accuracy") is not None
@@ -283,6 +283,22 @@ def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
             "correction": CORRECTION, "power": POWER,
             "min_detectable_difference": det.difference if det and _finite(det.difference) else None,
             "min_detectable_from": det.source if det else None, "methods": methods}
+
+
+def _repeats(best: dict, row: dict) -> dict | None:
+    """The method over classify --repeats re-drawn splits, and against the best on the same draws
+    (Nadeau and Bengio's corrected resampled t: the training sets overlap, a plain t would be far
+    too confident)."""
+    a, b = best.get("repeats"), row.get("repeats")
+    if not b:
+        return None
+    out = {"mean": b["mean"], "sd": b["sd"], "repeats": b["repeats"]}
+    if a and a is not b and (a["repeats"], a["seed"], a["n_test"]) == (b["repeats"], b["seed"], b["n_test"]):
+        diffs = [x - y for x, y in zip(a["accuracy"], b["accuracy"])]
+        if any(diffs) or len(set(diffs)) > 1:
+            t = corrected_resampled_t(diffs, a["n_train"], a["n_test"])
+            out |= {"diff_vs_best": t["mean"], "p_vs_best": t["p"], "test": "corrected resampled t (Nadeau-Bengio)"}
+    return out
 
 
 def _finite(x) -> bool:
