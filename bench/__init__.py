@@ -8,6 +8,9 @@ Sections (one module each; each section a function returning result rows, see __
                batch 16, fp32, no channels_last); on a GPU also 10,000 synthetic ImageNet-size
                JPEGs (--decode gpu, with and without --compile, and --decode cpu) against the
                15,000 images/s target
+  precision    `features` in fp32 and bf16 against the pure model at the same batch and precision
+               (decoded tensors: the ceiling on this machine): the fraction of it, >= 0.85 wanted; the
+               bf16/fp32 ratios of both (ResNet18 on a CPU: >= 1.5x), interleaved, best of 2 rounds
   frozen       extract once + softmax head (classify) vs the tutorial's frozen-backbone scheme
                (finetune --mode frozen --loop reference, 25 epochs): >= 15x faster at equal accuracy
   finetune     full fine-tuning, fast path vs reference loop: CPU >= 1.5x per epoch, GPU >= 10x for

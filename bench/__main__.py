@@ -27,12 +27,14 @@ from .finetune import bench_finetune
 from .frozen import bench_frozen
 from .heads import bench_heads
 from .memory import bench_memory
+from .precision import bench_precision
 from .ranks import bench_ranks
 from .streaming import bench_streaming
 
 # section name -> function(setup, shared) -> result rows; run in this order
 SECTIONS = {
     "extraction": bench_extraction,
+    "precision": bench_precision,
     "frozen": bench_frozen,
     "finetune": bench_finetune,
     "memory": bench_memory,

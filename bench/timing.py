@@ -22,11 +22,12 @@ from .common import Extraction, Setup, log
 
 
 def extract_ours(s: Setup, data: Path, tag: str, splits: str = "train,val", decode: str = "auto",
-                 compile: bool = False) -> Extraction:
+                 compile: bool = False, precision: str = "auto") -> Extraction:
     """`features` into a fresh file (never a cache hit), default settings otherwise."""
     out = s.tmp / f"features-{tag}-{time.monotonic_ns()}" / "codes.h5"
     cfg = FeaturesConfig(data=data, backbone=s.backbone, weights=s.weights, out=str(out), splits=splits,
-                         resize=s.resize, crop=s.crop, device=s.device, seed=s.seed, decode=decode, compile=compile)
+                         resize=s.resize, crop=s.crop, device=s.device, seed=s.seed, decode=decode, compile=compile,
+                         precision=precision)
     t0 = time.perf_counter()
     path = extract(cfg)
     secs = time.perf_counter() - t0
@@ -40,7 +41,8 @@ def extract_ours(s: Setup, data: Path, tag: str, splits: str = "train,val", deco
 def ours_settings(decode: str = "cpu") -> str:
     """What our extraction used, for the rows' notes."""
     how = "nvJPEG batches on the GPU" if decode == "gpu" else f"PIL in {resolve_workers(-1)} worker process(es)"
-    return f"ours: batch 32, decode {how}, channels_last, BN folded, bf16 on a GPU"
+    return (f"ours: batch 32, decode {how}, channels_last, BN folded, --precision auto (bf16 on a GPU and on a "
+            "CPU with native bf16)")
 
 
 def worker_counts() -> list[int]:

@@ -19,6 +19,19 @@ needs_shared = pytest.mark.skipif(not (HYMENOPTERA.is_dir() and MOBILENET.is_fil
                                   reason="../shared hymenoptera data and MobileNetV2 weights not present")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fp32_on_every_processor():
+    """The suite compares CPU results with fp32 references (onnxruntime, a reloaded checkpoint,
+    classify's scores), so in this process --precision auto picks fp32 whatever the processor has
+    (core.devices.cpu_bf16 answers no); tests/test_precision.py sets the answer itself. Stages run
+    as subprocesses ask the processor."""
+    from pipeline.core import devices
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(devices, "cpu_bf16", lambda: False)
+        yield
+
+
 def make_image(path: Path, color, size=(64, 48), mode="RGB", seed=0):
     """A noisy image dominated by `color`, saved in the format of its extension."""
     rng = np.random.default_rng(seed)

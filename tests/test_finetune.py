@@ -312,3 +312,9 @@ def test_eval_transform_follows_the_weights_as_features_does():
     r = Config(backbone="mobilenet_v2", weights="none").recipe
     assert (r.resize, r.crop, r.interpolation) == (256, 224, "bilinear")
     assert Config(weights="none", resize=40, crop=32).recipe.pre.resize == 40
+
+
+def test_splits_and_shares_are_validated_where_declared():
+    for bad in (dict(splits="train"), dict(splits="a,a"), dict(split="0.5,0.5"), dict(weights="no such thing!")):
+        with pytest.raises(UserError):
+            Config(**bad)

@@ -4,23 +4,25 @@ from __future__ import annotations
 import torch
 
 from ..codes.backbone import Backbone, FirstCalls, compiled, fold_batchnorm
-from ..core.devices import precision_for
+from ..core.devices import BF16, precision_for
 from ..images.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 
 class Encoder:
-    """The frozen trunk on a device: uint8 batches in, float32 codes out (bf16 autocast on CUDA).
+    """The frozen trunk on a device: uint8 batches in, float32 codes out, in `precision` (a
+    resolved one, core.devices: fp32 or BF16, bf16 autocast with the codes cast back to float32
+    after the trunk). Unset: bf16 on a GPU, fp32 on a CPU (what export's check compares with).
 
     With `compile` the trunk goes through torch.compile (backbone.compiled); the first call at each
     batch shape compiles, and its time is kept apart in `compile_seconds`."""
 
     def __init__(self, bb: Backbone, device: torch.device, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD,
-                 compile: bool = False):
+                 compile: bool = False, precision: str = ""):
         self.device, self.cuda, self.mean, self.std = device, device.type == "cuda", tuple(mean), tuple(std)
         # channels_last is faster on CUDA and on CPU alike (oneDNN): measured 1.3-1.5x on 2 cores
         trunk, self.bn_folded = fold_batchnorm(bb.trunk)
         self.model = trunk.to(device, memory_format=torch.channels_last)
-        self.precision = precision_for(device.type)
+        self.precision = precision or precision_for(device.type, "auto" if self.cuda else "fp32")
         self.first_calls = FirstCalls(compile, device.type)
         if compile:
             self.model = compiled(self.model, device.type)
@@ -32,6 +34,8 @@ class Encoder:
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = normalize(x.to(self.device, non_blocking=True), True, self.mean, self.std)
-        with self.first_calls(tuple(x.shape)), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+        with self.first_calls(tuple(x.shape)), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                              enabled=self.precision == BF16):
             out = self.model(x).float()
         return out.clone() if self.first_calls.on and self.cuda else out  # CUDA graph memory is reused next call
+

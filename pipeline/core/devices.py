@@ -19,7 +19,7 @@ def resolve_device(name: str):
 
 def device_type(name: str) -> str:
     """'cpu' or 'cuda' for a --device value. A cache hit needs the precision, which follows from
-    the device, before anything else, so 'cpu' (and 'auto' on a machine without the CUDA driver
+    the device (and --precision), before anything else, so 'cpu' (and 'auto' on a machine without the CUDA driver
     library, where torch cannot see a GPU either) is answered without importing torch (~1.5 s)."""
     import ctypes.util
 
@@ -28,9 +28,42 @@ def device_type(name: str) -> str:
     return resolve_device(name).type
 
 
-def precision_for(device_type: str) -> str:
-    """The arithmetic the backbone runs in: bf16 autocast on a GPU, fp32 on CPU."""
-    return "bf16-autocast" if device_type == "cuda" else "fp32"
+PRECISIONS = ("auto", "fp32", "bf16")  # the --precision flag
+BF16 = "bf16-autocast"  # a resolved precision, as recorded (fingerprints, run records); the other is "fp32"
+PRECISION_HELP = ("the backbone's arithmetic: bf16 (autocast; weights and stored codes stay float32) or fp32; auto: "
+                  "bf16 on a GPU and on a processor with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere")
+
+
+def cpu_bf16() -> bool:
+    """Whether this processor runs bf16 natively: oneDNN says it supports bf16 and, on x86, the
+    processor has AVX512-BF16 or AMX-BF16. oneDNN also "supports" bf16 on any AVX512 processor by
+    converting in software, where it is slower than fp32, so there the flags decide. On Linux x86
+    the flags are read from /proc/cpuinfo (no torch: a cache hit stays fast); elsewhere torch's
+    oneDNN check answers."""
+    import platform
+
+    if platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64"):
+        try:
+            with open("/proc/cpuinfo") as fh:
+                flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+        except OSError:
+            flags = None
+        if flags is not None:
+            return "avx512_bf16" in flags or "amx_bf16" in flags
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def precision_for(device_type: str, asked: str = "auto") -> str:
+    """--precision resolved for a device type: fp32, or BF16 (bf16 autocast; weights, optimizer
+    state and the codes stored stay float32). auto: bf16 on a GPU and on a processor that runs bf16
+    natively (cpu_bf16), fp32 elsewhere; bf16 is honoured anywhere (emulated where not native)."""
+    if asked not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {asked!r})")
+    if asked == "auto":
+        return BF16 if device_type == "cuda" or (device_type == "cpu" and cpu_bf16()) else "fp32"
+    return BF16 if asked == "bf16" else "fp32"
 
 
 def resolve_workers(n: int, share: int = 1) -> int:

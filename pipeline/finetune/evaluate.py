@@ -32,7 +32,7 @@ def test_probabilities(job: Job, model: torch.nn.Module) -> tuple[list, np.ndarr
         kept += [job.test[i + k] for k in ok]
         i += len(why)
         if ok:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.bf16):  # as the run trained
                 out = model(normalize(x[ok].to(device), channels_last=True))
             probs.append(out.float().softmax(1).cpu().numpy())
     return kept, np.concatenate(probs) if probs else np.zeros((0, len(job.data.classes)), np.float32)

@@ -1,8 +1,10 @@
 """The fine-tuning fast path (airbench style): images decoded once and kept as uint8 tensors on the
 device, the recipe's augmentation applied there from a seeded generator (batched on a GPU: a few
-kernels per batch, not per image), no host sync inside the step loop, bf16 autocast on CUDA and,
-with `compile`, torch.compile (CUDA graphs on a GPU, whose batch-16 steps are launch-bound).
-`finetune` runs it; `reference.py` is the tutorial's loop, `cached.py` the loop on cached views.
+kernels per batch, not per image), no host sync inside the step loop, bf16 autocast for forward and
+loss where --precision resolves to it (a GPU, a CPU with native bf16; fp32 master weights and
+optimizer state, the loss on float32 logits) and, with `compile`, torch.compile (CUDA graphs on a
+GPU, whose batch-16 steps are launch-bound). `finetune` runs it; `reference.py` is the tutorial's
+loop, `cached.py` the loop on cached views.
 """
 from __future__ import annotations
 
@@ -27,13 +29,14 @@ class Learner:
     """What the fast loop's train step runs: the model and its optimizer; `net`, what runs the model
     (the model itself or a compiled wrapper sharing its parameters); `frozen_trunk`, an eval-mode,
     BN-folded copy of model.trunk when only model.head learns (None: the whole model learns);
-    `clock`, the compile clock timing first calls."""
+    `clock`, the compile clock timing first calls; `bf16`, forward and loss under bf16 autocast."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     net: torch.nn.Module
     frozen_trunk: torch.nn.Module | None
     clock: FirstCalls
+    bf16: bool = False
 
 
 def train_one_epoch(learner: Learner, crops: Crops, labels: torch.Tensor, g: torch.Generator, batch_size: int,
@@ -43,7 +46,6 @@ def train_one_epoch(learner: Learner, crops: Crops, labels: torch.Tensor, g: tor
                                                   learner.frozen_trunk, learner.clock)
     frozen = frozen_trunk is not None
     device = labels.device
-    cuda = device.type == "cuda"
     model.train()
     if frozen:
         model.trunk.eval()  # honest frozen features: BN keeps its pretrained statistics, no dropout
@@ -55,14 +57,14 @@ def train_one_epoch(learner: Learner, crops: Crops, labels: torch.Tensor, g: tor
         x = normalize(crops(idx.tolist(), g), channels_last=True)
         y = labels[idx.to(device, non_blocking=True)]
         with clock(("train", len(idx))):  # forward and backward compile at the first step of each size
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=learner.bf16):
                 if frozen:
                     with torch.no_grad():  # the trunk runs on each augmented batch but learns nothing
                         x = frozen_trunk(x).clone()  # a compiled trunk's output is overwritten next call
                     out = model.head(x)
                 else:
                     out = net(x)
-                loss = F.cross_entropy(out, y)
+                loss = F.cross_entropy(out.float(), y)  # the loss in float32 on every device
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -74,22 +76,24 @@ def train_one_epoch(learner: Learner, crops: Crops, labels: torch.Tensor, g: tor
 
 
 @torch.no_grad()
-def forward(net, x: torch.Tensor, batch_size: int, images: bool, clock: FirstCalls | None = None) -> torch.Tensor:
-    """net over x in batches, eval mode, float32 out; `images` means x is uint8 to normalise."""
+def forward(net, x: torch.Tensor, batch_size: int, images: bool, clock: FirstCalls | None = None,
+            bf16: bool = False) -> torch.Tensor:
+    """net over x in batches, eval mode, float32 out (bf16 autocast with `bf16`); `images` means x is
+    uint8 to normalise."""
     net.eval()
     clock = clock or FirstCalls(False, x.device.type)
     outs = []
     for b in range(0, len(x), batch_size):
         xb = normalize(x[b:b + batch_size], channels_last=True) if images else x[b:b + batch_size]
-        with clock(("eval", len(xb))), torch.autocast(x.device.type, dtype=torch.bfloat16,
-                                                        enabled=x.device.type == "cuda"):
+        with clock(("eval", len(xb))), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             outs.append(net(xb).float().clone())  # clone: a compiled net's output is overwritten next call
     return torch.cat(outs)
 
 
-def evaluate(net, x: torch.Tensor, labels: torch.Tensor, batch_size: int, images: bool = True, clock=None):
+def evaluate(net, x: torch.Tensor, labels: torch.Tensor, batch_size: int, images: bool = True, clock=None,
+             bf16: bool = False):
     """Val loss and softmax probabilities (numpy) of net on cached val tensors or codes."""
-    logits = forward(net, x, batch_size, images, clock)
+    logits = forward(net, x, batch_size, images, clock, bf16)
     return F.cross_entropy(logits, labels).item(), logits.softmax(1).cpu().numpy()
 
 
@@ -113,13 +117,14 @@ def fast_phases(job: Job, training: Training) -> Phases:
     if r.frozen and r.compile:
         frozen_trunk = compiled(frozen_trunk, device.type)
     net = compiled(model, device.type) if r.compile and not r.frozen else model  # shares model's parameters
-    val_x = forward(frozen_trunk, data.val_images, r.batch_size, True, clock) if r.frozen else data.val_images
+    val_x = forward(frozen_trunk, data.val_images, r.batch_size, True, clock, job.bf16) if r.frozen else data.val_images
     data.seconds += clock.since(mark)
-    learner = Learner(model, training.optimizer, net, frozen_trunk, clock)
+    learner = Learner(model, training.optimizer, net, frozen_trunk, clock, job.bf16)
 
     def train_phase(bar):
         return train_one_epoch(learner, crops, train_labels, g, r.batch_size, bar)
 
     def val_phase():
-        return evaluate(model.head if r.frozen else net, val_x, val_labels, r.batch_size, not r.frozen, clock)
+        return evaluate(model.head if r.frozen else net, val_x, val_labels, r.batch_size, not r.frozen, clock,
+                        job.bf16)
     return Phases(train_phase, val_phase, g, clock)

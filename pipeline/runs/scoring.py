@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import UserError
 from ..codes.weights import Weights
+from ..core.devices import BF16, precision_for
 from ..images.transforms import Preprocess
 from . import folder as runs
 
@@ -23,6 +24,7 @@ class Source(NamedTuple):
     weights: str = ""  # a weights file that replaces the recorded path (file weights that moved)
     trust_pickle: bool = False  # older runs saved their head as a pickle
     reject: bool = False  # also score how far each image is from the training images
+    precision: str = "auto"  # the --precision flag (core.devices.precision_for)
 
 
 def scorer_for(src: Source, spec: dict, device):
@@ -57,7 +59,8 @@ def head_scorer(src: Source, spec: dict, device):
 
     head = runs.load_head(src.model, spec, src.trust_pickle)
     pre = Preprocess.from_spec(spec)
-    enc = Encoder(backbone_for(spec, src.weights), device, pre.mean, pre.std)
+    enc = Encoder(backbone_for(spec, src.weights), device, pre.mean, pre.std,
+                  precision=precision_for(device.type, src.precision))
     has_proba = hasattr(head, "predict_proba")
     ref = reject_reference(src, spec)
     # score columns follow the head's own classes_ (label numbers); names come from model.json
@@ -99,6 +102,8 @@ def finetune_scorer(src: Source, spec: dict, device):
     from ..codes.backbone import classifier, load_backbone
     from ..images.transforms import normalize
 
+    bf16 = precision_for(device.type, src.precision) == BF16
+
     if src.reject and not (spec.get("reject") or {}).get("rule"):
         raise UserError(f"{str(src.model)!r} records no rejection rule (made before --reject existed); "
                         "run finetune again to record one")
@@ -113,6 +118,8 @@ def finetune_scorer(src: Source, spec: dict, device):
 
     @torch.inference_mode()
     def scores(x):
-        p = model(normalize(x.to(device), channels_last=True)).softmax(1).float().cpu().numpy()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(normalize(x.to(device), channels_last=True))
+        p = logits.float().softmax(1).cpu().numpy()
         return p, (1.0 - p.max(1)) if src.reject else None
     return scores, "probability", list(spec["classes"])

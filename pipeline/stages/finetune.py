@@ -85,7 +85,8 @@ class Config(Common):
             raise UserError("--loop codes goes with --mode frozen and --features FILE.h5 (a file with cached views), "
                             "and --features only with --loop codes")
         if self.loop != "fast" and self.precision == "bf16":
-            raise UserError("--precision bf16 applies to --loop fast (the reference loop is the tutorial's fp32)")
+            raise UserError("--precision bf16 applies to --loop fast (the reference loop is the tutorial's fp32 and "
+                            "--loop codes trains on cached codes); use auto or fp32")
         if self.loop != "fast" and (self.compile or self.augment != "auto"):
             raise UserError("--compile and --augment apply to --loop fast (the reference loop is the tutorial's own, "
                             "and --loop codes trains a linear head on cached codes)")
@@ -101,6 +102,10 @@ class Config(Common):
             raise UserError("--tune-lr goes with --loop fast or reference, --holdout between 0 and 0.5 and --lr-grid a "
                             f"comma-separated list of positive rates (got {self.loop!r}, {self.holdout}, "
                             f"{self.lr_grid!r})")
+        if self.splits != "auto":
+            parse_splits(self.splits, exactly=2)
+        parse_fractions(self.split)
+        Weights.parse(self.weights, self.seed)
 
     @property
     def grid(self) -> tuple[float, ...]:
@@ -109,10 +114,6 @@ class Config(Common):
         except ValueError:
             return ()
         return g if g and all(v > 0 for v in g) else ()
-        if self.splits != "auto":
-            parse_splits(self.splits, exactly=2)
-        parse_fractions(self.split)
-        Weights.parse(self.weights, self.seed)
 
     @property
     def split_names(self) -> tuple[str, str]:

@@ -30,6 +30,7 @@ from ..core import dist
 from ..runs import folder as runs
 from ..runs.scoring import UNKNOWN, Source, scorer_for
 from ..core.cli import Settings, DEVICES, opt, positive
+from ..core.devices import PRECISION_HELP, PRECISIONS
 from ..images.scan import IMG_EXTENSIONS, ImageRecord
 from ..images.transforms import Preprocess
 from ..core.files import atomic_write, csv_safe, csv_unsafe, write_text
@@ -44,6 +45,7 @@ class Config(Settings):
     device: str = opt("auto", "where to run: auto picks cuda when available", DEVICES)
     batch_size: int = opt(32, "images per batch")
     workers: int = opt(-1, "processes decoding images (0 = in process, -1 = one per spare core, at most 8)")
+    precision: str = opt("auto", PRECISION_HELP, PRECISIONS)
     reject: bool = opt(False, "label an image 'unknown' when it is far from every training image (the rule its run "
                               "recorded, set on val to turn away about 5%% of known images)")
     trust_pickle: bool = opt(False, "load a head saved as a pickle (model.joblib, older runs): only for files you "
@@ -106,7 +108,7 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
     memory stays bounded however many images there are."""
     import torch
 
-    from ..core.devices import resolve_device, trim_heap
+    from ..core.devices import precision_for, resolve_device, trim_heap
     from ..images.datasets import eval_images
 
     spec = runs.read_model(cfg.model)
@@ -114,7 +116,11 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
     device = resolve_device(cfg.device)
     if device.type == "cuda" and ranks.world > 1:
         device = torch.device("cuda", ranks.local_rank)
-    scorer, kind, columns = scorer_for(Source(Path(cfg.model), cfg.weights, cfg.trust_pickle, cfg.reject), spec, device)
+    scorer, kind, columns = scorer_for(Source(Path(cfg.model), cfg.weights, cfg.trust_pickle, cfg.reject,
+                                              cfg.precision), spec, device)
+    if ranks.main:
+        print(f"predict on {device} ({precision_for(device.type, cfg.precision)}, --precision {cfg.precision})",
+              file=sys.stderr)
     limit = float((spec.get("reject") or {}).get("threshold", np.inf))
     ds = eval_images(Path(""), [ImageRecord(str(p), -1, 0, 0) for p in paths], Preprocess.from_spec(spec),
                      spec.get("fast_decode", True))
