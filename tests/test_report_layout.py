@@ -35,3 +35,13 @@ def test_blocks_render_to_markdown():
     assert blocks[2][0] == "table"
     assert render_markdown(blocks) == ("# T\n\nx | y\n\n| A | B |\n|---:|---|\n| 1 | a\\|b |\n\n"
                                        "![f](figures/f.png)\n\n*cap*\n")
+
+
+def test_a_pick_still_at_the_edge_of_its_grid_is_flagged_where_its_setting_is_shown():
+    from pipeline.report.rows import settings_text
+
+    m = {"stage": "classify", "hyperparameters": {"C": 1e-05}}
+    assert settings_text(m) == "C=1e-05"
+    assert settings_text({**m, "cv_edge": "low"}) == "C=1e-05 (at the grid's strong end)"
+    assert settings_text({**m, "hyperparameters": {"weight_decay": 10.0}, "cv_edge": "low"}) == \
+        "wd=10 (at the grid's strong end)"

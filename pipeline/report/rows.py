@@ -70,8 +70,12 @@ def settings_text(m: dict, epoch: int | None = None) -> str:
         epochs = hp.get("epochs", m.get("epochs"))
         where = f"epoch {epoch} of {epochs}" if epoch is not None else f"{epochs} epochs" if epochs else ""
         return ", ".join(x for x in (where, f"lr {hp['lr']:g}" if "lr" in hp else "") if x)
-    return ", ".join(f"{SETTING_NAMES.get(k, k)}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+    text = ", ".join(f"{SETTING_NAMES.get(k, k)}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
                      for k, v in hp.items())
+    # a pick still at an edge of its (extended) grid after the search went past it: the best value
+    # may lie further out, so the setting is flagged where it is shown
+    edge = {"low": "at the grid's strong end", "high": "at the grid's weak end"}.get(m.get("cv_edge"))
+    return f"{text} ({edge})" if edge and text else text
 
 
 def _row(run: Run, scores: dict, kind: str, method: str, selection: str, epoch: int | None = None) -> dict:
