@@ -43,7 +43,7 @@ finetune: data
 	$(PY) -m pipeline finetune --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --mode $(MODE) --epochs $(EPOCHS) --out $(RUNS) $(COMMON) $(if $(FORCE),--force) $(if $(TUNE),--tune-lr)
 
 report: venv
-	$(PY) -m pipeline report --runs $(RUNS) --out $(REPORT_OUT)
+	$(PY) -m pipeline report --runs $(RUNS) --out $(REPORT_OUT) $(if $(wildcard $(AUDIT_OUT)/label_issues.csv),--audit $(AUDIT_OUT))
 
 AUDIT_OUT ?= reports/audit/$(DATASET)
 audit: venv   # label issues, near-duplicates and leaks, outliers: CSVs and exclude.txt in $(AUDIT_OUT)

@@ -203,3 +203,23 @@ def test_acting_on_an_exclusion_list_is_one_step_and_recorded(tmp_path):
     bad.write_text("train/ants/nope.jpg\n")
     r = cli("features", "--data", data, "--weights", "none", "--out", tmp_path / "x.h5", "--exclude", bad)
     assert r.returncode == 2 and "do not hold" in r.stderr
+
+
+def test_the_report_shows_the_audit_as_your_data(tmp_path):
+    from conftest import cli, make_folder
+
+    data = make_folder(tmp_path / "data", n_train=8, n_val=4)
+    feats, runs, audit, out = (tmp_path / n for n in ("f.h5", "runs", "audit", "report"))
+    assert cli("features", "--data", data, "--weights", "none", "--out", feats, "--device", "cpu",
+               "--workers", "0").returncode == 0
+    assert cli("classify", "--features", feats, "--data", data, "--head", "knn", "--out", runs, "--label-curve", "off",
+               "--folds", "3").returncode == 0
+    assert cli("audit", "--features", feats, "--out", audit).returncode == 0
+    (audit / "label_issues.csv").write_text("path,split,label,suggested,score\ntrain/ants/img001.jpg,train,ants,"
+                                            "bees,0.9\n")  # one finding to show, with its image under DATA
+    r = cli("report", "--runs", runs, "--out", out, "--audit", audit)
+    assert r.returncode == 0, r.stderr
+    md = (out / "report.md").read_text()
+    assert "## Your data" in md and "`train/ants/img001.jpg`" in md and "audit-suspects.png" in md
+    assert "## Your data" not in (cli("report", "--runs", runs, "--out", tmp_path / "r2").returncode == 0
+                                  and (tmp_path / "r2" / "report.md").read_text())

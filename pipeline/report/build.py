@@ -14,10 +14,11 @@ from .. import UserError
 from ..core.files import read_json, write_json, write_text
 from ..runs.read import Run
 from .diagnostics import always_wrong, label_curves, label_table, per_class_table, views_table, write_per_class_csv
-from .gallery import calibration_words, curve_figures, make_figures, top_loss_figures
+from .gallery import calibration_words, curve_figures, existing, make_figures, top_loss_figures
 from .layout import Document, bench_page, build_document
 from .notes import protocol_note
 from .quality import most_confused
+from .your_data import your_data
 from .render import Table, md_code, md_text, render_html, render_markdown
 from .reproduce import commands
 from .rows import fmt_acc, legend, table, table_rows, write_csv
@@ -31,6 +32,7 @@ class ReportOptions:
     title: str = ""  # empty means 'cnncodes report: <dataset>'
     note: str = ""  # a line under the title; empty = none
     bench: Path | str | None = None  # benchmark results, included when the file exists
+    audit: Path | str | None = None  # an audit folder: the "Your data" section
 
 
 def read_bench(path: Path | str | None) -> dict | None:
@@ -85,7 +87,9 @@ def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, opti
         calibration=calibration_words(runs, rows), per_class=per_class_table(rows, classes),
         confused=_confused(runs, (rec, best), classes), top_losses=top_loss_figures(runs, rows, figdir),
         always_wrong=always_wrong(runs, rows), classes=classes, labels=label_table(label_curves(runs, rows)),
-        commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir), views=views_table(runs, rows))
+        commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir), views=views_table(runs, rows),
+        your_data=your_data(Path(options.audit) if options.audit else None,
+                            existing(runs[0].m.get("data_root"), runs[0]), figdir))
 
 
 def _confused(runs: list[Run], pair: tuple[dict, dict], classes: list[str]) -> Table:

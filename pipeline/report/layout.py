@@ -38,6 +38,7 @@ class Document:
     labels: Table  # the label-efficiency table
     commands: list[Command]
     views: Table = Table([], [], "")  # what cached views buy
+    your_data: list[Block] = field(default_factory=list)  # the audit's findings (your_data.py)
     curves: list[FigureFile] = field(default_factory=list)  # learning-curve figures
 
 
@@ -70,7 +71,8 @@ def _sections(doc: Document) -> list[list[Block]]:
          Block("details", "What each method costs to make and to use"), Block("table", doc.cost),
          Block("details", "What each method is"), Block("table", doc.legend),
          Block("details", "What the columns mean"), Block("list", COLUMN_NOTES)],
-        _calibration(doc), _per_class(doc), _wrong(doc), _views(doc), _labels(doc), _more_figures(doc),
+        _calibration(doc), _per_class(doc), _wrong(doc), doc.your_data, _views(doc), _labels(doc),
+        _more_figures(doc),
         _commands(doc),
     ]
 

@@ -35,6 +35,8 @@ class Config(Settings):
     )
     title: str = opt("", "report title; empty means 'cnncodes report: <dataset>'")
     note: str = opt("", "a line under the title, e.g. which weights or command made these runs; empty = none")
+    audit: Path = opt(Path(""), "an audit folder (`cnncodes audit --out DIR`): its findings become the 'Your data' "
+                                "section; empty = none")
 
 
 def run(cfg: Config) -> dict[str, Path]:
@@ -42,5 +44,6 @@ def run(cfg: Config) -> dict[str, Path]:
         raise UserError(f"--out {str(cfg.out)!r} is a file; give a folder for report.md, report.html and figures/")
     runs = load_runs(cfg.runs)
     dataset = check_one_dataset(runs)
-    options = ReportOptions(source=cfg.runs, title=cfg.title, note=cfg.note, bench=cfg.bench)
+    options = ReportOptions(source=cfg.runs, title=cfg.title, note=cfg.note, bench=cfg.bench,
+                            audit=cfg.audit if str(cfg.audit) not in ("", ".") else None)
     return write_report(runs, dataset, Path(cfg.out), options)
