@@ -62,7 +62,8 @@ def predict_scorer(run_dir, spec: dict, weights: str = "", trust_pickle: bool = 
 
     from ..codes.encoder import Encoder
     from ..images.transforms import normalize
-    from .model import backbone_for, finetuned
+    from ..runs.scoring import backbone_for
+    from .model import finetuned
 
     cpu = torch.device("cpu")
     if spec["kind"] == "head":

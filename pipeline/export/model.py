@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .. import UserError
+from ..runs.scoring import backbone_for  # one check, the one predict makes
 from ..codes.backbone import classifier, fold_batchnorm, load_backbone
-from ..codes.weights import Weights
 from ..images.transforms import Preprocess
 from ..runs import folder as runs
 
@@ -140,21 +140,6 @@ def head_module(head) -> tuple[nn.Module, str]:
         raise UserError(f"cannot export a head made of {' + '.join(names)}: only a linear classifier after a "
                         "StandardScaler, or k-NN after a Normalizer")
     return _linear_head(pre, clf)
-
-
-def backbone_for(spec: dict, override: str = ""):
-    """The exact backbone a head was trained on, or a clear refusal (as predict checks)."""
-    weights = Weights.from_record(spec["weights"], spec["weights_arg"], override)
-    if weights.kind == "file":
-        if not weights.path.is_file():
-            raise UserError(f"this head was trained on codes from {spec['weights']} ({spec['weights_arg']}), which "
-                            "is not here; pass --weights PATH")
-        if weights.sha256 != spec.get("weights_sha256"):
-            raise UserError(f"{weights.arg!r} is not the weights this head was trained on (sha256 differs)")
-    bb = load_backbone(spec["backbone"], weights)
-    if bb.weights_id != spec["weights"]:
-        raise UserError(f"this head needs {spec['weights']} but {bb.weights_id} was loaded")
-    return bb
 
 
 def finetuned(run_dir, spec: dict) -> nn.Module:
