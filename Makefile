@@ -1,5 +1,6 @@
 # cnncodes: `make demo` sets everything up and runs every stage; `make test` runs the tests.
-# Overrides: DATA=, BACKBONE=, WEIGHTS=, HEAD=, EPOCHS=, MODE=, DEVICE=, SEED=, RUNS=, FORCE=1, VIEWS=, TTA=, TUNE=1
+# Overrides: DATA=, BACKBONE=, WEIGHTS=, HEAD=, EPOCHS=, MODE=, DEVICE=, SEED=, RUNS=, FORCE=1, VIEWS=, TTA=, TUNE=1,
+# EXCLUDE= (classify without the images an audit's exclude.txt lists: runs named -excluded)
 PYTHON ?= python3
 PY := .venv/bin/python
 DATA ?= data/hymenoptera_data
@@ -37,7 +38,7 @@ features: data
 	$(PY) -m pipeline features --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --out $(FEATURES) $(COMMON) $(if $(FORCE),--force) $(if $(filter-out 0,$(VIEWS)),--views $(VIEWS)) $(if $(filter-out 1,$(TTA)),--tta $(TTA))
 
 classify: venv
-	$(PY) -m pipeline classify --features $(FEATURES) --head $(HEAD) --data $(DATA) --out $(RUNS) --seed $(SEED) $(if $(FORCE),--force)
+	$(PY) -m pipeline classify --features $(FEATURES) --head $(HEAD) --data $(DATA) --out $(RUNS) --seed $(SEED) $(if $(FORCE),--force) $(if $(EXCLUDE),--exclude $(EXCLUDE))
 
 finetune: data
 	$(PY) -m pipeline finetune --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --mode $(MODE) --epochs $(EPOCHS) --out $(RUNS) $(COMMON) $(if $(FORCE),--force) $(if $(TUNE),--tune-lr)

@@ -379,3 +379,32 @@ def test_frozen_runs_are_told_apart_by_their_batchnorm(tmp_path, monkeypatch):
     assert "**frozen, BN eval** keeps the trunk's BatchNorm in eval mode" in note
     assert note.endswith("The tutorial's published frozen number is comparable to "
                          "**frozen, BN train (tutorial loop)**.")
+
+
+def test_acting_on_the_audit_is_paired_with_the_run_on_every_image(tmp_path, monkeypatch):
+    """A head re-run with --exclude (its run named -excluded) is compared with its run on every image
+    on the same val images, and the recommendation is made on each set of runs."""
+    from pipeline.report.your_data import exclusion_effect
+
+    monkeypatch.setattr(runfiles, "environment", fake_env)
+    paths = [f"val/a/{i}.jpg" for i in range(40)]
+    y = [0] * 20 + [1] * 20
+    leaky = list(y)  # on every image k-NN scores its leaked copies: all right
+    clean = [1 - t if i < 8 else t for i, t in enumerate(y)]  # without them 8 images go wrong, all one way
+    for name, pred, secs in (("knn", leaky, 1.0), ("knn-excluded", clean, 1.0), ("softmax", wrong_y(y, 3), 1.0)):
+        write_run(tmp_path / "runs" / name, method=name.split("-")[0], stage="classify", pred=pred,
+                  seconds={"fit": secs}, selection="CV", dataset="toy", paths=paths, y=y,
+                  **({"inputs": {"exclude": ["train/a/1.jpg", "train/a/2.jpg"]}} if "excluded" in name else {}))
+    runs = runread.load_runs(tmp_path / "runs")
+    rows = table_rows(runs)
+    blocks = exclusion_effect(rows, runs)
+    [table] = [b.content for b in blocks if b.kind == "table"]
+    [cells] = table.rows
+    assert cells[1] == "2" and cells[4] == "-20.0 points" and cells[5].startswith("8 / 0 of 40, p = 0.0078")
+    words = next(b.content for b in blocks if b.kind == "p")
+    assert "changes" in words and "**knn** (100.0%)" in words and "**softmax** (92.5%)" in words
+    assert exclusion_effect([r for r in rows if r["run"] != "knn-excluded"], runs) == []
+
+
+def wrong_y(y, k):
+    return [1 - t if i < k else t for i, t in enumerate(y)]

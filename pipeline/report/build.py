@@ -89,7 +89,7 @@ def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, opti
         always_wrong=always_wrong(runs, rows), classes=classes, labels=label_table(label_curves(runs, rows)),
         commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir), views=views_table(runs, rows),
         your_data=your_data(Path(options.audit) if options.audit else None,
-                            existing(runs[0].m.get("data_root"), runs[0]), figdir))
+                            existing(runs[0].m.get("data_root"), runs[0]), figdir, (rows, runs)))
 
 
 def _confused(runs: list[Run], pair: tuple[dict, dict], classes: list[str]) -> Table:

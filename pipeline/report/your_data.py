@@ -8,7 +8,12 @@ import csv
 from pathlib import Path
 
 from ..core.files import csv_unsafe
+from ..runs.read import Run
 from .render import Block, FigureFile, Table, md_code, md_text
+from .rows import DASH, fmt_acc, fmt_pct
+from .verdict import ALPHA, paired_test, recommend
+
+TWIN = "-excluded"  # classify --exclude names its run so, beside the run on every image
 
 SHOWN = 5  # suspects listed (and drawn) per finding
 
@@ -20,8 +25,10 @@ def _rows(path: Path) -> list[dict]:
         return [{k: csv_unsafe(v) if isinstance(v, str) else v for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
-def your_data(audit: Path | None, data_root: Path | None, figdir: Path) -> list[Block]:
-    """The section's blocks; [] without an audit folder."""
+def your_data(audit: Path | None, data_root: Path | None, figdir: Path,
+              results: tuple[list[dict], list[Run]] = ([], [])) -> list[Block]:
+    """The section's blocks; [] without an audit folder. `results` (the table rows and the runs)
+    adds what acting on the audit changed, where a run was repeated with --exclude."""
     if not audit or not Path(audit).is_dir():
         return []
     audit = Path(audit)
@@ -48,7 +55,40 @@ def your_data(audit: Path | None, data_root: Path | None, figdir: Path) -> list[
                                         [[md_code(r["path"]), r["split"], md_text(r["label"]), r["score"]]
                                          for r in odd[:SHOWN]], "llll"))]
     grid = _suspects_grid(issues[:SHOWN] + odd[:SHOWN], data_root, figdir)
-    return blocks + ([Block("figure", grid)] if grid else [])
+    return blocks + ([Block("figure", grid)] if grid else []) + exclusion_effect(*results)
+
+
+def exclusion_effect(rows: list[dict], runs: list[Run]) -> list[Block]:
+    """What removing the audit's exclusions changed: each method run both on every image and with
+    `--exclude` (its run named ...-excluded), paired by exact McNemar on the val images both scored,
+    and the recommendation made on each set of runs. [] when no method was run both ways."""
+    ours = {r["run"]: r for r in rows if r["kind"] == "ours"}
+    pairs = [(ours[s[:-len(TWIN)]], ours[s]) for s in ours if s.endswith(TWIN) and s[:-len(TWIN)] in ours]
+    if not pairs:
+        return []
+    by_slug, cells = {r.slug: r for r in runs}, []
+    for a, b in pairs:
+        t = paired_test(by_slug[a["run"]], by_slug[b["run"]])
+        gone = len((by_slug[b["run"]].m.get("inputs") or {}).get("exclude") or [])
+        change = DASH if a["accuracy"] is None or b["accuracy"] is None else \
+            f"{100 * (b['accuracy'] - a['accuracy']):+.1f} points"
+        test = f"{t['only_a']} / {t['only_b']} of {t['n']}, p = {t['p_value']:.2g}" if t else "no image in common"
+        cells.append([md_text(a["name"]), str(gone), fmt_acc(a), fmt_acc(b), change, test])
+    as_is = recommend([r for r in rows if not r["run"].endswith(TWIN)], runs).use
+    cleaned = recommend([r for r in rows if r["kind"] != "ours" or r["run"] + TWIN not in ours], runs).use
+    same = as_is["run"] + TWIN == cleaned["run"]
+    words = (f"The recommendation stays **{md_text(as_is['name'])}** ({fmt_pct(as_is['accuracy'])} as is, "
+             f"{fmt_pct(cleaned['accuracy'])} without the excluded images)." if same else
+             f"The recommendation changes: **{md_text(as_is['name'])}** ({fmt_pct(as_is['accuracy'])}) on every "
+             f"image, **{md_text(cleaned['name'])}** ({fmt_pct(cleaned['accuracy'])}) without the excluded images.")
+    return [Block("details", "What acting on the audit changes"),
+            Block("p", "Each method below was run twice: on every image, and with the audit's exclude.txt "
+                       "(`--exclude`: of each pair the copy in the earlier split leaves, so a leaked val image "
+                       "stays in val and its copy leaves train). Paired on the val "
+                       f"images both scored (exact McNemar; a change is more than noise at p < {ALPHA}). "
+                       f"{words} Methods run only one way count as they are in both recommendations."),
+            Block("table", Table(["Method", "Images left out", "Every image", "Without them", "Change",
+                                  "Only one right (every / without), p"], cells, "lrllll"))]
 
 
 def _suspects_grid(suspects: list[dict], data_root: Path | None, figdir: Path) -> FigureFile | None:
