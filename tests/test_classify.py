@@ -254,3 +254,77 @@ def test_repeats_give_each_head_a_spread_over_the_same_redrawn_splits(blobs, tmp
     assert "Re-drawn splits, mean ± sd" in (tmp_path / "rep" / "report.md").read_text()
     v = json.loads((tmp_path / "rep" / "verdict.json").read_text())
     assert all(m["repeats"]["repeats"] == 3 for m in v["methods"])
+
+
+def _copies(rng, n_photos: int, copies: int, noise: float):
+    """Two overlapping classes of 'photos', each present `copies` times with a little noise (crops or
+    re-saves of one photo): (codes, labels, group of each row)."""
+    y = np.arange(n_photos) % 2
+    photos = rng.normal(0, 1, (n_photos, 8)) + y[:, None] * 0.6
+    X = np.repeat(photos, copies, axis=0) + rng.normal(0, noise, (n_photos * copies, 8))
+    return X, np.repeat(y, copies), np.repeat(np.arange(n_photos), copies)
+
+
+def test_grouped_folds_never_put_one_group_on_both_sides():
+    from pipeline.heads.cv import cv_folds
+
+    rng = np.random.default_rng(0)
+    _, y, groups = _copies(rng, 40, 5, 0.1)
+    for per_image in (1, 3):
+        rows_y = np.repeat(y, per_image)
+        cv = cv_folds(rows_y, 5, 0, per_image, groups)
+        assert cv.get_n_splits() == 5
+        row_group = np.repeat(groups, per_image)
+        for tr, te in cv.split(np.zeros(len(rows_y)), rows_y):
+            assert not set(row_group[tr]) & set(row_group[te])
+            assert set(rows_y[te]) == {0, 1}  # still stratified: both classes in every fold
+    with pytest.raises(UserError, match="2 groups per class"):
+        cv_folds(y, 5, 0, groups=np.where(y == 0, 0, groups))  # class 0 in one group
+
+
+def test_near_copies_make_cv_optimistic_and_grouped_cv_is_not():
+    """Five near-copies of each photo: ungrouped CV lets 1-NN find each image's twin and scores far
+    above what new photos get; grouped CV scores close to new photos, and picks more neighbours."""
+    from pipeline.heads.cv import cv_folds
+
+    rng = np.random.default_rng(1)
+    X, y, groups = _copies(rng, 120, 5, 0.05)
+    Xn, yn, _ = _copies(rng, 400, 1, 0.05)  # new photos
+    plain = fit_head("knn", X, y, 5, 0)
+    grouped = fit_head("knn", X, y, cv_folds(y, 5, 0, 1, groups), 0)
+    new = grouped.best_estimator_.score(Xn, yn)
+    assert plain.best_score_ > 0.95 and plain.best_params_["clf__n_neighbors"] == 1
+    assert abs(grouped.best_score_ - new) < 0.08 and grouped.best_score_ < plain.best_score_ - 0.15
+    assert grouped.best_params_["clf__n_neighbors"] > 1
+
+
+def test_groups_files_in_both_shapes_and_their_errors(tmp_path):
+    from pipeline.images.groups import group_ids, read_groups
+
+    (tmp_path / "g.csv").write_text("path,group\na.jpg,x\nb.jpg,x\nc.jpg,y\n")
+    (tmp_path / "dup.csv").write_text("path,split,other,other_split,similarity\na.jpg,val,b.jpg,train,0.9\n"
+                                      "c.jpg,val,b.jpg,train,0.8\ne.jpg,val,f.jpg,val,0.9\n")
+    paths = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"]
+    ids = group_ids(paths, read_groups(tmp_path / "g.csv"), "g")
+    assert ids[0] == ids[1] != ids[2] and len(set(ids)) == 5  # d, e, f: a group each
+    ids = group_ids(paths, read_groups(tmp_path / "dup.csv"), "dup")
+    assert ids[0] == ids[1] == ids[2] and ids[4] == ids[5] and len(set(ids)) == 3  # a~b~c chained, d alone
+    (tmp_path / "bad.csv").write_text("file,label\na.jpg,x\n")
+    with pytest.raises(UserError, match="path,group or path,other"):
+        read_groups(tmp_path / "bad.csv")
+    with pytest.raises(UserError, match="names none of these"):
+        group_ids(["z.jpg"], read_groups(tmp_path / "g.csv"), "g")
+    with pytest.raises(UserError, match="does not exist"):
+        read_groups(tmp_path / "missing.csv")
+
+
+def test_classify_groups_are_recorded_and_refused_with_repeats(blobs, tmp_path):
+    tr = read_codes(blobs).splits["train"]
+    groups = tmp_path / "groups.csv"
+    groups.write_text("path,group\n" + "".join(f"{p},{i // 4}\n" for i, p in enumerate(tr.paths)))
+    [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3, label_curve="off",
+                            groups=str(groups)))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["selection"] == "CV on train (3-fold, grouped: groups.csv)" and len(m["inputs"]["groups"]) == 64
+    r = cli("classify", "--features", blobs, "--out", tmp_path / "r2", "--groups", groups, "--repeats", "3")
+    assert r.returncode == 2 and "--repeats" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -1,13 +1,14 @@
 """Choosing a head's setting by cross-validation on train: the folds (split by image, so an
-image's augmented views never sit on both sides), the path search of one head, and the fit a
-label curve makes on a drawn subset."""
+image's augmented views never sit on both sides; by group when groups of images are known, so
+near-copies of one photo never do either), the path search of one head, and the fit a label curve
+makes on a drawn subset."""
 from __future__ import annotations
 
 from dataclasses import replace
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import PredefinedSplit, StratifiedKFold
+from sklearn.model_selection import PredefinedSplit, StratifiedGroupKFold, StratifiedKFold
 
 from .. import UserError
 from . import label_curve
@@ -15,29 +16,40 @@ from .registry import HEADS
 from .search import PathSearch, SearchPath, path_search
 
 
-def cv_folds(y: np.ndarray, folds: int, seed: int, per_image: int = 1) -> StratifiedKFold | PredefinedSplit:
+def cv_folds(y: np.ndarray, folds: int, seed: int, per_image: int = 1,
+             groups: np.ndarray | None = None) -> StratifiedKFold | PredefinedSplit:
     """Stratified folds of the training images. With `per_image` rows per image (its code and its
     augmented views, image-major) the images are split and each image's rows follow it, so no
-    image has views on both sides of a fold."""
+    image has views on both sides of a fold. With `groups` (one id per image, images.groups) whole
+    groups are split (scikit-learn's StratifiedGroupKFold: stratified as far as the groups allow)."""
     images = y[::per_image]
     counts = np.bincount(images)
     smallest = int(counts[counts > 0].min())
     if smallest < 2:
         raise UserError(f"class {int(np.flatnonzero(counts == smallest)[0])} has a single training image: "
                         "cross-validation needs at least 2 per class")
-    cv = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
-    if per_image == 1:
+    if groups is not None:
+        smallest = min(len(np.unique(groups[images == c])) for c in np.unique(images))
+        if smallest < 2:
+            raise UserError("a class has all its training images in one group: grouped cross-validation needs "
+                            "at least 2 groups per class")
+        cv = StratifiedGroupKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
+    else:
+        cv = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
+    if per_image == 1 and groups is None:
         return cv
     fold_of_image = np.empty(len(images), dtype=int)
-    for k, (_, test) in enumerate(cv.split(np.zeros(len(images)), images)):
+    for k, (_, test) in enumerate(cv.split(np.zeros(len(images)), images, groups)):
         fold_of_image[test] = k
     return PredefinedSplit(np.repeat(fold_of_image, per_image))
 
 
-def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int, jobs: int = 1,
+def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds, seed: int, jobs: int = 1,
              progress: bool = False, per_image: int = 1) -> PathSearch:
-    """CV on the training codes only, along the head's path; the refit best is `.best_estimator_`."""
-    head, cv = HEADS[name], cv_folds(y, folds, seed, per_image)
+    """CV on the training codes only, along the head's path; the refit best is `.best_estimator_`.
+    `folds`: a number of stratified folds (cv_folds), or folds already made (grouped ones)."""
+    head = HEADS[name]
+    cv = cv_folds(y, folds, seed, per_image) if isinstance(folds, int) else folds
     values = _values(head, X, y, cv)  # k-NN cannot ask for more neighbours than a CV training fold holds
     short = head.param.removeprefix("clf__")
 

@@ -13,21 +13,22 @@ from pathlib import Path
 import numpy as np
 
 from .. import UserError, __version__
-from ..codes.store import Codes, Header, SplitCodes, read_attrs, read_codes, read_split, without_paths
+from ..codes.matching import check_fresh, excluded
+from ..codes.store import Codes, Header, SplitCodes, read_attrs, read_codes, read_split
 from ..codes.weights import Weights
 from ..core.cli import Settings, command_line, opt
-from ..core.files import atomic_write
+from ..core.files import atomic_write, json_digest
 from ..heads import label_curve, streaming
-from ..heads.cv import fit_head, subset_fit
+from ..heads.cv import cv_folds, fit_head, subset_fit
 from ..heads.registry import HEADS, SGD_HEAD
 from ..heads.reject import codes_rule
 from ..heads.repeats import repeated_scores
 from ..heads.search import PathSearch
 from ..heads.streaming import fits_in_memory
 from ..heads.views import PLAIN, Views, train_rows, views_cost, views_of
-from ..images.exclude import check_exclusions, read_exclusions
-from ..images.scan import check_classes, scan
-from ..images.splits import fractions_of
+from ..images.exclude import read_exclusions
+from ..images.groups import group_ids, read_groups
+from ..images.scan import check_classes
 from ..runs import folder as runs
 from ..runs.head_run import Fitted, Scored, head_spec, score_split
 
@@ -47,6 +48,8 @@ class Config(Settings):
                                   "report's verdict cites it")
     jobs: int = opt(0, "CV fits run in parallel (0 = one per core)")
     exclude: str = opt("", "a list of image paths to leave out, one per line (audit's exclude.txt); recorded")
+    groups: str = opt("", "a CSV of images that must stay on one side of each CV fold (path,group; or path,other "
+                          "pairs, as the audit's duplicates.csv): photos of one scene, crops of one photo; recorded")
     force: bool = opt(False, "refit even when a head's run folder was made from the same inputs")
     label_curve: str = opt("auto", "val accuracy against training images per class, for the report's label "
                            "efficiency: on, off, or auto (on when its estimated cost is under a minute)",
@@ -76,6 +79,9 @@ class Config(Settings):
                             f"(got {self.chunk_rows}, {self.views}, {self.tta})")
         if self.test_split in (self.train_split, self.val_split):
             raise UserError(f"--test-split {self.test_split!r} must differ from --train-split and --val-split")
+        if self.groups and self.repeats:
+            raise UserError("--repeats re-draws train and val by image, not by --groups: one group would sit on "
+                            "both sides; use one of the two")
         if self.train_split == self.val_split:
             raise UserError(f"--train-split and --val-split are both {self.train_split!r}: settings chosen by CV on "
                             "the images they are scored on would report an optimistic score; give two splits")
@@ -89,30 +95,9 @@ class Config(Settings):
         return sizes if all(v >= 1 for v in sizes) else ()
 
 
-def excluded(cfg: Config, codes: Codes) -> Codes:
-    """The codes less the images --exclude names (audit's exclude.txt): one step to act on a finding."""
-    gone = read_exclusions(cfg.exclude)
-    check_exclusions(gone, (p for s in codes.splits.values() for p in s.paths), f"--exclude {cfg.exclude!r}")
-    print(f"--exclude {cfg.exclude}: leaving out {len(gone)} images", flush=True)
-    return without_paths(codes, gone, f"excluded by {Path(cfg.exclude).name}")
-
-
-def check_fresh(codes: Codes, data: Path) -> None:
-    """Refuse codes that no longer describe the images under `data` (less any the features stage
-    was told to exclude: they are recorded as skipped, 'excluded by ...')."""
-    rule = codes.header.inputs.get("split_rule")  # split automatically: the same rule again
-    s = scan(data, ("auto",), fractions_of(rule)) if rule else scan(data, tuple(codes.splits))
-    gone = {p for sp in codes.splits.values() for p, why in sp.skipped if why.startswith("excluded by ")}
-    if gone:
-        s = replace(s, splits={n: replace(sp, items=[r for r in sp.items if r.path not in gone])
-                               for n, sp in s.splits.items()})
-    if s.classes != codes.classes or s.name != codes.header.dataset:
-        raise UserError(f"{codes.path} holds codes of dataset {codes.header.dataset!r} {codes.classes}, "
-                        f"not of {str(data)!r} {s.classes}")
-    if s.digest() != codes.header.inputs.get("image_list"):
-        raise UserError(
-            f"{codes.path} is stale: images under {str(data)!r} changed since extraction; re-run `make features`"
-        )
+def groups_of(cfg: Config, codes: Codes) -> np.ndarray:
+    """The --groups id of each training image, in the codes' order (images.groups)."""
+    return group_ids(codes.splits[cfg.train_split].paths, read_groups(cfg.groups), f"--groups {cfg.groups!r}")
 
 
 def curve(cfg: Config, codes: Codes, name: str) -> dict:
@@ -168,6 +153,7 @@ def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> dict:
             "test_split": cfg.test_split if cfg.test_split in codes.splits else None, "cnncodes": __version__,
             "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws], "repeats": cfg.repeats,
             **({"exclude": sorted(read_exclusions(cfg.exclude))} if cfg.exclude else {}),
+            **({"groups": json_digest(groups_of(cfg, codes).tolist())} if cfg.groups else {}),
             **({"sgd": [cfg.sgd_loss, cfg.chunk_rows]} if name == "sgd" else {})}
 
 
@@ -210,7 +196,8 @@ def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:
         h.weights, len(codes.splits[cfg.train_split].labels), len(s.preds), f"cpu (codes: {h.device})", cfg.seed)
     return runs.record(
         subject, val=s.val,
-        selection=f"CV on train ({search.n_splits_}-fold)" if search.n_splits_ else
+        selection=f"CV on train ({search.n_splits_}-fold{', grouped: ' + Path(cfg.groups).name if cfg.groups else ''})"
+        if search.n_splits_ else
         "10% of train held out (seeded rows), then refit on all",
         seconds={"extract": views_cost(codes, cfg.train_split, cfg.val_split, v), "fit": f.fit_s,
                  "predict": s.predict_s},
@@ -265,7 +252,7 @@ def classify(cfg: Config) -> list[Path]:
     if cfg.data:
         check_fresh(codes, Path(cfg.data))
     if cfg.exclude:
-        codes = excluded(cfg, codes)
+        codes = excluded(codes, cfg.exclude)
     tr: SplitCodes = codes.splits[cfg.train_split]
     check_classes(tr.labels, codes.classes, f"{cfg.features} ({cfg.train_split})")
     v = views_of(codes, cfg.train_split, cfg.val_split, cfg.views, cfg.tta)
@@ -283,7 +270,8 @@ def classify(cfg: Config) -> list[Path]:
             done[name] = where
             continue
         t0 = time.perf_counter()
-        search = fit_head(name, X, y, cfg.folds, cfg.seed, cfg.jobs, progress=True, per_image=v.k + 1)
+        folds = cv_folds(y, cfg.folds, cfg.seed, v.k + 1, groups_of(cfg, codes)) if cfg.groups else cfg.folds
+        search = fit_head(name, X, y, folds, cfg.seed, cfg.jobs, progress=True, per_image=v.k + 1)
         again = repeated(cfg, codes, name) if cfg.repeats and not v.label() else None
         fitted.append(Fitted(name, search, time.perf_counter() - t0, v, None, again))
     with_curve = curves_to_run(cfg, codes, fitted)
