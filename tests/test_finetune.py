@@ -318,3 +318,61 @@ def test_splits_and_shares_are_validated_where_declared():
     for bad in (dict(splits="train"), dict(splits="a,a"), dict(split="0.5,0.5"), dict(weights="no such thing!")):
         with pytest.raises(UserError):
             Config(**bad)
+
+
+def test_repeats_redraw_the_images_classify_redraws_and_the_report_pairs_them(data, tmp_path, monkeypatch):
+    """finetune --repeats R: the recipe on each of classify's R re-drawn splits (the same images, so
+    the two pair by repeat), R accuracies recorded with their cost, mean ± sd in the report."""
+    from pipeline.finetune import repeats as ft_repeats
+    from pipeline.heads.repeats import splits
+    from pipeline.stages import classify as cl, features, report
+    from pipeline.codes.store import read_codes
+
+    feats = features.extract(features.Config(data=data, out=str(tmp_path / "f.h5"), weights="none", resize=40,
+                                             crop=32, workers=0, device="cpu", batch_size=32))
+    pooled_by_classify = []
+    real = cl.repeated_scores
+    monkeypatch.setattr(cl, "repeated_scores", lambda name, X, y, *a, **kw: (
+        pooled_by_classify.append(X.copy()), real(name, X, y, *a, **kw))[1])
+    [head] = cl.classify(cl.Config(features=feats, head="softmax", out=tmp_path / "runs", folds=3,
+                                   label_curve="off", repeats=2))
+    codes = read_codes(feats)
+    tr, va = codes.splits["train"], codes.splits["val"]
+    paths, y = [*tr.paths, *va.paths], np.concatenate([tr.labels, va.labels])
+    assert np.array_equal(pooled_by_classify[0], np.concatenate([tr.codes, va.codes]))  # classify pools in file order
+    want = [[paths[i] for i in te] for _, te in splits(y, len(va.labels), 2, 0)]
+
+    seen = []
+    real_redrawn = ft_repeats.redrawn
+    monkeypatch.setattr(ft_repeats, "redrawn", lambda *a: seen.append(real_redrawn(*a)) or seen[-1])
+    run_dir, doc = train(cfg_for(data, tmp_path / "runs", epochs=1, repeats=2))
+    assert [[r.path for r in part.val] for part in seen] == want  # repeat r: the same val images as classify's
+    assert all(part.val_images.shape[0] == len(part.val) and len(part.train_images) == len(part.train)
+               for part in seen)
+    rep, hrep = doc["repeats"], json.loads((head / "metrics.json").read_text())["repeats"]
+    assert len(rep["accuracy"]) == 2 and rep["mean"] == pytest.approx(np.mean(rep["accuracy"]))
+    assert (rep["repeats"], rep["seed"], rep["n_test"], rep["n_train"]) == \
+        (hrep["repeats"], hrep["seed"], hrep["n_test"], hrep["n_train"]) == (2, 0, 12, 128)
+    assert rep["chosen"] == [0.003, 0.003] and "fixed" in rep["lr_selection"]
+    assert doc["seconds"]["repeats"] == pytest.approx(rep["seconds"]) and rep["seconds"] > 0  # in the run's compute
+    report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "rep", bench=tmp_path / "none.json"))
+    md = (tmp_path / "rep" / "report.md").read_text()
+    ft_line = next(line for line in md.splitlines() if line.startswith("| full FT"))
+    assert "Re-drawn splits, mean ± sd" in md and f"± {100 * rep['sd']:.1f} (2)" in ft_line
+    v = {m["name"]: m for m in json.loads((tmp_path / "rep" / "verdict.json").read_text())["methods"]}
+    assert v["full FT"]["repeats"]["repeats"] == 2
+    if any(a != b for a, b in zip(rep["accuracy"], hrep["accuracy"])):  # equal draws: nothing to test
+        paired = v["full FT"]["repeats"] if v["softmax"]["b"] == v["softmax"]["c"] == 0 else v["softmax"]["repeats"]
+        assert paired["test"] == "corrected resampled t (Nadeau-Bengio)"
+
+
+def test_repeats_are_validated_and_tuned_per_draw(data, tmp_path):
+    for bad in (dict(repeats=1), dict(repeats=-2), dict(repeats=2, loop="codes", mode="frozen", features="x.h5")):
+        with pytest.raises(UserError, match="--repeats"):
+            Config(**bad)
+    _, doc = train(cfg_for(data, tmp_path, epochs=1, repeats=2, loop="reference", tune_lr=True,
+                           lr_grid="0.0001,0.003", holdout=0.25))
+    rep = doc["repeats"]
+    assert len(rep["accuracy"]) == 2 and set(rep["chosen"]) <= {0.0001, 0.003}
+    assert "each re-drawn" in rep["lr_selection"]
+    assert {"repeats", "tune"} <= set(doc["seconds"])

@@ -146,3 +146,29 @@ def test_one_image_per_class_is_not_left_at_chance_by_a_scaler_fitted_on_two_ima
         plain, frozen = (label_curve.label_curve(subset_fit(name, 5, unlabelled), train, val, sizes=(1,), draws=5)[0]
                          for unlabelled in (None, train.X))
         assert plain["mean"] < 0.55 and frozen["mean"] > plain["mean"] + 0.1, (name, plain["mean"], frozen["mean"])
+
+
+def test_the_report_names_the_band_the_spread_and_chance(tmp_path, monkeypatch):
+    """The label curve's figure draws chance (val's majority class) and names its band (min-max over
+    the draws) in its legend and caption; its table says that ± is the sd over the draws."""
+    from pipeline.report import figures
+    from pipeline.stages import report
+
+    blobs = write_synthetic_codes(tmp_path / "blobs.h5", n_train=60)
+    [run] = classify(Config(features=blobs, head="softmax", out=tmp_path / "runs", folds=3, jobs=1, label_curve="on",
+                            label_sizes="1,2", label_draws=3))
+    m = json.loads((run / "metrics.json").read_text())
+    row = m["label_curve"]["rows"][0]
+    assert row["std"] == pytest.approx(np.std(row["accuracy"], ddof=1))  # the sd of the draws, as named
+    support = [c["support"] for c in m["val"]["per_class"].values()]
+    drawn, real_save = {}, figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, path, *a: (drawn.__setitem__(path.name, fig),
+                                                                  real_save(fig, path, *a))[1])
+    report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "rep", bench=tmp_path / "none.json"))
+    legend = [t.get_text() for t in drawn["label-efficiency.png"].axes[0].get_legend().get_texts()]
+    chance = f"chance: always val's majority class ({100 * max(support) / sum(support):.1f}%)"
+    assert chance in legend and "band: min–max over 3 draws (dots: each draw)" in legend
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Train images per class (val accuracy, mean ± sd over 3 draws)" in md
+    caption = next(line for line in md.splitlines() if "training images per class, for the heads" in line)
+    assert "min–max, not ± sd" in caption and "dashed: chance, always val's majority class" in caption

@@ -86,3 +86,59 @@ def test_the_verdict_cites_test_accuracy_when_there_is_a_test_split(tmp_path):
     md = (out / "report.md").read_text()
     assert "test images, which no choice has seen" in md and "Test accuracy [95% CI]" in md
     assert "optimistic: expect" not in md
+
+
+def _listing(root, split=None):
+    """A manifest in `root` of its class folders' images: path,label (and a split column of `split`)."""
+    rows = [f"{p.relative_to(root).as_posix()},{p.parent.name}" + ("" if split is None else f",{split(p)}")
+            for p in sorted(root.rglob("*.jpg"))]
+    f = root / "list.csv"
+    f.write_text("\n".join(["path,label" + ("" if split is None else ",split"), *rows]) + "\n")
+    return f
+
+
+def test_a_manifest_without_splits_is_split_as_its_folder_is(tmp_path):
+    root = plain_folder(tmp_path / "photos", n=20)
+    folder = scan(root, ("auto",))
+    s = scan(_listing(root), ("auto",))
+    assert s.manifest == "list.csv" and s.rule == folder.rule and s.classes == folder.classes
+    assert {n: [r.path for r in sp.items] for n, sp in s.splits.items()} == \
+        {n: [r.path for r in sp.items] for n, sp in folder.splits.items()}  # the same images in each split
+    for sp in s.splits.values():  # stratified: each class cut 14 / 3 / 3
+        assert sorted(sum(r.label == c for r in sp.items) for c in (0, 1)) == [len(sp.items) // 2] * 2
+    assert [len(sp.items) for sp in s.splits.values()] == [28, 6, 6]
+    assert scan(root / "list.csv", ("auto",)).digest() == s.digest()  # stable across runs
+    assert scan(root / "list.csv", ("auto",), (0.5, 0.25, 0.25)).digest() != s.digest()  # the rule is fingerprinted
+    assert scan(_listing(root, split=lambda p: ""), ("auto",)).digest() == s.digest()  # an empty column: the same
+
+
+def test_a_manifest_with_splits_on_some_rows_only_is_a_one_line_error(tmp_path):
+    root = plain_folder(tmp_path / "photos", n=4)
+    f = _listing(root, split=lambda p: "train" if p.name < "img002" else "")
+    with pytest.raises(UserError, match=r"4 rows have no split \(line 4\) while 4 have one"):
+        scan(f, ("auto",))
+    with pytest.raises(UserError, match="no split column: it is split automatically with --splits auto"):
+        scan(_listing(root), ("train", "val"))
+    one = _listing(root)
+    one.write_text(one.read_text() + "ants/img000.jpg,cats\n")
+    with pytest.raises(UserError, match="class 'cats' has fewer than 3 usable images: a manifest split"):
+        scan(one, ("auto",))
+
+
+def test_features_and_finetune_see_the_same_split_of_a_manifest_without_splits(tmp_path):
+    from pipeline.codes.store import read_codes
+    from pipeline.stages import features, finetune
+
+    root = plain_folder(tmp_path / "photos", n=10)
+    m = _listing(root)
+    h5 = features.extract(features.Config(data=m, out=str(tmp_path / "f.h5"), weights="none", resize=40, crop=32,
+                                          workers=0, device="cpu"))
+    codes = read_codes(h5)
+    assert codes.header.inputs["split_rule"] == scan(m, ("auto",)).rule
+    assert set(codes.splits) == {"train", "val", "test"}
+    _, doc = finetune.train(finetune.Config(data=m, out=tmp_path / "runs", weights="none", epochs=1, batch_size=8,
+                                            resize=40, crop=32, workers=0, device="cpu"))
+    assert [p["path"] for p in doc["predictions"]] and \
+        {p["path"] for p in doc["predictions"]} == set(codes.splits["val"].paths)
+    assert {p["path"] for p in doc["test_predictions"]} == set(codes.splits["test"].paths)
+    assert doc["n_train"] == len(codes.splits["train"].paths) == 12  # 6 + 2 + 2 of each class

@@ -83,6 +83,7 @@ class Job:
     codes: Codes | None = None
     tuning: dict | None = None  # how the learning rate was chosen (tune.tune_lr), when it was
     test: list | None = None  # the test split's records (ImageRecord), scored once by the final model
+    repeats: dict | None = None  # the recipe on --repeats re-drawn splits (repeats.repeated_scores), when asked for
 
     @property
     def y_val(self) -> np.ndarray:

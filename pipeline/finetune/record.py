@@ -42,6 +42,7 @@ def write_record(job: Job, progress: Progress, run_dir: Path, test: dict | None 
         check_seconds=0.0 if r.fast else data.seconds,  # reference: the up-front decode check of every file
         skipped=data.skipped, inputs=job.inputs, config=job.config,
         lr_selection=job.tuning or {"chosen": r.lr, "selection": "the recipe's fixed learning rate (not tuned)"},
+        repeats=job.repeats,
         **(test or {}),
     )
     runs.write_predictions(run_dir, preds, data.classes, kind)
@@ -81,6 +82,8 @@ def seconds(job: Job, history: list[dict]) -> dict:
         out["compile"] = sum(h.get("compile_seconds", 0.0) for h in history)
     if job.tuning:
         out["tune"] = job.tuning["seconds"]  # every trial of the learning-rate search
+    if job.repeats:
+        out["repeats"] = job.repeats["seconds"]  # --repeats: the recipe again on each re-drawn split
     if codes:
         out["extract"] = (codes.header.extract_seconds or 0.0) + codes.header.views[r.splits[0]]["seconds"]
     return out

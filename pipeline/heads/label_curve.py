@@ -47,8 +47,9 @@ class Labelled(NamedTuple):
 
 def label_curve(fit: Fit, train: Labelled, val: Labelled, *, sizes: tuple[int, ...] = DEFAULT_SIZES, draws: int = 5,
                 seed: int = 0, jobs: int = 1, progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """One row per size: {per_class, n_train (per draw), accuracy (per draw), mean, std, chosen
-    (per draw), chosen_by, seconds}. The full train set is not a row: the run itself is that point.
+    """One row per size: {per_class, n_train (per draw), accuracy (per draw), mean, std (the sample
+    standard deviation over the draws, ddof 1; 0 for one draw), chosen (per draw), chosen_by,
+    seconds}. The full train set is not a row: the run itself is that point.
     Every (size, draw) is its own fit, run in `jobs` processes like CV's folds (-1: every core);
     each draw's images depend on (seed, size, draw) only, so the rows do not depend on `jobs`."""
     from joblib import Parallel, delayed
@@ -60,7 +61,8 @@ def label_curve(fit: Fit, train: Labelled, val: Labelled, *, sizes: tuple[int, .
         mine = [r for (s, _), r in zip(tasks, done) if s == size]
         accs = [r["accuracy"] for r in mine]
         rows.append({"per_class": size, "n_train": [r["n"] for r in mine], "accuracy": accs,
-                     "mean": float(np.mean(accs)), "std": float(np.std(accs)), "chosen": [r["value"] for r in mine],
+                     "mean": float(np.mean(accs)),
+                     "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, "chosen": [r["value"] for r in mine],
                      "chosen_by": mine[-1]["how"], "seconds": float(sum(r["seconds"] for r in mine))})
         if progress is not None:
             progress(rows[-1])

@@ -1,5 +1,7 @@
-"""CSV manifests (columns path, label, split) as image lists: the same records, checks and skip
-reasons as a folder scan, and a one-line error naming the line for any malformed row.
+"""CSV manifests (columns path, label and, optionally, split) as image lists: the same records, checks
+and skip reasons as a folder scan, and a one-line error naming the line for any malformed row. A
+manifest without a split column (or with it empty on every row) is split once as a plain folder of
+class folders is (scan.split_automatically: stratified, seeded, by path; the rule recorded).
 """
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import os
 from pathlib import Path
 
 from .. import UserError
-from .scan import ImageFolderScan, ImageRecord, Split, _unusable
+from .scan import ImageFolderScan, ImageRecord, Split, _unusable, split_automatically
 
 
 MANIFEST_COLUMNS = ("path", "label", "split")
@@ -58,31 +60,43 @@ def _manifest_rows(manifest: Path) -> list[tuple[int, str, str, str]]:
         if twice:
             raise UserError(f"{where}, line 1: the header names the column {twice[0]!r} twice")
         missing = [c for c in MANIFEST_COLUMNS if c not in header]
-        if missing:
+        if set(missing) & {"path", "label"}:
             raise UserError(f"{where} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)} (it needs "
-                            "a header line: path,label,split)")
-        at = [header.index(c) for c in MANIFEST_COLUMNS]
+                            "a header line: path,label,split; without split it is split automatically)")
+        at = [header.index(c) if c in header else None for c in MANIFEST_COLUMNS]
         start = reader.line_num + 1
         for row in reader:
             if any(f.strip() for f in row[len(header):]) or (len(row) < len(header) and any(f.strip() for f in row)):
                 hint = " (an unclosed quote?)" if any("\n" in f for f in row) else ""
                 raise UserError(f"{where}, line {start}: {len(row)} fields where the header has {len(header)}{hint}")
             if any(f.strip() for f in row):
-                rows.append((start, *(row[i].strip() for i in at)))
+                rows.append((start, *(row[i].strip() if i is not None else "" for i in at)))
             start = reader.line_num + 1
     except csv.Error as e:
         raise UserError(f"{where}, line {start}: {e} (unbalanced quotes?)") from None
     return rows
 
 
-def scan_manifest(manifest: Path, splits: tuple[str, ...] = ("train", "val")) -> ImageFolderScan:
-    """The images a CSV manifest lists (columns path, label, split; paths relative to the manifest's
-    folder or absolute), in the manifest's order, with the same checks and skip reasons as a
-    folder scan. Classes are the labels, sorted, as ImageFolder sorts its class folders; every
+def scan_manifest(manifest: Path, splits: tuple[str, ...] = ("train", "val"),
+                  fractions: tuple[float, float, float] | None = None) -> ImageFolderScan:
+    """The images a CSV manifest lists (columns path, label and split; paths relative to the
+    manifest's folder or absolute), in the manifest's order, with the same checks and skip reasons as
+    a folder scan. Classes are the labels, sorted, as ImageFolder sorts its class folders; every
     class needs images in the first split. A row's split matches a --splits name whatever its case,
-    or by alias (validation -> val); a row of an unknown split is an error, never dropped."""
-    root, where = manifest.parent, f"manifest {str(manifest)!r}"
-    rows = [(n, p, label, _split_of(s, splits), s) for n, p, label, s in _manifest_rows(manifest)]
+    or by alias (validation -> val); a row of an unknown split is an error, never dropped. `auto`
+    means train and val. Without a split column (or with it empty on every row) the images are split
+    here by `fractions` (scan.split_automatically, as a plain folder is); a split on some rows only
+    is an error."""
+    where, listed = f"manifest {str(manifest)!r}", _manifest_rows(manifest)
+    blank = [n for n, *_, s in listed if not s]
+    if listed and len(blank) == len(listed):
+        return _split_here(manifest, listed, splits, fractions)
+    if blank:
+        raise UserError(f"{where}: {len(blank)} rows have no split (line {blank[0]}) while {len(listed) - len(blank)} "
+                        "have one: give every row a split, or leave the split column out to have the manifest split "
+                        "automatically (--split)")
+    splits = ("train", "val") if splits == ("auto",) else splits
+    rows = [(n, p, label, _split_of(s, splits), s) for n, p, label, s in listed]
     other: dict[str, list[int]] = {}
     for n, _, _, name, s in rows:
         if name is None:
@@ -96,6 +110,32 @@ def scan_manifest(manifest: Path, splits: tuple[str, ...] = ("train", "val")) ->
                         "fix the rows or name the split in --splits")
     for s, ns in other.items():
         print(f"{where}: {len(ns)} rows of split {s!r} left out (not in --splits {','.join(splits)})")
+    classes, out = _records(manifest, rows, splits)
+    for name, split in out.items():
+        if not split.items:
+            raise UserError(f"{where} lists no usable image for split {name!r}")
+    lacking = sorted(set(classes) - {classes[r.label] for r in out[splits[0]].items})
+    if lacking:
+        raise UserError(f"{where}: class {', '.join(map(repr, lacking))} has no usable {splits[0]!r} image")
+    return ImageFolderScan(manifest.parent, classes, out, manifest=manifest.name)
+
+
+def _split_here(manifest: Path, listed: list, splits: tuple[str, ...],
+                fractions: tuple[float, float, float] | None) -> ImageFolderScan:
+    """A manifest without splits, split once into train, val and test (scan.split_automatically)."""
+    from .splits import FRACTIONS
+
+    if splits != ("auto",):
+        raise UserError(f"manifest {str(manifest)!r} has no split column: it is split automatically with --splits "
+                        f"auto (the default; shares from --split), not into {', '.join(splits)}")
+    classes, out = _records(manifest, [(n, p, label, "all", "") for n, p, label, _ in listed], ("all",))
+    return split_automatically(manifest.parent, classes, out["all"], fractions or FRACTIONS, manifest.name)
+
+
+def _records(manifest: Path, rows: list, splits: tuple[str, ...]) -> tuple[list[str], dict[str, Split]]:
+    """(classes, a Split per name of `splits`) from (line, path, label, split name or None, value)
+    rows: each usable file an ImageRecord, each unusable one skipped with its reason."""
+    root, where = manifest.parent, f"manifest {str(manifest)!r}"
     classes = sorted({label for _, p, label, name, _ in rows if name and p and label})
     if not classes:
         raise UserError(f"{where} lists no image of the splits {', '.join(splits)}")
@@ -115,11 +155,4 @@ def scan_manifest(manifest: Path, splits: tuple[str, ...] = ("train", "val")) ->
             st = f.stat()
             seen[os.path.realpath(f)] = p
             split.items.append(ImageRecord(p, index[label], st.st_size, st.st_mtime_ns))
-    for name, split in out.items():
-        if not split.items:
-            raise UserError(f"manifest {str(manifest)!r} lists no usable image for split {name!r}")
-    lacking = sorted(set(classes) - {classes[r.label] for r in out[splits[0]].items})
-    if lacking:
-        raise UserError(f"manifest {str(manifest)!r}: class {', '.join(map(repr, lacking))} has no usable "
-                        f"{splits[0]!r} image")
-    return ImageFolderScan(root, classes, out, manifest=manifest.name)
+    return classes, out

@@ -75,7 +75,7 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val"),
     if root.suffix.lower() == ".csv" and root.is_file():
         from .manifest import scan_manifest
 
-        return scan_manifest(root, ("train", "val") if splits == ("auto",) else splits)
+        return scan_manifest(root, splits, fractions)
     if not root.is_dir():
         raise UserError(
             f"data directory {str(root)!r} does not exist (set DATA=/path/to/imagefolder or run `make data`)"
@@ -117,10 +117,18 @@ def _scan_split(root: Path, sdir: Path, name: str, seen: dict[str, str], classes
 
 
 def _auto_split(root: Path, fractions: tuple[float, float, float]) -> ImageFolderScan:
-    """A plain root/<class>/<image> folder split into train, val and test (splits.assign)."""
+    """A plain root/<class>/<image> folder split into train, val and test."""
+    classes, everything = _scan_split(root, root, "all", {})
+    return split_automatically(root, classes, everything, fractions)
+
+
+def split_automatically(root: Path, classes: list[str], everything: Split, fractions: tuple[float, float, float],
+                        manifest: str = "") -> ImageFolderScan:
+    """Every image of one list (a plain folder of class folders, or a manifest without a split
+    column) split into train, val and test class by class (splits.assign: stratified, each image
+    placed by a hash of the seed and its path), the rule recorded in the scan and its digest."""
     from .splits import assign, rule_of
 
-    classes, everything = _scan_split(root, root, "all", {})
     out = {n: Split(n, []) for n in ("train", "val", "test")}
     for label in range(len(classes)):
         recs = [r for r in everything.items if r.label == label]
@@ -129,9 +137,10 @@ def _auto_split(root: Path, fractions: tuple[float, float, float]) -> ImageFolde
     out["train"].skipped = list(everything.skipped)  # files that are no image, whichever split they'd be in
     small = [c for i, c in enumerate(classes) if sum(r.label == i for r in everything.items) < 3]
     if small:
-        raise UserError(f"class {', '.join(map(repr, small))} has fewer than 3 images: a folder split automatically "
-                        "needs one image of each class in train, val and test")
-    return ImageFolderScan(root, classes, out, rule=rule_of(fractions))
+        raise UserError(f"class {', '.join(map(repr, small))} has fewer than 3 usable images: "
+                        f"{'a manifest' if manifest else 'a folder'} split automatically needs one image of each "
+                        "class in train, val and test")
+    return ImageFolderScan(root, classes, out, manifest=manifest, rule=rule_of(fractions))
 
 
 def check_split_names(splits: tuple[str, ...]) -> tuple[str, ...]:

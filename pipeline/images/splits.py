@@ -1,10 +1,11 @@
 """Which splits a data folder has, and an automatic split for a folder that has none.
 
 `--splits auto` (the default) takes DATA/train and DATA/val, and DATA/test beside them when it is
-there. A plain DATA/<class>/<image> folder, the common shape of a user's photos, is split once into
-train, val and test: stratified (each class cut in the same proportions, default 70/15/15), each
-image placed by a hash of (seed, its relative path), so the split is the same on every run and for
-every stage, and adding images leaves the others where they were. The rule is recorded in the
+there. A plain DATA/<class>/<image> folder, the common shape of a user's photos, and a CSV manifest
+without a split column (scan.split_automatically splits both) are split once into train, val and
+test: stratified (each class cut in the same proportions, default 70/15/15), each image placed by a
+hash of (seed, its relative path), so the split is the same on every run and for every stage, and
+adding images leaves the others where they were. The rule is recorded in the
 scan (and so in the features file's fingerprint and every run's inputs).
 """
 from __future__ import annotations

@@ -75,27 +75,33 @@ def always_wrong(runs: list[Run], rows: list[dict]) -> AlwaysWrong:
 
 
 def label_curves(runs: list[Run], rows: list[dict]) -> list[dict]:
-    """{name, rows, full} per run with a label curve, in table order; `full` is the run's own
-    point (every training image) as {per_class, accuracy}."""
+    """{name, rows, draws, seconds, full, chance} per run with a label curve, in table order; `full`
+    is the run's own point (every training image) as {per_class, accuracy}; `chance`, the accuracy
+    of always answering val's most common class, as {accuracy, what} (None without val's counts)."""
     by_slug = {r.slug: r for r in runs}
     out = []
     for row in (r for r in rows if r["kind"] == "ours"):
         curve = by_slug[row["run"]].m.get("label_curve")
         if isinstance(curve, dict) and curve.get("rows"):
             n, k = row["n_train"], len(row.get("per_class") or {}) or 1
+            support = [c.get("support") or 0 for c in (row.get("per_class") or {}).values()]
             out.append({"name": row["name"], "rows": curve["rows"], "draws": curve.get("draws"),
                         "seconds": curve.get("seconds"),
-                        "full": {"per_class": (n / k) if n else None, "n_train": n, "accuracy": row["accuracy"]}})
+                        "full": {"per_class": (n / k) if n else None, "n_train": n, "accuracy": row["accuracy"]},
+                        "chance": {"accuracy": max(support) / sum(support), "what": "always val's majority class"}
+                        if sum(support) else None})
     return out
 
 
 def label_table(curves: list[dict]) -> Table:
-    """Mean val accuracy ± standard deviation over the draws, one row per training size, one
-    column per head; the last row is every training image (one run, no spread)."""
+    """Mean val accuracy ± standard deviation over the draws (the header says so), one row per
+    training size, one column per head; the last row is every training image (one run, no spread)."""
     if not curves:
         return Table([], [], "")
     sizes = sorted({r["per_class"] for c in curves for r in c["rows"]})
-    headers = ["Train images per class", *(c["name"] for c in curves)]
+    draws = curves[0].get("draws")
+    headers = [f"Train images per class (val accuracy, mean ± sd over {f'{draws} ' if draws else 'the '}draws)",
+               *(c["name"] for c in curves)]
     cells = []
     for size in sizes:
         row = [str(size)]

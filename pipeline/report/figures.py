@@ -187,9 +187,12 @@ MARKERS, LINES = "osD^vP*X", ("-", "--", "-.", ":")
 @legible
 def label_efficiency(curves: list[dict], path: Path) -> Path | None:
     """Val accuracy against training images per class (log x): each head's mean over the draws
-    with a band from the worst to the best draw, the draws as dots, and the full train set as the
-    last point of each line. Heads are drawn a little apart sideways, each with its own marker and
-    line style, so equal curves stay visible."""
+    with a band from the worst to the best draw (min-max, named so in the legend), the draws as
+    dots, and the full train set as the last point of each line; a dashed line at chance (a curve's
+    `chance`: {accuracy, what}, e.g. the majority class's share of val), when known. Heads are drawn
+    a little apart sideways, each with its own marker and line style, so equal curves stay visible."""
+    from matplotlib.patches import Patch
+
     if not curves:
         return None
     fig = Figure(figsize=(WIDE, 4.2), layout="constrained")
@@ -210,11 +213,19 @@ def label_efficiency(curves: list[dict], path: Path) -> Path | None:
         for r in c["rows"]:
             ax.scatter([r["per_class"] * shift] * len(r["accuracy"]), np.array(r["accuracy"]) * 100, s=8,
                        color=line.get_color(), alpha=0.5)
+    chance = curves[0].get("chance")
+    if chance and chance.get("accuracy") is not None:
+        ax.axhline(100 * chance["accuracy"], color="grey", linestyle=(0, (4, 3)), linewidth=1,
+                   label=f"chance: {_literal(chance['what'])} ({100 * chance['accuracy']:.1f}%)")
+    draws = curves[0].get("draws")
+    handles, _ = ax.get_legend_handles_labels()
+    band = Patch(color="grey", alpha=0.25, linewidth=0,  # the legend's one entry for every head's band
+                 label=f"band: min–max over {f'{draws} ' if draws else ''}draws (dots: each draw)")
     _plain_log_x(ax)
     ax.set_xlabel("training images per class (log scale; last point: all of train)")
     ax.set_ylabel("val accuracy (%)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right")
+    ax.legend(handles=[*handles, band], loc="lower right")
     return _save(fig, path)
 
 

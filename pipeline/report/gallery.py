@@ -159,8 +159,10 @@ def _labels_figure(runs: list[Run], rows: list[dict], figdir: Path) -> FigureFil
     return _shown(figures.label_efficiency(curves, figdir / "label-efficiency.png"),
                   "Val accuracy against the number of training images per class, for the heads on cached codes: the "
                   f"line is the mean over {curves[0]['draws']} random draws of that many images per class, the band "
-                  "spans the worst to the best draw (dots: each draw), each draw's settings chosen by CV on the drawn "
-                  "images only; the last point is the full train set.")
+                  "spans the worst to the best draw (min–max, not ± sd; dots: each draw), each draw's settings chosen "
+                  "by CV on the drawn images only; the last point is the full train set"
+                  + (f"; dashed: chance, {chance['what']} ({100 * chance['accuracy']:.1f}%)."
+                     if (chance := curves[0].get("chance")) else "."))
 
 
 def _pca_figure(runs: list[Run], classes: list[str], figdir: Path) -> FigureFile | None:

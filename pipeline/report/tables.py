@@ -27,7 +27,7 @@ def main_table(rows: list[dict], standing: dict[str, str], rec_run: str | None) 
     """One row per method of ours, best first, the recommended starred (and classed for the HTML)."""
     ours = [r for r in rows if r["kind"] == "ours"]
     test = any(r.get("test_accuracy") is not None for r in ours)  # a test split: its column beside val's
-    again = any(r.get("repeats") for r in ours)  # classify --repeats: the spread over re-drawn splits
+    again = any(r.get("repeats") for r in ours)  # classify/finetune --repeats: the spread over re-drawn splits
     cells = [[method_cell(r, rec_run), fmt_acc(r), *([test_cell(r)] if test else []),
               *([repeats_cell(r)] if again else []), standing.get(r["run"], DASH),
               fmt_seconds(r["total_s"]), ms_cell(r), (r["selection"] or DASH)] for r in ours]
@@ -39,7 +39,8 @@ def main_table(rows: list[dict], standing: dict[str, str], rec_run: str | None) 
 
 
 def repeats_cell(row: dict) -> str:
-    """'95.7% ± 0.9 (5)': the mean and sd of the accuracy over classify --repeats re-drawn splits."""
+    """'95.7% ± 0.9 (5)': the mean and sd of the accuracy over classify or finetune --repeats re-drawn
+    splits (the same draws for both)."""
     r = row.get("repeats")
     if not r:
         return DASH

@@ -286,7 +286,7 @@ def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
 
 
 def _repeats(best: dict, row: dict) -> dict | None:
-    """The method over classify --repeats re-drawn splits, and against the best on the same draws
+    """The method over classify or finetune --repeats re-drawn splits, and against the best on the same draws
     (Nadeau and Bengio's corrected resampled t: the training sets overlap, a plain t would be far
     too confident)."""
     a, b = best.get("repeats"), row.get("repeats")

@@ -33,7 +33,8 @@ from ..runs import folder as runs
 @dataclass(frozen=True)
 class Config(Common):
     data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root (DATA/<split>/<class>/<image>) or a CSV "
-                                                    "manifest with columns path,label,split")
+                                                    "manifest with columns path,label[,split] (no split column: "
+                                                    "split automatically by --split)")
     backbone: str = opt("resnet18", "torchvision classification model name")
     weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
     mode: str = opt("full", "full: train every parameter; frozen: train only the new head", ("full", "frozen"))
@@ -48,8 +49,8 @@ class Config(Common):
     name: str = opt("", "run folder name (default <dataset>-<backbone>-<weights>-finetune-<mode>[-reference])")
     splits: str = opt("auto", "the train and val split folders, comma-separated; auto: train and val (test scored "
                               "too when present), or a folder of class folders split automatically by --split")
-    split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders: the train, val and test shares "
-                                      "(the same split `features` makes)")
+    split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders or a manifest without a split "
+                                      "column: the train, val and test shares (the same split `features` makes)")
     epochs: int = opt(25, "training epochs")
     batch_size: int = opt(16, "images per batch")
     lr: float = opt(0.001, "SGD learning rate")
@@ -63,6 +64,8 @@ class Config(Common):
                                "as the heads choose theirs by CV: the whole recipe per candidate, its cost counted")
     lr_grid: str = opt("0.0003,0.001,0.003", "--tune-lr: the learning rates tried (around the recipe's 0.001)")
     holdout: float = opt(0.2, "--tune-lr: the fraction of train held out (stratified, seeded) to score them")
+    repeats: int = opt(0, "also pool train and val and re-draw them this many times (the draws of classify "
+                          "--repeats, so they pair by repeat), the recipe (and --tune-lr) again on each: mean ± sd")
     augment: str = opt("auto", "fast loop: how each batch's random crops are resized: per-image (torchvision's "
                                "antialiased resize, the tutorial's filter), batched (one roi_align per batch, "
                                "area-averaging: a few kernels per batch), auto: batched on a GPU, else per-image",
@@ -102,6 +105,9 @@ class Config(Common):
             raise UserError("--tune-lr goes with --loop fast or reference, --holdout between 0 and 0.5 and --lr-grid a "
                             f"comma-separated list of positive rates (got {self.loop!r}, {self.holdout}, "
                             f"{self.lr_grid!r})")
+        if not 0 <= self.repeats <= 1000 or self.repeats == 1 or (self.repeats and self.loop == "codes"):
+            raise UserError(f"--repeats must be 0 (off) or 2 to 1000, with --loop fast or reference (the cached "
+                            f"views are of train's images only; got {self.repeats}, {self.loop!r})")
         if self.splits != "auto":
             parse_splits(self.splits, exactly=2)
         parse_fractions(self.split)
@@ -166,6 +172,10 @@ def train(cfg: Config) -> tuple[Path, dict]:
     job = Job(recipe, bb, data, device, inputs, command_line(cfg, "finetune"), settings(cfg), codes,
               test=s.splits["test"].items if "test" in s.splits and cfg.splits == "auto" else None)
     with exclusive(run_dir, "finetune run"):
+        if cfg.repeats:  # first: each draw tunes its own lr (ties: the recipe's), from the same pretrained weights
+            from ..finetune.repeats import repeated_scores
+
+            job = replace(job, repeats=repeated_scores(job, cfg.repeats, cfg.grid if cfg.tune_lr else (), cfg.holdout))
         if cfg.tune_lr:  # before the run's own training: the trials start from the same pretrained weights
             from ..finetune.tune import tune_lr
 
