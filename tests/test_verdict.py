@@ -144,3 +144,16 @@ def test_verdict_json_schema_and_names_match_the_table(runs_dir, tmp_path):
     assert first.startswith("**Use cheap**")
     assert (f"These {N} val images cannot tell **best** and **cheap** apart; a difference smaller than about "
             f"{100 * d:.1f} points ({d * N:.0f} of {N} images) would go unseen") in first
+
+
+def test_repeats_pair_only_draws_of_the_same_pooled_images():
+    from pipeline.report.verdict import _repeats
+
+    def rep(accs, pooled):
+        return {"repeats": 3, "seed": 0, "n_train": 80, "n_test": 20, "accuracy": accs, "mean": sum(accs) / 3,
+                "sd": 0.01, "pooled": pooled}
+    best = {"repeats": rep([0.95, 0.9, 0.92], "abc")}
+    same = _repeats(best, {"repeats": rep([0.8, 0.82, 0.79], "abc")})
+    assert same["test"] == "corrected resampled t (Nadeau-Bengio)" and same["diff_vs_best"] > 0
+    other = _repeats(best, {"repeats": rep([0.8, 0.82, 0.79], "xyz")})  # e.g. classify --exclude left images out
+    assert "p_vs_best" not in other and other["repeats"] == 3

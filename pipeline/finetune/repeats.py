@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.files import json_digest
 from ..heads.repeats import splits
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ def repeated_scores(job: Job, repeats: int, grid: tuple[float, ...] = (), holdou
     sd = float(np.std(accs, ddof=1)) if repeats > 1 else 0.0
     print(f"over {repeats} re-drawn splits: {np.mean(accs):.2%} ± {sd:.2%} (sd)", flush=True)
     return {"repeats": repeats, "seed": r.seed, "n_train": len(data.train), "n_test": len(data.val),
+            "pooled": json_digest([rec.path for rec in pooled(data)[0]]),  # the verdict pairs draws of these images
             "accuracy": accs, "mean": float(np.mean(accs)), "sd": sd, "chosen": lrs,
             "seconds": time.perf_counter() - t0,
             "split": "train and val pooled, re-drawn stratified with val's size (the draws of classify --repeats); "

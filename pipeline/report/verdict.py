@@ -293,7 +293,8 @@ def _repeats(best: dict, row: dict) -> dict | None:
     if not b:
         return None
     out = {"mean": b["mean"], "sd": b["sd"], "repeats": b["repeats"]}
-    if a and a is not b and (a["repeats"], a["seed"], a["n_test"]) == (b["repeats"], b["seed"], b["n_test"]):
+    same = [(x["repeats"], x["seed"], x["n_test"], x.get("pooled")) for x in (a or b, b)]
+    if a and a is not b and same[0] == same[1]:  # the same draws of the same pooled images (older runs: no digest)
         diffs = [x - y for x, y in zip(a["accuracy"], b["accuracy"])]
         if any(diffs) or len(set(diffs)) > 1:
             t = corrected_resampled_t(diffs, a["n_train"], a["n_test"])

@@ -296,6 +296,7 @@ def repeated(cfg: Config, codes: Codes, name: str) -> dict:
     tr, va = codes.splits[cfg.train_split], codes.splits[cfg.val_split]
     X, y = np.concatenate([tr.codes, va.codes]), np.concatenate([tr.labels, va.labels])
     r = repeated_scores(name, X, y, len(va.labels), cfg.repeats, folds=cfg.folds, seed=cfg.seed, jobs=cfg.jobs)
+    r["pooled"] = json_digest(list(tr.paths) + list(va.paths))  # the verdict pairs draws of the same images
     print(f"{name:8s} over {cfg.repeats} re-drawn splits: {r['mean']:.2%} ± {r['sd']:.2%} (sd)", flush=True)
     return r
 

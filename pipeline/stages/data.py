@@ -42,7 +42,7 @@ def run(cfg: Config) -> None:
         fetch_hymenoptera(cfg.data)
     s = scan(cfg.data, parse_splits(cfg.splits), parse_fractions(cfg.split))
     if s.rule:
-        print(f"{s.name}: no split folders: {describe(s.rule)}")
+        print(f"{s.name}: {'no split column' if s.manifest else 'no split folders'}: {describe(s.rule)}")
     print(counts_line(s))
     for sp in s.splits.values():
         for rel, why in sp.skipped:

@@ -36,7 +36,8 @@ MAX_VIEWS = 1000
 @dataclass(frozen=True)
 class Config(Common):
     data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root (DATA/<split>/<class>/<image>) or a CSV "
-                                                    "manifest with columns path,label,split")
+                                                    "manifest with columns path,label[,split] (no split column: "
+                                                    "split automatically by --split)")
     backbone: str = opt("resnet18", "torchvision classification model name")
     weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
     out: str = opt("", "output .h5; empty means features/<dataset>/<backbone>-<weights>.h5")
@@ -102,7 +103,7 @@ def extract(cfg: Config) -> Path:
     # a bad folder is reported before anything is created
     s = scan(cfg.data, parse_splits(cfg.splits), parse_fractions(cfg.split))
     if s.rule:
-        print(f"{s.name}: no split folders: {describe_rule(s.rule)}")
+        print(f"{s.name}: {'no split column' if s.manifest else 'no split folders'}: {describe_rule(s.rule)}")
     if cfg.exclude:
         s = apply_exclusions(s, cfg.exclude)
     out.parent.mkdir(parents=True, exist_ok=True)
