@@ -210,3 +210,19 @@ def test_many_classes_show_top5_and_mean_per_class_recall(tmp_path, monkeypatch)
     report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "out", bench=tmp_path / "none.json"))
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| Mean per-class recall | Top-5 acc. |" in md and "| 95.0% |" in md
+
+
+def test_a_frozen_fine_tune_scored_from_codes_pays_the_backbone_pass_per_image(tmp_path):
+    """The fast and cached-views loops score a frozen trunk's val from codes made once: their val pass is
+    the new layer alone, so the cost to use adds the backbone pass a head on the same codes pays."""
+    from pipeline.runs.read import Run
+
+    model = {"backbone": "mobilenet_v2", "weights": "DEFAULT"}
+    head = Run(tmp_path, "softmax", {"stage": "classify", **model, "n_train": 6, "n_val": 20,
+                                     "seconds": {"extract": 6.5, "predict": 0.02}}, None)
+    frozen = {"stage": "finetune", "mode": "frozen", **model, "n_train": 6, "n_val": 20,
+              "seconds": {"predict": 0.004}}
+    fast, ref = (Run(tmp_path, k, {**frozen, "loop": k}, None) for k in ("fast", "reference"))
+    assert usage.ms_per_image(fast, [head, fast]) == pytest.approx(1000 * (6.5 / 26 + 0.004 / 20))
+    assert usage.ms_per_image(ref, [head, ref]) == pytest.approx(1000 * 0.004 / 20)  # the whole model ran
+    assert usage.ms_per_image(fast, [fast]) is None  # no way to know the backbone pass: not recorded

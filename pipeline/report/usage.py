@@ -8,6 +8,9 @@ and a fine-tune's final.pt is never opened (that needs torch). What was not reco
   val image). The extraction per image comes from a run on the same codes without views (its
   extract seconds cover every image of the file once) or from the codes file itself.
 - A fine-tune: its last val pass per val image (the forward pass; the fast loop decodes beforehand).
+  A frozen trunk's fast and cached-views loops score val from codes made once, so that pass is the
+  new layer alone: the backbone pass per image is added (from a head's run on codes of the same
+  backbone and weights, or the cached views' codes file); not known, the cost is not recorded.
 """
 from __future__ import annotations
 
@@ -38,11 +41,22 @@ def extract_per_image(run: Run, runs: list[Run]) -> float | None:
     return _header_extract(run)
 
 
-def _header_extract(run: Run) -> float | None:
+def _trunk_per_image(run: Run, runs: list[Run]) -> float | None:
+    """Seconds of backbone pass per image for a frozen fine-tune: as a head's on the same backbone."""
+    m, model = run.m, (run.m.get("backbone"), run.m.get("weights"))
+    for o in runs:
+        if o.m.get("stage") == "classify" and (o.m.get("backbone"), o.m.get("weights")) == model:
+            found = extract_per_image(o, runs)
+            if found is not None:
+                return found
+    return _header_extract(run, (m.get("config") or {}).get("features") or None)
+
+
+def _header_extract(run: Run, file: str | None = None) -> float | None:
     """From the codes file's own header, when it is still there."""
     from .gallery import existing
 
-    f = existing(run.m.get("features_file"), run)
+    f = existing(file or run.m.get("features_file"), run)
     if f is None:
         return None
     try:
@@ -61,6 +75,9 @@ def ms_per_image(run: Run, runs: list[Run]) -> float | None:
     if not isinstance(predict, (int, float)) or not n:
         return None
     if m.get("stage") != "classify":
+        if m.get("mode") == "frozen" and m.get("loop") in ("fast", "codes"):  # val scored from codes made once
+            trunk = _trunk_per_image(run, runs)
+            return None if trunk is None else 1000 * (trunk + predict / n)
         return 1000 * predict / n
     ext = extract_per_image(run, runs)
     return None if ext is None else 1000 * (ext * (m.get("tta") or 1) + predict / n)
