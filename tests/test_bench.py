@@ -85,7 +85,7 @@ def test_document_shape(doc, tmp_path):
 
 
 def test_ratios_consistent_with_ours_and_reference(doc):
-    lower = {"s", "s/epoch", "MB"}
+    lower = {"s", "s/epoch", "MB", "ms/image"}
     for r in doc["results"]:
         if r["ours"] is None or r["reference"] is None:
             assert r["ratio"] is None
@@ -97,6 +97,16 @@ def test_ratios_consistent_with_ours_and_reference(doc):
         assert r["ratio"] == pytest.approx(num / den), r["name"]
         if r["target"] is not None and "target is on ours" not in r["note"]:
             assert r["met"] is (r["ratio"] >= r["target"])  # quick mode: no accuracy condition
+
+
+def test_export_section_records_size_and_ms_per_image_against_predict(doc):
+    rows = [r for r in doc["results"] if r["name"].startswith("export: ")]
+    if "not measured" in rows[0]["note"]:
+        pytest.skip(rows[0]["note"])  # onnx, onnxscript or onnxruntime not installed
+    size, *ms = rows
+    assert size["unit"] == "MB" and size["ours"] > 1 and size["reference"] > 1 and "bytes" in size["note"]
+    assert [r["unit"] for r in ms] == ["ms/image"] * 2 and all(r["ours"] > 0 and r["reference"] > 0 for r in ms)
+    assert "batch 1" in ms[0]["name"] and "batch 32" in ms[1]["name"] and "unknown decisions agree" in ms[0]["note"]
 
 
 def test_gpu_section_skipped_on_cpu(doc):

@@ -119,6 +119,8 @@ def test_standalone_script_labels_as_predict_does(kind, runs, data, new, shipped
     assert rc == 0 and abs(mb - (out / "model.onnx").stat().st_size / 1e6) < 0.1 and f", {score};" in text
     assert "  onnxruntime  batch  1:" in text and "  predict      batch  1:" in text and "batch 32:" in text
     assert "32/32 labels agree" in text and float(re.search(r"difference\| (\S+)", text).group(1)) < 1e-4
+    # the run's --reject rule is in the file, and its decisions are predict --reject's
+    assert "reject rule in the file: " in text and "32/32 unknown-or-not decisions agree" in text
 
     proc, rows = standalone_rows(out / "predict.py", data / "val", new)
     want, bad, pkind = predict(PConfig(model=runs[kind], images=(str(data / "val"), str(new)), device="cpu",
@@ -146,8 +148,9 @@ def test_metadata_holds_classes_and_recipe(shipped):
     assert (i.name, i.type, i.shape[1:]) == ("image", "tensor(uint8)", [3, 32, 32])
     # any batch size; the label is the arg max of the scores
     x = np.random.default_rng(0).integers(0, 256, (5, 3, 32, 32), dtype=np.uint8)
-    scores, label = sess.run(None, {"image": x})
-    assert scores.shape == (5, 2) and (label == scores.argmax(1)).all()
+    scores, label, distance = sess.run(None, {"image": x})  # distance: the run's --reject rule's score
+    assert scores.shape == (5, 2) and (label == scores.argmax(1)).all() and distance.shape == (5,)
+    assert [o.name for o in sess.get_outputs()] == ["scores", "label", "distance"]
 
 
 def test_without_images_the_check_runs_on_random_pixels():
@@ -231,3 +234,59 @@ def test_standalone_lists_the_image_types_the_pipeline_does():
     from pipeline.images.scan import IMG_EXTENSIONS
 
     assert standalone.IMG_EXTENSIONS == IMG_EXTENSIONS  # the script cannot import them: a copy, kept equal
+
+
+@pytest.fixture(scope="module")
+def unseen(data) -> Path:
+    """A colour neither class has: far from every training image."""
+    d = data.parent / "green"
+    for i in range(6):
+        make_image(d / f"g{i}.jpg", (40, 200, 40), seed=500 + i)
+    return d
+
+
+@pytest.mark.parametrize("kind", ["softmax", "knn", "finetune"])
+def test_standalone_reject_marks_unknown_as_predict_reject_does(kind, runs, data, new, unseen, shipped):
+    """`predict.py --reject` prints predict --reject's rows ('unknown' for the far images) from the
+    rule in the file: the threshold in the metadata, the score an output of the graph."""
+    import onnxruntime as ort
+
+    out, rc, text = shipped(kind)
+    rule = json.loads((runs[kind] / "model.json").read_text())["reject"]
+    meta = ort.InferenceSession(str(out / "model.onnx")).get_modelmeta().custom_metadata_map
+    got_rule = json.loads(meta["reject"])
+    assert got_rule["threshold"] == rule["threshold"] and got_rule["rule"] == rule["rule"]
+    stored = [] if kind == "finetune" else list(np.load(runs[kind] / rule["file"]).shape)  # 12 x 512: resnet18
+    assert got_rule["reference_codes"] == stored
+    proc, rows = standalone_rows(out / "predict.py", "--reject", data / "val", unseen, new)
+    want, _, _ = predict(PConfig(model=runs[kind], images=(str(data / "val"), str(unseen), str(new)), device="cpu",
+                                 workers=0, reject=True, precision="fp32"))
+    assert [r[:2] for r in rows[1:]] == [[p, c] for p, c, _ in want] and proc.returncode == 1  # broken.jpg
+    for (_, _, v), (_, _, v2) in zip(rows[1:], want):
+        assert abs(float(v) - v2) <= 1e-3
+    if kind != "finetune":  # the distance rule: the green images are far from every training image
+        assert sum(c == "unknown" for p, c, _ in want if "green" in p) >= 4
+
+
+def test_a_file_without_the_rule_refuses_reject_in_one_line(runs, shipped, tmp_path):
+    import onnx
+
+    from pipeline.export.model import build
+    from pipeline.runs.folder import read_model
+
+    spec = read_model(runs["softmax"])
+    assert build(runs["softmax"], spec, reject=False).reject is None  # --no-reject: two outputs, no rule
+    model = onnx.load(str(shipped("softmax")[0] / "model.onnx"))
+    keep = [p for p in model.metadata_props if p.key != "reject"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    script = tmp_path / "predict.py"
+    script.write_text(Path(standalone.__file__).read_text())
+    make_image(tmp_path / "a.jpg", (10, 20, 30))
+    r = subprocess.run([sys.executable, "-I", str(script), str(tmp_path / "a.jpg"), "--reject", "--model",
+                        str(tmp_path / "old.onnx")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "holds no rejection rule" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    plain = subprocess.run([sys.executable, "-I", str(script), str(tmp_path / "a.jpg"), "--model",
+                            str(tmp_path / "old.onnx")], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0 and plain.stdout.splitlines()[1].split("\t")[1] in ("ants", "bees")

@@ -49,3 +49,24 @@ def test_an_unseen_class_is_mostly_turned_away_and_known_images_kept(tmp_path):
     (run / "model.json").write_text(json.dumps(spec))
     old = cli("predict", "--model", run, unseen, "--reject", "--device", "cpu", "--workers", "0")
     assert old.returncode == 2 and "records no rejection rule" in old.stderr and len(old.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("held_out", range(5))
+def test_with_one_class_held_out_most_of_it_is_unknown_and_most_known_images_kept(tmp_path, held_out):
+    """Five classes of synthetic codes that overlap as real ones do (random labels, a ReLU; a
+    linear head still ~100% right on them), one held out of training: the rule, set on half of the
+    known val codes at 5%, keeps ~95% of the other half and flags most of the unseen class."""
+    from pipeline.codes.store import read_codes
+    from pipeline.codes.synthetic import Synthetic, write_synthetic_codes
+
+    f = write_synthetic_codes(tmp_path / "c.h5", Synthetic(500, 600, 64, tuple("abcde"), 1.0, held_out,
+                                                           overlap=True))
+    c = read_codes(f)
+    tr, va = c.splits["train"], c.splits["val"]
+    known = va.codes[va.labels != held_out]
+    half = len(known) // 2
+    ref, rule = codes_rule(tr.codes[tr.labels != held_out], known[:half])
+    kept = (nearest_distance(ref, known[half:]) <= rule["threshold"]).mean()
+    flagged = (nearest_distance(ref, va.codes[va.labels == held_out]) > rule["threshold"]).mean()
+    assert 0.88 <= kept <= 1.0 and flagged >= 0.9, (kept, flagged)
+    assert (nearest_distance(ref, known[:half]) > rule["threshold"]).mean() == pytest.approx(0.05, abs=0.01)

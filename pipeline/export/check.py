@@ -2,9 +2,11 @@
 image (model only: the images are decoded and cropped once, before the clock; warm: after two
 untimed calls; best of three passes) at batch 1 and 32, and how far apart the scores are.
 
-predict's side is what stages/predict.py runs per batch (a stage is imported by nothing, so it is
-rebuilt here from the same parts): the BN-folded channels_last Encoder and the scikit-learn head
-for a head on codes, the checkpoint's classifier and a softmax for a fine-tune.
+predict's side is what stages/predict.py runs per batch: runs.scoring's scorer, the one predict
+runs, at fp32: the BN-folded channels_last Encoder
+and the scikit-learn head for a head on codes, the checkpoint's classifier and a softmax for a
+fine-tune; with the --reject rule, its score too (heads.reject), and the decisions are compared:
+an image is "unknown" on both sides or on neither.
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ import numpy as np
 from .. import UserError
 from ..images.scan import IMG_EXTENSIONS, ImageRecord
 from ..images.transforms import Preprocess
-from ..runs import folder as runs
 
 BATCHES = (1, 32)
 
@@ -33,6 +34,10 @@ class Check:
     agree: int  # images whose label is the same
     max_diff: float  # max |score difference| over every image and class
     threads: int
+    reject_agree: int | None = None  # images both sides call unknown, or both known (None: no rule)
+    unknown: int = 0  # images predict --reject calls unknown
+    distance_diff: float = 0.0  # max |rule score difference|
+    borderline: int = 0  # disagreements within 1e-4 of the threshold (float rounding, not a wrong rule)
 
 
 def sample(images: str, pre: Preprocess, fast_decode: bool, n: int = 32) -> tuple[np.ndarray, str]:
@@ -56,33 +61,19 @@ def sample(images: str, pre: Preprocess, fast_decode: bool, n: int = 32) -> tupl
     return np.concatenate([x] * -(-n // k))[:n], f"{k} images from {images}" + (f", repeated to {n}" if k < n else "")
 
 
-def predict_scorer(run_dir, spec: dict, weights: str = "", trust_pickle: bool = False) -> Callable:
-    """uint8 batch (numpy) -> scores as predict computes them, on the CPU."""
+def predict_scorer(run_dir, spec: dict, weights: str = "", trust_pickle: bool = False,
+                   reject: bool = False) -> Callable:
+    """uint8 batch (numpy) -> (scores, the --reject rule's score or None) as `predict [--reject]`
+    computes them (runs.scoring, predict's own scorer), on the CPU in fp32."""
     import torch
 
-    from ..codes.encoder import Encoder
-    from ..images.transforms import normalize
-    from ..runs.scoring import backbone_for
-    from .model import finetuned
+    from ..runs.scoring import Source, scorer_for
 
-    cpu = torch.device("cpu")
-    if spec["kind"] == "head":
-        head = runs.load_head(run_dir, spec, trust_pickle)
-        pre = Preprocess.from_spec(spec)
-        enc = Encoder(backbone_for(spec, weights), cpu, pre.mean, pre.std)
+    fn, _, _ = scorer_for(Source(Path(run_dir), weights, trust_pickle, reject, "fp32"), spec, torch.device("cpu"))
 
-        def scores(x):
-            codes = enc(torch.from_numpy(x)).numpy()
-            if hasattr(head, "predict_proba"):
-                return head.predict_proba(codes)
-            d = head.decision_function(codes)
-            return np.stack([-d, d], 1) if d.ndim == 1 else d
-        return scores
-    model = finetuned(run_dir, spec).to(memory_format=torch.channels_last)
-
-    @torch.inference_mode()
     def scores(x):
-        return model(normalize(torch.from_numpy(x), channels_last=True)).softmax(1).float().numpy()
+        s, far = fn(torch.from_numpy(x))
+        return np.asarray(s), None if far is None else np.asarray(far)
     return scores
 
 
@@ -114,16 +105,24 @@ def session(path: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def check(path: Path, reference: Callable, x: np.ndarray, what: str) -> Check:
-    """Time the file in onnxruntime and `reference` (predict's scorer) on `x`, and compare them."""
+def check(path: Path, reference: Callable, x: np.ndarray, what: str, threshold: float | None = None) -> Check:
+    """Time the file in onnxruntime and `reference` (predict's scorer) on `x`, and compare them:
+    scores, labels and, with the rule's `threshold`, the rule's score and its unknown decisions."""
     import torch
 
     sess = session(path)
+    names = ["scores"] + (["distance"] if threshold is not None else [])
 
     def ort_scores(b):
-        return sess.run(["scores"], {"image": b})[0]
-    got, want = ort_scores(x), np.asarray(reference(x))
-    agree = int((got.argmax(1) == want.argmax(1)).sum())
-    diff = float(np.abs(got - want).max())
+        return sess.run(names, {"image": b})
+    got, (want, want_far) = ort_scores(x), reference(x)
+    agree = int((got[0].argmax(1) == want.argmax(1)).sum())
+    diff = float(np.abs(got[0] - want).max())
     ms = timings({"onnxruntime": ort_scores, "predict": reference}, x)
-    return Check(what, len(x), ms["onnxruntime"], ms["predict"], agree, diff, torch.get_num_threads() or os.cpu_count())
+    c = Check(what, len(x), ms["onnxruntime"], ms["predict"], agree, diff, torch.get_num_threads() or os.cpu_count())
+    if threshold is not None and want_far is not None:
+        mine, theirs = got[1] > threshold, want_far > threshold
+        c.reject_agree, c.unknown = int((mine == theirs).sum()), int(theirs.sum())
+        c.distance_diff = float(np.abs(got[1] - want_far).max())
+        c.borderline = int(((mine != theirs) & (np.abs(want_far - threshold) <= 1e-4)).sum())
+    return c

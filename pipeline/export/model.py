@@ -8,6 +8,11 @@ then its link: softmax (multinomial; a binary LogisticRegression is softmax over
 sigmoid), one-vs-rest sigmoids normalised (SGDClassifier's log loss, as scikit-learn's
 predict_proba), or none (decision values, "margin": a binary LinearSVC scores [-d, d], as predict).
 k-NN is a matrix product against the stored L2-normalised codes, top-k and a vote.
+
+With the run's --reject rule (heads.reject) the module has a third output, `distance`: for a head
+on codes the cosine distance to the nearest stored training code (the run's reject.npy, float16,
+cast to float32 in the graph: predict's arithmetic), for a fine-tune 1 - the top probability; an
+image is "unknown" when it exceeds the rule's threshold (in the metadata).
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import torch
 from torch import nn
 
 from .. import UserError
-from ..runs.scoring import backbone_for  # one check, the one predict makes
+from ..runs.scoring import Source, backbone_for, reject_reference  # the checks predict makes
 from ..codes.backbone import classifier, fold_batchnorm, load_backbone
 from ..images.transforms import Preprocess
 from ..runs import folder as runs
@@ -74,16 +79,40 @@ class KnnVote(nn.Module):
         return (votes.unsqueeze(-1) == self.classes).sum(1).float() / self.k
 
 
-class Exported(nn.Module):
-    """image (uint8) -> (scores, label = arg max of scores, the first on ties)."""
+class NearestDistance(nn.Module):
+    """heads.reject.nearest_distance: 1 - the cosine similarity of the code to its nearest stored
+    training code (stored L2-normalised, float16 as in the run; the product in float32)."""
 
-    def __init__(self, pre: Normalise, body: nn.Module, head: nn.Module):
+    def __init__(self, reference: np.ndarray):
         super().__init__()
-        self.pre, self.body, self.head = pre, body, head
+        self.register_buffer("reference", torch.from_numpy(np.asarray(reference, np.float16).copy()))
+
+    def forward(self, codes, scores):
+        z = codes / codes.norm(dim=1, keepdim=True).clamp_min(1e-12)  # heads.reject.normalised
+        return 1.0 - (z @ self.reference.float().T).amax(1)
+
+
+class LowConfidence(nn.Module):
+    """A fine-tune's rejection score: 1 - its top probability (heads.reject.confidence_rule)."""
+
+    def forward(self, codes, scores):
+        return 1.0 - scores.amax(1)
+
+
+class Exported(nn.Module):
+    """image (uint8) -> (scores, label = arg max of scores, the first on ties[, distance: the
+    rejection rule's score when `far` is given])."""
+
+    def __init__(self, pre: Normalise, body: nn.Module, head: nn.Module, far: nn.Module | None = None):
+        super().__init__()
+        self.pre, self.body, self.head, self.far = pre, body, head, far
 
     def forward(self, image):
-        scores = self.head(self.body(self.pre(image)))
-        return scores, scores.argmax(1)
+        codes = self.body(self.pre(image))
+        scores = self.head(codes)
+        if self.far is None:
+            return scores, scores.argmax(1)
+        return scores, scores.argmax(1), self.far(codes, scores)
 
 
 @dataclass
@@ -94,6 +123,8 @@ class Built:
     pre: Preprocess
     fast_decode: bool  # JPEGs decoded with PIL's draft (never below the resize on either side)
     what: str  # the head or model in words
+    reject: dict | None = None  # the run's --reject rule (model.json), when the module outputs `distance`
+    reference_shape: tuple = ()  # the stored training codes in the graph (heads on codes with the rule)
 
 
 def folded_linear(pre: list, clf) -> tuple[np.ndarray, np.ndarray]:
@@ -153,8 +184,22 @@ def finetuned(run_dir, spec: dict) -> nn.Module:
     return model.eval()
 
 
-def build(run_dir, spec: dict, weights: str = "", trust_pickle: bool = False) -> Built:
-    """The run folder's model as one module, with what its scores are and their class names."""
+def rejection(run_dir, spec: dict) -> tuple[nn.Module | None, dict | None]:
+    """(the module scoring the run's --reject rule, the rule) or (None, None) for a run without one."""
+    rule = spec.get("reject") or {}
+    if not rule.get("rule"):
+        return None, None
+    if spec["kind"] != "head":
+        return LowConfidence(), rule
+    try:
+        return NearestDistance(reject_reference(Source(run_dir, reject=True), spec)), rule
+    except UserError as e:
+        raise UserError(f"{e}; or export without the rule: --no-reject") from None
+
+
+def build(run_dir, spec: dict, weights: str = "", trust_pickle: bool = False, reject: bool = True) -> Built:
+    """The run folder's model as one module, with what its scores are and their class names; with
+    `reject`, the run's rejection rule (if it records one) as a third output."""
     pre = Preprocess.from_spec(spec)
     if spec["kind"] == "head":
         head = runs.load_head(run_dir, spec, trust_pickle)
@@ -165,5 +210,7 @@ def build(run_dir, spec: dict, weights: str = "", trust_pickle: bool = False) ->
     else:
         body, scores, score = fold_batchnorm(finetuned(run_dir, spec))[0], Link("softmax"), "probability"
         classes, what = list(spec["classes"]), f"fine-tuned {spec['backbone']}"
-    module = Exported(Normalise(pre.mean, pre.std), body, scores).eval().requires_grad_(False)
-    return Built(module, score, classes, pre, bool(spec.get("fast_decode", True)), what)
+    far, rule = rejection(run_dir, spec) if reject else (None, None)
+    module = Exported(Normalise(pre.mean, pre.std), body, scores, far).eval().requires_grad_(False)
+    shape = tuple(far.reference.shape) if isinstance(far, NearestDistance) else ()
+    return Built(module, score, classes, pre, bool(spec.get("fast_decode", True)), what, rule, shape)

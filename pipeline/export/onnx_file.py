@@ -5,7 +5,8 @@ then onnxscript's translation and optimiser) at its default opset, the batch dim
 Every metadata value is a string; lists are JSON. Input `image`: uint8 RGB, N x 3 x crop x crop,
 the decoded image after the resize and centre crop, before normalisation. Outputs `scores`
 (N x C float32: probabilities, or margins when `score` is "margin"; columns in `classes` order)
-and `label` (N int64: the column of the largest score).
+and `label` (N int64: the column of the largest score); with the run's --reject rule a third,
+`distance` (N float32, the rule's score), and the rule with its threshold in the metadata's `reject`.
 """
 from __future__ import annotations
 
@@ -23,17 +24,26 @@ FORMAT = "cnncodes-onnx/1"
 def metadata(built: Built, spec: dict, run_dir) -> dict[str, str]:
     """The ONNX metadata_props: what a standalone reader needs to prepare an image and name a column."""
     p = built.pre
-    return {
+    outputs = "scores: N x C float32 in classes order; label: N int64, the arg max"
+    reject = {}
+    if built.reject:
+        r = built.reject
+        outputs += "; distance: N float32, the reject rule's score (unknown when above its threshold)"
+        reject = {"reject": json.dumps({"rule": r["rule"], "threshold": float(r["threshold"]), "rate": r.get("rate"),
+                                        "set_on": r.get("set_on"), "output": "distance",
+                                        "reference_codes": list(built.reference_shape)})}
+    return reject | {
         "format": FORMAT, "classes": json.dumps(built.classes), "score": built.score,
         "input": f"image: uint8 RGB, N x 3 x {p.crop} x {p.crop}: the image resized and centre-cropped, not "
                  "normalised (the model normalises)",
-        "outputs": "scores: N x C float32 in classes order; label: N int64, the arg max",
+        "outputs": outputs,
         "resize": str(p.resize), "crop": str(p.crop), "interpolation": p.interpolation, "antialias": "true",
         "resize_rule": "shorter side to `resize` (longer: int(resize * long / short)), then a centre crop of "
                        "`crop` (top = round((h - crop) / 2)), as torchvision's Resize + CenterCrop on a PIL image",
         "mean": json.dumps(list(p.mean)), "std": json.dumps(list(p.std)),
         "decode": f"PIL draft>={p.resize}" if built.fast_decode else "PIL full",
-        "exif_orientation": "ignored (pixels as stored, as cnncodes predict and the training data)",
+        "exif_orientation": "applied (upright, as cnncodes decodes; an embedded colour profile other than sRGB "
+                            "converted to sRGB)",
         "kind": spec["kind"], "model": built.what, "backbone": spec["backbone"], "weights": str(spec["weights"]),
         "run": Path(run_dir).resolve().name, "cnncodes_version": __version__,
     }
@@ -50,6 +60,10 @@ def onnx_modules():
     return onnx
 
 
+def output_names(built: Built) -> list[str]:
+    return ["scores", "label"] + (["distance"] if built.reject else [])
+
+
 def write_onnx(built: Built, path: Path, meta: dict[str, str]) -> int:
     """Export `built.module` to `path` (written atomically) with `meta` as metadata_props; returns
     the opset."""
@@ -61,7 +75,7 @@ def write_onnx(built: Built, path: Path, meta: dict[str, str]) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's own deprecation and tracing chatter
         program = torch.onnx.export(
-            built.module, example, input_names=["image"], output_names=["scores", "label"],
+            built.module, example, input_names=["image"], output_names=output_names(built),
             dynamic_shapes={"image": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False,
             verbose=False)
     proto = program.model_proto

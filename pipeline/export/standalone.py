@@ -1,6 +1,6 @@
 """Label images with the model.onnx beside this script. Needs only onnxruntime, numpy and Pillow.
 
-Usage: python predict.py IMAGE_OR_DIR_OR_MANIFEST... [--model FILE.onnx] [--batch-size 32]
+Usage: python predict.py IMAGE_OR_DIR_OR_MANIFEST... [--model FILE.onnx] [--batch-size 32] [--reject]
 
 Written by `cnncodes export` (this file is pipeline/export/standalone.py, copied). The recipe is
 read from the ONNX file's metadata: decode with Pillow (JPEGs with its draft mode when the recipe
@@ -12,8 +12,10 @@ padding). The model takes that uint8 crop and normalises it itself.
 
 Prints what `cnncodes predict` prints: a `path<TAB>class<TAB>probability` header and one row per
 image (`margin` instead of `probability` for a head without probabilities, LinearSVC: the winning
-class's decision value), then a summary line on stderr. Exit code 1 when an image could not be
-read (each is named on stderr), 2 on a bad argument or model file.
+class's decision value), then a summary line on stderr. With --reject, an image whose `distance`
+output (the run's rejection rule, in the file) exceeds the threshold in the metadata is labelled
+`unknown`, as `cnncodes predict --reject` labels it. Exit code 1 when an image could not be read
+(each is named on stderr), 2 on a bad argument or model file.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
+UNKNOWN = "unknown"  # the class of an image the --reject rule turns away (runs.scoring.UNKNOWN)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FILTERS = {"nearest": Image.Resampling.NEAREST, "nearest-exact": Image.Resampling.NEAREST,
            "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
@@ -114,7 +117,8 @@ def recipe_of(meta: dict) -> dict:
         resize = int(meta["resize"])
         return {"resize": resize, "crop": int(meta["crop"]), "filter": FILTERS[interp],
                 "draft": resize if meta["decode"].startswith("PIL draft") else None,
-                "classes": json.loads(meta["classes"]), "score": meta["score"]}
+                "classes": json.loads(meta["classes"]), "score": meta["score"],
+                "reject": json.loads(meta["reject"]) if "reject" in meta else None}
     except (KeyError, ValueError) as e:
         raise Refused(f"the model file's metadata lacks the cnncodes recipe ({type(e).__name__}: {e})") from None
 
@@ -154,9 +158,11 @@ def open_model(path: Path):
     return sess, recipe_of(sess.get_modelmeta().custom_metadata_map)
 
 
-def label(paths: list[Path], sess, recipe: dict, batch_size: int):
-    """(path, class or None, score or why) per image, in order, a batch in memory at a time."""
-    classes = recipe["classes"]
+def label(paths: list[Path], sess, recipe: dict, batch_size: int, reject: bool = False):
+    """(path, class or None, score or why) per image, in order, a batch in memory at a time; with
+    `reject`, the class is "unknown" when the rule's distance exceeds its threshold."""
+    classes, names = recipe["classes"], ["scores", "distance"] if reject else ["scores"]
+    limit = float(recipe["reject"]["threshold"]) if reject else float("inf")
     for i in range(0, len(paths), batch_size):
         crops, why = {}, {}
         for k, p in enumerate(paths[i:i + batch_size]):
@@ -164,12 +170,14 @@ def label(paths: list[Path], sess, recipe: dict, batch_size: int):
                 crops[k] = preprocess(p, recipe)
             except BadImage as e:
                 why[k] = str(e)
-        scores = dict(zip(crops, sess.run(["scores"], {"image": np.stack(list(crops.values()))})[0])) if crops else {}
+        out = sess.run(names, {"image": np.stack(list(crops.values()))}) if crops else [[], []]
+        scores, far = dict(zip(crops, out[0])), dict(zip(crops, out[-1]))
         for k, p in enumerate(paths[i:i + batch_size]):
             if k in why:
                 yield str(p), None, why[k]
             else:
-                yield str(p), classes[int(scores[k].argmax())], float(scores[k].max())
+                cls = UNKNOWN if reject and far[k] > limit else classes[int(scores[k].argmax())]
+                yield str(p), cls, float(scores[k].max())
 
 
 def main(argv=None) -> int:
@@ -178,18 +186,23 @@ def main(argv=None) -> int:
     ap.add_argument("images", nargs="+", help="image files, folders (searched recursively) or CSV manifests")
     ap.add_argument("--model", type=Path, default=here / "model.onnx", help="the .onnx file (default: beside me)")
     ap.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    ap.add_argument("--reject", action="store_true", help="label an image 'unknown' when it is far from every "
+                    "training image (the rule and threshold the file holds, as cnncodes predict --reject)")
     args = ap.parse_args(argv)
     try:
         if args.batch_size < 1:
             raise Refused(f"--batch-size must be at least 1 (got {args.batch_size})")
         paths = list_images(args.images)
         sess, recipe = open_model(args.model)
+        if args.reject and not recipe["reject"]:
+            raise Refused(f"{str(args.model)!r} holds no rejection rule (exported with --no-reject, or from a run "
+                          "that records none)")
     except Refused as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         return 2
     print(f"path\tclass\t{recipe['score']}")
     good = bad = 0
-    for path, cls, v in label(paths, sess, recipe, args.batch_size):
+    for path, cls, v in label(paths, sess, recipe, args.batch_size, args.reject):
         if cls is None:
             print(f"{path}: not labelled: {v}", file=sys.stderr)
             bad += 1

@@ -6,7 +6,10 @@ Writes DIR/model.onnx (uint8 crops in; normalisation, trunk and head inside; cla
 resize/crop recipe in its metadata) and DIR/predict.py, which labels images with onnxruntime,
 numpy and Pillow only and prints the rows `cnncodes predict` prints. Then prints the file size and
 CPU ms per image in onnxruntime (batch 1 and 32) beside predict's on the same images (--images, or
-random pixels), and how far apart their scores are. Exit code 1 when they disagree. docs/export.md.
+random pixels), and how far apart their scores are. With the run's --reject rule (the default when
+it records one; --no-reject leaves it out) the file also outputs the rule's score, the threshold is
+in its metadata, `predict.py --reject` labels far images "unknown", and the check compares those
+decisions with `predict --reject`'s. Exit code 1 when they disagree. docs/export.md.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ class Config(Settings):
     weights: str = opt("", "weights file for a head trained on file weights, when it is no longer at the recorded path")
     trust_pickle: bool = opt(False, "read a head saved as a pickle (older runs): only for files you made yourself")
     check: bool = opt(True, "time onnxruntime against predict and compare their scores (--no-check skips)")
+    reject: bool = opt(True, "put the run's --reject rule into the file (a head's stored training codes, float16; a "
+                             "fine-tune's confidence), when the run records one (--no-reject leaves it out)")
 
 
 def read_spec(run_dir: Path) -> dict:
@@ -56,7 +61,7 @@ def export(cfg: Config) -> dict:
     from ..export.model import build
 
     onnx_file.onnx_modules()  # a missing package is named before the model is built
-    built = build(cfg.model, spec, cfg.weights, cfg.trust_pickle)
+    built = build(cfg.model, spec, cfg.weights, cfg.trust_pickle, cfg.reject)
     path = cfg.out / "model.onnx"
     opset = onnx_file.write_onnx(built, path, onnx_file.metadata(built, spec, cfg.model))
     script = write_text(cfg.out / "predict.py", Path(standalone.__file__).read_text())
@@ -65,7 +70,8 @@ def export(cfg: Config) -> dict:
            "check": None}
     if cfg.check:
         x, what = check.sample(cfg.images, built.pre, built.fast_decode)
-        out["check"] = check.check(path, check.predict_scorer(cfg.model, spec, cfg.weights, cfg.trust_pickle), x, what)
+        scorer = check.predict_scorer(cfg.model, spec, cfg.weights, cfg.trust_pickle, built.reject is not None)
+        out["check"] = check.check(path, scorer, x, what, built.reject["threshold"] if built.reject else None)
     return out
 
 
@@ -75,13 +81,32 @@ def run(cfg: Config) -> int:
     print(f"wrote {r['onnx']} ({r['bytes'] / 1e6:.1f} MB, opset {r['opset']}): {b.what}, {len(b.classes)} classes, "
           f"{b.score}; input uint8 N x 3 x {b.pre.crop} x {b.pre.crop} after {b.pre.describe()}")
     print(f"wrote {r['script']}: python {r['script']} IMAGE_OR_DIR... (needs onnxruntime, numpy, Pillow)")
+    print(reject_line(b))
     if c is None:
         return 0
     print(f"CPU ms per image, model only (decoded once, warm, best of 3), {c.what}, {c.threads} threads:")
     for name, ms in (("onnxruntime", c.onnx_ms), ("predict", c.predict_ms)):
         print(f"  {name:<12} " + "   ".join(f"batch {k:>2}: {v:7.2f}" for k, v in ms.items()))
     print(f"onnxruntime vs predict: {c.agree}/{c.n} labels agree, max |{b.score} difference| {c.max_diff:.2g}")
-    if c.agree < c.n or c.max_diff > TOLERANCE:
+    wrong = c.agree < c.n or c.max_diff > TOLERANCE
+    if c.reject_agree is not None:
+        print(f"onnxruntime vs predict --reject: {c.reject_agree}/{c.n} unknown-or-not decisions agree ({c.unknown} "
+              f"unknown), max |distance difference| {c.distance_diff:.2g}"
+              + (f"; {c.borderline} within 1e-4 of the threshold" if c.borderline else ""))
+        wrong |= c.n - c.reject_agree > c.borderline or c.distance_diff > TOLERANCE
+    if wrong:
         print(f"export: the ONNX file does not reproduce predict (tolerance {TOLERANCE:g})")
         return 1
     return 0
+
+
+def reject_line(b) -> str:
+    """What the file holds of the --reject rule, in one line."""
+    if not b.reject:
+        return "no reject rule in the file (the run records none, or --no-reject): predict.py --reject is refused"
+    r = b.reject
+    held = (f"the {b.reference_shape[0]:,} x {b.reference_shape[1]} stored training codes (float16, "
+            f"{b.reference_shape[0] * b.reference_shape[1] * 2 / 1e6:.1f} MB of the file)" if b.reference_shape
+            else "the top probability")
+    return (f"reject rule in the file: {r['rule']} ({held}) > {r['threshold']:.4g}, set on {r.get('set_on')} to turn "
+            f"away {100 * r.get('rate', 0):g}% of known images: python predict.py --reject ...")
