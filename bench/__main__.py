@@ -20,8 +20,10 @@ from pipeline.core.devices import resolve_device
 from pipeline.core.files import write_json
 from pipeline.images.scan import scan
 
+from .audit import bench_audit
 from .common import TUTORIAL_EPOCHS, Setup, Shared, log
 from .document import commit, machine, table, versions
+from .export import bench_export
 from .extraction import bench_extraction
 from .finetune import bench_finetune
 from .frozen import bench_frozen
@@ -41,6 +43,8 @@ SECTIONS = {
     "heads": bench_heads,
     "streaming": bench_streaming,
     "ranks": bench_ranks,
+    "audit": bench_audit,
+    "export": bench_export,
 }
 
 

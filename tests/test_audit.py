@@ -15,7 +15,7 @@ from conftest import ROOT, write_synthetic_codes
 from pipeline import UserError
 from pipeline.audit.duplicates import duplicate_threshold
 from pipeline.audit.findings import PAIR_COLUMNS, ROW_COLUMNS, Spec, audit_splits, write_audit
-from pipeline.audit.neighbours import brute_force, top_k, unit_rows
+from pipeline.audit.neighbours import brute_force, cosine_both, top_k, unit_rows, whitened_rows, whitening
 from pipeline.codes.store import SplitCodes, read_codes
 from pipeline.images.exclude import check_exclusions, format_exclusions, read_exclusions
 
@@ -77,6 +77,52 @@ def test_leaks_found_with_precision(tmp_path):
     assert len(leaks & truth) >= 0.9 * len(leaks), sorted(leaks - truth)
     assert set(paths) <= set(a.excluded())  # the train copy goes, the val image stays
     assert not set(va.paths) & set(a.excluded())
+
+
+def test_whitening_finds_copies_moved_along_the_directions_photos_vary_most():
+    """Real re-saves (resize, JPEG, crop) move a code most along the directions in which photos
+    differ most, and keep the image's fine detail: modelled here as 4 strong shared factors plus
+    64-d image-specific detail, each copy moved along the factors by several nearest-neighbour
+    distances. Centred cosine sees such a copy as a different image (finds none); the whitened
+    search (the audit's) finds all 20, and nothing else."""
+    rng, d = np.random.default_rng(5), 64
+    factors = rng.normal(size=(4, d))
+
+    def draw(n):
+        y = rng.integers(0, 2, n)
+        return (rng.normal(size=(n, 4)) * 6 + y[:, None]) @ factors / 2 + rng.normal(size=(n, d)), y
+
+    (tr, ytr), (va, yva) = draw(400), draw(100)
+    src = rng.choice(100, 20, replace=False)
+    move = rng.normal(size=(20, 4)) @ factors
+    copies = va[src] + 0.5 * 6 * np.sqrt(d) * move / np.linalg.norm(move, axis=1, keepdims=True)
+    x = np.concatenate([tr, copies, va]).astype(np.float32)
+    z = unit_rows(x, tr.mean(0))
+    s, i = top_k(z, z, 1, same=True)
+    at = np.arange(400, 420)
+    assert ((s[at, 0] >= duplicate_threshold(s[:, 0])) & (i[at, 0] == 420 + src)).sum() <= 2  # centred: lost
+    paths = [f"train/a/copy{j}.jpg" for j in range(20)]
+    splits = {"train": SplitCodes(x[:420], np.concatenate([ytr, yva[src]]), [f"train/a/{j}.jpg" for j in range(400)]
+                                  + paths, []),
+              "val": SplitCodes(x[420:], yva, [f"val/a/{j}.jpg" for j in range(100)], [])}
+    a = audit_splits(splits, ["a", "b"], Spec(c=1.0))
+    truth = {(f"val/a/{j}.jpg", paths[n]) for n, j in enumerate(src)}
+    assert {(p, o) for p, _, o, _, _ in a.pair_rows()} == truth, a.threshold
+    assert a.rules["duplicates"]["whitened_dimensions"] == min(d, 420 // 2)
+
+
+def test_whitening_and_both_searches():
+    rng = np.random.default_rng(6)
+    x = (rng.normal(size=(300, 16)) * np.geomspace(10, 0.1, 16)).astype(np.float32) + 3
+    mean, w = whitening(x[:100], block=32)
+    assert w.shape == (16, 16) and whitening(x[:20])[1].shape == (16, 10) and whitening(x, rank=5)[1].shape[1] == 5
+    assert np.allclose(np.cov(((x[:100] - mean) @ w).T), np.eye(16), atol=1e-3)
+    z = whitened_rows(x, mean, w, block=64)
+    assert np.allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+    (ps, pi), (ws, wi) = cosine_both(x, z, 4, block=70)
+    for (s, i), ref in (((ps, pi), unit_rows(x)), ((ws, wi), z)):
+        s2, i2 = brute_force(ref, ref, 4, same=True)
+        assert np.array_equal(i, i2) and np.allclose(s, s2, atol=1e-5)
 
 
 def test_threshold_flags_about_one_distinct_image():
@@ -161,7 +207,7 @@ def test_config_checked_and_audit_imports_only_lower_floors():
     from test_structure import _imports
 
     from pipeline.stages.audit import Config
-    for bad in (dict(folds=1), dict(c=-1.0), dict(neighbours=0), dict(threshold=1.5), dict(block=0)):
+    for bad in (dict(folds=1), dict(c=-1.0), dict(neighbours=0), dict(threshold=1.5), dict(block=0), dict(whiten=-1)):
         with pytest.raises(UserError):
             Config(features="x.h5", **bad)
     allowed = {"core", "images", "codes", "heads", "runs", "audit"}

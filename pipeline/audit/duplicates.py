@@ -1,6 +1,6 @@
 """Near-duplicates within a split and leaks across splits, from each image's nearest neighbours
-(cosine on centred, L2-normalised codes: `neighbours.top_k` over all splits pooled), and the
-images far from every other image.
+(cosine on the codes whitened on train, `neighbours.whitening`: all splits pooled), and the images
+far from every other image.
 
 The duplicate threshold is read off the data (docs/audit.md has the numbers behind it). For
 distinct images the distance d1 = 1 - s of each to its nearest neighbour follows the model behind

@@ -21,7 +21,7 @@ from ..images.exclude import format_exclusions
 from ..images.scan import check_classes
 from .duplicates import ALPHA, Z_OUTLIER, Pairs, duplicate_pairs, duplicate_threshold, outlier_scores, priority
 from .labels import LabelIssues, fit_label_model, label_issues, probabilities
-from .neighbours import BLOCK, cosine_both
+from .neighbours import BLOCK, cosine_both, whitened_rows, whitening
 
 ROW_COLUMNS = ("path", "split", "label", "suggested", "score")
 PAIR_COLUMNS = ("path", "split", "other", "other_split", "similarity")
@@ -39,6 +39,7 @@ class Spec:
     threshold: float = 0.0  # duplicate cosine similarity; 0: read off the data
     block: int = BLOCK
     jobs: int = 1
+    whiten: int = 0  # principal components of train kept by the whitening; 0: min(d, train rows // 2)
 
 
 @dataclass
@@ -94,7 +95,8 @@ def audit_splits(splits: dict[str, SplitCodes], classes: list[str], spec: Spec =
     paths = [p for s in names for p in splits[s].paths]
     codes = np.concatenate([splits[s].codes for s in names])
     k = max(1, min(spec.neighbours, len(codes) - 1))
-    (plain, _), (sims, idx) = cosine_both(codes, tr.codes.mean(0), k, block=spec.block)
+    mean, w = whitening(tr.codes, spec.whiten, spec.block)
+    (plain, _), (sims, idx) = cosine_both(codes, whitened_rows(codes, mean, w, spec.block), k, block=spec.block)
     del codes
     t2 = time.perf_counter()
     threshold = spec.threshold or duplicate_threshold(sims[:, 0])
@@ -102,7 +104,8 @@ def audit_splits(splits: dict[str, SplitCodes], classes: list[str], spec: Spec =
     outlier = outlier_scores(plain, k)
     rules = {"label_model": {"head": "softmax", "C": lm.c, "C_how": lm.how, "folds": spec.folds,
                              "thresholds": dict(zip(classes, lm.thresholds.round(4).tolist()))},
-             "duplicates": {"similarity": threshold, "how": "--threshold" if spec.threshold else
+             "duplicates": {"similarity": threshold, "whitened_dimensions": int(w.shape[1]),
+                            "how": "--threshold" if spec.threshold else
                             f"nearest-neighbour law fitted to log(1 - nearest similarity), cut at {ALPHA:g} "
                             "distinct image expected below (docs/audit.md)",
                             "nearest_similarity_percentiles": dict(zip(
@@ -132,7 +135,7 @@ def write_audit(a: Audit, out: Path, source: str = "") -> dict[str, Path]:
     _csv(files["duplicates.csv"], PAIR_COLUMNS, a.pair_rows(), 4)
     write_text(files["exclude.txt"], format_exclusions(a.excluded(), [
         f"cnncodes audit: near-duplicates and leaks{' of ' + source if source else ''}",
-        f"cosine similarity >= {a.threshold:.4f} (centred codes); per pair the image of the later split "
+        f"cosine similarity >= {a.threshold:.4f} (whitened codes); per pair the image of the later split "
         "(val, test) or else the first path is kept,", "and the other, listed here, left out (duplicates.csv)"]))
     write_json(files["audit.json"], {"source": source, "counts": counts(a), "rules": a.rules, "seconds": a.seconds})
     return files
@@ -149,7 +152,8 @@ def summary(a: Audit, top: int = 5) -> str:
     n, lm = counts(a), a.rules["label_model"]
     lines = [f"{n['images']} images: {n['label_issues']} label issues, {n['duplicates']} near-duplicate pairs within "
              f"a split, {n['leaks']} leaks across splits ({n['excluded']} images to exclude), {n['outliers']} outliers",
-             f"  label model: softmax, C={lm['C']:g} {lm['C_how']}; duplicates: cosine >= {a.threshold:.3f}; "
+             f"  label model: softmax, C={lm['C']:g} {lm['C_how']}; duplicates: cosine >= {a.threshold:.3f} "
+             f"(whitened, {a.rules['duplicates']['whitened_dimensions']} dimensions); "
              f"outliers: z > {Z_OUTLIER:g} on log distance to neighbour {a.rules['outliers']['k']}"]
     for title, rows in (("label issues", a.label_rows()), ("outliers", a.outlier_rows())):
         lines += [f"top {title}:" if rows else f"no {title}"]

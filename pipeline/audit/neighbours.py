@@ -1,11 +1,12 @@
 """Cosine nearest neighbours in bounded memory: the similarity matrix is computed a tile at a time
 (`block` query rows x `block` base rows) and only each row's best k are kept, so memory is
-O(block^2 + N k), never N^2. `cosine_both` gets the plain and the centred cosine (about the train
-mean: docs/audit.md) from the same matrix product per tile.
+O(block^2 + N k), never N^2. `cosine_both` gets the plain cosine of the codes and the cosine of their
+whitened projections (`whitening`: the top principal components of train, each scaled to unit
+variance; docs/audit.md) in the same pass over the tiles.
 
 Written with numpy rather than scikit-learn's NearestNeighbors: its brute-force search makes a
 row block against the whole base at once (memory N x block) and offers no progress bar; faiss would
-be a compiled dependency for what is one matrix product and one partial sort per tile.
+be a compiled dependency for what is a matrix product and a partial sort per tile.
 """
 from __future__ import annotations
 
@@ -81,44 +82,61 @@ def top_k(queries: np.ndarray, base: np.ndarray, k: int, *, same: bool = False, 
     largest dot product with each query (cosine, for unit rows). `same`: queries are base, and a row
     is not its own neighbour. Fewer than k candidates: the rest are -inf with index -1.
     `progress`: a tqdm bar on stderr (None: from PROGRESS_ROWS query rows on, when stderr is a terminal)."""
-    return _search(queries, base, k, [lambda g, q, b, out: g], same=same, block=block, progress=progress)[0]
+    return _search([(queries, base)], k, [(0, _as_is)], same=same, block=block, progress=progress)[0]
 
 
-def cosine_both(x: np.ndarray, centre: np.ndarray, k: int, *, block: int = BLOCK,
+def whitening(train: np.ndarray, rank: int = 0, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, W): z = (x - mean) @ W projects a code on the top r principal components of `train`
+    and scales each to unit variance (PCA whitening). r = `rank`, or min(d, n // 2) for n train
+    rows: a sample covariance of n codes has at most n - 1 non-zero eigenvalues, and the smaller
+    half of them are mostly sampling noise (docs/audit.md). The covariance is summed a block of rows
+    at a time, in float64 (no float64 copy of train)."""
+    n, d = train.shape
+    mean = train.mean(0, dtype=np.float64)
+    cov = np.zeros((d, d))
+    for i in range(0, n, block):
+        b = train[i:i + block].astype(np.float64) - mean
+        cov += b.T @ b
+    w, v = np.linalg.eigh(cov / max(n - 1, 1))
+    w, v = w[::-1], v[:, ::-1]
+    r = min(rank or max(1, min(d, n // 2)), int((w > max(w[0], 0) * 1e-9).sum()) or 1)
+    return mean.astype(np.float32), (v[:, :r] / np.sqrt(np.maximum(w[:r], 1e-30))).astype(np.float32)
+
+
+def whitened_rows(x: np.ndarray, mean: np.ndarray, w: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """`unit_rows` of (x - mean) @ w, a block of rows at a time (float32, len(x) x r)."""
+    out = np.empty((len(x), w.shape[1]), dtype=np.float32)
+    for i in range(0, len(x), block):
+        out[i:i + block] = (np.asarray(x[i:i + block], dtype=np.float32) - mean) @ w
+    return unit_rows(out, inplace=True)
+
+
+def cosine_both(x: np.ndarray, z: np.ndarray, k: int, *, block: int = BLOCK,
                 progress: bool | None = None) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Every row's k nearest other rows by plain cosine and by cosine about `centre`, as two `top_k`
-    results, from one matrix product per tile: (x.y - x.c - y.c + c.c) / (|x - c| |y - c|) is the
-    centred cosine, so the dot products of the raw codes serve both."""
+    """Every row's k nearest other rows by the plain cosine of `x` and by the dot product of `z`
+    (unit rows of the same images, e.g. `whitened_rows`), as two `top_k` results, in one pass over
+    the tiles: x's dot products are scaled by the inverse norms in place (no normalised copy of x)."""
     x = np.asarray(x, dtype=np.float32)
-    centre = np.asarray(centre, dtype=np.float32)
-
-    def inverse(norms: np.ndarray) -> np.ndarray:
-        return np.where(norms > 0, 1 / np.where(norms > 0, norms, 1), 0).astype(np.float32)
-
-    inv = inverse(np.linalg.norm(x, axis=1))
-    shift = x @ centre
-    inv_c = inverse(np.concatenate([np.linalg.norm(x[i:i + block] - centre, axis=1) for i in range(0, len(x), block)]))
-    cc = np.float32(centre @ centre)
+    norms = np.linalg.norm(x, axis=1)
+    inv = np.where(norms > 0, 1 / np.where(norms > 0, norms, 1), 0).astype(np.float32)
 
     def plain(g: np.ndarray, q: slice, b: slice, out: np.ndarray) -> np.ndarray:
         np.multiply(g, inv[q, None], out=out)
         out *= inv[None, b]
         return out
 
-    def centred(g: np.ndarray, q: slice, b: slice, out: np.ndarray) -> np.ndarray:
-        np.subtract(g, shift[q, None], out=out)
-        out -= shift[None, b] - cc
-        out *= inv_c[q, None]
-        out *= inv_c[None, b]
-        return out
-
-    return tuple(_search(x, x, k, [plain, centred], same=True, block=block, progress=progress))
+    return tuple(_search([(x, x), (z, z)], k, [(0, plain), (1, _as_is)], same=True, block=block, progress=progress))
 
 
-def _search(queries: np.ndarray, base: np.ndarray, k: int, scorers: list[Scorer], *, same: bool, block: int,
-            progress: bool | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`top_k` for each scorer of the tiles' dot products (see top_k)."""
-    nq, nb = len(queries), len(base)
+def _as_is(g: np.ndarray, q: slice, b: slice, out: np.ndarray) -> np.ndarray:
+    return g
+
+
+def _search(views: list[tuple[np.ndarray, np.ndarray]], k: int, scorers: list[tuple[int, Scorer]], *, same: bool,
+            block: int, progress: bool | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`top_k` for each (view, scorer): the scorer gets the tile's dot products of views[view]
+    (queries, base); every view has the same rows (see top_k)."""
+    nq, nb = len(views[0][0]), len(views[0][1])
     out = [(np.full((nq, k), -np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)) for _ in scorers]
     mask = np.empty((min(block, nq), min(block, nb)), dtype=bool)
     buffers = [np.empty(mask.shape, dtype=np.float32) for _ in scorers]  # reused: no page faults per tile
@@ -133,9 +151,9 @@ def _search(queries: np.ndarray, base: np.ndarray, k: int, scorers: list[Scorer]
         best = [(s[q], i[q]) for s, i in out]
         for b0 in range(0, nb, block):
             b = slice(b0, min(b0 + block, nb))
-            g = queries[q] @ base[b].T  # a tile of dot products: with its scores, the only large arrays
-            for j, score in enumerate(scorers):
-                s = score(g, q, b, buffers[j][:g.shape[0], :g.shape[1]])
+            g = [qs[q] @ bs[b].T for qs, bs in views]  # tiles of dot products: with their scores, the only large arrays
+            for j, (v, score) in enumerate(scorers):
+                s = score(g[v], q, b, buffers[j][:g[v].shape[0], :g[v].shape[1]])
                 if same and b0 < q.stop and q0 < b.stop:
                     rows = np.arange(max(q0, b0), min(q.stop, b.stop))
                     s[rows - q0, rows - b0] = -np.inf  # a row is not its own neighbour

@@ -30,6 +30,8 @@ class Config(Settings):
     neighbours: int = opt(10, "neighbours kept per image; an image's outlier score is its distance to the k-th")
     threshold: float = opt(0.0, "cosine similarity from which two images are near-duplicates: 0 = read off the data "
                                 "(docs/audit.md)")
+    whiten: int = opt(0, "principal components of train the duplicate search whitens and keeps: 0 = min(dimension, "
+                         "train images / 2) (docs/audit.md)")
     block: int = opt(4096, "rows per block of the neighbour search: its memory is about 4 x block^2 bytes")
     seed: int = opt(0, "random seed (CV folds)")
     jobs: int = opt(1, "CV fits run in parallel (0 = one per core; each process holds a copy of train)")
@@ -43,13 +45,15 @@ class Config(Settings):
         if not 0 <= self.threshold <= 1:
             raise UserError(f"--threshold must be 0 (automatic) or a cosine similarity in (0, 1] "
                             f"(got {self.threshold:g})")
+        if self.whiten < 0:
+            raise UserError(f"--whiten must be 0 (automatic) or a number of dimensions (got {self.whiten})")
         if self.jobs < 0:
             raise UserError(f"--jobs must be 0 (one per core) or more (got {self.jobs})")
 
     @property
     def spec(self) -> Spec:
         return Spec(self.train_split, self.folds, self.seed, self.c, self.neighbours, self.threshold, self.block,
-                    self.jobs or -1)
+                    self.jobs or -1, self.whiten)
 
 
 def audit(cfg: Config) -> Audit:
