@@ -16,12 +16,13 @@ from pathlib import Path
 from .. import UserError
 from ..codes.extract import Extraction, cache_hit, write_plain
 from ..codes.view_codes import views_wanted, add_views
+from ..codes.settings import OnImages
 from ..codes.weights import Weights, features_path
 from ..core import dist
-from ..core.cli import Common, command_line, opt, parse_splits, positive
+from ..core.cli import command_line, opt, parse_splits, positive
 from ..core.devices import PRECISION_HELP, PRECISIONS, device_type
 from ..core.files import exclusive
-from ..images.scan import ImageFolderScan, check_split_names, scan
+from ..images.scan import ImageFolderScan, scan
 from ..images.transforms import Preprocess
 from ..images.exclude import apply_exclusions
 from ..images.splits import describe as describe_rule, parse_fractions
@@ -34,17 +35,8 @@ MAX_VIEWS = 1000
 
 
 @dataclass(frozen=True)
-class Config(Common):
-    data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root (DATA/<split>/<class>/<image>) or a CSV "
-                                                    "manifest with columns path,label[,split] (no split column: "
-                                                    "split automatically by --split)")
-    backbone: str = opt("resnet18", "torchvision classification model name")
-    weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
+class Config(OnImages):
     out: str = opt("", "output .h5; empty means features/<dataset>/<backbone>-<weights>.h5")
-    splits: str = opt("auto", "comma-separated split folders; auto: train and val (and test when present), or a "
-                              "folder of class folders split automatically by --split")
-    split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders: the train, val and test shares "
-                                      "(stratified by class, the same images every run)")
     resize: int = opt(0, "eval transform: resize the shorter side to this; 0 = the weights' own (torchvision enum "
                          "weights carry it, e.g. 232 for mobilenet_v2), else 256")
     crop: int = opt(0, "eval transform: centre crop size; 0 = the weights' own, else 224")
@@ -74,9 +66,6 @@ class Config(Common):
         if self.resize < 0 or self.crop < 0 or (self.resize and self.crop > self.resize):
             raise UserError(f"--resize and --crop must be 0 (the weights' own) or sizes with crop <= resize "
                             f"(got {self.resize}, {self.crop})")
-        check_split_names(parse_splits(self.splits))
-        parse_fractions(self.split)
-        Weights.parse(self.weights, self.seed)
 
     def preprocess(self, weights: Weights) -> Preprocess:
         """The eval transform: the flags where given, the rest from the weights (torchvision is

@@ -19,8 +19,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from .. import UserError, __version__
+from ..codes.settings import OnImages
 from ..codes.weights import Weights
-from ..core.cli import Common, command_line, flag_values, opt, parse_splits, path_component, positive
+from ..core.cli import command_line, flag_values, opt, parse_splits, path_component, positive
 from ..core.devices import PRECISION_HELP, PRECISIONS, resolve_device, resolve_workers
 from ..core.files import exclusive
 from ..finetune.job import Job, Recipe
@@ -31,12 +32,7 @@ from ..runs import folder as runs
 
 
 @dataclass(frozen=True)
-class Config(Common):
-    data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root (DATA/<split>/<class>/<image>) or a CSV "
-                                                    "manifest with columns path,label[,split] (no split column: "
-                                                    "split automatically by --split)")
-    backbone: str = opt("resnet18", "torchvision classification model name")
-    weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
+class Config(OnImages):
     mode: str = opt("full", "full: train every parameter; frozen: train only the new head", ("full", "frozen"))
     loop: str = opt(
         "fast",
@@ -47,10 +43,6 @@ class Config(Common):
     features: str = opt("", "--loop codes: the features file holding the cached views (`features --views K`)")
     out: Path = opt(Path("reports/runs"), "runs folder; the run goes to OUT/NAME/")
     name: str = opt("", "run folder name (default <dataset>-<backbone>-<weights>-finetune-<mode>[-reference])")
-    splits: str = opt("auto", "the train and val split folders, comma-separated; auto: train and val (test scored "
-                              "too when present), or a folder of class folders split automatically by --split")
-    split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders or a manifest without a split "
-                                      "column: the train, val and test shares (the same split `features` makes)")
     epochs: int = opt(25, "training epochs")
     batch_size: int = opt(16, "images per batch")
     lr: float = opt(0.001, "SGD learning rate")
@@ -110,8 +102,6 @@ class Config(Common):
                             f"views are of train's images only; got {self.repeats}, {self.loop!r})")
         if self.splits != "auto":
             parse_splits(self.splits, exactly=2)
-        parse_fractions(self.split)
-        Weights.parse(self.weights, self.seed)
 
     @property
     def grid(self) -> tuple[float, ...]:
