@@ -269,3 +269,28 @@ def test_the_report_shows_the_audit_as_your_data(tmp_path):
     assert "## Your data" in md and "`train/ants/img001.jpg`" in md and "audit-suspects.png" in md
     assert "## Your data" not in (cli("report", "--runs", runs, "--out", tmp_path / "r2").returncode == 0
                                   and (tmp_path / "r2" / "report.md").read_text())
+
+
+def test_grouped_folds_find_labels_flipped_on_every_copy_of_a_photo():
+    """Five near-copies of each photo, one photo in ten mislabelled on all its copies: ungrouped folds
+    learn each wrong label from the copy's siblings (and CV, fooled the same way, picks a weak C) so
+    the flips hide; grouped folds score every copy with a model that never saw the photo. (On real
+    MobileNetV2 codes of the grown hymenoptera set, 10% of photos flipped: AUROC 0.74-0.81 plain,
+    0.98-0.99 grouped, docs/audit.md.)"""
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline.audit.labels import fit_label_model, label_issues
+
+    rng = np.random.default_rng(0)
+    truth = np.arange(100) % 2
+    photos = rng.normal(0, 1, (100, 64)) + truth[:, None] * 0.4
+    X = np.repeat(photos, 5, axis=0) + rng.normal(0, 0.05, (500, 64))
+    flipped = np.zeros(100, bool)
+    flipped[rng.choice(100, 10, replace=False)] = True
+    y, bad = np.repeat(np.where(flipped, 1 - truth, truth), 5), np.repeat(flipped, 5)
+    groups = np.repeat(np.arange(100), 5)
+    auroc = {}
+    for name, g in (("plain", None), ("grouped", groups)):
+        lm = fit_label_model(X, y, 2, folds=5, seed=0, groups=g)
+        auroc[name] = roc_auc_score(bad, label_issues(lm.oof, y, lm.thresholds).score)
+    assert auroc["grouped"] >= 0.9 and auroc["grouped"] > auroc["plain"] + 0.05, auroc

@@ -18,6 +18,7 @@ from .. import UserError
 from ..codes.store import SplitCodes
 from ..core.files import atomic_write, csv_safe, write_json, write_text
 from ..images.exclude import format_exclusions
+from ..images.groups import group_ids, read_groups
 from ..images.scan import check_classes
 from .duplicates import ALPHA, Z_OUTLIER, Pairs, duplicate_pairs, duplicate_threshold, outlier_scores, priority
 from .labels import LabelIssues, fit_label_model, label_issues, probabilities
@@ -40,6 +41,7 @@ class Spec:
     block: int = BLOCK
     jobs: int = 1
     whiten: int = 0  # principal components of train kept by the whitening; 0: min(d, train rows // 2)
+    groups: str = ""  # a groups file (images.groups): the label model's folds keep each group on one side
 
 
 @dataclass
@@ -85,7 +87,8 @@ def audit_splits(splits: dict[str, SplitCodes], classes: list[str], spec: Spec =
         raise UserError(f"the codes have no split {spec.train_split!r} (they have {list(splits)})")
     tr, names, t0 = splits[spec.train_split], list(splits), time.perf_counter()
     check_classes(tr.labels, classes, f"{spec.train_split} split")
-    lm = fit_label_model(tr.codes, tr.labels, len(classes), spec.folds, spec.seed, spec.c, spec.jobs)
+    groups = group_ids(tr.paths, read_groups(spec.groups), f"--groups {spec.groups!r}") if spec.groups else None
+    lm = fit_label_model(tr.codes, tr.labels, len(classes), spec.folds, spec.seed, spec.c, spec.jobs, groups)
     proba = np.concatenate([lm.oof if s == spec.train_split else probabilities(lm.model, splits[s].codes, len(classes))
                             for s in names])
     labels = np.concatenate([splits[s].labels for s in names])
@@ -103,6 +106,7 @@ def audit_splits(splits: dict[str, SplitCodes], classes: list[str], spec: Spec =
     pairs = duplicate_pairs(sims, idx, threshold, priority(split_of, paths))
     outlier = outlier_scores(plain, k)
     rules = {"label_model": {"head": "softmax", "C": lm.c, "C_how": lm.how, "folds": spec.folds,
+                             "grouped_by": Path(spec.groups).name if spec.groups else None,
                              "thresholds": dict(zip(classes, lm.thresholds.round(4).tolist()))},
              "duplicates": {"similarity": threshold, "whitened_dimensions": int(w.shape[1]),
                             "how": "--threshold" if spec.threshold else

@@ -56,13 +56,15 @@ def probabilities(model, X: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def fit_label_model(X: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0, c: float = 0.0,
-                    jobs: int = 1) -> LabelModel:
-    """The softmax head on train: C by CV (c=0) or fixed, out-of-fold probabilities, thresholds."""
-    cv = cv_folds(y, folds, seed)
+                    jobs: int = 1, groups: np.ndarray | None = None) -> LabelModel:
+    """The softmax head on train: C by CV (c=0) or fixed, out-of-fold probabilities, thresholds.
+    With `groups` (images.groups: crops or copies of one photo) the folds keep each group on one
+    side, so no image's probability comes from a model that saw its twin's label."""
+    cv = cv_folds(y, folds, seed, 1, groups)
     if c > 0:
         model, how = HEADS[HEAD].make(seed).set_params(clf__C=c).fit(X, y), f"fixed (--c {c:g})"
     else:
-        search = fit_head(HEAD, X, y, folds, seed, jobs=jobs)
+        search = fit_head(HEAD, X, y, cv, seed, jobs=jobs)
         c, model = float(search.best_params_["clf__C"]), search.best_estimator_
         how = f"chosen by {search.n_splits_}-fold CV on train (CV accuracy {search.best_score_:.1%})"
     oof = np.zeros((len(y), n_classes))

@@ -32,6 +32,8 @@ class Config(Settings):
                                 "(docs/audit.md)")
     whiten: int = opt(0, "principal components of train the duplicate search whitens and keeps: 0 = min(dimension, "
                          "train images / 2) (docs/audit.md)")
+    groups: str = opt("", "a CSV of images that belong together (path,group, or path,other pairs): the label model's "
+                          "CV folds keep each group on one side, as classify --groups does")
     block: int = opt(4096, "rows per block of the neighbour search: its memory is about 4 x block^2 bytes")
     seed: int = opt(0, "random seed (CV folds)")
     jobs: int = opt(1, "CV fits run in parallel (0 = one per core; each process holds a copy of train)")
@@ -53,7 +55,7 @@ class Config(Settings):
     @property
     def spec(self) -> Spec:
         return Spec(self.train_split, self.folds, self.seed, self.c, self.neighbours, self.threshold, self.block,
-                    self.jobs or -1, self.whiten)
+                    self.jobs or -1, self.whiten, self.groups)
 
 
 def audit(cfg: Config) -> Audit:
