@@ -355,7 +355,7 @@ def test_repeats_redraw_the_images_classify_redraws_and_the_report_pairs_them(da
         (hrep["repeats"], hrep["seed"], hrep["n_test"], hrep["n_train"]) == (2, 0, 12, 128)
     assert rep["pooled"] == hrep["pooled"]  # the digest of the pooled images, which the verdict's pairing checks
     assert rep["chosen"] == [0.003, 0.003] and "fixed" in rep["lr_selection"]
-    assert doc["seconds"]["repeats"] == pytest.approx(rep["seconds"]) and rep["seconds"] > 0  # in the run's compute
+    assert doc["seconds"]["repeats"] == pytest.approx(rep["seconds"]) and rep["seconds"] > 0  # recorded apart
     report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "rep", bench=tmp_path / "none.json"))
     md = (tmp_path / "rep" / "report.md").read_text()
     ft_line = next(line for line in md.splitlines() if line.startswith("| full FT"))

@@ -408,3 +408,12 @@ def test_acting_on_the_audit_is_paired_with_the_run_on_every_image(tmp_path, mon
 
 def wrong_y(y, k):
     return [1 - t if i < k else t for i, t in enumerate(y)]
+
+
+def test_repeats_are_recorded_apart_and_not_part_of_a_methods_compute():
+    from pipeline.report.rows import split_seconds
+
+    head = split_seconds({"extract": 6.0, "fit": 2.0, "predict": 0.1, "repeats": 40.0}, "classify")
+    assert head["total_s"] == pytest.approx(8.1) and head["fit_s"] == 2.0
+    ft = split_seconds({"train": 100.0, "tune": 300.0, "predict": 1.0, "repeats": 500.0}, "finetune")
+    assert ft["total_s"] == pytest.approx(400.0) and ft["train_s"] == pytest.approx(400.0)  # tuning is its cost

@@ -55,10 +55,11 @@ def split_seconds(seconds: dict | None, stage: str | None = None) -> dict:
     """extract / fit / train / predict / total seconds; decoding and tuning are part of training's cost.
     A key that was not recorded stays None (not spent), which is different from 0. A fine-tune's
     `train` already holds every epoch's val pass, its `predict` (the last one) included, so the
-    total does not count that twice."""
+    total does not count that twice. `repeats` (the method again on re-drawn splits) measures how
+    sure its score is; it is no part of making the model, so the total leaves it out."""
     s = {k: float(v) for k, v in (seconds or {}).items() if isinstance(v, (int, float))}
     train = [s[k] for k in ("train", "decode", "tune") if k in s]  # tune: choosing the lr, its trials
-    counted = [v for k, v in s.items() if not (stage == "finetune" and k == "predict")]
+    counted = [v for k, v in s.items() if not (stage == "finetune" and k == "predict") and k != "repeats"]
     return {"extract_s": s.get("extract"), "fit_s": s.get("fit"), "train_s": sum(train) if train else None,
             "predict_s": s.get("predict"), "total_s": sum(counted) if counted else None}
 

@@ -200,7 +200,7 @@ def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:
         if search.n_splits_ else
         "10% of train held out (seeded rows), then refit on all",
         seconds={"extract": views_cost(codes, cfg.train_split, cfg.val_split, v), "fit": f.fit_s,
-                 "predict": s.predict_s},
+                 "predict": s.predict_s, **({"repeats": f.repeats["seconds"]} if f.repeats else {})},
         views=v.k, tta=v.t, preds=s.preds, score_kind=s.kind, command=command_line(cfg, "classify"),
         features_command=h.command or None, head=f.name,
         hyperparameters={k.removeprefix("clf__"): x for k, x in search.best_params_.items()},
@@ -272,8 +272,9 @@ def classify(cfg: Config) -> list[Path]:
         t0 = time.perf_counter()
         folds = cv_folds(y, cfg.folds, cfg.seed, v.k + 1, groups_of(cfg, codes)) if cfg.groups else cfg.folds
         search = fit_head(name, X, y, folds, cfg.seed, cfg.jobs, progress=True, per_image=v.k + 1)
+        fit_s = time.perf_counter() - t0  # the repeats below measure the score's spread: not the head's cost
         again = repeated(cfg, codes, name) if cfg.repeats and not v.label() else None
-        fitted.append(Fitted(name, search, time.perf_counter() - t0, v, None, again))
+        fitted.append(Fitted(name, search, fit_s, v, None, again))
     with_curve = curves_to_run(cfg, codes, fitted)
     for f in fitted:
         done[f.name] = write_and_say(cfg, codes, replace(f, curve=curve(cfg, codes, f.name))
