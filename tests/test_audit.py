@@ -240,7 +240,7 @@ def test_acting_on_an_exclusion_list_is_one_step_and_recorded(tmp_path):
     assert r.returncode == 0 and "leaving out 1 images" in r.stdout, r.stderr
     [run] = list((tmp_path / "runs").iterdir())
     m = json.loads((run / "metrics.json").read_text())
-    assert run.name.endswith("-excluded") and m["n_train"] == 11
+    assert run.name.endswith("-excluded") and m["n_train"] == 11 and m["short"] == "knn (1 excluded)"
     assert m["inputs"]["exclude"] == ["train/ants/img001.jpg"]
     r = cli("classify", "--features", less, "--data", data, "--head", "knn", "--out", tmp_path / "r2", "--label-curve",
             "off", "--folds", "3")

@@ -188,11 +188,14 @@ def reject_rule(cfg: Config, codes: Codes, run: Path) -> dict:
 def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:
     """metrics.json of a head's run."""
     h, v, search = codes.header, f.views, f.search
+    gone = len(read_exclusions(cfg.exclude)) if cfg.exclude else 0  # named, so the table tells the two runs apart
+    tags = [t for t in (v.label(), f"{gone} excluded" if cfg.exclude else "") if t]
     subject = runs.Subject(
         f"{h.backbone} codes + {(HEADS.get(f.name) or SGD_HEAD).title}" + (
             f", trained on each image's code and {v.k} augmented views" if v.k else "") + (
-            f", val scored by the mean over {v.t} test-time views" if v.t > 1 else ""),
-        f.name + (f" ({v.label()})" if v.label() else ""), "classify", h.dataset, codes.classes, h.backbone,
+            f", val scored by the mean over {v.t} test-time views" if v.t > 1 else "") + (
+            f", without the {gone} images of {Path(cfg.exclude).name}" if cfg.exclude else ""),
+        f.name + "".join(f" ({t})" for t in tags), "classify", h.dataset, codes.classes, h.backbone,
         h.weights, len(codes.splits[cfg.train_split].labels), len(s.preds), f"cpu (codes: {h.device})", cfg.seed)
     return runs.record(
         subject, val=s.val,
