@@ -394,13 +394,14 @@ def test_acting_on_the_audit_is_paired_with_the_run_on_every_image(tmp_path, mon
     for name, pred, secs in (("knn", leaky, 1.0), ("knn-excluded", clean, 1.0), ("softmax", wrong_y(y, 3), 1.0)):
         write_run(tmp_path / "runs" / name, method=name.split("-")[0], stage="classify", pred=pred,
                   seconds={"fit": secs}, selection="CV", dataset="toy", paths=paths, y=y,
+                  hyperparameters={"n_neighbors": 9 if "excluded" in name else 3},
                   **({"inputs": {"exclude": ["train/a/1.jpg", "train/a/2.jpg"]}} if "excluded" in name else {}))
     runs = runread.load_runs(tmp_path / "runs")
     rows = table_rows(runs)
     blocks = exclusion_effect(rows, runs)
     [table] = [b.content for b in blocks if b.kind == "table"]
     [cells] = table.rows
-    assert cells[1] == "2" and cells[4] == "-20.0 points" and cells[5].startswith("8 / 0 of 40, p = 0.0078")
+    assert cells[1] == "2" and cells[2] == "k=3 → k=9" and cells[5] == "-20.0 points" and cells[6].startswith("8 / 0 of 40, p = 0.0078")
     words = next(b.content for b in blocks if b.kind == "p")
     assert "changes" in words and "**knn** (100.0%)" in words and "**softmax** (92.5%)" in words
     assert exclusion_effect([r for r in rows if r["run"] != "knn-excluded"], runs) == []

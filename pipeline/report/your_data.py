@@ -73,7 +73,9 @@ def exclusion_effect(rows: list[dict], runs: list[Run]) -> list[Block]:
         change = DASH if a["accuracy"] is None or b["accuracy"] is None else \
             f"{100 * (b['accuracy'] - a['accuracy']):+.1f} points"
         test = f"{t['only_a']} / {t['only_b']} of {t['n']}, p = {t['p_value']:.2g}" if t else "no image in common"
-        cells.append([md_text(a["name"]), str(gone), fmt_acc(a), fmt_acc(b), change, test])
+        setting = f"{a['settings'] or DASH} → {b['settings'] or DASH}" if a["settings"] != b["settings"] else \
+            (a["settings"] or DASH)
+        cells.append([md_text(a["name"]), str(gone), md_text(setting), fmt_acc(a), fmt_acc(b), change, test])
     as_is = recommend([r for r in rows if not r["run"].endswith(TWIN)], runs).use
     cleaned = recommend([r for r in rows if r["kind"] != "ours" or r["run"] + TWIN not in ours], runs).use
     same = as_is["run"] + TWIN == cleaned["run"]
@@ -85,10 +87,12 @@ def exclusion_effect(rows: list[dict], runs: list[Run]) -> list[Block]:
             Block("p", "Each method below was run twice: on every image, and with the audit's exclude.txt "
                        "(`--exclude`: of each pair the copy in the earlier split leaves, so a leaked val image "
                        "stays in val and its copy leaves train). Paired on the val "
-                       f"images both scored (exact McNemar; a change is more than noise at p < {ALPHA}). "
+                       f"images both scored (exact McNemar; a change is more than noise at p < {ALPHA}). A change "
+                       "comes from the images left out or from the setting CV chose without them (an arrow in "
+                       "Setting), or both. "
                        f"{words} Methods run only one way count as they are in both recommendations."),
-            Block("table", Table(["Method", "Images left out", "Every image", "Without them", "Change",
-                                  "Only one right (every / without), p"], cells, "lrllll"))]
+            Block("table", Table(["Method", "Images left out", "Setting", "Every image", "Without them", "Change",
+                                  "Only one right (every / without), p"], cells, "lrlllll"))]
 
 
 def _suspects_grid(suspects: list[dict], data_root: Path | None, figdir: Path) -> FigureFile | None:
