@@ -152,8 +152,9 @@ def test_repeats_pair_only_draws_of_the_same_pooled_images():
     def rep(accs, pooled):
         return {"repeats": 3, "seed": 0, "n_train": 80, "n_test": 20, "accuracy": accs, "mean": sum(accs) / 3,
                 "sd": 0.01, "pooled": pooled}
-    best = {"repeats": rep([0.95, 0.9, 0.92], "abc")}
+    best = {"name": "softmax", "repeats": rep([0.95, 0.9, 0.92], "abc")}
     same = _repeats(best, {"repeats": rep([0.8, 0.82, 0.79], "abc")})
     assert same["test"] == "corrected resampled t (Nadeau-Bengio)" and same["diff_vs_best"] > 0
+    assert same["vs"] == "softmax"
     other = _repeats(best, {"repeats": rep([0.8, 0.82, 0.79], "xyz")})  # e.g. classify --exclude left images out
     assert "p_vs_best" not in other and other["repeats"] == 3

@@ -270,9 +270,12 @@ def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
     comps = compare_with_best(rows, runs)
     rec, best, _ = recommend(rows, runs, comps)
     det = min_detectable(comps, rec)
+    # over repeats, each method is paired with the best of those that were repeated (the best on val
+    # may not have been: a run made without --repeats, e.g. with --exclude)
+    anchor = next((r for r in [best, *(c.row for c in comps)] if r.get("repeats")), {})
     methods = [{"name": c.row["name"], "accuracy": c.row["accuracy"] if _finite(c.row["accuracy"]) else None,
                 "n": c.row["n_val"], "correct": c.row["correct"], "test_accuracy": c.row.get("test_accuracy"),
-                "repeats": _repeats(best, c.row), "b": c.b, "c": c.c, "p_vs_best": c.p,
+                "repeats": _repeats(anchor, c.row), "b": c.b, "c": c.c, "p_vs_best": c.p,
                 "p_holm": c.p_holm, "separable_from_best": c.separable if c.comparable else None,
                 "comparable": c.comparable} for c in [Comparison(best, best["n_val"], 0, 0, None, None), *comps]]
     on_test = rec.get("test_accuracy") is not None
@@ -285,11 +288,11 @@ def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
             "min_detectable_from": det.source if det else None, "methods": methods}
 
 
-def _repeats(best: dict, row: dict) -> dict | None:
-    """The method over classify or finetune --repeats re-drawn splits, and against the best on the same draws
-    (Nadeau and Bengio's corrected resampled t: the training sets overlap, a plain t would be far
-    too confident)."""
-    a, b = best.get("repeats"), row.get("repeats")
+def _repeats(anchor: dict, row: dict) -> dict | None:
+    """The method over classify or finetune --repeats re-drawn splits, and against `anchor` (the best
+    method that was repeated; `vs` names it) on the same draws (Nadeau and Bengio's corrected
+    resampled t: the training sets overlap, a plain t would be far too confident)."""
+    a, b = anchor.get("repeats"), row.get("repeats")
     if not b:
         return None
     out = {"mean": b["mean"], "sd": b["sd"], "repeats": b["repeats"]}
@@ -298,7 +301,8 @@ def _repeats(best: dict, row: dict) -> dict | None:
         diffs = [x - y for x, y in zip(a["accuracy"], b["accuracy"])]
         if any(diffs) or len(set(diffs)) > 1:
             t = corrected_resampled_t(diffs, a["n_train"], a["n_test"])
-            out |= {"diff_vs_best": t["mean"], "p_vs_best": t["p"], "test": "corrected resampled t (Nadeau-Bengio)"}
+            out |= {"vs": anchor["name"], "diff_vs_best": t["mean"], "p_vs_best": t["p"],
+                    "test": "corrected resampled t (Nadeau-Bengio)"}
     return out
 
 
