@@ -328,3 +328,5 @@ def test_classify_groups_are_recorded_and_refused_with_repeats(blobs, tmp_path):
     assert m["selection"] == "CV on train (3-fold, grouped: groups.csv)" and len(m["inputs"]["groups"]) == 64
     r = cli("classify", "--features", blobs, "--out", tmp_path / "r2", "--groups", groups, "--repeats", "3")
     assert r.returncode == 2 and "--repeats" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("classify", "--features", blobs, "--out", tmp_path / "r3", "--groups", groups, "--head", "sgd")
+    assert r.returncode == 2 and "sgd" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -215,6 +215,9 @@ def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:
 
 def classify_streaming(cfg: Config) -> Path:
     """The sgd head: train codes streamed from the file in chunks, never loaded whole."""
+    if cfg.groups:  # its held-out part is seeded rows, not groups: a group would sit on both sides
+        raise UserError("--groups keeps groups apart in the in-memory heads' CV; the out-of-core sgd head holds out "
+                        "seeded rows instead: leave out --groups, or use a head that fits in memory")
     header = Header.from_attrs(read_attrs(cfg.features))
     labels = read_split(cfg.features, cfg.train_split, labels_only=True)
     check_classes(labels.labels, header.classes, f"{cfg.features} ({cfg.train_split})")
