@@ -5,7 +5,8 @@ repeat r holds the same images for a head and for a fine-tune and the report pai
 (metrics.corrected_resampled_t). On each draw the whole recipe runs again from the same pretrained
 weights on the re-drawn train and is scored at its last epoch on the re-drawn val (the run's own
 protocol); with --tune-lr the learning rate is chosen again on each re-drawn train (a held-out part
-of it, tune.py), as CV runs again for a head on each draw. Every repeat's time is the run's compute.
+of it, tune.py), as CV runs again for a head on each draw. The repeats' time is recorded apart
+(seconds.repeats): it measures how sure the score is, not what making the model cost.
 """
 from __future__ import annotations
 

@@ -44,6 +44,14 @@ class ImageFolderScan:
     def name(self) -> str:
         return Path(self.manifest).stem if self.manifest else self.root.resolve().name
 
+    def split_note(self) -> str:
+        """How a scan split here (no split folders, or a manifest without a split column) was split,
+        in one line for the stages to print; "" for splits given by folders or a manifest."""
+        from .splits import describe
+
+        where = "no split column" if self.manifest else "no split folders"
+        return f"{self.name}: {where}: {describe(self.rule)}" if self.rule else ""
+
     def digest(self) -> str:
         """Fingerprint of the image list: every file's split, relative path, label, size, mtime."""
         h = hashlib.sha256()

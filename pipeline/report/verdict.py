@@ -296,8 +296,8 @@ def _repeats(anchor: dict, row: dict) -> dict | None:
     if not b:
         return None
     out = {"mean": b["mean"], "sd": b["sd"], "repeats": b["repeats"]}
-    same = [(x["repeats"], x["seed"], x["n_test"], x.get("pooled")) for x in (a or b, b)]
-    if a and a is not b and same[0] == same[1]:  # the same draws of the same pooled images (older runs: no digest)
+    draws = ("repeats", "seed", "n_test", "pooled")  # the same draws of the same images (older runs: no pooled)
+    if a and a is not b and [a.get(k) for k in draws] == [b.get(k) for k in draws]:
         diffs = [x - y for x, y in zip(a["accuracy"], b["accuracy"])]
         if any(diffs) or len(set(diffs)) > 1:
             t = corrected_resampled_t(diffs, a["n_train"], a["n_test"])

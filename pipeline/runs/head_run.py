@@ -25,6 +25,7 @@ class Fitted:
     views: Views = PLAIN
     curve: dict | None = None  # the label curve, when it ran
     repeats: dict | None = None  # scores on re-drawn splits (heads.repeats), when asked for
+    inputs: dict | None = None  # what determined the run (its up-to-date check), recorded with it
 
 
 class Scored(NamedTuple):

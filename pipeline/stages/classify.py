@@ -140,8 +140,9 @@ def run_dir(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> Path:
     return Path(cfg.out) / runs.run_name(h.dataset, h.backbone, Weights.parse(h.weights_arg).tag, name + tail)
 
 
-def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> dict:
-    """Everything that determines a head's run: a rerun with the same is a hit that does no work."""
+def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = PLAIN, groups: np.ndarray | None = None) -> dict:
+    """Everything that determines a head's run: a rerun with the same is a hit that does no work.
+    `groups`: the --groups id of each training image (groups_of), read once by the caller."""
     head, h = HEADS.get(name) or SGD_HEAD, codes.header
     used = {s: (h.views.get(s) or {}).get("fingerprint") for s, n in ((cfg.train_split, v.k), (cfg.val_split, v.t - 1))
             if n}
@@ -153,7 +154,7 @@ def head_inputs(cfg: Config, codes: Codes, name: str, v: Views = PLAIN) -> dict:
             "test_split": cfg.test_split if cfg.test_split in codes.splits else None, "cnncodes": __version__,
             "label_curve": [cfg.label_curve, list(cfg.sizes), cfg.label_draws], "repeats": cfg.repeats,
             **({"exclude": sorted(read_exclusions(cfg.exclude))} if cfg.exclude else {}),
-            **({"groups": json_digest(groups_of(cfg, codes).tolist())} if cfg.groups else {}),
+            **({"groups": json_digest(groups.tolist())} if groups is not None else {}),
             **({"sgd": [cfg.sgd_loss, cfg.chunk_rows]} if name == "sgd" else {})}
 
 
@@ -188,7 +189,7 @@ def reject_rule(cfg: Config, codes: Codes, run: Path) -> dict:
 def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:
     """metrics.json of a head's run."""
     h, v, search = codes.header, f.views, f.search
-    gone = len(read_exclusions(cfg.exclude)) if cfg.exclude else 0  # named, so the table tells the two runs apart
+    gone = len(f.inputs.get("exclude", ()))  # named, so the table tells the two runs apart
     tags = [t for t in (v.label(), f"{gone} excluded" if cfg.exclude else "") if t]
     subject = runs.Subject(
         f"{h.backbone} codes + {(HEADS.get(f.name) or SGD_HEAD).title}" + (
@@ -210,7 +211,7 @@ def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:
         cv_score=float(search.best_score_), cv_path=search.cv_scores, cv_untried=search.untried, cv_edge=search.edge,
         solver=getattr(search.best_estimator_[-1], "solver_", None), features_file=str(cfg.features),
         features_fingerprint=h.fingerprint, data_root=h.data_root, weights_sha256=h.weights_sha256,
-        label_curve=f.curve, repeats=f.repeats, inputs=head_inputs(cfg, codes, f.name, v))
+        label_curve=f.curve, repeats=f.repeats, inputs=f.inputs)
 
 
 def classify_streaming(cfg: Config) -> Path:
@@ -238,7 +239,7 @@ def classify_streaming(cfg: Config) -> Path:
     fit_s = time.perf_counter() - t0
     search = PathSearch(model, {"clf__alpha": chosen["alpha"]}, chosen["holdout_accuracy"], 0,
                         [{"value": t["value"], "mean": t["holdout_accuracy"]} for t in chosen["tried"]])
-    run, val = write_run(cfg, codes, Fitted("sgd", search, fit_s))
+    run, val = write_run(cfg, codes, Fitted("sgd", search, fit_s, inputs=inputs))
     print(f"sgd      val acc {val['accuracy']:.2%}  held-out {chosen['holdout_accuracy']:.2%}  alpha "
           f"{chosen['alpha']:g}  fit {fit_s:.2f}s  -> {run}", flush=True)
     return run
@@ -267,20 +268,21 @@ def classify(cfg: Config) -> list[Path]:
         print(f"training on {len(X)} rows ({len(tr.labels)} images x {v.k + 1}: code + views), "
               f"val scored over {v.t} view{'s' * (v.t > 1)}", flush=True)
     done, fitted = {}, []
+    groups = groups_of(cfg, codes) if cfg.groups else None  # the file read once, for every head
     for name in list(HEADS) if cfg.head == "all" else [cfg.head]:
-        where = run_dir(cfg, codes, name, v)
-        before = runs.up_to_date(where, head_inputs(cfg, codes, name, v), cfg.force)
+        where, inputs = run_dir(cfg, codes, name, v), head_inputs(cfg, codes, name, v, groups)
+        before = runs.up_to_date(where, inputs, cfg.force)
         if before is not None:
             print(f"{name:8s} up to date: {where} was made from the same codes and settings "
                   f"(val acc {before['val']['accuracy']:.2%}); nothing to do (--force refits)", flush=True)
             done[name] = where
             continue
         t0 = time.perf_counter()
-        folds = cv_folds(y, cfg.folds, cfg.seed, v.k + 1, groups_of(cfg, codes)) if cfg.groups else cfg.folds
+        folds = cv_folds(y, cfg.folds, cfg.seed, v.k + 1, groups) if groups is not None else cfg.folds
         search = fit_head(name, X, y, folds, cfg.seed, cfg.jobs, progress=True, per_image=v.k + 1)
         fit_s = time.perf_counter() - t0  # the repeats below measure the score's spread: not the head's cost
         again = repeated(cfg, codes, name) if cfg.repeats and not v.label() else None
-        fitted.append(Fitted(name, search, fit_s, v, None, again))
+        fitted.append(Fitted(name, search, fit_s, v, None, again, inputs))
     with_curve = curves_to_run(cfg, codes, fitted)
     for f in fitted:
         done[f.name] = write_and_say(cfg, codes, replace(f, curve=curve(cfg, codes, f.name))

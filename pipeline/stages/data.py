@@ -11,7 +11,7 @@ from .. import UserError
 from ..core.cli import Settings, opt, parse_splits
 from ..images.download import HYMENOPTERA_URL, fetch_hymenoptera
 from ..images.scan import ImageFolderScan, scan
-from ..images.splits import describe, parse_fractions
+from ..images.splits import parse_fractions
 
 
 DEMO_DATA = Path("data/hymenoptera_data")  # the demo's folder: the one path fetched when absent
@@ -42,7 +42,7 @@ def run(cfg: Config) -> None:
         fetch_hymenoptera(cfg.data)
     s = scan(cfg.data, parse_splits(cfg.splits), parse_fractions(cfg.split))
     if s.rule:
-        print(f"{s.name}: {'no split column' if s.manifest else 'no split folders'}: {describe(s.rule)}")
+        print(s.split_note())
     print(counts_line(s))
     for sp in s.splits.values():
         for rel, why in sp.skipped:

@@ -25,7 +25,7 @@ from ..core.files import exclusive
 from ..images.scan import ImageFolderScan, scan
 from ..images.transforms import Preprocess
 from ..images.exclude import apply_exclusions
-from ..images.splits import describe as describe_rule, parse_fractions
+from ..images.splits import parse_fractions
 from ..images.views import MAX_TTA
 
 # each augmented view is a backbone pass per train image and N x D floats more in the file (and in
@@ -92,7 +92,7 @@ def extract(cfg: Config) -> Path:
     # a bad folder is reported before anything is created
     s = scan(cfg.data, parse_splits(cfg.splits), parse_fractions(cfg.split))
     if s.rule:
-        print(f"{s.name}: {'no split column' if s.manifest else 'no split folders'}: {describe_rule(s.rule)}")
+        print(s.split_note())
     if cfg.exclude:
         s = apply_exclusions(s, cfg.exclude)
     out.parent.mkdir(parents=True, exist_ok=True)
