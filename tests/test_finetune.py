@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -358,13 +359,23 @@ def test_repeats_redraw_the_images_classify_redraws_and_the_report_pairs_them(da
     assert doc["seconds"]["repeats"] == pytest.approx(rep["seconds"]) and rep["seconds"] > 0  # recorded apart
     report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "rep", bench=tmp_path / "none.json"))
     md = (tmp_path / "rep" / "report.md").read_text()
-    ft_line = next(line for line in md.splitlines() if line.startswith("| full FT"))
-    assert "Re-drawn splits, mean ± sd" in md and f"± {100 * rep['sd']:.1f} (2)" in ft_line
+    assert "Re-drawn splits, mean ± sd" in md
+    # the row of the table that has the re-drawn-splits column: which table comes first, and whether
+    # the fine-tune is starred as best, depends on what this processor's kernels make of epoch 1
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|") and "Re-drawn splits, mean ± sd" in line)
+    end = next((k for k in range(start, len(lines)) if not lines[k].startswith("|")), len(lines))
+    table = lines[start:end]
+    ft_line = next(line for line in table if re.match(r"\|\s*(★\s*)?full FT\b", line))
+    assert f"± {100 * rep['sd']:.1f} (2)" in ft_line
     v = {m["name"]: m for m in json.loads((tmp_path / "rep" / "verdict.json").read_text())["methods"]}
     assert v["full FT"]["repeats"]["repeats"] == 2
     if any(a != b for a, b in zip(rep["accuracy"], hrep["accuracy"])):  # equal draws: nothing to test
-        paired = v["full FT"]["repeats"] if v["softmax"]["b"] == v["softmax"]["c"] == 0 else v["softmax"]["repeats"]
-        assert paired["test"] == "corrected resampled t (Nadeau-Bengio)"
+        # the one that is not the anchor (the best of the repeated methods, which the tie-break on val
+        # decides) carries the paired test against the other
+        paired = [m["repeats"] for m in (v["full FT"], v["softmax"]) if "vs" in m["repeats"]]
+        assert len(paired) == 1 and paired[0]["test"] == "corrected resampled t (Nadeau-Bengio)"
+        assert paired[0]["vs"] in {"full FT", "softmax"}
 
 
 def test_repeats_are_validated_and_tuned_per_draw(data, tmp_path):
