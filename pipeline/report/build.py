@@ -12,18 +12,19 @@ from pathlib import Path
 
 from .. import UserError
 from ..core.files import read_json, write_json, write_text
-from ..runs.read import Run
+from ..runs.read import Run, existing
+from .blocks import Table, md_code, md_text
 from .diagnostics import always_wrong, label_curves, label_table, per_class_table, views_table, write_per_class_csv
-from .gallery import calibration_words, curve_figures, existing, make_figures, top_loss_figures
+from .gallery import calibration_words, curve_figures, make_figures, top_loss_figures
 from .layout import Document, bench_page, build_document
 from .notes import protocol_note
 from .quality import most_confused
-from .your_data import your_data
-from .render import Table, md_code, md_text, render_html, render_markdown
+from .render import render_html, render_markdown
 from .reproduce import commands
 from .rows import fmt_acc, legend, table, table_rows, write_csv
 from .tables import confused_table, cost_table, epoch_table, legend_table, main_table
 from .verdict import compare_with_best, recommend, standing, summary_paragraphs, verdict, verdict_record
+from .your_data import your_data
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.files import csv_safe, write_text
 from ..runs.read import Run
-from .render import AlwaysWrong, Table, md_text
+from .blocks import AlwaysWrong, Table, md_text
 from .rows import DASH, fmt_pct
 
 

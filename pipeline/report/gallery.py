@@ -6,25 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import UserError
-from ..runs.read import Run
+from ..runs.read import Run, existing
+from .blocks import FigureFile, md_text
 from .diagnostics import label_curves, top_losses
 from .quality import has_probabilities, reliability
-from .render import FigureFile, md_text
 from .rows import fmt_acc
 from .verdict import recommend
 
 # `figures` (matplotlib) and the codes store (h5py) are imported where a figure is drawn.
-
-
-def existing(path_str, run: Run) -> Path | None:
-    """A path recorded in a run, as given (relative to where the stage ran) or relative to the run."""
-    if not path_str:
-        return None
-    p = Path(path_str)
-    for c in (p, run.dir / p) if not p.is_absolute() else (p,):
-        if c.exists():
-            return c
-    return None
 
 
 def _shown(path: Path | None, caption: str) -> FigureFile | None:

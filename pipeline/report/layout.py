@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .render import AlwaysWrong, Block, Command, FigureFile, Table, md_code, md_text
+from .blocks import AlwaysWrong, Block, Command, FigureFile, Table, md_code, md_text
 from .rows import DASH
 from .tables import COLUMN_NOTES, STAR
 

@@ -4,7 +4,7 @@ most-confused class pairs. Pure functions; rows.py makes the rows and the full q
 """
 from __future__ import annotations
 
-from .render import Table, md_text
+from .blocks import Table, md_text
 from .rows import DASH, LegendEntry, fmt_acc, fmt_pct, fmt_seconds
 from .usage import fmt_count, fmt_ms
 

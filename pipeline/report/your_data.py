@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..core.files import csv_unsafe
 from ..runs.read import Run
-from .render import Block, FigureFile, Table, md_code, md_text
+from .blocks import Block, FigureFile, Table, md_code, md_text
 from .rows import DASH, fmt_acc, fmt_pct
 from .verdict import ALPHA, paired_test, recommend
 
