@@ -14,6 +14,7 @@ from .. import UserError
 from ..core.files import read_json, write_json, write_text
 from ..runs.read import Run, existing
 from .blocks import Table, md_code, md_text
+from .choice import compare_with_best, recommend
 from .diagnostics import always_wrong, label_curves, label_table, per_class_table, views_table, write_per_class_csv
 from .gallery import calibration_words, curve_figures, make_figures, top_loss_figures
 from .layout import Document, bench_page, build_document
@@ -23,7 +24,7 @@ from .render import render_html, render_markdown
 from .reproduce import commands
 from .rows import fmt_acc, legend, table, table_rows, write_csv
 from .tables import confused_table, cost_table, epoch_table, legend_table, main_table
-from .verdict import compare_with_best, recommend, standing, summary_paragraphs, verdict, verdict_record
+from .verdict import standing, summary_paragraphs, verdict, verdict_record
 from .your_data import your_data
 
 
@@ -77,7 +78,7 @@ def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, opti
             f"{md_code(options.source)}, generated {time.strftime('%Y-%m-%d %H:%M %Z')}.{bench}")
     ours = [r for r in rows if r["kind"] == "ours"]
     comps = compare_with_best(rows, runs)
-    rec, best, _ = recommend(rows, runs, comps)
+    rec, best, *_ = recommend(rows, runs, comps)
     quality = table(ours)
     return Document(
         title=options.title or f"cnncodes report: {dataset}", verdict=verdict(rows, runs), head=head,
