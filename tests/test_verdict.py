@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipeline.report import choice, verdict
+from pipeline.report import choice, record, verdict
 from pipeline.report.rows import table, table_rows
 from pipeline.runs import folder as runfiles
 from pipeline.runs import read as runread
@@ -56,7 +56,7 @@ def test_eight_discordant_images_all_one_way_are_separable(runs_dir):
     rows, runs = load(runs_dir.root)
     # the old rule called this a tie: the 95% intervals overlap
     assert rows[1]["accuracy_ci95_hi"] > rows[0]["accuracy_ci95_lo"]
-    rec = verdict.verdict_record(rows, runs)
+    rec = record.verdict_record(rows, runs)
     worse = by_name(rec)["worse"]
     assert (worse["correct"], worse["b"], worse["c"]) == (140, 8, 0)
     assert worse["p_vs_best"] == pytest.approx(2 * 0.5 ** 8)  # 0.0078
@@ -75,7 +75,7 @@ def test_four_against_four_discordant_images_are_not_separable(runs_dir):
     runs_dir("ft", BEST_WRONG, seconds=50.0)
     runs_dir("softmax", [0, 5, 6, 7, 8], seconds=1.0)  # also 148 of 153: right on 1-4, wrong on 5-8
     rows, runs = load(runs_dir.root)
-    rec = verdict.verdict_record(rows, runs)
+    rec = record.verdict_record(rows, runs)
     assert (rec["best"], rec["recommended"]) == ("softmax", "softmax")  # equal accuracy: the cheaper ranks first
     ft = by_name(rec)["ft"]
     assert (ft["b"], ft["c"], ft["p_vs_best"], ft["p_holm"], ft["separable_from_best"]) == (4, 4, 1.0, 1.0, False)
@@ -92,7 +92,7 @@ def test_holm_across_three_methods(runs_dir):
     runs_dir("b", BEST_WRONG + list(range(20, 26)))  # b = 6, c = 0: p = 0.03125
     runs_dir("c", BEST_WRONG[1:] + list(range(30, 35)))  # b = 5, c = 1: p = 0.21875
     rows, runs = load(runs_dir.root)
-    m = by_name(verdict.verdict_record(rows, runs))
+    m = by_name(record.verdict_record(rows, runs))
     assert [(m[k]["b"], m[k]["c"]) for k in "abc"] == [(8, 0), (6, 0), (5, 1)]
     assert [m[k]["p_vs_best"] for k in "abc"] == pytest.approx([2 / 2 ** 8, 2 / 2 ** 6, 0.21875])
     # Holm: 3 × 0.0078 = 0.023; max(2 × 0.03125, 0.0234) = 0.0625; max(1 × 0.21875, 0.0625) = 0.21875
@@ -107,7 +107,7 @@ def test_runs_on_other_images_are_not_comparable(runs_dir):
     runs_dir("best", BEST_WRONG, seconds=1.0)
     runs_dir("elsewhere", list(range(10)), seconds=0.1, paths=[p.replace("val/", "val2/") for p in PATHS])
     rows, runs = load(runs_dir.root)
-    rec = verdict.verdict_record(rows, runs)
+    rec = record.verdict_record(rows, runs)
     lost = by_name(rec)["elsewhere"]
     assert (lost["comparable"], lost["separable_from_best"], lost["p_vs_best"], lost["b"]) == (False, None, None, None)
     assert rec["recommended"] == "best" and rec["min_detectable_difference"] is None  # not tied, so not a candidate
@@ -150,7 +150,7 @@ def test_verdict_json_schema_and_names_match_the_table(runs_dir, tmp_path):
 
 
 def test_repeats_pair_only_draws_of_the_same_pooled_images():
-    from pipeline.report.verdict import _repeats
+    from pipeline.report.record import _repeats
 
     def rep(accs, pooled):
         return {"repeats": 3, "seed": 0, "n_train": 80, "n_test": 20, "accuracy": accs, "mean": sum(accs) / 3,

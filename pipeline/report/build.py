@@ -23,8 +23,10 @@ from .quality import most_confused
 from .render import render_html, render_markdown
 from .reproduce import commands
 from .rows import fmt_acc, legend, table, table_rows, write_csv
+from .test_split import flag_leaks
 from .tables import confused_table, cost_table, epoch_table, legend_table, main_table
-from .verdict import standing, summary_paragraphs, verdict, verdict_record
+from .record import verdict_record
+from .verdict import standing, summary_paragraphs, verdict
 from .your_data import your_data
 
 
@@ -110,6 +112,7 @@ def write_report(runs: list[Run], dataset: str, out: Path, options: ReportOption
     md, html, csv, per_class, verdict (verdict.json: the recommendation and the paired tests)."""
     figdir = out / "figures"
     rows = table_rows(runs)
+    flag_leaks(rows, runs, options.audit)  # after the choice's numbers: test is never used to choose
     doc = document(runs, rows, dataset, figdir, options)
     blocks = build_document(doc)
     shown = {b.content.name for b in blocks if b.kind == "figure"}

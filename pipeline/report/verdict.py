@@ -1,5 +1,5 @@
 """What the numbers say, in plain words: which method to use and why (the verdict; the choice itself
-is choice.py's), the summary paragraphs, verdict.json's record, and the notes on the published
+is choice.py's, verdict.json record.py's), the summary paragraphs, and the notes on the published
 numbers and frozen-trunk runs. Pure functions of the loaded runs and the table rows. Paired tests
 only: exact McNemar of each method against the best on the same val images, Holm-corrected over
 every method compared with the best; separable iff Holm p < ALPHA; runs on other images are not
@@ -11,10 +11,10 @@ import math
 import statistics
 from typing import NamedTuple
 
-from ..runs.metrics import corrected_resampled_t, mcnemar_min_detectable_any, mcnemar_power_min_difference
+from ..runs.metrics import mcnemar_min_detectable_any, mcnemar_power_min_difference
 from ..runs.read import Run
 from .blocks import md_code
-from .choice import ALPHA, COST_RATIO, CORRECTION, Comparison, compare_with_best, recommend
+from .choice import ALPHA, Comparison, compare_with_best, recommend
 from .notes import frozen_note
 from .rows import fmt_pct, fmt_seconds
 
@@ -66,8 +66,8 @@ def verdict(rows: list[dict], runs: list[Run]) -> str:
                  _folder_words(use, runs))
     else:
         parts = (_verdict_head(what, rec, comps), _detect_words(min_detectable(comps, use), rec.best, rec.tied),
-                 _not_comparable(comps), _on_test(use) if use.get("test_accuracy") is not None else
-                 _optimistic(rec.best, len(comps) + 1), _folder_words(use, runs))
+                 _not_comparable(comps), _short_words(rows, use), _on_test(use) if use.get("test_accuracy") is not None
+                 else _optimistic(rec.best, len(comps) + 1), _folder_words(use, runs))
     return " ".join(p for p in parts if p)
 
 
@@ -82,12 +82,34 @@ def _folder_words(use: dict, runs: list[Run]) -> str:
 
 
 def _on_test(rec: dict) -> str:
-    """The recommended method's score on the test split: images no choice has seen."""
+    """The recommended method's score on the test split: images no choice has seen, unless the audit
+    found copies of some in train (then flagged, and the score without them given)."""
     lo, hi = 100 * rec["test_ci95_lo"], 100 * rec["test_ci95_hi"]
-    return (f"On the {rec['n_test']} test images, which no choice has seen (CV or held-out train chose each method's "
-            f"settings, val chose the method), **{rec['name']}** scores {fmt_pct(rec['test_accuracy'])} "
-            f"({rec['test_correct']} of {rec['n_test']}), 95% interval [{lo:.1f}, {hi:.1f}]: the number to expect "
-            "on new images like these (the val numbers above are optimistic, since val chose).")
+    score = (f"**{rec['name']}** scores {fmt_pct(rec['test_accuracy'])} ({rec['test_correct']} of {rec['n_test']}), "
+             f"95% interval [{lo:.1f}, {hi:.1f}]")
+    if not rec.get("test_leaks"):
+        return (f"On the {rec['n_test']} test images, which no choice has seen (CV or held-out train chose each "
+                f"method's settings, val chose the method), {score}: the number to expect on new images like these "
+                "(the val numbers above are optimistic, since val chose).")
+    k, n = rec["test_correct_without_leaks"], rec["n_test_without_leaks"]
+    clean = (f"{fmt_pct(rec['test_accuracy_without_leaks'])} ({k} of {n}), 95% interval "
+             f"[{100 * rec['test_without_leaks_ci95_lo']:.1f}, {100 * rec['test_without_leaks_ci95_hi']:.1f}]"
+             if n else "nothing: every test image leaked")
+    return (f"On the {rec['n_test']} test images {score}, **but the audit found {rec['test_leaks']} of them with a "
+            f"near-copy in train** (train↔test leaks): those were seen in training. Without them it scores {clean}: "
+            "the number to expect on new images like these (no choice saw the test split; the val numbers above are "
+            "optimistic, since val chose).")
+
+
+def _short_words(rows: list[dict], use: dict) -> str:
+    """Fine-tunes stopped short of the recipe, named so that no one reads their score as fine-tuning's."""
+    short = [r for r in rows if r["kind"] == "ours" and r.get("short_of_recipe")]
+    if not short:
+        return ""
+    each = "; ".join(f"**{r['name']}** ran {r['short_of_recipe']}" for r in short)
+    mine = " (the recommended one among them)" if use in short else ""
+    says = "its score says" if len(short) == 1 else "their scores say"
+    return f"Stopped short of the recipe{mine}: {each}, so {says} little about what fine-tuning reaches."
 
 
 def _verdict_head(what: str, rec, comps: list[Comparison]) -> str:
@@ -211,71 +233,6 @@ def _tests_text(comps: list[Comparison]) -> str:
         s += (f"{tied} of the {len(paired)} cannot be told apart from the best on these images. " if tied else
               f"Every one of them is separable from the best (Holm-corrected p < {ALPHA}). ")
     return (s + _not_comparable(comps)).strip()
-
-
-def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
-    """verdict.json: the recommendation, the best, the detectable difference and every method's paired
-    test against the best (the best itself: b = c = 0, no p), named as the main table names them.
-    separable_from_best is None (null) for a method that could not be paired with the best."""
-    comps = compare_with_best(rows, runs)
-    choice = recommend(rows, runs, comps)
-    rec, best = choice.use, choice.best
-    det = min_detectable(comps, rec)
-    # over repeats, each method is paired with the best of those that were repeated (the best on val
-    # may not have been: a run made without --repeats, e.g. with --exclude)
-    anchor = next((r for r in [best, *(c.row for c in comps)] if r.get("repeats")), {})
-    methods = [{"name": c.row["name"], "accuracy": c.row["accuracy"] if _finite(c.row["accuracy"]) else None,
-                "n": c.row["n_val"], "correct": c.row["correct"], "test_accuracy": c.row.get("test_accuracy"),
-                "repeats": _repeats(anchor, c.row), "b": c.b, "c": c.c, "p_vs_best": c.p,
-                "p_holm": c.p_holm, "separable_from_best": c.separable if c.comparable else None,
-                "comparable": c.comparable} for c in [Comparison(best, best["n_val"], 0, 0, None, None), *comps]]
-    on_test = rec.get("test_accuracy") is not None
-    return {"split": "test" if on_test else SPLIT, "compared_on": SPLIT,
-            **({"test": {"accuracy": rec["test_accuracy"], "n": rec["n_test"], "correct": rec["test_correct"],
-                         "ci95": [rec["test_ci95_lo"], rec["test_ci95_hi"]]}} if on_test else {}),
-            "recommended": rec["name"], "run_folder": run_folder(rec, runs),
-            "reason": "; ".join(choice.why) or "the most accurate on val", "tied_with_best": len(choice.tied),
-            "best": best["name"], "alpha": ALPHA, "cost_ratio": COST_RATIO,
-            "correction": CORRECTION, "power": POWER,
-            **_detectable_record(det, len(comps)), "methods": methods}
-
-
-def _detectable_record(det: Detectable | None, compared: int) -> dict:
-    """min_detectable_difference: a number, or null and min_detectable_why says why not; with it the
-    smallest difference these images could detect whatever the discordance (a lower bound)."""
-    if det is None:
-        why = ("only one method was run: nothing to compare" if not compared else
-               "no method could be paired with the best on the same val images")
-        return {"min_detectable_difference": None, "min_detectable_from": None, "min_detectable_why": why}
-    finite = _finite(det.difference)
-    why = None if finite else (
-        f"the methods disagree on {det.discordance:.1%} of the {det.n} val images ({det.source}): too few "
-        f"discordant images for the exact McNemar test at p < {ALPHA} to find any difference {POWER:.0%} of the time")
-    return {"min_detectable_difference": det.difference if finite else None, "min_detectable_from": det.source,
-            "min_detectable_why": why,
-            "min_detectable_any_discordance": _or_none(mcnemar_min_detectable_any(det.n, ALPHA, POWER))}
-
-
-def _or_none(x):
-    return x if _finite(x) else None
-
-
-def _repeats(anchor: dict, row: dict) -> dict | None:
-    """The method over classify or finetune --repeats re-drawn splits, and against `anchor` (the best
-    method that was repeated; `vs` names it) on the same draws (Nadeau and Bengio's corrected
-    resampled t: the training sets overlap, a plain t would be far too confident)."""
-    a, b = anchor.get("repeats"), row.get("repeats")
-    if not b:
-        return None
-    out = {"mean": b["mean"], "sd": b["sd"], "repeats": b["repeats"]}
-    draws = ("repeats", "seed", "n_test", "pooled")  # the same draws of the same images (older runs: no pooled)
-    if a and a is not b and [a.get(k) for k in draws] == [b.get(k) for k in draws]:
-        diffs = [x - y for x, y in zip(a["accuracy"], b["accuracy"])]
-        if any(diffs) or len(set(diffs)) > 1:
-            t = corrected_resampled_t(diffs, a["n_train"], a["n_test"])
-            out |= {"vs": anchor["name"], "diff_vs_best": t["mean"], "p_vs_best": t["p"],
-                    "test": "corrected resampled t (Nadeau-Bengio)"}
-    return out
 
 
 def _finite(x) -> bool:
