@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import make_image
-from pipeline.report import test_split
+from pipeline.report import on_test
 from pipeline.runs import folder as runfiles
 from pipeline.runs import metrics
 from pipeline.stages import report
@@ -58,7 +58,7 @@ def test_leaks_into_test_are_flagged_with_the_score_without_them(runs, tmp_path)
     audit = _audit(tmp_path, [["train/ants/a.jpg", "train", TEST[0], "test", 0.97],  # a train↔test copy
                               [TEST[16], "test", "train/bees/b.jpg", "train", 0.95],  # the other way round
                               ["train/ants/c.jpg", "train", VAL[0], "val", 0.99]])  # val: not a test leak
-    assert test_split.leaked_test_paths(audit) == {TEST[0], TEST[16]}
+    assert on_test.leaked_test_paths(audit) == {TEST[0], TEST[16]}
     out = tmp_path / "out"
     report.run(report.Config(runs=runs, out=out, bench=tmp_path / "none.json", audit=audit))
     doc = json.loads((out / "verdict.json").read_text())
@@ -99,16 +99,49 @@ def test_a_fine_tune_stopped_short_is_marked_in_the_first_table_and_the_verdict(
 def test_the_recipe_epochs_are_the_finetune_stage_default():
     from pipeline.stages.finetune import Config
 
-    assert Config.__dataclass_fields__["epochs"].default == test_split.RECIPE_EPOCHS
-    assert test_split.short_of_recipe({"stage": "finetune", "epochs": 25}) is None
-    assert test_split.short_of_recipe({"stage": "classify", "epochs": 2}) is None
+    assert Config.__dataclass_fields__["epochs"].default == on_test.RECIPE_EPOCHS
+    assert on_test.short_of_recipe({"stage": "finetune", "epochs": 25}) is None
+    assert on_test.short_of_recipe({"stage": "classify", "epochs": 2}) is None
 
 
 def test_metrics_csv_has_the_test_columns(runs, tmp_path):
     out = tmp_path / "out"
     report.run(report.Config(runs=runs, out=out, bench=tmp_path / "none.json"))
     rows = {r["name"]: r for r in csv.DictReader(open(out / "metrics.csv"))}
-    assert set(test_split.TEST_COLUMNS) <= set(next(iter(rows.values())))
+    assert set(on_test.TEST_COLUMNS) <= set(next(iter(rows.values())))
     assert (rows["softmax"]["n_test"], rows["softmax"]["test_correct"]) == ("30", "28")
     assert float(rows["full FT"]["test_accuracy"]) == pytest.approx(27 / 30)
     assert np.isclose(float(rows["softmax"]["test_balanced_accuracy"]), 28 / 30)
+
+
+def test_the_test_split_is_shown_in_full_after_the_choice(runs, tmp_path):
+    out = tmp_path / "out"
+    report.run(report.Config(runs=runs, out=out, bench=tmp_path / "none.json"))
+    md = (out / "report.md").read_text()
+    section = md[md.index("## The test split, after the choice"):]
+    assert md.index("## What the numbers say") < md.index("## The test split, after the choice")
+    assert "| softmax | 93.3% [78.7, 98.2] | 93.3% |" in section  # every method's test numbers
+    assert "Precision, recall and F1 of every class on test" in section
+    assert "| True ↓ / predicted → | ants | bees |" in section and "| ants | 14 | 1 |" in section
+    assert "| bees | 1 | 14 |" in section  # the recommended method's test confusion
+    assert "![test-mistakes-softmax](figures/test-mistakes-softmax.png)" in section
+    assert (out / "figures" / "test-mistakes-softmax.png").stat().st_size > 0
+    assert "gets wrong (2 in all)" in section
+    per = list(csv.DictReader(open(out / "per_class.csv")))
+    test_ants = next(r for r in per if r["run"] == "softmax" and r["class"] == "ants" and r["split"] == "test")
+    assert (int(test_ants["support"]), float(test_ants["recall"])) == (15, pytest.approx(14 / 15))
+    assert {r["split"] for r in per} == {"val", "test"}
+
+
+def test_the_choice_never_reads_the_test_split(runs, tmp_path):
+    from pipeline.report.choice import recommend
+    from pipeline.report.rows import table_rows
+    from pipeline.runs.read import load_runs
+
+    before = recommend(*(lambda r: (table_rows(r), r))(load_runs(runs))).use["name"]
+    f = runs / "softmax" / "metrics.json"  # the recommended head now fails every test image
+    m = json.loads(f.read_text())
+    m |= _test_block(list(range(30)))
+    f.write_text(json.dumps(m))
+    loaded = load_runs(runs)
+    assert recommend(table_rows(loaded), loaded).use["name"] == before == "softmax"

@@ -23,7 +23,8 @@ from .quality import most_confused
 from .render import render_html, render_markdown
 from .reproduce import commands
 from .rows import fmt_acc, legend, table, table_rows, write_csv
-from .test_split import flag_leaks
+from .after_choice import test_split_section
+from .on_test import flag_leaks
 from .tables import confused_table, cost_table, epoch_table, legend_table, main_table
 from .record import verdict_record
 from .verdict import standing, summary_paragraphs, verdict
@@ -93,7 +94,8 @@ def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, opti
         always_wrong=always_wrong(runs, rows), classes=classes, labels=label_table(label_curves(runs, rows)),
         commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir), views=views_table(runs, rows),
         your_data=your_data(Path(options.audit) if options.audit else None,
-                            existing(runs[0].m.get("data_root"), runs[0]), figdir, (rows, runs)))
+                            existing(runs[0].m.get("data_root"), runs[0]), figdir, (rows, runs)),
+        test_split=test_split_section(rows, runs, rec, figdir))
 
 
 def _confused(runs: list[Run], pair: tuple[dict, dict], classes: list[str]) -> Table:

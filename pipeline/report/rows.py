@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple
 from ..core.files import write_text
 from ..runs.read import Run
 from ..runs.metrics import wilson
-from .test_split import TEST_COLUMNS, short_of_recipe, test_numbers
+from .on_test import TEST_COLUMNS, short_of_recipe, numbers_on_test
 
 DASH = "—"  # a value that is not known, in every table of the report
 
@@ -95,7 +95,7 @@ def _row(run: Run, scores: dict, kind: str, method: str, selection: str, epoch: 
             "macro_f1": scores.get("macro_f1"), "log_loss": scores.get("log_loss"),
             **split_seconds(m.get("seconds"), m.get("stage")),
             "device": m.get("device"), "selection": selection, "epoch": epoch, "seed": m.get("seed"),
-            **test_numbers(m.get("test") if kind == "ours" else None),
+            **numbers_on_test(m.get("test") if kind == "ours" else None),
             "short_of_recipe": short_of_recipe(m) if kind == "ours" else None,
             "repeats": m.get("repeats") if kind == "ours" else None, **dict.fromkeys(EXTRA)}
 

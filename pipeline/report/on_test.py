@@ -12,7 +12,7 @@ from ..core.files import csv_unsafe
 from ..runs.metrics import wilson
 
 # The tutorial's recipe (finetune's default --epochs, the published numbers' protocol): a fine-tune
-# run for fewer epochs is marked wherever its score stands (tests/test_report_test_split.py checks
+# run for fewer epochs is marked wherever its score stands (tests/test_report_on_test.py checks
 # it against the finetune stage's default).
 RECIPE_EPOCHS = 25
 TEST_COLUMNS = ["n_test", "test_correct", "test_accuracy", "test_ci95_lo", "test_ci95_hi", "test_balanced_accuracy",
@@ -20,7 +20,7 @@ TEST_COLUMNS = ["n_test", "test_correct", "test_accuracy", "test_ci95_lo", "test
                 "test_accuracy_without_leaks", "test_without_leaks_ci95_lo", "test_without_leaks_ci95_hi"]
 
 
-def test_numbers(t: dict | None) -> dict:
+def numbers_on_test(t: dict | None) -> dict:
     """The test split's numbers of a run's row, None where there is none."""
     if not isinstance(t, dict) or not t.get("n"):
         return {**dict.fromkeys(TEST_COLUMNS), "test_per_class": None, "test_confusion": None}
