@@ -62,7 +62,8 @@ def test_report_md_shows_hostile_class_and_file_names_as_text_not_markup(hostile
 
 @pytest.mark.parametrize("name", [*HOSTILE, "**bold** _x_ [l](u) &amp; a\\b ``` \r\n |", "`", " ` "])
 def test_escaped_names_render_exactly_as_written_in_html_and_markdown(name):
-    from pipeline.report.render import _inline_html, _md_inline, md_code, md_text
+    from pipeline.report.blocks import md_code, md_text
+    from pipeline.report.render import _inline_html, _md_inline
 
     flat = name.replace("\r\n", " ").replace("\n", " ")
     assert _inline_html(md_text(name)) == html.escape(flat)
@@ -72,7 +73,8 @@ def test_escaped_names_render_exactly_as_written_in_html_and_markdown(name):
 
 
 def test_markdown_text_the_blocks_write_themselves_is_unchanged():
-    from pipeline.report.render import _inline_html, _md_inline, md_text
+    from pipeline.report.blocks import md_text
+    from pipeline.report.render import _inline_html, _md_inline
 
     text = "**Use linsvc** (mobilenet_v2 codes): `features --views K`, *Chosen by*, hymenoptera_data"
     assert _md_inline(text) == text and md_text("mobilenet_v2 codes + kNN") == "mobilenet_v2 codes + kNN"
@@ -231,7 +233,7 @@ def test_only_stale_figures_an_earlier_report_listed_are_removed(tmp_path):
 # --- 2: figures at 0% and 100% ----------------------------------------------------------------
 
 def test_figures_draw_at_0_and_100_percent_for_every_n_up_to_400(tmp_path):
-    from pipeline.report import figures
+    from pipeline.report import compute_plot, figures
     from pipeline.runs.metrics import wilson
 
     points = []
@@ -243,7 +245,7 @@ def test_figures_draw_at_0_and_100_percent_for_every_n_up_to_400(tmp_path):
                            "hi": hi, "seconds": float(n)})
     points[-1]["label"] = "all right"
     refs = [{"label": "published", "accuracy": 1.0}, {"label": "floor", "accuracy": 0.0}]
-    assert figures.accuracy_vs_compute(points, refs, tmp_path / "acc.png").stat().st_size > 0
+    assert compute_plot.accuracy_vs_compute(points, tmp_path / "acc.png", references=refs).stat().st_size > 0
     rows = [{"per_class": s, "mean": m, "accuracy": [m] * 3} for s in (1, 2, 5) for m in (0.0,)]
     curves = [{"name": "never", "rows": rows, "full": {"per_class": 10, "accuracy": 0.0}},
               {"name": "always", "rows": [{**r, "mean": 1.0, "accuracy": [1.0] * 3} for r in rows],

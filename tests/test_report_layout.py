@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 
 from conftest import ROOT
-from pipeline.report.render import Block, FigureFile, Table, render_markdown
+from pipeline.report.blocks import Block, FigureFile, Table
+from pipeline.report.render import render_markdown
 from pipeline.report.rows import DASH
 
 

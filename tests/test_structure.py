@@ -134,6 +134,53 @@ def test_floors_lower_packages_never_import_higher_ones_and_nothing_imports_a_st
     assert not wrong, "\n".join(wrong)
 
 
+def _module_graph() -> dict[str, set[str]]:
+    """Every pipeline module (a package as its name, `report` for report/__init__.py) -> the pipeline
+    modules it imports, at the top or inside a function alike."""
+    paths = {".".join(p.relative_to(ROOT / "pipeline").with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (ROOT / "pipeline").rglob("*.py")}
+    graph = {}
+    for name, path in paths.items():
+        targets = set()
+        for _, target in _imports(path):
+            parts = target.split(".")
+            found = next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in paths), None)
+            if found is not None and found != name:
+                targets.add(found)
+        graph[name] = targets
+    return graph
+
+
+def test_no_import_circles_anywhere_inside_packages_too():
+    import graphlib
+
+    try:
+        tuple(graphlib.TopologicalSorter(_module_graph()).static_order())
+    except graphlib.CycleError as e:
+        pytest.fail(f"import circle: {' -> '.join(e.args[1])}")
+
+
+# report/ has floors of its own (docs/architecture.md): numbers -> words and tables -> figures ->
+# layout -> render; a report module imports only its own floor and the ones below it.
+REPORT_FLOORS = {"rows": 0, "quality": 0, "usage": 0, "choice": 0, "on_test": 0,
+                 "blocks": 1, "notes": 1, "verdict": 1, "record": 1, "tables": 1, "diagnostics": 1, "reproduce": 1,
+                 "figures": 2, "compute_plot": 2, "gallery": 2,
+                 "layout": 3, "your_data": 3, "after_choice": 3,
+                 "render": 4, "build": 4}
+
+
+def test_report_modules_import_only_their_floor_and_below_and_the_doc_lists_them():
+    modules = {p.stem for p in (ROOT / "pipeline" / "report").glob("*.py")} - {"__init__"}
+    assert modules == set(REPORT_FLOORS), "every report module needs a floor in REPORT_FLOORS and the doc"
+    wrong = [f"report.{m} (floor {REPORT_FLOORS[m]}) imports {t} (floor {REPORT_FLOORS[t.split('.')[1]]})"
+             for m in modules for t in _module_graph()[f"report.{m}"]
+             if t.startswith("report.") and REPORT_FLOORS[t.split(".")[1]] > REPORT_FLOORS[m]]
+    assert not wrong, "\n".join(wrong)
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    for m in modules:
+        assert f"`{m}`" in doc, f"docs/architecture.md does not place report/{m}.py on a floor"
+
+
 def test_every_package_on_a_floor_and_the_architecture_doc_names_them_all():
     packages = {p.name for p in (ROOT / "pipeline").iterdir() if (p / "__init__.py").is_file()}
     assert packages == set(FLOORS)

@@ -8,15 +8,20 @@ Read with torch.load(weights_only=True): tensors, numbers, strings, lists and di
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..core.files import atomic_write
 
-if TYPE_CHECKING:
-    from .loop import Training
+
+class Training(NamedTuple):
+    """What the loop trains and steps: the model, its optimizer and learning-rate schedule."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
 class Best(NamedTuple):

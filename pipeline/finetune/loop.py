@@ -15,19 +15,11 @@ from tqdm import tqdm
 from ..core.files import json_digest, write_json
 from ..runs import folder as runs
 from . import checkpoint
-from .checkpoint import Best, Progress
+from .checkpoint import Best, Progress, Training
 
 if TYPE_CHECKING:
     from ..codes.backbone import FirstCalls
     from .job import Job
-
-
-class Training(NamedTuple):
-    """What the loop trains and steps: the model, its optimizer and learning-rate schedule."""
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
 class Phases(NamedTuple):

@@ -115,7 +115,7 @@ def fit_streaming(chunks: Chunks, classes: np.ndarray, *, loss: str = "log_loss"
 
 def predict_streaming(chunks: Chunks, model) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(predictions, probabilities or None, decision values or None) of every row, chunk by chunk."""
-    from ..heads.registry import scores_of
+    from .scores import scores_of
 
     parts = [scores_of(model, X) for _, X, _ in chunks]
     cat = lambda i: None if parts[0][i] is None else np.concatenate([p[i] for p in parts])  # noqa: E731

@@ -1,7 +1,7 @@
 """CSV manifests (columns path, label and, optionally, split) as image lists: the same records, checks
 and skip reasons as a folder scan, and a one-line error naming the line for any malformed row. A
 manifest without a split column (or with it empty on every row) is split once as a plain folder of
-class folders is (scan.split_automatically: stratified, seeded, by path; the rule recorded).
+class folders is (records.split_automatically: stratified, seeded, by path; the rule recorded).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from .. import UserError
-from .scan import ImageFolderScan, ImageRecord, Split, _unusable, split_automatically
+from .records import ImageFolderScan, ImageRecord, Split, _unusable, split_automatically
 
 
 MANIFEST_COLUMNS = ("path", "label", "split")

@@ -12,18 +12,23 @@ from pathlib import Path
 
 from .. import UserError
 from ..core.files import read_json, write_json, write_text
-from ..runs.read import Run
+from ..runs.read import Run, existing
+from .blocks import Table, md_code, md_text
+from .choice import compare_with_best, recommend
 from .diagnostics import always_wrong, label_curves, label_table, per_class_table, views_table, write_per_class_csv
-from .gallery import calibration_words, curve_figures, existing, make_figures, top_loss_figures
+from .gallery import calibration_words, curve_figures, make_figures, top_loss_figures
 from .layout import Document, bench_page, build_document
 from .notes import protocol_note
 from .quality import most_confused
-from .your_data import your_data
-from .render import Table, md_code, md_text, render_html, render_markdown
+from .render import render_html, render_markdown
 from .reproduce import commands
 from .rows import fmt_acc, legend, table, table_rows, write_csv
+from .after_choice import test_split_section
+from .on_test import flag_leaks
 from .tables import confused_table, cost_table, epoch_table, legend_table, main_table
-from .verdict import compare_with_best, recommend, standing, summary_paragraphs, verdict, verdict_record
+from .record import verdict_record
+from .verdict import standing, summary_paragraphs, verdict
+from .your_data import your_data
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, opti
             f"{md_code(options.source)}, generated {time.strftime('%Y-%m-%d %H:%M %Z')}.{bench}")
     ours = [r for r in rows if r["kind"] == "ours"]
     comps = compare_with_best(rows, runs)
-    rec, best, _ = recommend(rows, runs, comps)
+    rec, best, *_ = recommend(rows, runs, comps)
     quality = table(ours)
     return Document(
         title=options.title or f"cnncodes report: {dataset}", verdict=verdict(rows, runs), head=head,
@@ -89,7 +94,8 @@ def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, opti
         always_wrong=always_wrong(runs, rows), classes=classes, labels=label_table(label_curves(runs, rows)),
         commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir), views=views_table(runs, rows),
         your_data=your_data(Path(options.audit) if options.audit else None,
-                            existing(runs[0].m.get("data_root"), runs[0]), figdir, (rows, runs)))
+                            existing(runs[0].m.get("data_root"), runs[0]), figdir, (rows, runs)),
+        test_split=test_split_section(rows, runs, rec, figdir))
 
 
 def _confused(runs: list[Run], pair: tuple[dict, dict], classes: list[str]) -> Table:
@@ -108,6 +114,7 @@ def write_report(runs: list[Run], dataset: str, out: Path, options: ReportOption
     md, html, csv, per_class, verdict (verdict.json: the recommendation and the paired tests)."""
     figdir = out / "figures"
     rows = table_rows(runs)
+    flag_leaks(rows, runs, options.audit)  # after the choice's numbers: test is never used to choose
     doc = document(runs, rows, dataset, figdir, options)
     blocks = build_document(doc)
     shown = {b.content.name for b in blocks if b.kind == "figure"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.files import csv_safe, write_text
 from ..runs.read import Run
-from .render import AlwaysWrong, Table, md_text
+from .blocks import AlwaysWrong, Table, md_text
 from .rows import DASH, fmt_pct
 
 
@@ -39,15 +39,17 @@ def _prf(v: dict | None) -> str:
 
 
 def write_per_class_csv(rows: list[dict], path: Path) -> Path:
-    """per_class.csv: method, class, precision, recall, f1, support, for every run (names through
-    `csv_safe`: a spreadsheet never runs one as a formula; the numbers stay numbers)."""
+    """per_class.csv: method, class, precision, recall, f1, support and split (val, then test where a
+    run scored one), for every run (names through `csv_safe`: a spreadsheet never runs one as a
+    formula; the numbers stay numbers)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", "name", "kind", "class", "precision", "recall", "f1", "support"])
-    for r in rows:
-        for c, v in (r.get("per_class") or {}).items():
-            w.writerow([csv_safe(r["run"]), csv_safe(r["name"]), r["kind"], csv_safe(c), v["precision"], v["recall"],
-                        v["f1"], v["support"]])
+    w.writerow(["run", "name", "kind", "class", "precision", "recall", "f1", "support", "split"])
+    for split, key in (("val", "per_class"), ("test", "test_per_class")):
+        for r in rows:
+            for c, v in (r.get(key) or {}).items():
+                w.writerow([csv_safe(r["run"]), csv_safe(r["name"]), r["kind"], csv_safe(c), v["precision"],
+                            v["recall"], v["f1"], v["support"], split])
     return write_text(path, buf.getvalue())
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from .render import PAGE_PX
+from .blocks import PAGE_PX
 
 DPI = 120  # every figure is about 11 in wide: 1320 px, shown at the page's width (PAGE_PX)
 WIDE = PAGE_PX / 100  # inches: a figure this wide is shown at about 0.83 of its pixels
@@ -296,12 +296,3 @@ def pca_codes(train: np.ndarray, train_labels: np.ndarray, val: np.ndarray | Non
     if len(classes) <= 12:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
-
-
-def accuracy_vs_compute(points: list[dict], references: list[dict], path: Path,
-                        recommended: str | None = None) -> Path | None:
-    """Val accuracy against compute (compute_plot.py); `references` (published numbers) are drawn as
-    horizontal lines only when given: the report gives none, they come from another protocol."""
-    from .compute_plot import accuracy_vs_compute as draw
-
-    return draw(points, path, recommended, references)

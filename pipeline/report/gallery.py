@@ -6,25 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import UserError
-from ..runs.read import Run
+from ..runs.read import Run, existing
+from .blocks import FigureFile, md_text
+from .choice import recommend
 from .diagnostics import label_curves, top_losses
 from .quality import has_probabilities, reliability
-from .render import FigureFile, md_text
 from .rows import fmt_acc
-from .verdict import recommend
 
 # `figures` (matplotlib) and the codes store (h5py) are imported where a figure is drawn.
-
-
-def existing(path_str, run: Run) -> Path | None:
-    """A path recorded in a run, as given (relative to where the stage ran) or relative to the run."""
-    if not path_str:
-        return None
-    p = Path(path_str)
-    for c in (p, run.dir / p) if not p.is_absolute() else (p,):
-        if c.exists():
-            return c
-    return None
 
 
 def _shown(path: Path | None, caption: str) -> FigureFile | None:
@@ -48,7 +37,7 @@ def top_loss_figures(runs: list[Run], rows: list[dict], figdir: Path) -> list[Fi
     """Top-loss grids of the recommended method and of the best (one grid when they are the same)."""
     from . import figures
 
-    rec, best, _ = recommend(rows, runs)
+    rec, best, *_ = recommend(rows, runs)
     by_slug, classes, made = {r.slug: r for r in runs}, list(runs[0].m.get("classes") or []), []
     for row, role in ((rec, "recommended"), (best, "best on val")):
         run = by_slug[row["run"]]
@@ -76,7 +65,7 @@ def top_loss_figures(runs: list[Run], rows: list[dict], figdir: Path) -> list[Fi
 def make_figures(runs: list[Run], rows: list[dict], figdir: Path) -> dict[str, FigureFile]:
     """The figures the saved runs allow, by role: compute, confusion, calibration, labels, pca."""
     classes = list(runs[0].m.get("classes") or [])
-    rec, best, _ = recommend(rows, runs)
+    rec, best, *_ = recommend(rows, runs)
     made = {"compute": _compute_figure(rows, rec, figdir),
             "confusion": _confusion_figure(runs, rows, (rec, best), classes, figdir),
             "calibration": calibration_figure(runs, (rec, best), figdir),
@@ -128,7 +117,7 @@ def _probabilistic(runs: list[Run], pair: tuple[dict, dict]) -> tuple[list[dict]
 
 def calibration_words(runs: list[Run], rows: list[dict]) -> str:
     """What the reliability diagram leaves out: a method without probabilities."""
-    rec, best, _ = recommend(rows, runs)
+    rec, best, *_ = recommend(rows, runs)
     margins = _probabilistic(runs, (rec, best))[1]
     return " ".join(f"**{md_text(r['name'])}** gives margins, not probabilities, so it has no calibration to show "
                     "(a probabilistic head, e.g. softmax, does where a confidence is needed)." for r in margins)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .render import AlwaysWrong, Block, Command, FigureFile, Table, md_code, md_text
+from .blocks import AlwaysWrong, Block, Command, FigureFile, Table, md_code, md_text
 from .rows import DASH
 from .tables import COLUMN_NOTES, STAR
 
@@ -40,6 +40,7 @@ class Document:
     views: Table = Table([], [], "")  # what cached views buy
     your_data: list[Block] = field(default_factory=list)  # the audit's findings (your_data.py)
     curves: list[FigureFile] = field(default_factory=list)  # learning-curve figures
+    test_split: list[Block] = field(default_factory=list)  # the test split, after the choice (after_choice.py)
 
 
 def build_document(doc: Document) -> list[Block]:
@@ -67,6 +68,7 @@ def _decision(doc: Document) -> list[Block]:
 def _sections(doc: Document) -> list[list[Block]]:
     return [
         [Block("h2", "What the numbers say"), *(Block("p", s) for s in doc.summary)],
+        doc.test_split,
         [Block("h2", "Every number per method"), Block("table", doc.quality),
          Block("details", "What each method costs to make and to use"), Block("table", doc.cost),
          Block("details", "What each method is"), Block("table", doc.legend),

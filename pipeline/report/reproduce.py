@@ -16,7 +16,7 @@ import shlex
 from pathlib import Path, PurePosixPath
 
 from ..runs.read import Run
-from .render import Command
+from .blocks import Command
 
 ROOT = Path(__file__).resolve().parents[2]  # this project, where the commands are meant to be run
 # the project's own top-level folders: a path through one of them is a path inside a project

@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple
 from ..core.files import write_text
 from ..runs.read import Run
 from ..runs.metrics import wilson
+from .on_test import TEST_COLUMNS, short_of_recipe, numbers_on_test
 
 DASH = "—"  # a value that is not known, in every table of the report
 
@@ -40,7 +41,7 @@ CSV_COLUMNS = ["kind", "is_reference", "run", "name", "method", "stage", "datase
                "n_val", "correct", "accuracy", "accuracy_ci95_lo", "accuracy_ci95_hi", "balanced_accuracy",
                "macro_f1", "log_loss", "settings", "cv_accuracy", "extract_s", "fit_s", "train_s", "predict_s",
                "total_s", "device", "selection", "epoch", "seed", "command", "ece", "top5_accuracy", "ms_per_image",
-               "views", "tta", "trained_params", "code_dim"]
+               "views", "tta", "trained_params", "code_dim", "short_of_recipe", *TEST_COLUMNS]
 EXTRA = ("ece", "top5_accuracy", "ms_per_image", "views", "tta", "trained_params", "code_dim", "params_note",
          "score_kind")  # filled in for rows of ours by `_use_and_trust`
 # how the table writes a head's chosen hyperparameter
@@ -94,17 +95,9 @@ def _row(run: Run, scores: dict, kind: str, method: str, selection: str, epoch: 
             "macro_f1": scores.get("macro_f1"), "log_loss": scores.get("log_loss"),
             **split_seconds(m.get("seconds"), m.get("stage")),
             "device": m.get("device"), "selection": selection, "epoch": epoch, "seed": m.get("seed"),
-            **(_test(m.get("test")) if kind == "ours" else _test(None)),
+            **numbers_on_test(m.get("test") if kind == "ours" else None),
+            "short_of_recipe": short_of_recipe(m) if kind == "ours" else None,
             "repeats": m.get("repeats") if kind == "ours" else None, **dict.fromkeys(EXTRA)}
-
-
-def _test(t: dict | None) -> dict:
-    """The test split's numbers (scored once, by the run's final model), None where there is none."""
-    if not isinstance(t, dict) or not t.get("n"):
-        return dict.fromkeys(("test_accuracy", "test_correct", "n_test", "test_ci95_lo", "test_ci95_hi"))
-    lo, hi = t.get("accuracy_ci95") or wilson(t["correct"], t["n"])
-    return {"test_accuracy": t.get("accuracy"), "test_correct": t.get("correct"), "n_test": t["n"],
-            "test_ci95_lo": lo, "test_ci95_hi": hi}
 
 
 def reference_rows(dataset: str | None) -> list[dict]:

@@ -4,7 +4,7 @@ most-confused class pairs. Pure functions; rows.py makes the rows and the full q
 """
 from __future__ import annotations
 
-from .render import Table, md_text
+from .blocks import Table, md_text
 from .rows import DASH, LegendEntry, fmt_acc, fmt_pct, fmt_seconds
 from .usage import fmt_count, fmt_ms
 
@@ -12,7 +12,9 @@ STAR = "★"  # marks the recommended method, in both renderings
 
 
 def method_cell(row: dict, rec_run: str | None) -> str:
-    return f"{STAR} {row['name']}" if row["run"] == rec_run and row["kind"] == "ours" else row["name"]
+    """The method's name, starred when recommended, and marked when a fine-tune stopped short of the recipe."""
+    name = f"{STAR} {row['name']}" if row["run"] == rec_run and row["kind"] == "ours" else row["name"]
+    return f"{name} (**stopped short: {row['short_of_recipe']}**)" if row.get("short_of_recipe") else name
 
 
 def ms_cell(row: dict) -> str:
@@ -48,10 +50,14 @@ def repeats_cell(row: dict) -> str:
 
 
 def test_cell(row: dict) -> str:
-    """The test split's accuracy with its Wilson interval; a dash for a run without one."""
+    """The test split's accuracy with its Wilson interval, and without the test images that leaked
+    (a near-copy in train, from the audit) where some did; a dash for a run without one."""
     if row.get("test_accuracy") is None:
         return DASH
-    return (f"{fmt_pct(row['test_accuracy'])} [{100 * row['test_ci95_lo']:.1f}, {100 * row['test_ci95_hi']:.1f}]")
+    cell = f"{fmt_pct(row['test_accuracy'])} [{100 * row['test_ci95_lo']:.1f}, {100 * row['test_ci95_hi']:.1f}]"
+    if row.get("test_leaks"):  # the audit found copies of test images in train: not unseen
+        cell += f" **{row['test_leaks']} leaked; {fmt_pct(row['test_accuracy_without_leaks'])} without**"
+    return cell
 
 
 def epoch_table(rows: list[dict]) -> Table:

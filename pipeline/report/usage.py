@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 
-from ..runs.read import Run
+from ..runs.read import Run, existing
 
 
 def _images(m: dict) -> int | None:
@@ -54,8 +54,6 @@ def _trunk_per_image(run: Run, runs: list[Run]) -> float | None:
 
 def _header_extract(run: Run, file: str | None = None) -> float | None:
     """From the codes file's own header, when it is still there."""
-    from .gallery import existing
-
     f = existing(file or run.m.get("features_file"), run)
     if f is None:
         return None

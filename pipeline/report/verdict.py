@@ -1,8 +1,9 @@
-"""What the numbers say, in plain words: the paired tests against the best, which method to use (the
-verdict), the summary paragraphs, verdict.json's record, and the notes on the published numbers and
-frozen-trunk runs. Pure functions of the loaded runs and the table rows. Paired tests only: exact
-McNemar of each method against the best on the same val images, Holm-corrected over every method
-compared with the best; separable iff Holm p < ALPHA; runs on other images are not comparable.
+"""What the numbers say, in plain words: which method to use and why (the verdict; the choice itself
+is choice.py's, verdict.json record.py's), the summary paragraphs, and the notes on the published
+numbers and frozen-trunk runs. Pure functions of the loaded runs and the table rows. Paired tests
+only: exact McNemar of each method against the best on the same val images, Holm-corrected over
+every method compared with the best; separable iff Holm p < ALPHA; runs on other images are not
+comparable.
 """
 from __future__ import annotations
 
@@ -10,83 +11,17 @@ import math
 import statistics
 from typing import NamedTuple
 
+from ..runs.metrics import mcnemar_min_detectable_any, mcnemar_power_min_difference
 from ..runs.read import Run
-from ..runs.metrics import corrected_resampled_t, holm, mcnemar_exact, mcnemar_power_min_difference
+from .blocks import md_code
+from .choice import ALPHA, Comparison, compare_with_best, recommend
 from .notes import frozen_note
 from .rows import fmt_pct, fmt_seconds
 
 __all__ = ["frozen_note"]  # re-exported: the summary's last paragraph
 
-ALPHA = 0.05  # a method is separable from the best when its Holm-adjusted exact McNemar p < ALPHA
-CORRECTION = "holm"  # over the family of every method compared with the best
 POWER = 0.8  # the detectable difference is the one the test finds 4 times in 5
 SPLIT = "val"  # the split the methods are compared on; when a test split exists, the verdict cites it too
-COST_SLACK = 1.5  # costs within this factor of the cheapest count as equally cheap
-
-
-def paired_test(a: Run, b: Run) -> dict | None:
-    """Exact McNemar between two runs on the val images both scored, matched by image path (their
-    prediction lists need not be in the same order). None when they share no image."""
-    ca = {p["path"]: p["pred"] == p["true"] for p in a.m.get("predictions") or []}
-    cb = {p["path"]: p["pred"] == p["true"] for p in b.m.get("predictions") or []}
-    common = sorted(ca.keys() & cb.keys())
-    if not common:
-        return None
-    res = mcnemar_exact([ca[k] for k in common], [cb[k] for k in common])
-    return {**res, "n": len(common), "unmatched": len(ca.keys() ^ cb.keys())}
-
-
-class Comparison(NamedTuple):
-    """One method against the best on the same val images; the numbers are None when not comparable."""
-
-    row: dict  # the method's table row
-    n: int | None  # val images both scored
-    b: int | None  # images only the best gets right
-    c: int | None  # images only this method gets right
-    p: float | None  # exact McNemar p, before correction
-    p_holm: float | None  # Holm-adjusted over every method compared with the best
-
-    @property
-    def comparable(self) -> bool:
-        return self.n is not None
-
-    @property
-    def separable(self) -> bool:
-        return self.p_holm is not None and self.p_holm < ALPHA
-
-
-def compare_with_best(rows: list[dict], runs: list[Run]) -> list[Comparison]:
-    """Every method of ours but the best (table order) against the best. A run that did not score
-    exactly the best's val images (or stored no predictions) cannot be paired: not comparable."""
-    by_slug = {r.slug: r for r in runs}
-    ours = [r for r in rows if r["kind"] == "ours"]
-    tests = [paired_test(by_slug[ours[0]["run"]], by_slug[o["run"]]) for o in ours[1:]]
-    tests = [t if t and not t["unmatched"] else None for t in tests]
-    adjusted = iter(holm([t["p_value"] for t in tests if t]))
-    return [Comparison(o, t["n"], t["only_a"], t["only_b"], t["p_value"], next(adjusted)) if t
-            else Comparison(o, None, None, None, None, None) for o, t in zip(ours[1:], tests)]
-
-
-class Recommendation(NamedTuple):
-    use: dict  # the row of the method to use
-    best: dict  # the row of the best on val
-    tied: list[dict]  # the rows val cannot separate from the best (comparable, Holm p >= ALPHA)
-
-
-def recommend(rows: list[dict], runs: list[Run], comparisons: list[Comparison] | None = None) -> Recommendation:
-    """The method to use, the best, and those not separable from the best. Among the best and those,
-    the cheapest ones (within COST_SLACK of the least compute) are kept and the most accurate of
-    those is recommended: a method 10× cheaper that val cannot tell apart from the best is the
-    practical answer, one that saves a second is not worth its lower score."""
-    comparisons = compare_with_best(rows, runs) if comparisons is None else comparisons
-    best = next(r for r in rows if r["kind"] == "ours")
-    tied = [c.row for c in comparisons if c.comparable and not c.separable]
-    costed = [o for o in [best, *tied] if o["total_s"] is not None]
-    if not costed:
-        return Recommendation(best, best, tied)
-    cheapest = min(o["total_s"] for o in costed)
-    use = next(o for o in costed if o["total_s"] <= COST_SLACK * cheapest)  # rows are best first
-    return Recommendation(use, best, tied)
 
 
 class Detectable(NamedTuple):
@@ -118,48 +53,83 @@ def min_detectable(comparisons: list[Comparison], rec: dict) -> Detectable | Non
 
 
 def verdict(rows: list[dict], runs: list[Run]) -> str:
-    """The report's first paragraph: which method to use, its accuracy with its interval, its cost
-    against the best's, the smallest difference these val images can detect, which methods they
-    cannot tell apart or cannot compare, and that val chose the winner it scores."""
+    """The report's first paragraph: which method to use and why, its accuracy with its interval and
+    cost, the smallest difference these val images can detect, which methods they cannot tell apart
+    or cannot compare, the test score (or that val chose the winner it scores), and the run folder to
+    pass to predict and export."""
     comps = compare_with_best(rows, runs)
-    rec, best, tied = recommend(rows, runs, comps)
-    what = f"**Use {rec['name']}** ({rec['method']}): {_acc_words(rec)}"
+    rec = recommend(rows, runs, comps)
+    use = rec.use
+    what = f"**Use {use['name']}** ({use['method']}): {_acc_words(use)}"
     if not comps:
-        return what + ". It is the only method run, so there is nothing to compare it with."
-    parts = (_verdict_head(what, rec, best, tied, comps), _detect_words(min_detectable(comps, rec), best, tied),
-             _not_comparable(comps), _on_test(rec) if rec.get("test_accuracy") is not None else
-             _optimistic(best, len(comps) + 1))
+        parts = (what + ". It is the only method run, so there is nothing to compare it with.",
+                 _folder_words(use, runs))
+    else:
+        parts = (_verdict_head(what, rec, comps), _detect_words(min_detectable(comps, use), rec.best, rec.tied),
+                 _not_comparable(comps), _short_words(rows, use), _on_test(use) if use.get("test_accuracy") is not None
+                 else _optimistic(rec.best, len(comps) + 1), _folder_words(use, runs))
     return " ".join(p for p in parts if p)
 
 
+def run_folder(row: dict, runs: list[Run]) -> str:
+    """The run folder of a table row, as the report was given it: what predict and export take."""
+    return next(r.dir for r in runs if r.slug == row["run"]).as_posix()
+
+
+def _folder_words(use: dict, runs: list[Run]) -> str:
+    folder = md_code(run_folder(use, runs))
+    return f"Its run folder, for `cnncodes predict --model` and `cnncodes export --model`: {folder}."
+
+
 def _on_test(rec: dict) -> str:
-    """The recommended method's score on the test split: images no choice has seen."""
+    """The recommended method's score on the test split: images no choice has seen, unless the audit
+    found copies of some in train (then flagged, and the score without them given)."""
     lo, hi = 100 * rec["test_ci95_lo"], 100 * rec["test_ci95_hi"]
-    return (f"On the {rec['n_test']} test images, which no choice has seen (CV or held-out train chose each method's "
-            f"settings, val chose the method), **{rec['name']}** scores {fmt_pct(rec['test_accuracy'])} "
-            f"({rec['test_correct']} of {rec['n_test']}), 95% interval [{lo:.1f}, {hi:.1f}]: the number to expect "
-            "on new images like these (the val numbers above are optimistic, since val chose).")
+    score = (f"**{rec['name']}** scores {fmt_pct(rec['test_accuracy'])} ({rec['test_correct']} of {rec['n_test']}), "
+             f"95% interval [{lo:.1f}, {hi:.1f}]")
+    if not rec.get("test_leaks"):
+        return (f"On the {rec['n_test']} test images, which no choice has seen (CV or held-out train chose each "
+                f"method's settings, val chose the method), {score}: the number to expect on new images like these "
+                "(the val numbers above are optimistic, since val chose).")
+    k, n = rec["test_correct_without_leaks"], rec["n_test_without_leaks"]
+    clean = (f"{fmt_pct(rec['test_accuracy_without_leaks'])} ({k} of {n}), 95% interval "
+             f"[{100 * rec['test_without_leaks_ci95_lo']:.1f}, {100 * rec['test_without_leaks_ci95_hi']:.1f}]"
+             if n else "nothing: every test image leaked")
+    return (f"On the {rec['n_test']} test images {score}, **but the audit found {rec['test_leaks']} of them with a "
+            f"near-copy in train** (train↔test leaks): those were seen in training. Without them it scores {clean}: "
+            "the number to expect on new images like these (no choice saw the test split; the val numbers above are "
+            "optimistic, since val chose).")
 
 
-def _verdict_head(what: str, rec: dict, best: dict, tied: list[dict], comps: list[Comparison]) -> str:
-    if rec is best:
+def _short_words(rows: list[dict], use: dict) -> str:
+    """Fine-tunes stopped short of the recipe, named so that no one reads their score as fine-tuning's."""
+    short = [r for r in rows if r["kind"] == "ours" and r.get("short_of_recipe")]
+    if not short:
+        return ""
+    each = "; ".join(f"**{r['name']}** ran {r['short_of_recipe']}" for r in short)
+    mine = " (the recommended one among them)" if use in short else ""
+    says = "its score says" if len(short) == 1 else "their scores say"
+    return f"Stopped short of the recipe{mine}: {each}, so {says} little about what fine-tuning reaches."
+
+
+def _verdict_head(what: str, rec, comps: list[Comparison]) -> str:
+    use, best, tied = rec.use, rec.best, rec.tied
+    cost = f"at {fmt_seconds(use['total_s'])} s of compute"
+    if not tied:
         paired = sum(c.comparable for c in comps)
-        if tied:
-            return what + (f". It is the best on val, and none of the {len(tied)} methods within noise of it costs "
-                           f"much less ({fmt_seconds(best['total_s'])} s of compute).")
         if not paired:
-            return what + f". It is the best on val, at {fmt_seconds(best['total_s'])} s of compute."
+            return what + f". It is the best on val, {cost}."
         others = "the other method" if paired == 1 else f"each of the {paired} other methods"
         return what + (f", the best on val and separable from {others} paired with it (exact McNemar on the same "
-                       f"images, Holm-corrected p < {ALPHA}), at {fmt_seconds(best['total_s'])} s of compute.")
-    c = next(c for c in comps if c.row is rec)
-    ratio = best["total_s"] / rec["total_s"] if best["total_s"] and rec["total_s"] else None
-    cost = (f"at {fmt_seconds(rec['total_s'])} s of compute against {fmt_seconds(best['total_s'])} s"
-            + (f" ({ratio:.0f}× less)" if ratio and ratio >= 2 else ""))
-    return what + (f". On these {c.n} val images it cannot be told apart from the best, **{best['name']}** "
+                       f"images, Holm-corrected p < {ALPHA}), {cost}.")
+    reason = (f"Why this one: of the {len(tied) + 1} methods these val images cannot tell apart, "
+              + "; ".join(rec.why) + ".")
+    if use is best:
+        return what + f", the best on val, {cost}. {reason}"
+    c = next(c for c in comps if c.row is use)
+    return what + (f", {cost}. On these {c.n} val images it cannot be told apart from the best, **{best['name']}** "
                    f"({fmt_pct(best['accuracy'])}; {c.b} image{'s' * (c.b != 1)} only the best gets right, {c.c} "
-                   f"only this one; exact McNemar p = {c.p:.2g}, Holm-corrected {c.p_holm:.2g}), and of the "
-                   f"{len(tied) + 1} methods within noise of the best it is the most accurate of the cheapest, {cost}.")
+                   f"only this one; exact McNemar p = {c.p:.2g}, Holm-corrected {c.p_holm:.2g}). {reason}")
 
 
 def _detect_words(det: Detectable | None, best: dict, tied: list[dict]) -> str:
@@ -174,8 +144,10 @@ def _detect_words(det: Detectable | None, best: dict, tied: list[dict]) -> str:
                 f"of {det.n} images) would go unseen (the exact McNemar test at p < {ALPHA} finds one that size "
                 f"{POWER:.0%} of the time with {share})")
     else:
+        floor = mcnemar_min_detectable_any(det.n, ALPHA, POWER)
         tail = (f"with {share}, no difference would be found reliably ({POWER:.0%} of the time by the exact McNemar "
-                f"test at p < {ALPHA})")
+                f"test at p < {ALPHA}), and on {det.n} images none under {100 * floor:.1f} points could be, however "
+                "often the methods disagree")
     lead = f"These {det.n} val images cannot tell {_names([best, *tied])} apart; " if tied else \
         f"With these {det.n} val images, "
     return f"{lead}{tail}."
@@ -261,49 +233,6 @@ def _tests_text(comps: list[Comparison]) -> str:
         s += (f"{tied} of the {len(paired)} cannot be told apart from the best on these images. " if tied else
               f"Every one of them is separable from the best (Holm-corrected p < {ALPHA}). ")
     return (s + _not_comparable(comps)).strip()
-
-
-def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
-    """verdict.json: the recommendation, the best, the detectable difference and every method's paired
-    test against the best (the best itself: b = c = 0, no p), named as the main table names them.
-    separable_from_best is None (null) for a method that could not be paired with the best."""
-    comps = compare_with_best(rows, runs)
-    rec, best, _ = recommend(rows, runs, comps)
-    det = min_detectable(comps, rec)
-    # over repeats, each method is paired with the best of those that were repeated (the best on val
-    # may not have been: a run made without --repeats, e.g. with --exclude)
-    anchor = next((r for r in [best, *(c.row for c in comps)] if r.get("repeats")), {})
-    methods = [{"name": c.row["name"], "accuracy": c.row["accuracy"] if _finite(c.row["accuracy"]) else None,
-                "n": c.row["n_val"], "correct": c.row["correct"], "test_accuracy": c.row.get("test_accuracy"),
-                "repeats": _repeats(anchor, c.row), "b": c.b, "c": c.c, "p_vs_best": c.p,
-                "p_holm": c.p_holm, "separable_from_best": c.separable if c.comparable else None,
-                "comparable": c.comparable} for c in [Comparison(best, best["n_val"], 0, 0, None, None), *comps]]
-    on_test = rec.get("test_accuracy") is not None
-    return {"split": "test" if on_test else SPLIT, "compared_on": SPLIT,
-            **({"test": {"accuracy": rec["test_accuracy"], "n": rec["n_test"], "correct": rec["test_correct"],
-                         "ci95": [rec["test_ci95_lo"], rec["test_ci95_hi"]]}} if on_test else {}),
-            "recommended": rec["name"], "best": best["name"], "alpha": ALPHA,
-            "correction": CORRECTION, "power": POWER,
-            "min_detectable_difference": det.difference if det and _finite(det.difference) else None,
-            "min_detectable_from": det.source if det else None, "methods": methods}
-
-
-def _repeats(anchor: dict, row: dict) -> dict | None:
-    """The method over classify or finetune --repeats re-drawn splits, and against `anchor` (the best
-    method that was repeated; `vs` names it) on the same draws (Nadeau and Bengio's corrected
-    resampled t: the training sets overlap, a plain t would be far too confident)."""
-    a, b = anchor.get("repeats"), row.get("repeats")
-    if not b:
-        return None
-    out = {"mean": b["mean"], "sd": b["sd"], "repeats": b["repeats"]}
-    draws = ("repeats", "seed", "n_test", "pooled")  # the same draws of the same images (older runs: no pooled)
-    if a and a is not b and [a.get(k) for k in draws] == [b.get(k) for k in draws]:
-        diffs = [x - y for x, y in zip(a["accuracy"], b["accuracy"])]
-        if any(diffs) or len(set(diffs)) > 1:
-            t = corrected_resampled_t(diffs, a["n_train"], a["n_test"])
-            out |= {"vs": anchor["name"], "diff_vs_best": t["mean"], "p_vs_best": t["p"],
-                    "test": "corrected resampled t (Nadeau-Bengio)"}
-    return out
 
 
 def _finite(x) -> bool:

@@ -9,11 +9,9 @@ from pathlib import Path
 
 from ..core.files import csv_unsafe
 from ..runs.read import Run
-from .render import Block, FigureFile, Table, md_code, md_text
+from .blocks import Block, FigureFile, Table, md_code, md_text
+from .choice import ALPHA, TWIN, recommend, twins
 from .rows import DASH, fmt_acc, fmt_pct
-from .verdict import ALPHA, paired_test, recommend
-
-TWIN = "-excluded"  # classify --exclude names its run so, beside the run on every image
 
 SHOWN = 5  # suspects listed (and drawn) per finding
 
@@ -63,16 +61,16 @@ def exclusion_effect(rows: list[dict], runs: list[Run]) -> list[Block]:
     `--exclude` (its run named ...-excluded), paired by exact McNemar on the val images both scored,
     and the recommendation made on each set of runs. [] when no method was run both ways."""
     ours = {r["run"]: r for r in rows if r["kind"] == "ours"}
-    pairs = [(ours[s[:-len(TWIN)]], ours[s]) for s in ours if s.endswith(TWIN) and s[:-len(TWIN)] in ours]
+    pairs = twins(rows, runs)
     if not pairs:
         return []
     by_slug, cells = {r.slug: r for r in runs}, []
-    for a, b in pairs:
-        t = paired_test(by_slug[a["run"]], by_slug[b["run"]])
+    for a, b, t, p_holm in pairs:
         gone = len((by_slug[b["run"]].m.get("inputs") or {}).get("exclude") or [])
         change = DASH if a["accuracy"] is None or b["accuracy"] is None else \
             f"{100 * (b['accuracy'] - a['accuracy']):+.1f} points"
-        test = f"{t['only_a']} / {t['only_b']} of {t['n']}, p = {t['p_value']:.2g}" if t else "no image in common"
+        test = f"{t['only_a']} / {t['only_b']} of {t['n']}, p = {t['p_value']:.2g} → {p_holm:.2g}" if t else \
+            "no image in common"
         setting = f"{a['settings'] or DASH} → {b['settings'] or DASH}" if a["settings"] != b["settings"] else \
             (a["settings"] or DASH)
         cells.append([md_text(a["name"]), str(gone), md_text(setting), fmt_acc(a), fmt_acc(b), change, test])
@@ -86,13 +84,14 @@ def exclusion_effect(rows: list[dict], runs: list[Run]) -> list[Block]:
     return [Block("details", "What acting on the audit changes"),
             Block("p", "Each method below was run twice: on every image, and with the audit's exclude.txt "
                        "(`--exclude`: of each pair the copy in the earlier split leaves, so a leaked val image "
-                       "stays in val and its copy leaves train). Paired on the val "
-                       f"images both scored (exact McNemar; a change is more than noise at p < {ALPHA}). A change "
+                       "stays in val and its copy leaves train). Paired on the val images both scored (exact "
+                       f"McNemar, then Holm-corrected over the {len(pairs)} pairs; a change is more than noise at "
+                       f"corrected p < {ALPHA}, and only then is the run on fewer images recommended). A change "
                        "comes from the images left out or from the setting CV chose without them (an arrow in "
                        "Setting), or both. "
                        f"{words} Methods run only one way count as they are in both recommendations."),
             Block("table", Table(["Method", "Images left out", "Setting", "Every image", "Without them", "Change",
-                                  "Only one right (every / without), p"], cells, "lrlllll"))]
+                                  "Only one right (every / without), p → Holm"], cells, "lrlllll"))]
 
 
 def _suspects_grid(suspects: list[dict], data_root: Path | None, figdir: Path) -> FigureFile | None:

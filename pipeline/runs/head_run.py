@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..codes.store import Codes
-from ..heads.registry import scores_of
+from ..heads.scores import scores_of
 from ..heads.search import PathSearch
 from ..heads.views import PLAIN, Views, val_views
 from . import folder as runs

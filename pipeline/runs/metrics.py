@@ -155,3 +155,21 @@ def mcnemar_power_min_difference(n: int, discordance: float, alpha: float = 0.05
         return math.inf
     q = brentq(lambda q: power_at(q) - power, 0.5, 1.0, xtol=1e-10)
     return float(discordance * (2 * q - 1))
+
+
+def mcnemar_min_detectable_any(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest accuracy difference the exact McNemar test at `alpha` can detect with probability
+    `power` on n paired images, whatever the two methods' discordance: a lower bound on
+    `mcnemar_power_min_difference`. The best case is every disagreement going one way (difference =
+    discordance = d): the test then rejects iff the D ~ Binomial(n, d) discordant images number at
+    least the exact test's minimum (6 at alpha = 0.05), and d is found where that has probability
+    `power`. inf when n is below that minimum."""
+    from scipy.optimize import brentq
+    from scipy.stats import binom
+
+    if not 0 < alpha < power < 1:
+        raise ValueError("need 0 < alpha < power < 1")
+    least = next(k for k in range(1, 1100) if 2 * 0.5 ** k <= alpha)  # k discordant, all one way: p = 2 / 2^k
+    if n < least:
+        return math.inf
+    return float(brentq(lambda d: binom.sf(least - 1, n, d) - power, 1e-12, 1.0, xtol=1e-12))

@@ -19,6 +19,17 @@ class Run:
     history: list[dict] | None  # per-epoch log of a fine-tuning run
 
 
+def existing(path_str, run: Run) -> Path | None:
+    """A path recorded in a run, as given (relative to where the stage ran) or relative to the run."""
+    if not path_str:
+        return None
+    p = Path(path_str)
+    for c in (p, run.dir / p) if not p.is_absolute() else (p,):
+        if c.exists():
+            return c
+    return None
+
+
 def _history(run_dir: Path, m: dict) -> list[dict] | None:
     h = m.get("history")
     if isinstance(h, list):  # inlined by the writer
