@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from importlib.metadata import version
 import subprocess
+from dataclasses import replace
 import sys
 
 import numpy as np
@@ -163,6 +164,54 @@ def test_bf16_fine_tuning_keeps_float32_weights(data, tmp_path, capsys):
     assert [r[:2] for r in rows["fp32"]] == [r[:2] for r in rows["bf16"]]
     assert max(abs(a[2] - b[2]) for a, b in zip(rows["fp32"], rows["bf16"])) < 0.05
     assert f"({BF16}, --precision bf16)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bf16_cost, want", [(0.5, BF16), (2.0, "fp32")], ids=["bf16-faster", "bf16-slower"])
+def test_fine_tuning_measures_its_step_once_per_mode(data, tmp_path, monkeypatch, capsys, bf16_cost, want):
+    from pipeline.finetune import step_timing
+
+    monkeypatch.setattr(devices, "cpu_bf16", lambda: True)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "prec.json"))
+    fake, real, calls = FakeClock(), step_timing.train_step, []
+    monkeypatch.setattr(autoprec, "clock", fake)
+
+    def step(learner, x, y):
+        calls.append(learner.bf16)
+        fake.t += (bf16_cost if learner.bf16 else 1.0) * len(x)
+        return real(learner, x, y)
+    monkeypatch.setattr(step_timing, "train_step", step)
+    _, doc = finetune.train(ft_cfg(data, tmp_path / "runs", mode="frozen"))
+    assert doc["hyperparameters"]["precision"] == want and "measured now" in capsys.readouterr().out
+    (key, entry), = json.loads((tmp_path / "prec.json").read_text()).items()
+    assert key == decision_key("resnet18", 4, "finetune frozen step") and entry["choice"] == want
+    n = len(calls)
+    _, doc = finetune.train(ft_cfg(data, tmp_path / "runs2", mode="frozen", seed=1))
+    assert doc["hyperparameters"]["precision"] == want and len(calls) == n  # no timing again
+    assert "remembered" in capsys.readouterr().out
+
+
+def test_predict_measures_when_undecided_and_reads_the_decision_after(data, tmp_path, monkeypatch, capsys):
+    run_dir, _ = finetune.train(ft_cfg(data, tmp_path / "runs", precision="fp32"))
+    monkeypatch.setattr(devices, "cpu_bf16", lambda: True)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "prec.json"))
+    seen, real = [], autoprec.measure
+
+    def measure(steps, batches, unit="images"):
+        seen.append(sorted(steps))
+        got = real(steps, batches, unit)  # both precisions really run on the images' batches
+        return {**got, "choice": BF16, "why": "as the test says"}
+    monkeypatch.setattr(autoprec, "measure", measure)
+    cfg = PConfig(model=run_dir, images=(str(data / "val"),), device="cpu", workers=0, batch_size=2)
+    rows = predict(cfg)[0]
+    assert seen == [sorted(["fp32", BF16])] and len(rows) == 8
+    err = capsys.readouterr().err
+    assert "precision auto: bf16-autocast (as the test says" in err and f"({BF16}, --precision auto)" in err
+    predict(cfg)
+    assert len(seen) == 1 and "remembered" in capsys.readouterr().err
+    # fewer images than one batch: too few to time, fp32 and nothing remembered
+    (tmp_path / "prec.json").unlink()
+    predict(replace(cfg, batch_size=16))  # 8 images
+    assert len(seen) == 1 and "too few to time" in capsys.readouterr().err and not (tmp_path / "prec.json").exists()
 
 
 def test_the_reference_loop_stays_fp32(data, tmp_path, monkeypatch):

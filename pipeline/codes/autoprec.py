@@ -52,7 +52,7 @@ def measure(steps: dict[str, Callable], batches: Iterator, unit: str = "images")
             "unit": unit, "cosine": round(cosine, 5), "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def settle(key: str, device_type: str, asked: str, run: Callable[[], dict]) -> str:
+def settle(key: str, device_type: str, asked: str, run: Callable[[], dict], file=None) -> str:
     """--precision resolved, measuring with `run` (-> measure's decision) when auto has no
     decision for `key` on this processor yet; says the decision in one line when auto decides."""
     from ..core.devices import precision_for
@@ -60,10 +60,10 @@ def settle(key: str, device_type: str, asked: str, run: Callable[[], dict]) -> s
     if undecided(device_type, asked, key):
         entry = run()
         cache.remember(key, entry)
-        print(cache.describe(entry, True))
+        print(cache.describe(entry, True), file=file)
         return entry["choice"]
     if asked == "auto" and device_type == "cpu" and cpu_bf16():
-        print(cache.describe(cache.recalled(key), False))
+        print(cache.describe(cache.recalled(key), False), file=file)
     return precision_for(device_type, asked, key)
 
 
