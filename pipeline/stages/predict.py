@@ -29,7 +29,7 @@ from .. import UserError
 from ..core import dist
 from ..runs import folder as runs
 from ..runs.scoring import UNKNOWN, Source, measured_precision, scorer_for
-from ..core.cli import Settings, DEVICES, opt, positive
+from ..core.cli import Settings, DEVICES, at_most_cores, opt, positive
 from ..core.devices import PRECISION_HELP, PRECISIONS
 from ..images.scan import IMG_EXTENSIONS, ImageRecord
 from ..images.transforms import Preprocess
@@ -53,6 +53,9 @@ class Config(Settings):
 
     def __post_init__(self):
         positive(batch_size=self.batch_size)
+        if self.workers < -1:
+            raise UserError(f"--workers must be -1 (automatic), 0 or more (got {self.workers})")
+        at_most_cores(self, "workers", 2)
 
 
 def list_images(args) -> list[Path]:
