@@ -32,6 +32,17 @@ def fp32_on_every_processor():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def precision_cache_in_tmp(tmp_path_factory):
+    """--precision auto's decisions (core.precision) go to a file of this session, never the user's;
+    subprocesses inherit the variable."""
+    from pipeline.core.precision import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("precision") / "precision.json"))
+        yield
+
+
 def make_image(path: Path, color, size=(64, 48), mode="RGB", seed=0):
     """A noisy image dominated by `color`, saved in the format of its extension."""
     rng = np.random.default_rng(seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,21 @@ def test_predict_has_no_flags_that_do_nothing():
     text = cli("predict", "--help").stdout
     # --workers decodes images in worker processes (predict streams through a DataLoader); no seed is drawn
     assert "--seed" not in text and "--workers" in text and "--device" in text
+
+
+@pytest.mark.parametrize("stage, flag, per_core", [("classify", "jobs", 1), ("audit", "jobs", 1),
+                                                    ("features", "workers", 2), ("finetune", "workers", 2),
+                                                    ("predict", "workers", 2)])
+def test_jobs_and_workers_far_above_the_cores_are_clamped_with_a_line(stage, flag, per_core, capsys, monkeypatch):
+    import importlib
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    mod = importlib.import_module(f"pipeline.stages.{stage}")
+    need = {"features": dict(data="d"), "finetune": dict(data="d"), "predict": dict(model=Path("m"), images=("x",)),
+            "classify": dict(features=Path("f.h5")), "audit": dict(features=Path("f.h5"))}[stage]
+    cfg = mod.Config(**need, **{flag: 500})
+    assert getattr(cfg, flag) == 2 * per_core
+    assert f"--{flag} 500 is more than this machine's 2 cores can use: {2 * per_core}" in capsys.readouterr().err
+    assert getattr(mod.Config(**need, **{flag: per_core}), flag) == per_core  # within bounds: as given, silently
+    assert capsys.readouterr().err == ""

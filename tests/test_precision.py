@@ -3,7 +3,10 @@ stored as float32 and cached apart from fp32 ones, bf16 fine-tuning with float32
 optimizer state, the reference loop kept fp32, and predict in bf16."""
 from __future__ import annotations
 
+import json
+from importlib.metadata import version
 import subprocess
+from dataclasses import replace
 import sys
 
 import numpy as np
@@ -13,7 +16,9 @@ import torch
 from conftest import ROOT, make_folder
 from pipeline import UserError
 from pipeline.codes.store import read_attrs, read_codes
+from pipeline.codes import autoprec
 from pipeline.core import devices
+from pipeline.core.precision import CACHE_ENV, cache_path, decision_key, processor, remember
 from pipeline.core.devices import BF16, precision_for
 from pipeline.images.scan import scan
 from pipeline.stages import features, finetune
@@ -35,17 +40,85 @@ def data(tmp_path_factory):
     return make_folder(tmp_path_factory.mktemp("p") / "data", n_train=8, n_val=4)
 
 
-@pytest.mark.parametrize("has_bf16, want", [(False, "fp32"), (True, BF16)])
-def test_auto_follows_the_processor_check(monkeypatch, data, has_bf16, want):
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_auto_follows_the_processor_check_and_the_remembered_decision(monkeypatch, data, has_bf16):
     monkeypatch.setattr(devices, "cpu_bf16", lambda: has_bf16)
-    assert precision_for("cpu") == want and precision_for("cpu", "auto") == want
+    key = decision_key("resnet18", 4)
+    assert precision_for("cpu") == "fp32" and precision_for("cpu", "auto", key) == "fp32"  # nothing decided yet
+    remember(key, {"choice": BF16, "why": "test", "fp32_per_s": 1.0, "bf16_per_s": 2.0, "cosine": 1.0})
+    want = BF16 if has_bf16 else "fp32"  # without native bf16 it is never measured nor taken
+    assert precision_for("cpu", "auto", key) == want and devices.undecided("cpu", "auto", key) is False
     assert precision_for("cuda") == BF16  # a GPU: bf16 whatever the processor
-    assert precision_for("cpu", "fp32") == "fp32" and precision_for("cpu", "bf16") == BF16
+    assert precision_for("cpu", "fp32", key) == "fp32" and precision_for("cpu", "bf16") == BF16
     # the features fingerprint records the resolved precision, not the flag
     job = features.job_for(features.Config(data=data, out="x.h5", **SMALL), scan(data))
     assert job.inputs["precision"] == want
+    cache_path().unlink()
     with pytest.raises(UserError, match="--precision"):
         precision_for("cpu", "fp16")
+
+
+class FakeClock:
+    """autoprec's clock, advanced by each step by its cost per image: bf16 made faster or slower."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def timed_steps(monkeypatch, fp32_cost: float, bf16_cost: float, bf16_noise: float = 0.0) -> list:
+    """Make autoprec's steps cost what the test says (the real encoder still runs), bf16's outputs
+    perturbed by `bf16_noise`; returns the list of calls made."""
+    fake, calls, real = FakeClock(), [], autoprec.encoder_steps
+    monkeypatch.setattr(autoprec, "clock", fake)
+
+    def steps(enc):
+        def timed(p, f, cost):
+            def run(x):
+                calls.append(p)
+                fake.t += cost * len(x)
+                out = f(x)
+                return out + bf16_noise * np.random.default_rng(0).standard_normal(out.shape) * np.abs(out).max() \
+                    if p == BF16 else out
+            return run
+        s = real(enc)
+        return {"fp32": timed("fp32", s["fp32"], fp32_cost), BF16: timed(BF16, s[BF16], bf16_cost)}
+    monkeypatch.setattr(autoprec, "encoder_steps", steps)
+    return calls
+
+
+@pytest.mark.parametrize("bf16_cost, noise, want", [(0.5, 0.0, BF16), (0.98, 0.0, "fp32"), (2.0, 0.0, "fp32"),
+                                                    (0.5, 1.0, "fp32")],
+                         ids=["bf16-faster", "bf16-not-clearly-faster", "bf16-slower", "bf16-disagrees"])
+def test_auto_measures_once_remembers_and_the_fingerprint_records_it(monkeypatch, data, tmp_path, capsys,
+                                                                       bf16_cost, noise, want):
+    monkeypatch.setattr(devices, "cpu_bf16", lambda: True)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "prec.json"))
+    calls = timed_steps(monkeypatch, 1.0, bf16_cost, noise)
+    out = features.extract(features.Config(data=data, out=str(tmp_path / "a.h5"), **SMALL))
+    assert calls.count("fp32") == calls.count(BF16) == autoprec.BATCHES // 2 + 1  # warm-up + 2 blocks of 2
+    assert read_attrs(out)["precision"] == want and read_codes(out).header.inputs["precision"] == want
+    said = capsys.readouterr().out
+    assert f"precision auto: {want}" in said and "measured now" in said
+    # the file a user can read: the decision, its rates and agreement, per processor/backbone/batch/torch
+    doc = json.loads((tmp_path / "prec.json").read_text())
+    (key, entry), = doc.items()
+    assert key == decision_key("resnet18", 4) and processor() in key and f"torch {version('torch')}" in key
+    assert entry["choice"] == want and entry["fp32_per_s"] == pytest.approx(1.0)
+    assert entry["bf16_per_s"] == pytest.approx(1 / bf16_cost, abs=0.01) and (entry["cosine"] < 0.99) == (noise > 0)
+    # read back and respected: a second run (another file) measures nothing and resolves the same
+    calls.clear()
+    again = features.extract(features.Config(data=data, out=str(tmp_path / "b.h5"), **SMALL))
+    assert calls == [] and read_attrs(again)["precision"] == want and "remembered" in capsys.readouterr().out
+    # the decision deleted: an existing file of the same inputs is still a hit, without measuring
+    (tmp_path / "prec.json").unlink()
+    features.extract(features.Config(data=data, out=str(out), **SMALL))
+    assert calls == [] and "cache hit" in capsys.readouterr().out
+    # forced precisions are as before: no measurement
+    forced = features.extract(features.Config(data=data, out=str(tmp_path / "c.h5"), precision="fp32", **SMALL))
+    assert calls == [] and read_attrs(forced)["precision"] == "fp32"
 
 
 def test_the_processor_check_imports_no_torch():
@@ -91,6 +164,54 @@ def test_bf16_fine_tuning_keeps_float32_weights(data, tmp_path, capsys):
     assert [r[:2] for r in rows["fp32"]] == [r[:2] for r in rows["bf16"]]
     assert max(abs(a[2] - b[2]) for a, b in zip(rows["fp32"], rows["bf16"])) < 0.05
     assert f"({BF16}, --precision bf16)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bf16_cost, want", [(0.5, BF16), (2.0, "fp32")], ids=["bf16-faster", "bf16-slower"])
+def test_fine_tuning_measures_its_step_once_per_mode(data, tmp_path, monkeypatch, capsys, bf16_cost, want):
+    from pipeline.finetune import step_timing
+
+    monkeypatch.setattr(devices, "cpu_bf16", lambda: True)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "prec.json"))
+    fake, real, calls = FakeClock(), step_timing.train_step, []
+    monkeypatch.setattr(autoprec, "clock", fake)
+
+    def step(learner, x, y):
+        calls.append(learner.bf16)
+        fake.t += (bf16_cost if learner.bf16 else 1.0) * len(x)
+        return real(learner, x, y)
+    monkeypatch.setattr(step_timing, "train_step", step)
+    _, doc = finetune.train(ft_cfg(data, tmp_path / "runs", mode="frozen"))
+    assert doc["hyperparameters"]["precision"] == want and "measured now" in capsys.readouterr().out
+    (key, entry), = json.loads((tmp_path / "prec.json").read_text()).items()
+    assert key == decision_key("resnet18", 4, "finetune frozen step") and entry["choice"] == want
+    n = len(calls)
+    _, doc = finetune.train(ft_cfg(data, tmp_path / "runs2", mode="frozen", seed=1))
+    assert doc["hyperparameters"]["precision"] == want and len(calls) == n  # no timing again
+    assert "remembered" in capsys.readouterr().out
+
+
+def test_predict_measures_when_undecided_and_reads_the_decision_after(data, tmp_path, monkeypatch, capsys):
+    run_dir, _ = finetune.train(ft_cfg(data, tmp_path / "runs", precision="fp32"))
+    monkeypatch.setattr(devices, "cpu_bf16", lambda: True)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "prec.json"))
+    seen, real = [], autoprec.measure
+
+    def measure(steps, batches, unit="images"):
+        seen.append(sorted(steps))
+        got = real(steps, batches, unit)  # both precisions really run on the images' batches
+        return {**got, "choice": BF16, "why": "as the test says"}
+    monkeypatch.setattr(autoprec, "measure", measure)
+    cfg = PConfig(model=run_dir, images=(str(data / "val"),), device="cpu", workers=0, batch_size=2)
+    rows = predict(cfg)[0]
+    assert seen == [sorted(["fp32", BF16])] and len(rows) == 8
+    err = capsys.readouterr().err
+    assert "precision auto: bf16-autocast (as the test says" in err and f"({BF16}, --precision auto)" in err
+    predict(cfg)
+    assert len(seen) == 1 and "remembered" in capsys.readouterr().err
+    # fewer images than one batch: too few to time, fp32 and nothing remembered
+    (tmp_path / "prec.json").unlink()
+    predict(replace(cfg, batch_size=16))  # 8 images
+    assert len(seen) == 1 and "too few to time" in capsys.readouterr().err and not (tmp_path / "prec.json").exists()
 
 
 def test_the_reference_loop_stays_fp32(data, tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from .. import UserError, __version__
 from ..core import dist
 from ..core.devices import precision_for, resolve_device, trim_heap
 from ..core.files import json_digest
+from ..core.precision import decision_key
 from ..core.fresh import differences, stale
 from ..images.scan import ImageFolderScan, ImageRecord
 from ..images.transforms import Preprocess
@@ -80,7 +81,8 @@ def fingerprint_inputs(job: Extraction) -> dict:
         "weights": job.weights.key,
         "weights_sha256": job.weights.sha256,
         "transform": spec,
-        "precision": precision_for(job.device_type, job.precision),  # resolved: bf16 and fp32 codes never mix
+        # resolved (auto: as measured, codes.autoprec): bf16 and fp32 codes never mix
+        "precision": precision_for(job.device_type, job.precision, decision_key(job.backbone, job.batch_size)),
         # BN folding is decided by the backbone and the torch version (both recorded): fx either
         # traces the model or not, so the setting, not its outcome, goes in the fingerprint
         "bn_folding": "torch.fx fuse when traceable",

@@ -46,6 +46,21 @@ class Common(Settings):
         positive(batch_size=self.batch_size)
         if self.workers < -1:
             raise UserError(f"--workers must be -1 (automatic), 0 or more (got {self.workers})")
+        at_most_cores(self, "workers", 2)
+
+
+def at_most_cores(cfg, name: str, per_core: int = 1) -> None:
+    """Clamp the flag `name` of a just-made Config to `per_core` processes per core of this
+    machine, saying so in one line: `--jobs 500` on 2 cores would start 500 processes, each with
+    its own copy of the data, for no speed. Decoding workers may wait on the disk, so they get 2
+    per core; CV jobs are pure computation, 1."""
+    import os
+
+    most, value = per_core * (os.cpu_count() or 1), getattr(cfg, name)
+    if value > most:
+        print(f"--{name.replace('_', '-')} {value} is more than this machine's {os.cpu_count() or 1} cores can use: "
+              f"{most}", file=sys.stderr)
+        object.__setattr__(cfg, name, most)
 
 
 def positive(**values) -> None:

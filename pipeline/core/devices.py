@@ -31,7 +31,8 @@ def device_type(name: str) -> str:
 PRECISIONS = ("auto", "fp32", "bf16")  # the --precision flag
 BF16 = "bf16-autocast"  # a resolved precision, as recorded (fingerprints, run records); the other is "fp32"
 PRECISION_HELP = ("the backbone's arithmetic: bf16 (autocast; weights and stored codes stay float32) or fp32; auto: "
-                  "bf16 on a GPU and on a processor with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere")
+                  "bf16 on a GPU; on a processor with native bf16 (AVX512-BF16 or AMX) the faster of the two, timed "
+                  "on this stage's first batches the first time and remembered (core/precision.py), fp32 elsewhere")
 
 
 def cpu_bf16() -> bool:
@@ -55,15 +56,30 @@ def cpu_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def precision_for(device_type: str, asked: str = "auto") -> str:
+def precision_for(device_type: str, asked: str = "auto", key: str = "") -> str:
     """--precision resolved for a device type: fp32, or BF16 (bf16 autocast; weights, optimizer
-    state and the codes stored stay float32). auto: bf16 on a GPU and on a processor that runs bf16
-    natively (cpu_bf16), fp32 elsewhere; bf16 is honoured anywhere (emulated where not native)."""
+    state and the codes stored stay float32). auto: bf16 on a GPU; on a processor that runs bf16
+    natively (cpu_bf16), the decision remembered for `key` (core.precision: measured by
+    codes.autoprec, since native bf16 is not always faster), fp32 while none is; fp32 elsewhere.
+    bf16 is honoured anywhere (emulated where not native)."""
     if asked not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {asked!r})")
     if asked == "auto":
-        return BF16 if device_type == "cuda" or (device_type == "cpu" and cpu_bf16()) else "fp32"
+        if device_type == "cuda":
+            return BF16
+        if device_type == "cpu" and key and cpu_bf16():
+            from .precision import recalled
+
+            return (recalled(key) or {}).get("choice", "fp32")
+        return "fp32"
     return BF16 if asked == "bf16" else "fp32"
+
+
+def undecided(device_type: str, asked: str, key: str) -> bool:
+    """Whether --precision auto has to be measured here before it resolves (precision_for)."""
+    from .precision import recalled
+
+    return asked == "auto" and device_type == "cpu" and cpu_bf16() and recalled(key) is None
 
 
 def resolve_workers(n: int, share: int = 1) -> int:

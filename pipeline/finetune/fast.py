@@ -42,13 +42,10 @@ class Learner:
 def train_one_epoch(learner: Learner, crops: Crops, labels: torch.Tensor, g: torch.Generator, batch_size: int,
                     bar=None) -> tuple[float, float]:
     """One pass over the train images in a seeded random order; returns (mean loss, accuracy)."""
-    model, optimizer, net, frozen_trunk, clock = (learner.model, learner.optimizer, learner.net,
-                                                  learner.frozen_trunk, learner.clock)
-    frozen = frozen_trunk is not None
-    device = labels.device
-    model.train()
-    if frozen:
-        model.trunk.eval()  # honest frozen features: BN keeps its pretrained statistics, no dropout
+    clock, device = learner.clock, labels.device
+    learner.model.train()
+    if learner.frozen_trunk is not None:
+        learner.model.trunk.eval()  # honest frozen features: BN keeps its pretrained statistics, no dropout
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     order = torch.randperm(len(labels), generator=g)
@@ -57,22 +54,29 @@ def train_one_epoch(learner: Learner, crops: Crops, labels: torch.Tensor, g: tor
         x = normalize(crops(idx.tolist(), g), channels_last=True)
         y = labels[idx.to(device, non_blocking=True)]
         with clock(("train", len(idx))):  # forward and backward compile at the first step of each size
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=learner.bf16):
-                if frozen:
-                    with torch.no_grad():  # the trunk runs on each augmented batch but learns nothing
-                        x = frozen_trunk(x).clone()  # a compiled trunk's output is overwritten next call
-                    out = model.head(x)
-                else:
-                    out = net(x)
-                loss = F.cross_entropy(out.float(), y)  # the loss in float32 on every device
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            out, loss = train_step(learner, x, y)
         loss_sum += loss.detach().float() * len(idx)  # stays on the device: no sync per step
         correct += (out.argmax(1) == y).sum()
         if bar is not None:
             bar.update(1)
     return loss_sum.item() / len(labels), correct.item() / len(labels)
+
+
+def train_step(learner: Learner, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on a normalised batch: (logits, loss)."""
+    model, frozen_trunk = learner.model, learner.frozen_trunk
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=learner.bf16):
+        if frozen_trunk is not None:
+            with torch.no_grad():  # the trunk runs on each augmented batch but learns nothing
+                x = frozen_trunk(x).clone()  # a compiled trunk's output is overwritten next call
+            out = model.head(x)
+        else:
+            out = learner.net(x)
+        loss = F.cross_entropy(out.float(), y)  # the loss in float32 on every device
+    learner.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    learner.optimizer.step()
+    return out, loss
 
 
 @torch.no_grad()

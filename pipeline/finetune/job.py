@@ -100,7 +100,16 @@ class Job:
         reference loop stays the tutorial's fp32; cached codes: theirs."""
         if self.codes is not None:
             return self.codes.header.precision
-        return precision_for(self.device.type, self.recipe.precision) if self.recipe.fast else "fp32"
+        if not self.recipe.fast:
+            return "fp32"
+        return precision_for(self.device.type, self.recipe.precision, self.precision_key)
+
+    @property
+    def precision_key(self) -> str:
+        """What --precision auto's decision for the fast loop holds for (core.precision)."""
+        from ..core.precision import decision_key
+
+        return decision_key(self.recipe.backbone, self.recipe.batch_size, f"finetune {self.recipe.mode} step")
 
     @property
     def bf16(self) -> bool:

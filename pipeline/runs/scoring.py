@@ -3,8 +3,9 @@ each image is from what the run was trained on: heads.reject), for `predict` and
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -25,6 +26,31 @@ class Source(NamedTuple):
     trust_pickle: bool = False  # older runs saved their head as a pickle
     reject: bool = False  # also score how far each image is from the training images
     precision: str = "auto"  # the --precision flag (core.devices.precision_for)
+
+
+def measured_precision(src: Source, spec: dict, device, batches: Callable[[int], Iterator], batch_size: int,
+                       enough: bool) -> Source:
+    """The source with --precision resolved (fp32 or bf16) for this machine: auto as `features`
+    decides it (codes.autoprec; the same decision, per backbone and batch size), measured when
+    none is remembered on `batches(n)`, the first n batches of the images to label (decode
+    included), unless there are fewer than one batch of them (`enough`): then fp32, unremembered."""
+    from ..codes import autoprec
+    from ..core.devices import undecided
+    from ..core.precision import decision_key
+
+    key = decision_key(spec["backbone"], batch_size)
+    if not enough and undecided(device.type, src.precision, key):
+        print("precision auto: fewer images than one batch, too few to time bf16 against fp32: fp32", file=sys.stderr)
+        return src._replace(precision="fp32")
+
+    def run() -> dict:
+        plain = src._replace(reject=False)
+        scorers = {p: scorer_for(plain._replace(precision=flag), spec, device)[0]
+                   for p, flag in (("fp32", "fp32"), (BF16, "bf16"))}
+        steps = {p: (lambda x, f=f: f(x)[0]) for p, f in scorers.items()}
+        return autoprec.measure(steps, ((x, len(x)) for x, _ in batches(autoprec.BATCHES)))
+    got = autoprec.settle(key, device.type, src.precision, run, file=sys.stderr)
+    return src._replace(precision="bf16" if got == BF16 else "fp32")
 
 
 def scorer_for(src: Source, spec: dict, device):

@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import UserError
 from ..audit.findings import Audit, Spec, audit_splits, summary, write_audit
 from ..codes.store import read_attrs, read_codes
-from ..core.cli import Settings, opt, positive
+from ..core.cli import Settings, at_most_cores, opt, positive
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Config(Settings):
             raise UserError(f"--whiten must be 0 (automatic) or a number of dimensions (got {self.whiten})")
         if self.jobs < 0:
             raise UserError(f"--jobs must be 0 (one per core) or more (got {self.jobs})")
+        at_most_cores(self, "jobs")
 
     @property
     def spec(self) -> Spec:

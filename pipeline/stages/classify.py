@@ -16,7 +16,7 @@ from .. import UserError, __version__
 from ..codes.matching import check_fresh, excluded
 from ..codes.store import Codes, Header, SplitCodes, read_attrs, read_codes, read_split
 from ..codes.weights import Weights
-from ..core.cli import Settings, command_line, opt
+from ..core.cli import Settings, at_most_cores, command_line, opt
 from ..core.files import atomic_write, json_digest
 from ..heads import label_curve, streaming
 from ..heads.cv import cv_folds, fit_head, subset_fit
@@ -72,6 +72,7 @@ class Config(Settings):
             raise UserError(f"--folds must be at least 2 (got {self.folds})")
         if self.jobs < 0:
             raise UserError(f"--jobs must be 0 (one per core) or more (got {self.jobs})")
+        at_most_cores(self, "jobs")
         if not 0 <= self.repeats <= 1000 or self.repeats == 1:
             raise UserError(f"--repeats must be 0 (off) or 2 to 1000 (got {self.repeats})")
         if self.chunk_rows < 1 or self.views < -1 or self.tta < 0:

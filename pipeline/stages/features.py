@@ -114,8 +114,11 @@ def job_for(cfg: Config, s: ImageFolderScan) -> Extraction:
 
 
 def _extract(cfg: Config, out: Path, s: ImageFolderScan, ranks: dist.Ranks = dist.Ranks()) -> Path:
+    from ..codes.autoprec import for_extraction
+
     job = job_for(cfg, s)
     print(f"eval transform: {job.pre.describe()}")
+    job = for_extraction(out, job, cfg.force, ranks)
     if not cache_hit(out, job, cfg.force):
         write_plain(out, job, ranks, cfg.force)
     wanted = views_wanted(cfg.views, cfg.tta, list(s.splits))

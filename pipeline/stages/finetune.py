@@ -161,6 +161,11 @@ def train(cfg: Config) -> tuple[Path, dict]:
     check_classes([r.label for r in data.train], data.classes, f"{s.name} ({cfg.split_names[0]})")
     job = Job(recipe, bb, data, device, inputs, command_line(cfg, "finetune"), settings(cfg), codes,
               test=s.splits["test"].items if "test" in s.splits and cfg.splits == "auto" else None)
+    if recipe.fast:  # --precision auto measured here the first time (finetune.step_timing)
+        from ..codes.autoprec import settle
+        from ..finetune.step_timing import time_steps
+
+        settle(job.precision_key, device.type, recipe.precision, lambda: time_steps(job))
     with exclusive(run_dir, "finetune run"):
         if cfg.repeats:  # first: each draw tunes its own lr (ties: the recipe's), from the same pretrained weights
             from ..finetune.repeats import repeated_scores

@@ -28,8 +28,8 @@ import numpy as np
 from .. import UserError
 from ..core import dist
 from ..runs import folder as runs
-from ..runs.scoring import UNKNOWN, Source, scorer_for
-from ..core.cli import Settings, DEVICES, opt, positive
+from ..runs.scoring import UNKNOWN, Source, measured_precision, scorer_for
+from ..core.cli import Settings, DEVICES, at_most_cores, opt, positive
 from ..core.devices import PRECISION_HELP, PRECISIONS
 from ..images.scan import IMG_EXTENSIONS, ImageRecord
 from ..images.transforms import Preprocess
@@ -53,6 +53,9 @@ class Config(Settings):
 
     def __post_init__(self):
         positive(batch_size=self.batch_size)
+        if self.workers < -1:
+            raise UserError(f"--workers must be -1 (automatic), 0 or more (got {self.workers})")
+        at_most_cores(self, "workers", 2)
 
 
 def list_images(args) -> list[Path]:
@@ -116,18 +119,23 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
     device = resolve_device(cfg.device)
     if device.type == "cuda" and ranks.world > 1:
         device = torch.device("cuda", ranks.local_rank)
-    scorer, kind, columns = scorer_for(Source(Path(cfg.model), cfg.weights, cfg.trust_pickle, cfg.reject,
-                                              cfg.precision), spec, device)
-    if ranks.main:
-        print(f"predict on {device} ({precision_for(device.type, cfg.precision)}, --precision {cfg.precision})",
-              file=sys.stderr)
-    limit = float((spec.get("reject") or {}).get("threshold", np.inf))
     ds = eval_images(Path(""), [ImageRecord(str(p), -1, 0, 0) for p in paths], Preprocess.from_spec(spec),
                      spec.get("fast_decode", True))
     mine = [list(range(i, min(i + cfg.batch_size, len(ds)))) for k, i in enumerate(range(0, len(ds), cfg.batch_size))
             if ranks.mine(k)]
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=mine,
-                                         num_workers=dist.workers_per_rank(cfg.workers, ranks))
+
+    def batches_of(order):
+        return torch.utils.data.DataLoader(ds, batch_sampler=order, num_workers=dist.workers_per_rank(cfg.workers,
+                                                                                                         ranks))
+    src = measured_precision(Source(Path(cfg.model), cfg.weights, cfg.trust_pickle, cfg.reject, cfg.precision),
+                             spec, device, lambda n: iter(batches_of([mine[i % len(mine)] for i in range(n)])),
+                             cfg.batch_size, bool(mine) and len(mine[0]) == cfg.batch_size)
+    scorer, kind, columns = scorer_for(src, spec, device)
+    if ranks.main:
+        print(f"predict on {device} ({precision_for(device.type, src.precision)}, --precision {cfg.precision})",
+              file=sys.stderr)
+    limit = float((spec.get("reject") or {}).get("threshold", np.inf))
+    loader = batches_of(mine)
 
     def rows():
         for b, (idx, (x, why)) in enumerate(zip(mine, loader)):
