@@ -14,8 +14,14 @@ SEED ?= 0
 VIEWS ?= 0
 TTA ?= 1
 DATASET := $(notdir $(abspath $(DATA)))
-# the package names its own default cache file (pipeline/weights.py); expanded when a recipe runs
-FEATURES ?= $(shell $(PYTHON) -m pipeline.codes.weights features-path '$(DATA)' '$(BACKBONE)' '$(WEIGHTS)')
+# the package names its own default cache file (pipeline/codes/weights.py); expanded when a recipe runs.
+# `make features` writes the one named by BACKBONE and WEIGHTS; the stages that read codes (classify, audit) use,
+# when BACKBONE and WEIGHTS are left at their defaults, the dataset's only features file whatever it was made with
+# (several: make stops and lists them)
+features_path = $(shell $(PYTHON) -m pipeline.codes.weights features-path $(1) '$(DATA)' '$(BACKBONE)' '$(WEIGHTS)')
+NAMED := $(filter-out default file undefined,$(origin BACKBONE) $(origin WEIGHTS))
+FEATURES ?= $(or $(call features_path,$(if $(NAMED),,--find)),$(error no single features file for $(DATA): see above))
+FEATURES_OUT = $(if $(filter-out file,$(origin FEATURES)),$(FEATURES),$(call features_path,))
 RUNS ?= reports/runs/$(DATASET)
 COMMON := --device $(DEVICE) --seed $(SEED)
 BENCH_ARGS ?= --quick
@@ -35,7 +41,7 @@ data: venv
 	$(PY) -m pipeline data --data $(DATA)
 
 features: data
-	$(PY) -m pipeline features --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --out $(FEATURES) $(COMMON) $(if $(FORCE),--force) $(if $(filter-out 0,$(VIEWS)),--views $(VIEWS)) $(if $(filter-out 1,$(TTA)),--tta $(TTA))
+	$(PY) -m pipeline features --data $(DATA) --backbone $(BACKBONE) --weights $(WEIGHTS) --out $(FEATURES_OUT) $(COMMON) $(if $(FORCE),--force) $(if $(filter-out 0,$(VIEWS)),--views $(VIEWS)) $(if $(filter-out 1,$(TTA)),--tta $(TTA))
 
 classify: venv
 	$(PY) -m pipeline classify --features $(FEATURES) --head $(HEAD) --data $(DATA) --out $(RUNS) --seed $(SEED) $(if $(FORCE),--force) $(if $(EXCLUDE),--exclude $(EXCLUDE))
