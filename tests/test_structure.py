@@ -3,6 +3,7 @@ import only what they use (a cache hit builds no network; classify needs no torc
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -75,6 +76,21 @@ def test_make_reads_the_datasets_only_features_file_and_lists_them_when_there_ar
     r = make("classify")
     assert r.returncode != 0 and "mobilenet_v2-w.h5, resnet50-DEFAULT.h5" in r.stderr
     assert "--features features/photos/resnet50-DEFAULT.h5 " in make("classify", "BACKBONE=resnet50").stdout
+
+
+def test_the_demo_and_each_datasets_report_write_over_nothing_committed():
+    """`make demo` (TUNE=1 too) writes only where git tracks nothing, the report to reports/<dataset>/
+    (the committed example report is reports/ itself); the report stage's own default is the same."""
+    from pipeline.stages.report import default_out
+
+    r = subprocess.run(["make", "-s", "-n", "demo", "DATA=x/hymenoptera_data", "TUNE=1"], cwd=ROOT,
+                       capture_output=True, text=True)
+    outs = re.findall(r"--out (\S+)", r.stdout)
+    assert "reports/hymenoptera_data" in outs and "--tune-lr" in r.stdout, r.stdout + r.stderr
+    for out in outs:
+        tracked = subprocess.run(["git", "ls-files", "--", out], cwd=ROOT, capture_output=True, text=True).stdout
+        assert not tracked.strip(), (out, tracked[:200])
+    assert default_out("photos").as_posix() == "reports/photos" and default_out("..").as_posix() == "reports/dataset"
 
 
 def test_splits_parsed_once_with_one_rule():
