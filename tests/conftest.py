@@ -43,6 +43,15 @@ def precision_cache_in_tmp(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quick_cost_harness():
+    """Every run times its model with core.timing's harness; the suite asks for its quick plan (one
+    call of 4 images), in this process and in the stages it runs as subprocesses."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNCODES_COST", "quick")
+        yield
+
+
 def make_image(path: Path, color, size=(64, 48), mode="RGB", seed=0):
     """A noisy image dominated by `color`, saved in the format of its extension."""
     rng = np.random.default_rng(seed)

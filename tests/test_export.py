@@ -247,8 +247,8 @@ def unseen(data) -> Path:
 
 @pytest.mark.parametrize("kind", ["softmax", "knn", "finetune"])
 def test_standalone_reject_marks_unknown_as_predict_reject_does(kind, runs, data, new, unseen, shipped):
-    """`predict.py --reject` prints predict --reject's rows ('unknown' for the far images) from the
-    rule in the file: the threshold in the metadata, the score an output of the graph."""
+    """`predict.py --reject` prints predict --reject's rows (the class kept, status 'unknown' for the
+    far images) from the rule in the file: the threshold in the metadata, the score an output of the graph."""
     import onnxruntime as ort
 
     out, rc, text = shipped(kind)
@@ -261,11 +261,13 @@ def test_standalone_reject_marks_unknown_as_predict_reject_does(kind, runs, data
     proc, rows = standalone_rows(out / "predict.py", "--reject", data / "val", unseen, new)
     want, _, _ = predict(PConfig(model=runs[kind], images=(str(data / "val"), str(unseen), str(new)), device="cpu",
                                  workers=0, reject=True, precision="fp32"))
-    assert [r[:2] for r in rows[1:]] == [[p, c] for p, c, _ in want] and proc.returncode == 1  # broken.jpg
-    for (_, _, v), (_, _, v2) in zip(rows[1:], want):
+    assert rows[0][-1] == "status" and proc.returncode == 1  # broken.jpg
+    assert [[r[0], r[1], r[3]] for r in rows[1:]] == [[p, c, s] for p, c, _, s in want]
+    for (_, _, v, _), (_, _, v2, _) in zip(rows[1:], want):
         assert abs(float(v) - v2) <= 1e-3
+    assert all(c in ("ants", "bees") for _, c, _, _ in want)  # a far image keeps its class
     if kind != "finetune":  # the distance rule: the green images are far from every training image
-        assert sum(c == "unknown" for p, c, _ in want if "green" in p) >= 4
+        assert sum(s == "unknown" for p, _, _, s in want if "green" in p) >= 4
 
 
 def test_a_file_without_the_rule_refuses_reject_in_one_line(runs, shipped, tmp_path):

@@ -152,7 +152,7 @@ def ft_cfg(data, out, **kw):
     return finetune.Config(**{**base, **kw})
 
 
-def test_bf16_fine_tuning_keeps_float32_weights(data, tmp_path, capsys):
+def test_bf16_fine_tuning_keeps_float32_weights(data, tmp_path, capsys, monkeypatch):
     run_dir, doc = finetune.train(ft_cfg(data, tmp_path / "runs", precision="bf16"))
     assert doc["hyperparameters"]["precision"] == BF16 and f"({BF16})" in capsys.readouterr().out
     state = torch.load(run_dir / "final.pt", weights_only=True)
@@ -164,6 +164,10 @@ def test_bf16_fine_tuning_keeps_float32_weights(data, tmp_path, capsys):
     assert [r[:2] for r in rows["fp32"]] == [r[:2] for r in rows["bf16"]]
     assert max(abs(a[2] - b[2]) for a, b in zip(rows["fp32"], rows["bf16"])) < 0.05
     assert f"({BF16}, --precision bf16)" in capsys.readouterr().err
+    # predict's default is the exported model's fp32, even where auto would pick bf16: the same scores as export's
+    monkeypatch.setattr(devices, "cpu_bf16", lambda: True)
+    assert predict(PConfig(model=run_dir, images=(str(data / "val"),), device="cpu", workers=0))[0] == rows["fp32"]
+    assert "(fp32, --precision fp32)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bf16_cost, want", [(0.5, BF16), (2.0, "fp32")], ids=["bf16-faster", "bf16-slower"])

@@ -1,5 +1,5 @@
-"""predict --reject: images far from every training image are labelled 'unknown', by a rule set on
-val at a stated rate and recorded in the run."""
+"""predict --reject: images far from every training image get the status 'unknown' (their class
+kept), by a rule set on val at a stated rate and recorded in the run."""
 from __future__ import annotations
 
 import json
@@ -39,8 +39,10 @@ def test_an_unseen_class_is_mostly_turned_away_and_known_images_kept(tmp_path):
     def unknown_share(*images) -> float:
         r = cli("predict", "--model", run, *images, "--reject", "--device", "cpu", "--workers", "0")
         assert r.returncode == 0, r.stderr
-        rows = [line.split("\t") for line in r.stdout.splitlines()[1:]]
-        return sum(c == "unknown" for _, c, _ in rows) / len(rows)
+        head, *rows = [line.split("\t") for line in r.stdout.splitlines()]
+        assert head[-1] == "status" and {c for _, c, _, _ in rows} <= {"ants", "bees"}  # the class is kept
+        assert f"{sum(s == 'unknown' for *_, s in rows)} far from every training image" in r.stderr
+        return sum(s == "unknown" for *_, s in rows) / len(rows)
     assert unknown_share(unseen) >= 0.8 and unknown_share(data / "val") <= 0.2
     plain = cli("predict", "--model", run, unseen, "--device", "cpu", "--workers", "0")
     assert "unknown" not in plain.stdout  # only with --reject

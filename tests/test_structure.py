@@ -2,6 +2,8 @@
 import only what they use (a cache hit builds no network; classify needs no torch)."""
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
@@ -50,6 +52,45 @@ def test_makefile_asks_the_package_for_the_cache_path():
                         "WEIGHTS=ResNet18_Weights.IMAGENET1K_V2"], cwd=ROOT, capture_output=True, text=True)
     want = features_path("x/hymenoptera_data", "mobilenet_v2", Weights.parse("ResNet18_Weights.IMAGENET1K_V2"))
     assert f"--features {want.as_posix()} " in r.stdout
+
+
+def test_make_reads_the_datasets_only_features_file_and_lists_them_when_there_are_several(tmp_path):
+    """`make audit DATA=photos` after `make features DATA=photos BACKBONE=x WEIGHTS=y` finds that
+    file; with two files and neither the default one, make stops naming both; `make features`
+    always writes the file BACKBONE and WEIGHTS name."""
+    (tmp_path / "pyproject.toml").touch()  # the venv target's inputs, so that make -n gets past them
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".installed").touch()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def make(*args):
+        return subprocess.run(["make", "-s", "-n", "-f", str(ROOT / "Makefile"), f"PYTHON={sys.executable}", *args,
+                               "DATA=x/photos"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    where = tmp_path / "features" / "photos"
+    where.mkdir(parents=True)
+    (where / "mobilenet_v2-w.h5").touch()
+    r = make("audit")
+    assert "--features features/photos/mobilenet_v2-w.h5 " in r.stdout, r.stderr
+    assert "--out features/photos/resnet18-DEFAULT.h5 " in make("features").stdout
+    (where / "resnet50-DEFAULT.h5").touch()
+    r = make("classify")
+    assert r.returncode != 0 and "mobilenet_v2-w.h5, resnet50-DEFAULT.h5" in r.stderr
+    assert "--features features/photos/resnet50-DEFAULT.h5 " in make("classify", "BACKBONE=resnet50").stdout
+
+
+def test_the_demo_and_each_datasets_report_write_over_nothing_committed():
+    """`make demo` (TUNE=1 too) writes only where git tracks nothing, the report to reports/<dataset>/
+    (the committed example report is reports/ itself); the report stage's own default is the same."""
+    from pipeline.stages.report import default_out
+
+    r = subprocess.run(["make", "-s", "-n", "demo", "DATA=x/hymenoptera_data", "TUNE=1"], cwd=ROOT,
+                       capture_output=True, text=True)
+    outs = re.findall(r"--out (\S+)", r.stdout)
+    assert "reports/hymenoptera_data" in outs and "--tune-lr" in r.stdout, r.stdout + r.stderr
+    for out in outs:
+        tracked = subprocess.run(["git", "ls-files", "--", out], cwd=ROOT, capture_output=True, text=True).stdout
+        assert not tracked.strip(), (out, tracked[:200])
+    assert default_out("photos").as_posix() == "reports/photos" and default_out("..").as_posix() == "reports/dataset"
 
 
 def test_splits_parsed_once_with_one_rule():

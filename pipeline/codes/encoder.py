@@ -5,6 +5,7 @@ import torch
 
 from ..codes.backbone import Backbone, FirstCalls, compiled, fold_batchnorm
 from ..core.devices import BF16, precision_for
+from ..core.timing import measure, plan
 from ..images.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 
@@ -39,3 +40,19 @@ class Encoder:
             out = self.model(x).float()
         return out.clone() if self.first_calls.on and self.cuda else out  # CUDA graph memory is reused next call
 
+
+
+def decoded_crops(crop: int, batch: int) -> torch.Tensor:
+    """A seeded random batch of decoded uint8 crops (N x 3 x crop x crop): what the cost harness
+    (core.timing) times every model on, heads' trunks and fine-tuned networks alike."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, generator=g)
+
+
+def trunk_cost(enc: Encoder, crop: int) -> dict:
+    """What the trunk costs per image with core.timing's harness (the codes a head needs for a new
+    image: the same Encoder predict uses)."""
+    batch, warmup, repeats = plan()
+    x = decoded_crops(crop, batch)
+    return measure(lambda: enc(x).cpu(), batch, repeats, warmup, part="backbone", crop=crop,
+                   device=str(enc.device), precision=enc.precision)

@@ -7,6 +7,7 @@ Layout of features/<dataset>/<backbone>-<weights>.h5, written only by `write_cod
     ("" unless a file), transform (JSON), image_size, dim, precision, bn_folded, device, seed,
     extract_seconds, compile_seconds, images_per_second, versions (JSON), created, command (the command line),
     views (JSON: per split, how its extra views were made, how many, their fingerprint and cost)
+    cost (JSON: what the trunk costs per image to use, timed by core.timing's harness; not in the fingerprint)
   /<split>/codes  N x D float32      /<split>/labels N int64      /<split>/paths N str
       (codes and labels chunked with fletcher32 checksums, verified by HDF5 on every read)
   /<split>/skipped_paths, skipped_reasons (files left out and why)
@@ -65,6 +66,7 @@ class Header:
     created: str = ""
     command: str = ""  # what made the file (core.cli.command_line): not part of the fingerprint
     views: dict = field(default_factory=dict)  # split -> its extra views: views.spec + n, fingerprint, seconds
+    cost: dict = field(default_factory=dict)  # the trunk's cost per image to use (core.timing), not in the fingerprint
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> Header:

@@ -6,7 +6,9 @@ sha256. Parsing imports neither torch nor torchvision, so a cache hit can be dec
 network exists; only `resolve` (the torchvision enum member) imports torchvision.
 
 The Makefile asks this module for its default paths instead of re-implementing them:
-    python -m pipeline.codes.weights features-path DATA BACKBONE WEIGHTS
+    python -m pipeline.codes.weights features-path [--find] DATA BACKBONE WEIGHTS
+(`--find`: the file a stage that reads codes uses when BACKBONE and WEIGHTS were left at their
+defaults, `found_features`).
 """
 from __future__ import annotations
 
@@ -117,12 +119,38 @@ def features_path(data: Path | str, backbone: str, weights: Weights) -> Path:
     return Path("features") / (name if name.strip(".") else "dataset") / f"{file}.h5"
 
 
+def found_features(data: Path | str, backbone: str, weights: Weights) -> Path:
+    """The features file a stage that reads codes (classify, audit) uses when the user named no
+    backbone or weights: the one for `backbone` and `weights` when it exists, else the dataset's
+    only features file, whatever it was made with; several and none of them the named one: a
+    UserError listing them. None at all: the named path (the stage then says it is missing)."""
+    want = features_path(data, backbone, weights)
+    if want.is_file():
+        return want
+    found = sorted(p for p in want.parent.glob("*.h5") if p.is_file())
+    if len(found) > 1:
+        raise UserError(f"{want.as_posix()} does not exist and {want.parent.as_posix()}/ holds {len(found)} features "
+                        f"files: {', '.join(p.name for p in found)}; say which with BACKBONE= and WEIGHTS= "
+                        f"(as made) or FEATURES=")
+    return found[0] if found else want
+
+
+USAGE = "usage: python -m pipeline.codes.weights features-path [--find] DATA BACKBONE WEIGHTS\n"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) == 4 and argv[0] == "features-path":
-        print(features_path(argv[1], argv[2], Weights.parse(argv[3])))
-        return 0
-    sys.stderr.write("usage: python -m pipeline.codes.weights features-path DATA BACKBONE WEIGHTS\n")
-    return 2
+    find = argv[1:2] == ["--find"]
+    if argv[:1] != ["features-path"] or len(argv) != 4 + find:
+        sys.stderr.write(USAGE)
+        return 2
+    data, backbone, weights = argv[1 + find:]
+    try:
+        path = (found_features if find else features_path)(data, backbone, Weights.parse(weights))
+    except UserError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    print(path.as_posix())
+    return 0
 
 
 if __name__ == "__main__":

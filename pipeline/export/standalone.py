@@ -12,9 +12,10 @@ padding). The model takes that uint8 crop and normalises it itself.
 
 Prints what `cnncodes predict` prints: a `path<TAB>class<TAB>probability` header and one row per
 image (`margin` instead of `probability` for a head without probabilities, LinearSVC: the winning
-class's decision value), then a summary line on stderr. With --reject, an image whose `distance`
-output (the run's rejection rule, in the file) exceeds the threshold in the metadata is labelled
-`unknown`, as `cnncodes predict --reject` labels it. Exit code 1 when an image could not be read
+class's decision value), then a summary line on stderr. With --reject each row keeps its class and
+adds a `status` field: `unknown` when the image's `distance` output (the run's rejection rule, in
+the file) exceeds the threshold in the metadata, else `known`, as `cnncodes predict --reject` does.
+Exit code 1 when an image could not be read
 (each is named on stderr), 2 on a bad argument or model file.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
-UNKNOWN = "unknown"  # the class of an image the --reject rule turns away (runs.scoring.UNKNOWN)
+UNKNOWN, KNOWN = "unknown", "known"  # the status of an image the --reject rule turns away, or keeps (runs.scoring)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FILTERS = {"nearest": Image.Resampling.NEAREST, "nearest-exact": Image.Resampling.NEAREST,
            "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
@@ -159,8 +160,9 @@ def open_model(path: Path):
 
 
 def label(paths: list[Path], sess, recipe: dict, batch_size: int, reject: bool = False):
-    """(path, class or None, score or why) per image, in order, a batch in memory at a time; with
-    `reject`, the class is "unknown" when the rule's distance exceeds its threshold."""
+    """(path, class or None, score or why, status) per image, in order, a batch in memory at a time;
+    the status is "" without `reject`, else "unknown" when the rule's distance exceeds its threshold
+    and "known" when not."""
     classes, names = recipe["classes"], ["scores", "distance"] if reject else ["scores"]
     limit = float(recipe["reject"]["threshold"]) if reject else float("inf")
     for i in range(0, len(paths), batch_size):
@@ -174,10 +176,10 @@ def label(paths: list[Path], sess, recipe: dict, batch_size: int, reject: bool =
         scores, far = dict(zip(crops, out[0])), dict(zip(crops, out[-1]))
         for k, p in enumerate(paths[i:i + batch_size]):
             if k in why:
-                yield str(p), None, why[k]
+                yield str(p), None, why[k], ""
             else:
-                cls = UNKNOWN if reject and far[k] > limit else classes[int(scores[k].argmax())]
-                yield str(p), cls, float(scores[k].max())
+                status = (UNKNOWN if far[k] > limit else KNOWN) if reject else ""
+                yield str(p), classes[int(scores[k].argmax())], float(scores[k].max()), status
 
 
 def main(argv=None) -> int:
@@ -186,8 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("images", nargs="+", help="image files, folders (searched recursively) or CSV manifests")
     ap.add_argument("--model", type=Path, default=here / "model.onnx", help="the .onnx file (default: beside me)")
     ap.add_argument("--batch-size", type=int, default=32, help="images per batch")
-    ap.add_argument("--reject", action="store_true", help="label an image 'unknown' when it is far from every "
-                    "training image (the rule and threshold the file holds, as cnncodes predict --reject)")
+    ap.add_argument("--reject", action="store_true", help="add a status column: 'unknown' when an image is far "
+                    "from every training image (the rule and threshold the file holds, as cnncodes predict --reject)")
     args = ap.parse_args(argv)
     try:
         if args.batch_size < 1:
@@ -200,17 +202,18 @@ def main(argv=None) -> int:
     except Refused as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         return 2
-    print(f"path\tclass\t{recipe['score']}")
-    good = bad = 0
-    for path, cls, v in label(paths, sess, recipe, args.batch_size, args.reject):
+    print(f"path\tclass\t{recipe['score']}" + "\tstatus" * args.reject)
+    good = bad = far = 0
+    for path, cls, v, status in label(paths, sess, recipe, args.batch_size, args.reject):
         if cls is None:
             print(f"{path}: not labelled: {v}", file=sys.stderr)
             bad += 1
         else:
-            print(f"{path}\t{cls}\t{v:.4f}")
+            print(f"{path}\t{cls}\t{v:.4f}" + (f"\t{status}" if status else ""))
             good += 1
-    print(f"labelled {good} of {good + bad} images with {args.model}" + (f"; {bad} could not be read" if bad else ""),
-          file=sys.stderr)
+            far += status == UNKNOWN
+    print(f"labelled {good} of {good + bad} images with {args.model}" + (f"; {bad} could not be read" if bad else "")
+          + (f"; {far} far from every training image (status unknown)" if args.reject else ""), file=sys.stderr)
     return 1 if bad else 0
 
 

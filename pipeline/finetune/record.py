@@ -1,6 +1,7 @@
 """The records of a finished fine-tuning run: model.json (what `predict` reloads), predictions.csv
-and metrics.json (the last epoch primary, the best epoch apart), with the method's names and the
-hyperparameters it ran with.
+and metrics.json (the last epoch primary, the best epoch apart), with the method's names, the
+hyperparameters it ran with and what the model costs to use (runs.cost: the harness every method
+is timed with).
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import numpy as np
 from ..heads.reject import confidence_rule
 from ..images.augment import describe
 from ..images.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..core.devices import BF16
 from ..runs import folder as runs
 from ..runs import metrics
+from ..runs.cost import run_cost
 
 if TYPE_CHECKING:
     from .checkpoint import Best, Progress
@@ -43,6 +46,7 @@ def write_record(job: Job, progress: Progress, run_dir: Path, test: dict | None 
         skipped=data.skipped, inputs=job.inputs, config=job.config,
         lr_selection=job.tuning or {"chosen": r.lr, "selection": "the recipe's fixed learning rate (not tuned)"},
         repeats=job.repeats,
+        cost=run_cost(run_dir, job.device, "bf16" if job.precision == BF16 else "fp32"),
         **(test or {}),
     )
     runs.write_predictions(run_dir, preds, data.classes, kind)

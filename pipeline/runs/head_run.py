@@ -1,5 +1,6 @@
 """A head's run, before it is written: the head chosen and refit (Fitted), its one pass over a
-split (Scored), and what predict needs to reload it (head_spec). Used by classify.
+split (Scored), what predict needs to reload it (head_spec) and what it costs to use (head_cost).
+Used by classify.
 """
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from ..codes.store import Codes
+from ..core.timing import measure, plan
 from ..heads.scores import scores_of
 from ..heads.search import PathSearch
 from ..heads.views import PLAIN, Views, val_views
@@ -47,6 +51,18 @@ def score_split(codes: Codes, split: str, f: Fitted) -> Scored:
     confidence, loss, kind = per_image(va.labels, proba, decision)
     return Scored(scores(va.labels, pred, codes.classes, proba),
                   runs.predictions(va.paths, va.labels, pred, confidence, loss), kind, predict_s)
+
+
+def head_cost(model, X: np.ndarray) -> dict | None:
+    """What the head costs per image on a new image's code, with core.timing's harness: its
+    predict_proba (decision_function without probabilities), as predict calls it, on a batch of
+    val codes (repeated to fill it). None without val codes."""
+    if not len(X):
+        return None
+    batch, warmup, repeats = plan()
+    xb = np.resize(np.asarray(X, dtype=np.float32), (batch, X.shape[-1]))
+    fn = model.predict_proba if hasattr(model, "predict_proba") else model.decision_function
+    return measure(lambda: fn(xb), batch, repeats, warmup, part="head", device="cpu")
 
 
 def head_spec(codes: Codes, name: str) -> dict:

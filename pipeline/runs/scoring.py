@@ -15,7 +15,7 @@ from ..core.devices import BF16, precision_for
 from ..images.transforms import Preprocess
 from . import folder as runs
 
-UNKNOWN = "unknown"  # the class of an image the --reject rule turns away
+UNKNOWN, KNOWN = "unknown", "known"  # the status predict --reject gives an image its rule turns away, or keeps
 
 
 class Source(NamedTuple):

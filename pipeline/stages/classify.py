@@ -30,7 +30,7 @@ from ..images.exclude import read_exclusions
 from ..images.groups import group_ids, read_groups
 from ..images.scan import check_classes
 from ..runs import folder as runs
-from ..runs.head_run import Fitted, Scored, head_spec, score_split
+from ..runs.head_run import Fitted, Scored, head_cost, head_spec, score_split
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,8 @@ def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:
         cv_score=float(search.best_score_), cv_path=search.cv_scores, cv_untried=search.untried, cv_edge=search.edge,
         solver=getattr(search.best_estimator_[-1], "solver_", None), features_file=str(cfg.features),
         features_fingerprint=h.fingerprint, data_root=h.data_root, weights_sha256=h.weights_sha256,
-        label_curve=f.curve, repeats=f.repeats, inputs=f.inputs)
+        label_curve=f.curve, repeats=f.repeats, inputs=f.inputs,
+        cost={"trunk": h.cost or None, "head": head_cost(search.best_estimator_, codes.splits[cfg.val_split].codes)})
 
 
 def classify_streaming(cfg: Config) -> Path:

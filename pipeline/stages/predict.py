@@ -1,14 +1,17 @@
 r"""Label new images with a saved classify head or fine-tuned model. Rows on stdout are
-path<TAB>class<TAB>probability; a backslash, tab, newline or carriage return in a path or class
-name is written there as \\, \t, \n or \r, so every row is one line of three fields (--csv
-quotes them as CSV does).
+path<TAB>class<TAB>probability (with --reject a fourth field, `known` or `unknown`); a backslash,
+tab, newline or carriage return in a path or class name is written
+there as \\, \t, \n or \r, so every row is one line of three fields, four with --reject (--csv quotes them as CSV does).
 
 Usage: cnncodes predict --model RUN_DIR IMAGE_OR_DIR_OR_MANIFEST... [--csv FILE]
        torchrun --nproc_per_node=N -m pipeline predict --model RUN_DIR ... --csv FILE
 
 Prints one `path  class  probability` row per image (`margin` instead of `probability` for a
 head without probabilities, LinearSVC: the winning class's decision value), then a summary line on
-stderr. Exit code 1 when any image could not be labelled; each is named on stderr. A --csv that
+stderr. With --reject each row keeps its class and adds `status`: `unknown` when the image is far
+from every training image by the run's rule, else `known`. --precision defaults to fp32, the
+exported model's precision, so that predict and the exported predict.py print the same scores.
+Exit code 1 when any image could not be labelled; each is named on stderr. A --csv that
 cannot be written (its folder missing, or a folder of that name) is refused before any image is
 labelled; it is written under a temporary name and renamed into place when complete, and a
 path or class starting with =, +, -, @ gets a leading ' there (`core.files.csv_safe`).
@@ -28,7 +31,7 @@ import numpy as np
 from .. import UserError
 from ..core import dist
 from ..runs import folder as runs
-from ..runs.scoring import UNKNOWN, Source, measured_precision, scorer_for
+from ..runs.scoring import KNOWN, UNKNOWN, Source, measured_precision, scorer_for
 from ..core.cli import Settings, DEVICES, at_most_cores, opt, positive
 from ..core.devices import PRECISION_HELP, PRECISIONS
 from ..images.scan import IMG_EXTENSIONS, ImageRecord
@@ -45,9 +48,11 @@ class Config(Settings):
     device: str = opt("auto", "where to run: auto picks cuda when available", DEVICES)
     batch_size: int = opt(32, "images per batch")
     workers: int = opt(-1, "processes decoding images (0 = in process, -1 = one per spare core, at most 8)")
-    precision: str = opt("auto", PRECISION_HELP, PRECISIONS)
-    reject: bool = opt(False, "label an image 'unknown' when it is far from every training image (the rule its run "
-                              "recorded, set on val to turn away about 5%% of known images)")
+    precision: str = opt("fp32", PRECISION_HELP + "; fp32 by default, as the exported model runs, so that both give "
+                                 "the same scores", PRECISIONS)
+    reject: bool = opt(False, "add a status column: 'unknown' when an image is far from every training image (the "
+                              "rule its run recorded, set on val to turn away about 5%% of known images), else "
+                              "'known'; the class is kept")
     trust_pickle: bool = opt(False, "load a head saved as a pickle (model.joblib, older runs): only for files you "
                                     "made yourself, since loading a pickle can run any code")
 
@@ -106,8 +111,9 @@ def tsv_field(text: str) -> str:
 
 
 def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
-    """(what the scores are, an iterator of (index, path, class or None, score or why) for this
-    rank's images in input order). Images are decoded in --workers processes, a batch at a time:
+    """(what the scores are, an iterator of (index, path, class or None, score or why, status) for
+    this rank's images in input order; status is "" without --reject, else "known" or "unknown").
+    Images are decoded in --workers processes, a batch at a time:
     memory stays bounded however many images there are."""
     import torch
 
@@ -147,31 +153,35 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
             unknown = dict(zip(good, far > limit)) if far is not None else {}
             for k, i in enumerate(idx):
                 if why[k]:
-                    yield i, str(paths[i]), None, why[k]
+                    yield i, str(paths[i]), None, why[k], ""
                 else:
-                    cls = UNKNOWN if unknown.get(k) else columns[int(scores[k].argmax())]
-                    yield i, str(paths[i]), cls, float(scores[k].max())
+                    status = (UNKNOWN if unknown.get(k) else KNOWN) if cfg.reject else ""
+                    yield i, str(paths[i]), columns[int(scores[k].argmax())], float(scores[k].max()), status
     return kind, rows()
 
 
-def predict(cfg: Config) -> tuple[list[tuple[str, str, float]], list[tuple[str, str]], str]:
-    """(rows of path, class, score; files that could not be labelled with why; the score's name),
-    for a run in one process; `run` streams instead."""
+def predict(cfg: Config) -> tuple[list[tuple], list[tuple[str, str]], str]:
+    """(rows of path, class, score (and status with --reject); files that could not be labelled
+    with why; the score's name), for a run in one process; `run` streams instead."""
     check_csv(cfg.csv)
     kind, it = stream(cfg)
     rows, bad = [], []
-    for _, path, cls, v in it:
-        (bad.append((path, v)) if cls is None else rows.append((path, cls, v)))
+    for _, path, cls, v, status in it:
+        (bad.append((path, v)) if cls is None else rows.append((path, cls, v) + ((status,) if status else ())))
     if cfg.csv:
-        write_text(cfg.csv, _csv_text(kind, rows))
+        write_text(cfg.csv, _csv_text(header(kind, cfg.reject), rows))
     return rows, bad, kind
 
 
-def _csv_text(kind: str, rows) -> str:
+def header(kind: str, reject: bool) -> list[str]:
+    return ["path", "class", kind] + ["status"] * reject
+
+
+def _csv_text(head: list[str], rows) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "class", kind])
-    w.writerows([csv_safe(path), csv_safe(cls), v] for path, cls, v in rows)
+    w.writerow(head)
+    w.writerows([csv_safe(path), csv_safe(cls), *rest] for path, cls, *rest in rows)
     return buf.getvalue()
 
 
@@ -181,8 +191,8 @@ def _merged(parts: list[Path]):
 
     def read(f):
         with open(f, newline="", encoding="utf-8") as fh:
-            for i, path, cls, v in csv.reader(fh):
-                yield int(i), path, cls or None, v
+            for i, path, cls, v, status in csv.reader(fh):
+                yield int(i), path, cls or None, v, status
     return heapq.merge(*(read(f) for f in parts), key=lambda r: r[0])
 
 
@@ -204,8 +214,8 @@ def run(cfg: Config) -> int:
             part = Path(f"{cfg.csv}.rank{ranks.rank}")
             with open(part, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh, lineterminator="\n")
-                for i, path, cls, v in rows:
-                    w.writerow([i, path, cls or "", v])
+                for i, path, cls, v, status in rows:
+                    w.writerow([i, path, cls or "", v, status])
             dist.barrier(ranks)
             if not ranks.main:
                 return 0
@@ -224,23 +234,25 @@ def write_rows(cfg: Config, kind: str, rows) -> int:
     """Print rows as they come (and write them to --csv through `atomic_write`: renamed into place
     once complete, no temporary file left if labelling fails); the bad files go to stderr. Returns
     how many could not be labelled."""
-    good = bad = 0
+    good = bad = far = 0
 
     def emit(w) -> None:
-        nonlocal good, bad
+        nonlocal good, bad, far
+        head = header(kind, cfg.reject)
         if w:
-            w.writerow(["path", "class", kind])
-        print(f"path\tclass\t{kind}")
-        for _, path, cls, v in rows:
+            w.writerow(head)
+        print("\t".join(head))
+        for _, path, cls, v, status in rows:
             if cls is None:
                 print(f"{tsv_field(path)}: not labelled: {v}", file=sys.stderr)
                 bad += 1
                 continue
             v = float(v)
-            print(f"{tsv_field(path)}\t{tsv_field(cls)}\t{v:.4f}")
+            print(f"{tsv_field(path)}\t{tsv_field(cls)}\t{v:.4f}" + (f"\t{status}" if status else ""))
             if w:
-                w.writerow([csv_safe(path), csv_safe(cls), v])
+                w.writerow([csv_safe(path), csv_safe(cls), v] + ([status] if status else []))
             good += 1
+            far += status == UNKNOWN
 
     def write(fh) -> None:
         text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
@@ -255,5 +267,6 @@ def write_rows(cfg: Config, kind: str, rows) -> int:
     else:
         emit(None)
     print(f"labelled {good} of {good + bad} images with {cfg.model}" + (f"; {bad} could not be read" if bad else "")
+          + (f"; {far} far from every training image (status unknown)" if cfg.reject else "")
           + (f"; rows in {cfg.csv}" if cfg.csv else ""), file=sys.stderr)
     return bad

@@ -1,6 +1,6 @@
 """Build the report from saved runs: one metrics table, figures and a plain-words summary.
 
-Usage: python -m pipeline report --runs RUNS_DIR --out reports/
+Usage: python -m pipeline report --runs RUNS_DIR [--out reports/<dataset>]
 
 Reads every RUNS_DIR/**/metrics.json (and the history.json, features file and val images the runs
 point to) and writes report.md, a self-contained report.html (the decision first: verdict, main
@@ -14,6 +14,7 @@ diagnostics, figures -> blocks -> Markdown, HTML and the CSVs).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,8 @@ __all__ = ["Config", "run", "read_bench"]  # read_bench: the benchmarks file as 
 @dataclass(frozen=True)
 class Config(Settings):
     runs: Path = opt(Path("reports/runs"), "folder searched recursively for the metrics.json of each run")
-    out: Path = opt(Path("reports"), "output folder for report.md, report.html, metrics.csv and figures/")
+    out: Path = opt(Path(""), "output folder for report.md, report.html, metrics.csv and figures/; empty = "
+                              "reports/<dataset>, so that each dataset's report has its own folder")
     bench: Path = opt(
         Path("reports/benchmarks.json"),
         "benchmark results from python -m bench: benchmarks.md / .html beside the report when the file exists"
@@ -46,4 +48,14 @@ def run(cfg: Config) -> dict[str, Path]:
     dataset = check_one_dataset(runs)
     options = ReportOptions(source=cfg.runs, title=cfg.title, note=cfg.note, bench=cfg.bench,
                             audit=cfg.audit if str(cfg.audit) not in ("", ".") else None)
-    return write_report(runs, dataset, Path(cfg.out), options)
+    out = Path(cfg.out) if str(cfg.out) not in ("", ".") else default_out(dataset)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{str(out)!r} is a file; give --out a folder for report.md, report.html and figures/")
+    return write_report(runs, dataset, out, options)
+
+
+def default_out(dataset: str) -> Path:
+    """reports/<dataset>: one plain folder name, whatever the dataset is called (as the features
+    cache names its folder)."""
+    name = re.sub(r"[\x00-\x1f\x7f/\\]", "_", str(dataset or ""))
+    return Path("reports") / (name if name.strip(".") else "dataset")

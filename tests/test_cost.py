@@ -1,0 +1,50 @@
+"""What a method costs to use: one warm, batched harness (core.timing) for a head's trunk
+(features), its head (classify) and a fine-tuned network (finetune), recorded with each run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import make_folder
+from pipeline.codes.store import Header, read_attrs
+from pipeline.core import timing
+from pipeline.stages import classify, features, finetune
+
+
+def test_the_harness_warms_up_then_reports_the_median_call_per_image(monkeypatch):
+    clock, calls = iter([0.0, 0.4, 1.0, 1.2, 2.0, 2.8, 3.0, 3.2, 4.0, 4.2]), []  # calls of 0.4, 0.2, 0.8, 0.2, 0.2 s
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    got = timing.measure(lambda: calls.append(1), batch=10, repeats=5, warmup=2, part="x")
+    assert len(calls) == 7  # 2 untimed, 5 timed
+    assert got["ms_per_image"] == pytest.approx(20.0) and got["low"] == pytest.approx(20.0)
+    assert got["high"] == pytest.approx(80.0) and got["batch"] == 10 and got["repeats"] == 5
+    assert got["part"] == "x" and "decoding and resizing excluded" in got["what"]
+
+
+def test_the_plan_is_the_full_one_unless_the_quick_one_is_asked_for(monkeypatch):
+    monkeypatch.delenv("CNNCODES_COST", raising=False)
+    assert timing.plan() == (timing.BATCH, timing.WARMUP, timing.REPEATS) == (32, 2, 5)
+    monkeypatch.setenv("CNNCODES_COST", "quick")
+    assert timing.plan() == (4, 0, 1)
+
+
+def test_every_run_records_its_cost_from_the_same_harness(tmp_path):
+    """The features file holds its trunk's cost; a head's run carries it with its head's; two
+    fine-tunes of the same network (another lr) are timed the same way, at the same crop."""
+    data = make_folder(tmp_path / "data", n_train=6, n_val=4)
+    feats, out = tmp_path / "f.h5", tmp_path / "runs"
+    features.run(features.Config(data=data, weights="none", out=feats, device="cpu", workers=0, resize=40, crop=32))
+    trunk = Header.from_attrs(read_attrs(feats)).cost
+    assert trunk["part"] == "backbone" and trunk["crop"] == 32 and trunk["ms_per_image"] > 0
+    classify.run(classify.Config(features=feats, head="softmax", out=out, label_curve="off", folds=2))
+    [head_run] = [p for p in out.iterdir() if p.is_dir()]
+    cost = json.loads((head_run / "metrics.json").read_text())["cost"]
+    assert cost["trunk"] == trunk and cost["head"]["part"] == "head" and cost["head"]["ms_per_image"] > 0
+    docs = [finetune.train(finetune.Config(data=data, out=tmp_path / f"ft{lr}", weights="none", epochs=1,
+                                           batch_size=4, lr=lr, resize=40, crop=32, workers=0, device="cpu"))[1]
+            for lr in (0.003, 0.01)]
+    a, b = (d["cost"] for d in docs)
+    assert a["part"] == b["part"] == "model" and a["crop"] == b["crop"] == 32 and a["precision"] == "fp32"
+    assert {k: v for k, v in a.items() if k not in ("ms_per_image", "low", "high")} == \
+        {k: v for k, v in b.items() if k not in ("ms_per_image", "low", "high")}
