@@ -23,6 +23,8 @@ import argparse
 import csv
 import io
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -69,8 +71,11 @@ def to_srgb(im):
 
 
 def load_rgb(path, draft=None):
-    """The image fully decoded, as RGB; BadImage with the reason when it cannot be."""
+    """The image fully decoded, as RGB; BadImage with the reason when it cannot be (a named pipe or
+    device is not opened: it would wait for ever)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise BadImage("not a regular file (a named pipe, device or folder): skipped")
         with Image.open(path) as im:
             if draft:
                 im.draft("RGB", (draft, draft))  # JPEG: decode at 1/2..1/8 scale, never below `draft`

@@ -10,17 +10,15 @@ from pathlib import Path
 
 from .. import UserError
 from .scan import ImageFolderScan, ImageRecord, Split, _unusable, split_automatically
+# how datasets spell the usual splits: a manifest row's split matches a --splits name case-insensitively or
+# through these; a row of a usual split that was not asked for is left out with a message
+from .shapes import SPLIT_ALIASES
 
 
 MANIFEST_COLUMNS = ("path", "label", "split")
 
 
 MAX_LINE = 128 * 1024  # csv's own field size limit: a longer line is no manifest row
-
-
-# how manifests spell the usual splits: a row's split matches a --splits name case-insensitively or
-# through these; a row of a usual split that was not asked for is left out with a message
-SPLIT_ALIASES = ({"train", "training"}, {"val", "valid", "validation", "dev"}, {"test", "testing", "holdout"})
 
 
 def _split_of(value: str, splits: tuple[str, ...]) -> str | None:

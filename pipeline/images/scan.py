@@ -47,10 +47,10 @@ class ImageFolderScan:
     def split_note(self) -> str:
         """How a scan split here (no split folders, or a manifest without a split column) was split,
         in one line for the stages to print; "" for splits given by folders or a manifest."""
-        from .splits import describe
+        from .splits import CARVE, describe
 
-        where = "no split column" if self.manifest else "no split folders"
-        return f"{self.name}: {where}: {describe(self.rule)}" if self.rule else ""
+        where = "no split column: " if self.manifest else "" if self.rule.startswith(CARVE) else "no split folders: "
+        return f"{self.name}: {where}{describe(self.rule)}" if self.rule else ""
 
     def digest(self) -> str:
         """Fingerprint of the image list: every file's split, relative path, label, size, mtime."""
@@ -71,13 +71,15 @@ def _rel(path: Path, root: Path) -> str:
 def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val"),
          fractions: tuple[float, float, float] | None = None) -> ImageFolderScan:
     """List every image under root/<split>/<class>/, sorted; skip and record non-images. With
-    splits ("auto",): train and val (and test when present), or for a plain root/<class>/ folder
+    splits ("auto",): the split folders shapes.py finds (train and val, and test when present; a
+    val carved from train beside a test/), or for a plain root/<class>/ folder (or a train/ alone)
     an automatic split by `fractions` (splits.py).
 
     Raises UserError for a missing root or split, an empty class folder, or class sets that
     differ between splits.
     """
-    from .splits import FRACTIONS, folder_layout
+    from .shapes import folder_layout
+    from .splits import FRACTIONS
 
     root, splits = Path(root), check_split_names(tuple(splits))
     if root.suffix.lower() == ".csv" and root.is_file():
@@ -89,22 +91,24 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val"),
             f"data directory {str(root)!r} does not exist (set DATA=/path/to/imagefolder or run `make data`)"
         )
     layout = folder_layout(root, splits)
-    if layout is None:
-        return _auto_split(root, fractions or FRACTIONS)
+    if layout.automatic:
+        return _auto_split(root, layout.base, fractions or FRACTIONS)
     classes: list[str] | None = None
     out: dict[str, Split] = {}
     seen: dict[str, str] = {}  # real path -> the relative path it was first listed under
-    for name in layout:
-        found, out[name] = _scan_split(root, root / name, name, seen, classes)
+    for name, folder in layout.folders.items():
+        found, out[name] = _scan_split(root, root / folder, name, seen, classes)
         if classes is None:
             classes = found
         elif found != classes:
             diff = sorted(set(found) ^ set(classes))
             raise UserError(
-                f"class folders differ between splits: {name!r} has {found}, {layout[0]!r} has {classes} "
+                f"class folders differ between splits: {name!r} has {found}, {next(iter(out))!r} has {classes} "
                 f"(differing: {diff})"
             )
     assert classes is not None
+    if layout.carve:
+        return carve_val(ImageFolderScan(root, classes, out), fractions or FRACTIONS)
     return ImageFolderScan(root, classes, out)
 
 
@@ -115,7 +119,8 @@ def _scan_split(root: Path, sdir: Path, name: str, seen: dict[str, str], classes
     found = sorted(d.name for d in sdir.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not found:
         raise UserError(f"split {name!r} has no class folders under {str(sdir)!r}")
-    split = Split(name, [])
+    split = Split(name, [], [(_rel(d, root), "hidden folder: not a class, ignored") for d in sorted(sdir.iterdir())
+                             if d.is_dir() and d.name.startswith(".")])
     for label, cls in enumerate(classes if classes is not None and found == classes else found):
         n_before = len(split.items)
         _scan_class(root, sdir / cls, label, split, seen)
@@ -124,10 +129,27 @@ def _scan_split(root: Path, sdir: Path, name: str, seen: dict[str, str], classes
     return found, split
 
 
-def _auto_split(root: Path, fractions: tuple[float, float, float]) -> ImageFolderScan:
-    """A plain root/<class>/<image> folder split into train, val and test."""
-    classes, everything = _scan_split(root, root, "all", {})
+def _auto_split(root: Path, base: str, fractions: tuple[float, float, float]) -> ImageFolderScan:
+    """A plain root/<class>/<image> folder (or root/train/<class>/ alone) split into train, val and test."""
+    classes, everything = _scan_split(root, root / base, base or "all", {})
     return split_automatically(root, classes, everything, fractions)
+
+
+def carve_val(s: ImageFolderScan, fractions: tuple[float, float, float]) -> ImageFolderScan:
+    """A train/ + test/ scan with val carved from train: each class's val share of its train images
+    (splits.carve: by the seeded hash of its path), the rule recorded as for an automatic split."""
+    from .splits import CARVE, carve, rule_of
+
+    train, val = Split("train", [], s.splits["train"].skipped), Split("val", [])
+    for label, name in enumerate(s.classes):
+        recs = [r for r in s.splits["train"].items if r.label == label]
+        if len(recs) < 2:
+            raise UserError(f"class {name!r} has {len(recs)} usable train image{'s' * (len(recs) != 1)}: a val split "
+                            "carved from train/ needs two at least (or add a val/ folder)")
+        for r, to_val in zip(recs, carve([r.path for r in recs], fractions[1])):
+            (val if to_val else train).items.append(r)
+    splits = {"train": train, "val": val, **{n: sp for n, sp in s.splits.items() if n != "train"}}
+    return ImageFolderScan(s.root, s.classes, splits, rule=rule_of(fractions, kind=CARVE))
 
 
 def split_automatically(root: Path, classes: list[str], everything: Split, fractions: tuple[float, float, float],
@@ -227,9 +249,10 @@ def _scan_class(root: Path, cdir: Path, label: int, split: Split, seen: dict[str
             split.items.append(ImageRecord(rel, label, st.st_size, st.st_mtime_ns))
 
 
-def check_classes(labels, classes: list[str], what: str) -> None:
-    """Every class needs usable training images, and there must be two classes at least: a head
-    trained on a subset would silently give its classes' positions to others."""
+def check_classes(labels, classes: list[str], what: str, least: int = 1) -> None:
+    """Every class needs usable training images (`least`: 2 for cross-validation), and there must be
+    two classes at least: a head trained on a subset would silently give its classes' positions to
+    others."""
     import numpy as np
 
     if len(classes) < 2:
@@ -239,5 +262,9 @@ def check_classes(labels, classes: list[str], what: str) -> None:
     if empty:
         raise UserError(f"{what}: class {', '.join(map(repr, empty))} has no usable training images (every file was "
                         "skipped as unreadable); fix or remove the class folder")
+    single = [c for c, n in zip(classes, counts) if n == 1]
+    if least > 1 and single:
+        raise UserError(f"{what}: class {', '.join(map(repr, single))} has a single usable training image: "
+                        "cross-validation needs at least 2 per class; add images or remove the class folder")
 
 

@@ -65,7 +65,8 @@ def audit(cfg: Config) -> Audit:
         raise UserError(f"--out {str(cfg.out)!r} is a file, not a folder")
     codes = read_codes(cfg.features)
     found = audit_splits(codes.splits, codes.classes, cfg.spec)
-    files = write_audit(found, Path(cfg.out), str(cfg.features))
+    files = write_audit(found, Path(cfg.out), str(cfg.features), {"dataset": codes.header.dataset,
+                                                                  "classes": list(codes.classes)})
     print(summary(found), flush=True)
     print(f"wrote {', '.join(p.name for p in files.values())} to {cfg.out}", flush=True)
     return found

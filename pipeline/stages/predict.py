@@ -93,6 +93,20 @@ def check_csv(path: str) -> None:
         raise UserError(f"--csv {path!r}: the folder {str(where)!r} is not writable")
 
 
+def check_csv_apart(path: str, model: Path, inputs: list[Path], args=()) -> None:
+    """Refuse a --csv inside the model folder (its record would be replaced) or naming one of the
+    inputs (an image, or a manifest, replaced by the rows)."""
+    if not path:
+        return
+    out = os.path.realpath(path)
+    run = os.path.realpath(model)
+    if out == run or out.startswith(run + os.sep):
+        raise UserError(f"--csv {path!r} lies inside the model folder {str(model)!r}: its files are the run's "
+                        "record; write the rows elsewhere")
+    if any(os.path.realpath(p) == out for p in [*inputs, *map(Path, args)]):
+        raise UserError(f"--csv {path!r} is one of the inputs: it would be replaced by the rows; write them elsewhere")
+
+
 _TSV_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
@@ -113,6 +127,7 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
 
     spec = runs.read_model(cfg.model)
     paths = list_images(cfg.images)
+    check_csv_apart(cfg.csv, cfg.model, paths, cfg.images)
     device = resolve_device(cfg.device)
     if device.type == "cuda" and ranks.world > 1:
         device = torch.device("cuda", ranks.local_rank)
