@@ -8,6 +8,7 @@ import json
 import os
 import threading
 
+import numpy as np
 import pytest
 
 from conftest import cli, make_image, write_synthetic_codes
@@ -94,11 +95,12 @@ def test_a_second_classify_on_the_same_run_folder_is_refused_not_lost(tmp_path):
     feats = write_synthetic_codes(tmp_path / "c.h5", n_train=40, n_val=20, dim=8)
     cfg = C.Config(features=feats, head="knn", out=tmp_path / "runs", folds=3, label_curve="off")
     where = C.run_dir(cfg, read_codes(feats), "knn")
-    with FileLock(f"{where}.lock"):  # what the first classify holds while it fits and writes
+    with FileLock(where.with_name(f".{where.name}.lock")):  # what the first classify holds while it fits and writes
         with pytest.raises(UserError, match="another classify run is writing"):
             C.classify(cfg)
     assert not where.exists()
     assert C.classify(cfg) == [where] and (where / "metrics.json").is_file()
+    assert sorted(p.name for p in where.parent.iterdir()) == [where.name]  # no lock file left among the runs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,3 +332,63 @@ def test_a_blank_group_is_a_group_of_one(tmp_path, capsys):
     ids = group_ids(["a.jpg", "b.jpg", "c.jpg", "d.jpg"], read_groups(g), "g")
     assert ids[0] == ids[1] and len(set(ids)) == 3  # c and d apart, not one group "g:"
     assert "2 rows without a group" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# 12. learning rates that are not numbers, and a run that diverges
+
+@pytest.mark.parametrize("settings,says", [({"lr": float("nan")}, "--lr must be a finite rate"),
+                                           ({"lr": float("inf")}, "--lr must be a finite rate"),
+                                           ({"tune_lr": True, "lr_grid": "0.001,inf"}, "--lr-grid"),
+                                           ({"tune_lr": True, "lr_grid": "nan"}, "--lr-grid"),
+                                           ({"gamma": float("nan")}, "--gamma")])
+def test_non_finite_rates_are_refused(tmp_path, settings, says):
+    from pipeline.stages.finetune import Config
+
+    with pytest.raises(UserError, match=says):
+        Config(data=tmp_path, **settings)
+
+
+def test_a_diverged_fine_tune_ends_in_one_line(tmp_path):
+    from conftest import make_folder
+
+    data = make_folder(tmp_path / "data", n_train=8, n_val=2, size=(40, 32))
+    r = cli("finetune", "--data", data, "--weights", "none", "--epochs", "2", "--lr", "1e30", "--out",
+            tmp_path / "runs", "--device", "cpu", "--workers", "0", "--batch-size", "4", "--resize", "36",
+            "--crop", "32")
+    one_line_error(r, "training diverged at epoch 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# 13. a doctored rejection rule
+
+def test_a_doctored_rejection_rule_is_refused_in_one_line(tmp_path):
+    from pipeline.runs.scoring import Source, check_rule, reject_reference
+
+    src = Source(tmp_path, reject=True)
+    for t in (float("nan"), "0.3", None, True, float("inf")):
+        with pytest.raises(UserError, match="not a finite number"):
+            check_rule(src, {"reject": {"rule": "r", "threshold": t}})
+    assert check_rule(src, {"reject": {"rule": "r", "threshold": 0.3}})["threshold"] == 0.3
+    np.save(tmp_path / "reject.npy", np.ones((5, 7), np.float16))
+    spec = {"reject": {"rule": "r", "threshold": 0.3, "file": "reject.npy"}}
+    with pytest.raises(UserError, match=r"of 8 values \(it holds an array of shape \(5, 7\)\)"):
+        reject_reference(src, spec, dim=8)
+    assert reject_reference(src, spec, dim=7).shape == (5, 7)
+
+
+# ---------------------------------------------------------------------------------------------
+# 14. --out a link to nothing
+
+def test_an_out_folder_that_is_a_dangling_link_is_one_line(tmp_path):
+    from pipeline.core.files import check_out_folder
+    from pipeline.stages.audit import Config, audit
+
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(UserError, match="is a link to .*which does not exist"):
+        check_out_folder(link)
+    feats = write_synthetic_codes(tmp_path / "c.h5", n_train=30, n_val=10, dim=4)
+    with pytest.raises(UserError, match="which does not exist"):
+        audit(Config(features=feats, out=link))
+    assert not (tmp_path / "gone").exists()

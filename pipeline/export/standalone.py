@@ -168,6 +168,8 @@ def label(paths: list[Path], sess, recipe: dict, batch_size: int, reject: bool =
     `reject`, the class is "unknown" when the rule's distance exceeds its threshold."""
     classes, names = recipe["classes"], ["scores", "distance"] if reject else ["scores"]
     limit = float(recipe["reject"]["threshold"]) if reject else float("inf")
+    if reject and (isinstance(recipe["reject"]["threshold"], (bool, str)) or not np.isfinite(limit)):
+        raise Refused(f"the model's rejection threshold {recipe['reject']['threshold']!r} is not a finite number")
     for i in range(0, len(paths), batch_size):
         crops, why = {}, {}
         for k, p in enumerate(paths[i:i + batch_size]):

@@ -136,7 +136,7 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
     if ranks.main:
         print(f"predict on {device} ({precision_for(device.type, cfg.precision)}, --precision {cfg.precision})",
               file=sys.stderr)
-    limit = float((spec.get("reject") or {}).get("threshold", np.inf))
+    limit = float(spec["reject"]["threshold"]) if cfg.reject else np.inf  # checked by the scorer (check_rule)
     ds = eval_images(Path(""), [ImageRecord(str(p), -1, 0, 0) for p in paths], Preprocess.from_spec(spec),
                      spec.get("fast_decode", True))
     mine = [list(range(i, min(i + cfg.batch_size, len(ds)))) for k, i in enumerate(range(0, len(ds), cfg.batch_size))
