@@ -171,7 +171,7 @@ def test_features_exclude_of_a_whole_class_and_nan_shares_are_refused_at_once(tm
 def test_a_class_with_one_training_image_is_named(tmp_path):
     from pipeline.images.scan import check_classes
 
-    with pytest.raises(UserError, match="class 'bees' has a single usable training image"):
+    with pytest.raises(UserError, match="class 'bees' has a single training image"):
         check_classes([0, 0, 1], ["ants", "bees"], "f.h5 (train)", least=2)
     check_classes([0, 0, 1], ["ants", "bees"], "f.h5 (train)")  # fine-tuning needs no CV folds
 
@@ -392,3 +392,15 @@ def test_an_out_folder_that_is_a_dangling_link_is_one_line(tmp_path):
     with pytest.raises(UserError, match="which does not exist"):
         audit(Config(features=feats, out=link))
     assert not (tmp_path / "gone").exists()
+
+
+def test_a_manifest_of_train_and_test_rows_carves_val_as_the_folder_does(tmp_path):
+    root = _tree(tmp_path / "d", ("train", "test"), n=10)
+    rows = [f"{p.relative_to(root).as_posix()},{p.parent.name},{'Training' if p.parts[-3] == 'train' else 'test'}"
+            for p in sorted(root.rglob("*.jpg"))]
+    (root / "list.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    m, folder = scan(root / "list.csv"), scan(root)
+    assert list(m.splits) == ["train", "val", "test"] and m.rule == folder.rule
+    assert {n: [r.path for r in sp.items] for n, sp in m.splits.items()} == \
+        {n: [r.path for r in sp.items] for n, sp in folder.splits.items()}
+    assert "val carved from train" in m.split_note()

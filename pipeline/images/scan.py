@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import UserError
@@ -49,7 +49,7 @@ class ImageFolderScan:
         in one line for the stages to print; "" for splits given by folders or a manifest."""
         from .splits import CARVE, describe
 
-        where = "no split column: " if self.manifest else "" if self.rule.startswith(CARVE) else "no split folders: "
+        where = "" if self.rule.startswith(CARVE) else "no split column: " if self.manifest else "no split folders: "
         return f"{self.name}: {where}{describe(self.rule)}" if self.rule else ""
 
     def digest(self) -> str:
@@ -149,7 +149,7 @@ def carve_val(s: ImageFolderScan, fractions: tuple[float, float, float]) -> Imag
         for r, to_val in zip(recs, carve([r.path for r in recs], fractions[1])):
             (val if to_val else train).items.append(r)
     splits = {"train": train, "val": val, **{n: sp for n, sp in s.splits.items() if n != "train"}}
-    return ImageFolderScan(s.root, s.classes, splits, rule=rule_of(fractions, kind=CARVE))
+    return replace(s, splits=splits, rule=rule_of(fractions, kind=CARVE))
 
 
 def split_automatically(root: Path, classes: list[str], everything: Split, fractions: tuple[float, float, float],
@@ -264,7 +264,7 @@ def check_classes(labels, classes: list[str], what: str, least: int = 1) -> None
                         "skipped as unreadable); fix or remove the class folder")
     single = [c for c, n in zip(classes, counts) if n == 1]
     if least > 1 and single:
-        raise UserError(f"{what}: class {', '.join(map(repr, single))} has a single usable training image: "
+        raise UserError(f"{what}: class {', '.join(map(repr, single))} has a single training image: "
                         "cross-validation needs at least 2 per class; add images or remove the class folder")
 
 
