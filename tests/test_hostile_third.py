@@ -404,3 +404,46 @@ def test_a_manifest_of_train_and_test_rows_carves_val_as_the_folder_does(tmp_pat
     assert {n: [r.path for r in sp.items] for n, sp in m.splits.items()} == \
         {n: [r.path for r in sp.items] for n, sp in folder.splits.items()}
     assert "val carved from train" in m.split_note()
+
+
+def test_a_refused_classify_leaves_the_holders_lock_in_place(tmp_path):
+    from filelock import FileLock
+
+    from pipeline.runs.folder import locked
+    run = tmp_path / "runs" / "knn"
+    lock = run.with_name(".knn.lock")
+    with locked(run, "classify run"):
+        assert lock.is_file()
+        with pytest.raises(UserError, match="another classify run"):
+            with locked(run, "classify run"):
+                pass
+        assert lock.is_file() and not FileLock(lock, timeout=0).is_locked  # still there, still held by us
+    assert not lock.exists()
+
+
+def _roboflow(root, splits=("train", "valid", "test"), extra=""):
+    for split in splits:
+        rows = ["filename, ants, bees"]
+        for i in range(6):
+            name = f"{i}_jpg.rf.{split}.jpg"
+            _touch(root / split / name)
+            rows.append(f"{name},{int(i % 2 == 0)},{int(i % 2 == 1)}")
+        (root / split / "_classes.csv").write_text("\n".join(rows) + "\n" + (extra if split == "train" else ""))
+    return root
+
+
+def test_roboflows_csv_export_is_read_as_its_classes_csv_says(tmp_path):
+    s = scan(_roboflow(tmp_path / "rf"))
+    assert list(s.splits) == ["train", "val", "test"] and s.classes == ["ants", "bees"] and not s.rule
+    assert [(r.path, r.label) for r in s.splits["val"].items][:2] == [("valid/0_jpg.rf.valid.jpg", 0),
+                                                                     ("valid/1_jpg.rf.valid.jpg", 1)]
+    carved = scan(_roboflow(tmp_path / "rf2", ("train", "test")))
+    assert carved.rule.startswith("val-from-train") and len(carved.splits["val"].items) == 2
+
+
+@pytest.mark.parametrize("extra,says", [("x.jpg,1,1\n", "line 8: 'x.jpg' has 2 classes marked"),
+                                        ("../../etc/passwd,1,0\n", "line 8: '../../etc/passwd' is not a file name"),
+                                        ("x.jpg,1\n", "line 8: 1 class cells")])
+def test_a_roboflow_row_that_is_not_one_label_of_one_file_names_its_line(tmp_path, extra, says):
+    with pytest.raises(UserError, match=says):
+        scan(_roboflow(tmp_path / "rf", extra=extra))

@@ -93,10 +93,18 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val"),
     layout = folder_layout(root, splits)
     if layout.automatic:
         return _auto_split(root, layout.base, fractions or FRACTIONS)
+    classes, out = (_scan_listed if layout.listed else _scan_folders)(root, layout.folders)
+    if layout.carve:
+        return carve_val(ImageFolderScan(root, classes, out), fractions or FRACTIONS)
+    return ImageFolderScan(root, classes, out)
+
+
+def _scan_folders(root: Path, folders: dict[str, str]) -> tuple[list[str], dict[str, Split]]:
+    """(classes, a Split per name) of split folders of class folders; their class sets must agree."""
     classes: list[str] | None = None
     out: dict[str, Split] = {}
     seen: dict[str, str] = {}  # real path -> the relative path it was first listed under
-    for name, folder in layout.folders.items():
+    for name, folder in folders.items():
         found, out[name] = _scan_split(root, root / folder, name, seen, classes)
         if classes is None:
             classes = found
@@ -107,9 +115,34 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val"),
                 f"(differing: {diff})"
             )
     assert classes is not None
-    if layout.carve:
-        return carve_val(ImageFolderScan(root, classes, out), fractions or FRACTIONS)
-    return ImageFolderScan(root, classes, out)
+    return classes, out
+
+
+def _scan_listed(root: Path, folders: dict[str, str]) -> tuple[list[str], dict[str, Split]]:
+    """(classes, a Split per name) of split folders labelled by Roboflow's _classes.csv
+    (roboflow.py), each listed file checked as a folder's are; the classes must agree."""
+    from .roboflow import LABELS, read_classes_csv
+
+    classes: list[str] | None = None
+    out: dict[str, Split] = {}
+    seen: dict[str, str] = {}
+    for name, folder in folders.items():
+        found, rows = read_classes_csv(root / folder / LABELS)
+        if classes is not None and found != classes:
+            raise UserError(f"the classes of {folder}/{LABELS} ({found}) differ from {next(iter(folders.values()))}/"
+                            f"{LABELS}'s ({classes})")
+        classes, split = found, out.setdefault(name, Split(name, []))
+        for rel, label in ((f"{folder}/{fn}", y) for fn, y in rows):
+            why = _unusable(root / rel, seen)
+            if why:
+                split.skipped.append((rel, why))
+            else:
+                st, seen[os.path.realpath(root / rel)] = (root / rel).stat(), rel
+                split.items.append(ImageRecord(rel, label, st.st_size, st.st_mtime_ns))
+        if not split.items:
+            raise UserError(f"{folder}/{LABELS} lists no usable image in {str(root / folder)!r}")
+    assert classes is not None
+    return classes, out
 
 
 def _scan_split(root: Path, sdir: Path, name: str, seen: dict[str, str], classes: list[str] | None = None):

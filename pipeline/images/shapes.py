@@ -7,12 +7,14 @@ aliases (Roboflow's `valid/`, `Training/` and `Testing/` of many Kaggle sets):
 - train/ and test/ without val/ (most Kaggle sets): val is carved from train (scan.carve_val:
   stratified, seeded, recorded like the automatic split), test stays test;
 - train/ alone, or a plain folder of class folders (torchvision's ImageFolder, TensorFlow's
-  image_dataset_from_directory): split automatically into train, val and test (splits.py).
+  image_dataset_from_directory): split automatically into train, val and test (splits.py);
+- Roboflow's CSV export (split folders of loose images, each labelled by its `_classes.csv`,
+  roboflow.py): read as its CSVs say, with the same rules for a missing val.
 
 Shapes whose labels are not in the folders are a one-line error with the fix: a split folder of
-loose images (labels in file names, or an unlabelled Kaggle test/), Roboflow's CSV export
-(`_classes.csv`), a camera's or phone's export (DCIM/100APPLE), val/ or test/ without train/, and
-two folders for one split (val/ and valid/).
+loose images (labels in file names, or an unlabelled Kaggle test/), a camera's or phone's export
+(DCIM/100APPLE), val/ or test/ without train/, two folders for one split (val/ and valid/), and
+split folders of which some hold class folders and some a `_classes.csv`.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ _IMAGE = re.compile(r"\.(jpe?g|png|ppm|bmp|pgm|tiff?|webp|gif|heic)$", re.IGNORE
 class Layout:
     folders: dict[str, str] = field(default_factory=dict)  # split name -> its folder under the root
     carve: bool = False  # train/ + test/: val carved from train
+    listed: bool = False  # Roboflow's CSV export: each split folder's _classes.csv labels its images
     base: str = ""  # no split folders: the folder of class folders to split automatically ("" = the root)
 
     @property
@@ -71,8 +74,15 @@ def folder_layout(root: Path, wanted: tuple[str, ...]) -> Layout:
                             f"or name them with --splits")
         if hits:
             found[canon] = hits[0]
+    listed = {canon: (root / folder / "_classes.csv").is_file() for canon, folder in found.items()}
+    if len(set(listed.values())) > 1:
+        raise UserError(f"{str(root)!r}: {', '.join(found[c] + '/' for c, v in listed.items() if v)} hold Roboflow's "
+                        f"_classes.csv but {', '.join(found[c] + '/' for c, v in listed.items() if not v)} do not: "
+                        "export every split in one format")
     for canon, folder in found.items():
-        _check_labelled(root, folder, canon)
+        if not listed[canon]:
+            _check_labelled(root, folder, canon)
+    listed_all = bool(found) and all(listed.values())
     if "train" not in found:
         if found:
             names = " and ".join(f + "/" for f in found.values())
@@ -81,19 +91,18 @@ def folder_layout(root: Path, wanted: tuple[str, ...]) -> Layout:
         _check_plain(root)
         return Layout()
     if "val" in found:
-        return Layout(found)
+        return Layout(found, listed=listed_all)
     if "test" in found:
-        return Layout(found, carve=True)
+        return Layout(found, carve=True, listed=listed_all)
+    if listed_all:
+        raise UserError(f"{str(root / found['train'])!r} is Roboflow's CSV export of train alone: export it with a "
+                        "valid or test split too, or as 'Folder Structure' (then it is split automatically)")
     return Layout(base=found["train"])
 
 
 def _check_labelled(root: Path, folder: str, canon: str) -> None:
     """UserError unless a split folder holds class folders (its labels)."""
     here = root / folder
-    if (here / "_classes.csv").is_file():
-        raise UserError(f"{str(here)!r} holds Roboflow's CSV export (_classes.csv, one-hot labels): export the "
-                        "dataset as 'Folder Structure' (one folder per class), or list the images in a CSV manifest "
-                        "(path,label,split) and pass it as --data")
     if _dirs(here) or not _images(here):
         return  # class folders, or an empty folder (the scan says so)
     if canon == "test":

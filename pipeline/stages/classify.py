@@ -18,7 +18,7 @@ from ..codes.matching import check_fresh, excluded
 from ..codes.store import Codes, Header, SplitCodes, read_attrs, read_codes, read_split
 from ..codes.weights import Weights
 from ..core.cli import Settings, command_line, opt
-from ..core.files import atomic_write, exclusive, json_digest
+from ..core.files import atomic_write, json_digest
 from ..heads import label_curve, streaming
 from ..heads.cv import cv_folds, fit_head, subset_fit
 from ..heads.registry import HEADS, SGD_HEAD
@@ -228,7 +228,7 @@ def classify_streaming(cfg: Config, held: contextlib.ExitStack) -> Path:
     if cfg.data:
         check_fresh(codes, Path(cfg.data))
     where, inputs = run_dir(cfg, codes, "sgd"), head_inputs(cfg, codes, "sgd")
-    hold(held, where)
+    held.enter_context(runs.locked(where, "classify run"))
     before = runs.up_to_date(where, inputs, cfg.force)
     if before is not None:
         print(f"sgd      up to date: {where} (val acc {before['val']['accuracy']:.2%}); nothing to do", flush=True)
@@ -253,14 +253,6 @@ def classify(cfg: Config) -> list[Path]:
     at the same time is refused at once, never silently lost to the other."""
     with contextlib.ExitStack() as held:
         return _classify(cfg, held)
-
-
-def hold(held: contextlib.ExitStack, where: Path) -> None:
-    """Lock `where` until `held` closes, by a hidden file beside it (a runs folder lists only runs),
-    removed after: a second classify is refused at once (lock_file's timeout 0), so none waits on it."""
-    lock = where.with_name(f".{where.name}.lock")
-    held.callback(lock.unlink, missing_ok=True)  # after the release below (last in, first out)
-    held.enter_context(exclusive(where, "classify run", lock))
 
 
 def _classify(cfg: Config, held: contextlib.ExitStack) -> list[Path]:
@@ -289,7 +281,7 @@ def _classify(cfg: Config, held: contextlib.ExitStack) -> list[Path]:
     groups = groups_of(cfg, codes) if cfg.groups else None  # the file read once, for every head
     for name in list(HEADS) if cfg.head == "all" else [cfg.head]:
         where, inputs = run_dir(cfg, codes, name, v), head_inputs(cfg, codes, name, v, groups)
-        hold(held, where)
+        held.enter_context(runs.locked(where, "classify run"))
         before = runs.up_to_date(where, inputs, cfg.force)
         if before is not None:
             print(f"{name:8s} up to date: {where} was made from the same codes and settings "
