@@ -447,3 +447,9 @@ def test_roboflows_csv_export_is_read_as_its_classes_csv_says(tmp_path):
 def test_a_roboflow_row_that_is_not_one_label_of_one_file_names_its_line(tmp_path, extra, says):
     with pytest.raises(UserError, match=says):
         scan(_roboflow(tmp_path / "rf", extra=extra))
+
+
+def test_an_archive_unpacked_one_level_deep_names_the_folder_to_give(tmp_path):
+    _tree(tmp_path / "d" / "hymenoptera_data", ("train", "val"), n=2)
+    with pytest.raises(UserError, match="give --data .*hymenoptera_data"):
+        scan(tmp_path / "d")

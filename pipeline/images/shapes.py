@@ -123,3 +123,7 @@ def _check_plain(root: Path) -> None:
     if not dirs and _images(root):
         raise UserError(f"{str(root)!r} holds images but no class folders: put each class's images in "
                         "DATA/<class>/ (one folder per class), or list them in a CSV manifest (path,label)")
+    inner = root / dirs[0] if len(dirs) == 1 else None
+    if inner is not None and any(d.lower() in g for d in _dirs(inner) for g in SPLIT_ALIASES):
+        raise UserError(f"{str(root)!r} holds one folder, {dirs[0]!r}, with the split folders in it (as an archive "
+                        f"unpacks): give --data {str(inner)!r}")
