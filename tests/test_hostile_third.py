@@ -453,3 +453,23 @@ def test_an_archive_unpacked_one_level_deep_names_the_folder_to_give(tmp_path):
     _tree(tmp_path / "d" / "hymenoptera_data", ("train", "val"), n=2)
     with pytest.raises(UserError, match="give --data .*hymenoptera_data"):
         scan(tmp_path / "d")
+
+
+def test_codes_of_a_roboflow_export_stay_fresh_for_classify(tmp_path):
+    """classify re-scans --data with the split names the codes hold: the same images again."""
+    from pipeline.codes.matching import check_fresh
+    from pipeline.codes.store import read_codes
+    from pipeline.stages.features import Config, extract
+
+    root = tmp_path / "rf"
+    for split in ("train", "valid", "test"):
+        rows = ["filename, ants, bees"]
+        for i in range(4):
+            make_image(root / split / f"{i}.jpg", (200, 40, 40) if i % 2 else (40, 40, 200), size=(36, 32))
+            rows.append(f"{i}.jpg,{1 - i % 2},{i % 2}")
+        (root / split / "_classes.csv").write_text("\n".join(rows) + "\n")
+    out = extract(Config(data=root, backbone="resnet18", weights="none", workers=0, device="cpu",
+                         out=str(tmp_path / "f.h5"), resize=32, crop=32))
+    codes = read_codes(out)
+    assert list(codes.splits) == ["train", "val", "test"]
+    check_fresh(codes, root)

@@ -65,7 +65,8 @@ def resolve(root: Path, name: str) -> str:
 def folder_layout(root: Path, wanted: tuple[str, ...]) -> Layout:
     """Which folders hold which split (see the module docstring), or a UserError with the fix."""
     if wanted != (AUTO,):
-        return Layout({n: resolve(root, n) for n in wanted})
+        folders = {n: resolve(root, n) for n in wanted}
+        return Layout(folders, listed=all((root / f / "_classes.csv").is_file() for f in folders.values()))
     found: dict[str, str] = {}
     for canon, group in zip(CANONICAL, SPLIT_ALIASES):
         hits = [d for d in _dirs(root) if d.lower() in group]
