@@ -129,8 +129,9 @@ def _csv(path: Path, columns: tuple[str, ...], rows: list[tuple], digits: int) -
     atomic_write(path, lambda fh: fh.write(buf.getvalue().encode("utf-8")))
 
 
-def write_audit(a: Audit, out: Path, source: str = "") -> dict[str, Path]:
-    """The four findings files and audit.json in `out`; returns {name: path}."""
+def write_audit(a: Audit, out: Path, source: str = "", about: dict | None = None) -> dict[str, Path]:
+    """The four findings files and audit.json in `out` (`about`: the dataset and classes of the codes,
+    which `report --audit` checks against its runs); returns {name: path}."""
     out = Path(out)
     files = {name: out / name for name in ("label_issues.csv", "outliers.csv", "duplicates.csv", "exclude.txt",
                                            "audit.json")}
@@ -141,7 +142,8 @@ def write_audit(a: Audit, out: Path, source: str = "") -> dict[str, Path]:
         f"cnncodes audit: near-duplicates and leaks{' of ' + source if source else ''}",
         f"cosine similarity >= {a.threshold:.4f} (whitened codes); per pair the image of the later split "
         "(val, test) or else the first path is kept,", "and the other, listed here, left out (duplicates.csv)"]))
-    write_json(files["audit.json"], {"source": source, "counts": counts(a), "rules": a.rules, "seconds": a.seconds})
+    write_json(files["audit.json"], {"source": source, **(about or {}), "counts": counts(a), "rules": a.rules,
+                                     "seconds": a.seconds})
     return files
 
 

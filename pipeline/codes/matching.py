@@ -7,18 +7,28 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import UserError
-from ..images.exclude import check_exclusions, read_exclusions
+from ..images.exclude import check_emptied, check_exclusions, check_named, read_exclusions
 from ..images.scan import scan
 from ..images.splits import fractions_of
 from .store import Codes, without_paths
 
 
 def excluded(codes: Codes, exclude: str) -> Codes:
-    """The codes less the images --exclude names (audit's exclude.txt): one step to act on a finding."""
-    gone = read_exclusions(exclude)
-    check_exclusions(gone, (p for s in codes.splits.values() for p in s.paths), f"--exclude {exclude!r}")
-    print(f"--exclude {exclude}: leaving out {len(gone)} images", flush=True)
-    return without_paths(codes, gone, f"excluded by {Path(exclude).name}")
+    """The codes less the images --exclude names (audit's exclude.txt): one step to act on a finding.
+    Images the features stage already left out (the same list given to both) are counted, not
+    refused."""
+    gone, what = read_exclusions(exclude), f"--exclude {exclude!r}"
+    check_named(gone, what)
+    already = gone & {p for s in codes.splits.values() for p, why in s.skipped if why.startswith("excluded by ")}
+    gone -= already
+    check_exclusions(gone, (p for s in codes.splits.values() for p in s.paths), what)
+    out = without_paths(codes, gone, f"excluded by {Path(exclude).name}")
+    check_emptied({n: s.labels for n, s in codes.splits.items()}, {n: s.labels for n, s in out.splits.items()},
+                  codes.classes, what)
+    print(f"--exclude {exclude}: leaving out {len(gone)} of {sum(len(s.paths) for s in codes.splits.values())} "
+          "images" + (f"; {len(already)} more already excluded when the features were made" if already else ""),
+          flush=True)
+    return out
 
 
 def check_fresh(codes: Codes, data: Path) -> None:

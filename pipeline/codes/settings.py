@@ -18,12 +18,14 @@ class OnImages(Common):
                                                     "split automatically by --split)")
     backbone: str = opt("resnet18", "torchvision classification model name")
     weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
-    splits: str = opt("auto", "split folders, comma-separated; auto: train and val (test scored too when present), "
-                              "or a folder of class folders (or a manifest without a split column) split "
-                              "automatically by --split")
+    splits: str = opt("auto", "split folders, comma-separated; auto: train and val (test scored too when present; "
+                              "valid/, Training/ etc. found too), train/ + test/ with val carved from train, or a "
+                              "folder of class folders (or a manifest without a split column) split automatically "
+                              "by --split")
     split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders or a manifest without a split "
                                       "column: the train, val and test shares (stratified by class, the same images "
-                                      "every run and every stage)")
+                                      "every run and every stage); beside train/ + test/, the val share is carved "
+                                      "from train")
 
     def __post_init__(self):
         super().__post_init__()

@@ -64,12 +64,13 @@ def csv_unsafe(cell: str) -> str:
 
 
 @contextlib.contextmanager
-def exclusive(path: Path | str, what: str):
-    """Hold `<path>.lock` while writing `path`: a second writer is refused at once with a clear
-    message, instead of two runs interleaving their pieces. The lock dies with its process."""
+def exclusive(path: Path | str, what: str, lock_file: Path | str | None = None):
+    """Hold `<path>.lock` (or `lock_file`) while writing `path`: a second writer is refused at once
+    with a clear message, instead of two runs interleaving their pieces. The lock dies with its
+    process."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(f"{path}.lock", timeout=0)
+    lock = FileLock(str(lock_file or f"{path}.lock"), timeout=0)
     try:
         lock.acquire()
     except Timeout:
@@ -82,6 +83,17 @@ def exclusive(path: Path | str, what: str):
 
 def write_text(path: Path | str, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def check_out_folder(path: Path | str, flag: str = "--out") -> None:
+    """UserError unless `path` is a folder or can become one: not a file, not a link to nothing
+    (mkdir would fail on it with a traceback)."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{flag} {str(path)!r} is a link to {os.readlink(path)!r}, which does not exist: create its "
+                        "target or give another folder")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a file, not a folder")
 
 
 def write_json(path: Path | str, doc) -> Path:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .. import UserError
-from ..runs.scoring import Source, backbone_for, reject_reference  # the checks predict makes
+from ..runs.scoring import Source, backbone_for, check_rule, head_dim, reject_reference  # the checks predict makes
 from ..codes.backbone import classifier, fold_batchnorm, load_backbone
 from ..images.transforms import Preprocess
 from ..runs import folder as runs
@@ -184,15 +184,16 @@ def finetuned(run_dir, spec: dict) -> nn.Module:
     return model.eval()
 
 
-def rejection(run_dir, spec: dict) -> tuple[nn.Module | None, dict | None]:
-    """(the module scoring the run's --reject rule, the rule) or (None, None) for a run without one."""
-    rule = spec.get("reject") or {}
-    if not rule.get("rule"):
-        return None, None
-    if spec["kind"] != "head":
-        return LowConfidence(), rule
+def rejection(run_dir, spec: dict, dim: int | None = None) -> tuple[nn.Module | None, dict | None]:
+    """(the module scoring the run's --reject rule, the rule) or (None, None) for a run without one;
+    `dim`: the head's code length, which the stored codes must match."""
     try:
-        return NearestDistance(reject_reference(Source(run_dir, reject=True), spec)), rule
+        rule = check_rule(Source(run_dir, reject=True), spec)
+        if not rule.get("rule"):
+            return None, None
+        if spec["kind"] != "head":
+            return LowConfidence(), rule
+        return NearestDistance(reject_reference(Source(run_dir, reject=True), spec, dim)), rule
     except UserError as e:
         raise UserError(f"{e}; or export without the rule: --no-reject") from None
 
@@ -210,7 +211,8 @@ def build(run_dir, spec: dict, weights: str = "", trust_pickle: bool = False, re
     else:
         body, scores, score = fold_batchnorm(finetuned(run_dir, spec))[0], Link("softmax"), "probability"
         classes, what = list(spec["classes"]), f"fine-tuned {spec['backbone']}"
-    far, rule = rejection(run_dir, spec) if reject else (None, None)
+    dim = head_dim(head) if spec["kind"] == "head" else None
+    far, rule = rejection(run_dir, spec, dim) if reject else (None, None)
     module = Exported(Normalise(pre.mean, pre.std), body, scores, far).eval().requires_grad_(False)
     shape = tuple(far.reference.shape) if isinstance(far, NearestDistance) else ()
     return Built(module, score, classes, pre, bool(spec.get("fast_decode", True)), what, rule, shape)

@@ -24,6 +24,8 @@ import argparse
 import csv
 import io
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -70,8 +72,11 @@ def to_srgb(im):
 
 
 def load_rgb(path, draft=None):
-    """The image fully decoded, as RGB; BadImage with the reason when it cannot be."""
+    """The image fully decoded, as RGB; BadImage with the reason when it cannot be (a named pipe or
+    device is not opened: it would wait for ever)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise BadImage("not a regular file (a named pipe, device or folder): skipped")
         with Image.open(path) as im:
             if draft:
                 im.draft("RGB", (draft, draft))  # JPEG: decode at 1/2..1/8 scale, never below `draft`
@@ -165,6 +170,8 @@ def label(paths: list[Path], sess, recipe: dict, batch_size: int, reject: bool =
     and "known" when not."""
     classes, names = recipe["classes"], ["scores", "distance"] if reject else ["scores"]
     limit = float(recipe["reject"]["threshold"]) if reject else float("inf")
+    if reject and (isinstance(recipe["reject"]["threshold"], (bool, str)) or not np.isfinite(limit)):
+        raise Refused(f"the model's rejection threshold {recipe['reject']['threshold']!r} is not a finite number")
     for i in range(0, len(paths), batch_size):
         crops, why = {}, {}
         for k, p in enumerate(paths[i:i + batch_size]):

@@ -4,6 +4,7 @@ reference.py): what one epoch's training and validation do.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import UserError
 from ..core.files import json_digest, write_json
 from ..runs import folder as runs
 from . import checkpoint
@@ -52,6 +54,9 @@ def fit(job: Job, training: Training, phases: Phases, run_dir: Path) -> Progress
     for epoch in range(len(history) + 1, epochs + 1):
         row, probs = one_epoch(training, phases, y_val, dict(total=job.batches, desc=f"epoch {epoch}/{epochs}"))
         row = {"epoch": epoch, **row}
+        if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
+            raise UserError(f"training diverged at epoch {epoch} (train loss {row['train_loss']:g}, val loss "
+                            f"{row['val_loss']:g} with lr {row['lr']:g}): lower --lr (or --lr-grid)")
         if phases.clock.seconds > compiled_before:
             row["compile_seconds"] = phases.clock.seconds - compiled_before
         compiled_before = phases.clock.seconds

@@ -37,8 +37,10 @@ def decoder_name(device_type: str) -> str:
 
 
 def _read(path: Path) -> bytes | None:
+    import stat
+
     try:
-        return path.read_bytes()
+        return path.read_bytes() if stat.S_ISREG(path.stat().st_mode) else None  # a pipe would wait for ever
     except OSError:
         return None
 

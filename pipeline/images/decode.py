@@ -47,6 +47,20 @@ def _to_srgb(im):
         return im
 
 
+def check_regular(path: Path | str) -> None:
+    """BadImage unless path is a regular file: opening a named pipe (mkfifo x.jpg) would wait for
+    ever for a writer, and a device never ends."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise BadImage(f"unreadable: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise BadImage("not a regular file (a named pipe, device or folder): skipped")
+
+
 def load_rgb(path: Path | str, draft: int | None = None):
     """Decode an image fully and return it as RGB (grayscale, 16-bit, palette, RGBA, CMYK converted).
 
@@ -56,6 +70,7 @@ def load_rgb(path: Path | str, draft: int | None = None):
     """
     from PIL import Image, ImageOps
 
+    check_regular(path)
     try:
         with Image.open(path) as im:
             if draft:

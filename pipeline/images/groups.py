@@ -8,8 +8,10 @@ A groups file is a CSV with a header, in one of two shapes:
 - `path,other`: pairs of images of one group, as the audit's duplicates.csv lists them. Groups are
   the connected components of the pairs (scipy.sparse.csgraph), so a chain a~b, b~c is one group.
 
-Paths as the features cache records them. A file none of whose paths the cache holds is the wrong
-file: a one-line error, as a file without those columns is.
+Paths as the features cache records them; cells the audit quoted against spreadsheet formulas
+('=x.jpg, core.files.csv_safe) are read back as written. A row with a blank group is a group of
+one, and a pairs file with no rows (the audit found no pairs) means no groups. A file none of whose
+paths the cache holds is the wrong file: a one-line error, as a file without those columns is.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import UserError
+from ..core.files import csv_unsafe
 
 MAX_BYTES = 256 << 20
 
@@ -34,14 +37,20 @@ def read_groups(path: Path | str) -> dict[str, str]:
     if raw is None:
         raise UserError(f"{what} does not exist, is not a file or is over {MAX_BYTES >> 20} MiB")
     try:
-        rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+        reader = csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
+        rows = [{k: csv_unsafe((v or "").strip()) for k, v in r.items() if k} for r in reader]
     except (UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{what} is not a UTF-8 CSV ({e})") from None
-    columns = set(rows[0]) if rows else set()
+    columns = {c.strip() for c in reader.fieldnames or ()}
     if "path" in columns and "group" in columns:
-        return {r["path"]: f"g:{r['group']}" for r in rows if r["path"]}
+        blank = sum(1 for r in rows if r.get("path") and not r.get("group"))
+        if blank:
+            print(f"{what}: {blank} row{'s' * (blank > 1)} without a group: each such image is a group of one")
+        return {r["path"]: f"g:{r['group']}" for r in rows if r.get("path") and r.get("group")}
     if "path" in columns and "other" in columns:
-        return _components([(r["path"], r["other"]) for r in rows if r["path"] and r["other"]])
+        if not rows:
+            print(f"{what} lists no pairs: no groups (each image is a group of one)")
+        return _components([(r["path"], r["other"]) for r in rows if r.get("path") and r.get("other")])
     raise UserError(f"{what} needs a header with columns path,group or path,other (the audit's duplicates.csv); "
                     f"found {sorted(c for c in columns if c) or 'no rows'}")
 
@@ -50,6 +59,8 @@ def _components(pairs: list[tuple[str, str]]) -> dict[str, str]:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    if not pairs:
+        return {}
     names = sorted({p for pair in pairs for p in pair})
     index = {p: i for i, p in enumerate(names)}
     a = np.array([index[p] for p, _ in pairs], dtype=np.int64)

@@ -9,18 +9,17 @@ import os
 from pathlib import Path
 
 from .. import UserError
-from .records import ImageFolderScan, ImageRecord, Split, _unusable, split_automatically
+from .records import ImageFolderScan, ImageRecord, Split, _unusable, carve_val, split_automatically
+# how datasets spell the usual splits: a manifest row's split matches a --splits name case-insensitively or
+# through these; a row of a usual split that was not asked for is left out with a message
+from .shapes import CANONICAL, SPLIT_ALIASES
+from .splits import FRACTIONS
 
 
 MANIFEST_COLUMNS = ("path", "label", "split")
 
 
 MAX_LINE = 128 * 1024  # csv's own field size limit: a longer line is no manifest row
-
-
-# how manifests spell the usual splits: a row's split matches a --splits name case-insensitively or
-# through these; a row of a usual split that was not asked for is left out with a message
-SPLIT_ALIASES = ({"train", "training"}, {"val", "valid", "validation", "dev"}, {"test", "testing", "holdout"})
 
 
 def _split_of(value: str, splits: tuple[str, ...]) -> str | None:
@@ -84,9 +83,10 @@ def scan_manifest(manifest: Path, splits: tuple[str, ...] = ("train", "val"),
     a folder scan. Classes are the labels, sorted, as ImageFolder sorts its class folders; every
     class needs images in the first split. A row's split matches a --splits name whatever its case,
     or by alias (validation -> val); a row of an unknown split is an error, never dropped. `auto`
-    means train and val. Without a split column (or with it empty on every row) the images are split
-    here by `fractions` (scan.split_automatically, as a plain folder is); a split on some rows only
-    is an error."""
+    means train and val, and test when rows have it; train and test rows without val have val
+    carved from train (scan.carve_val), as a folder of train/ + test/ does. Without a split column
+    (or with it empty on every row) the images are split here by `fractions`
+    (scan.split_automatically, as a plain folder is); a split on some rows only is an error."""
     where, listed = f"manifest {str(manifest)!r}", _manifest_rows(manifest)
     blank = [n for n, *_, s in listed if not s]
     if listed and len(blank) == len(listed):
@@ -95,7 +95,11 @@ def scan_manifest(manifest: Path, splits: tuple[str, ...] = ("train", "val"),
         raise UserError(f"{where}: {len(blank)} rows have no split (line {blank[0]}) while {len(listed) - len(blank)} "
                         "have one: give every row a split, or leave the split column out to have the manifest split "
                         "automatically (--split)")
-    splits = ("train", "val") if splits == ("auto",) else splits
+    auto, carve = splits == ("auto",), False
+    if auto:
+        present = {_split_of(s, CANONICAL) for *_, s in listed}
+        carve = "val" not in present and "test" in present
+        splits = ("train", "test") if carve else ("train", "val", "test") if "test" in present else ("train", "val")
     rows = [(n, p, label, _split_of(s, splits), s) for n, p, label, s in listed]
     other: dict[str, list[int]] = {}
     for n, _, _, name, s in rows:
@@ -117,14 +121,13 @@ def scan_manifest(manifest: Path, splits: tuple[str, ...] = ("train", "val"),
     lacking = sorted(set(classes) - {classes[r.label] for r in out[splits[0]].items})
     if lacking:
         raise UserError(f"{where}: class {', '.join(map(repr, lacking))} has no usable {splits[0]!r} image")
-    return ImageFolderScan(manifest.parent, classes, out, manifest=manifest.name)
+    s = ImageFolderScan(manifest.parent, classes, out, manifest=manifest.name)
+    return carve_val(s, fractions or FRACTIONS) if carve else s
 
 
 def _split_here(manifest: Path, listed: list, splits: tuple[str, ...],
                 fractions: tuple[float, float, float] | None) -> ImageFolderScan:
     """A manifest without splits, split once into train, val and test (scan.split_automatically)."""
-    from .splits import FRACTIONS
-
     if splits != ("auto",):
         raise UserError(f"manifest {str(manifest)!r} has no split column: it is split automatically with --splits "
                         f"auto (the default; shares from --split), not into {', '.join(splits)}")

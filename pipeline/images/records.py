@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import UserError
@@ -47,10 +47,10 @@ class ImageFolderScan:
     def split_note(self) -> str:
         """How a scan split here (no split folders, or a manifest without a split column) was split,
         in one line for the stages to print; "" for splits given by folders or a manifest."""
-        from .splits import describe
+        from .splits import CARVE, describe
 
-        where = "no split column" if self.manifest else "no split folders"
-        return f"{self.name}: {where}: {describe(self.rule)}" if self.rule else ""
+        where = "" if self.rule.startswith(CARVE) else "no split column: " if self.manifest else "no split folders: "
+        return f"{self.name}: {where}{describe(self.rule)}" if self.rule else ""
 
     def digest(self) -> str:
         """Fingerprint of the image list: every file's split, relative path, label, size, mtime."""
@@ -62,6 +62,23 @@ class ImageFolderScan:
             for r in split.items:
                 h.update(f"{split.name}\t{r.path}\t{r.label}\t{r.size}\t{r.mtime_ns}\n".encode())
         return h.hexdigest()
+
+
+def carve_val(s: ImageFolderScan, fractions: tuple[float, float, float]) -> ImageFolderScan:
+    """A train/ + test/ scan with val carved from train: each class's val share of its train images
+    (splits.carve: by the seeded hash of its path), the rule recorded as for an automatic split."""
+    from .splits import CARVE, carve, rule_of
+
+    train, val = Split("train", [], s.splits["train"].skipped), Split("val", [])
+    for label, name in enumerate(s.classes):
+        recs = [r for r in s.splits["train"].items if r.label == label]
+        if len(recs) < 2:
+            raise UserError(f"class {name!r} has {len(recs)} usable train image{'s' * (len(recs) != 1)}: a val split "
+                            "carved from train/ needs two at least (or add a val/ folder)")
+        for r, to_val in zip(recs, carve([r.path for r in recs], fractions[1])):
+            (val if to_val else train).items.append(r)
+    splits = {"train": train, "val": val, **{n: sp for n, sp in s.splits.items() if n != "train"}}
+    return replace(s, splits=splits, rule=rule_of(fractions, kind=CARVE))
 
 
 def split_automatically(root: Path, classes: list[str], everything: Split, fractions: tuple[float, float, float],

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .. import UserError
-from .records import IMG_EXTENSIONS, ImageFolderScan, ImageRecord, Split, split_automatically
+from .records import IMG_EXTENSIONS, ImageFolderScan, ImageRecord, Split, _unusable, carve_val, split_automatically
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -18,13 +18,15 @@ def _rel(path: Path, root: Path) -> str:
 def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val"),
          fractions: tuple[float, float, float] | None = None) -> ImageFolderScan:
     """List every image under root/<split>/<class>/, sorted; skip and record non-images. With
-    splits ("auto",): train and val (and test when present), or for a plain root/<class>/ folder
+    splits ("auto",): the split folders shapes.py finds (train and val, and test when present; a
+    val carved from train beside a test/), or for a plain root/<class>/ folder (or a train/ alone)
     an automatic split by `fractions` (splits.py).
 
     Raises UserError for a missing root or split, an empty class folder, or class sets that
     differ between splits.
     """
-    from .splits import FRACTIONS, folder_layout
+    from .shapes import folder_layout
+    from .splits import FRACTIONS
 
     root, splits = Path(root), check_split_names(tuple(splits))
     if root.suffix.lower() == ".csv" and root.is_file():
@@ -36,23 +38,58 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val"),
             f"data directory {str(root)!r} does not exist (set DATA=/path/to/imagefolder or run `make data`)"
         )
     layout = folder_layout(root, splits)
-    if layout is None:
-        return _auto_split(root, fractions or FRACTIONS)
+    if layout.automatic:
+        return _auto_split(root, layout.base, fractions or FRACTIONS)
+    classes, out = (_scan_listed if layout.listed else _scan_folders)(root, layout.folders)
+    if layout.carve:
+        return carve_val(ImageFolderScan(root, classes, out), fractions or FRACTIONS)
+    return ImageFolderScan(root, classes, out)
+
+
+def _scan_folders(root: Path, folders: dict[str, str]) -> tuple[list[str], dict[str, Split]]:
+    """(classes, a Split per name) of split folders of class folders; their class sets must agree."""
     classes: list[str] | None = None
     out: dict[str, Split] = {}
     seen: dict[str, str] = {}  # real path -> the relative path it was first listed under
-    for name in layout:
-        found, out[name] = _scan_split(root, root / name, name, seen, classes)
+    for name, folder in folders.items():
+        found, out[name] = _scan_split(root, root / folder, name, seen, classes)
         if classes is None:
             classes = found
         elif found != classes:
             diff = sorted(set(found) ^ set(classes))
             raise UserError(
-                f"class folders differ between splits: {name!r} has {found}, {layout[0]!r} has {classes} "
+                f"class folders differ between splits: {name!r} has {found}, {next(iter(out))!r} has {classes} "
                 f"(differing: {diff})"
             )
     assert classes is not None
-    return ImageFolderScan(root, classes, out)
+    return classes, out
+
+
+def _scan_listed(root: Path, folders: dict[str, str]) -> tuple[list[str], dict[str, Split]]:
+    """(classes, a Split per name) of split folders labelled by Roboflow's _classes.csv
+    (roboflow.py), each listed file checked as a folder's are; the classes must agree."""
+    from .roboflow import LABELS, read_classes_csv
+
+    classes: list[str] | None = None
+    out: dict[str, Split] = {}
+    seen: dict[str, str] = {}
+    for name, folder in folders.items():
+        found, rows = read_classes_csv(root / folder / LABELS)
+        if classes is not None and found != classes:
+            raise UserError(f"the classes of {folder}/{LABELS} ({found}) differ from {next(iter(folders.values()))}/"
+                            f"{LABELS}'s ({classes})")
+        classes, split = found, out.setdefault(name, Split(name, []))
+        for rel, label in ((f"{folder}/{fn}", y) for fn, y in rows):
+            why = _unusable(root / rel, seen)
+            if why:
+                split.skipped.append((rel, why))
+            else:
+                st, seen[os.path.realpath(root / rel)] = (root / rel).stat(), rel
+                split.items.append(ImageRecord(rel, label, st.st_size, st.st_mtime_ns))
+        if not split.items:
+            raise UserError(f"{folder}/{LABELS} lists no usable image in {str(root / folder)!r}")
+    assert classes is not None
+    return classes, out
 
 
 def _scan_split(root: Path, sdir: Path, name: str, seen: dict[str, str], classes: list[str] | None = None):
@@ -62,7 +99,8 @@ def _scan_split(root: Path, sdir: Path, name: str, seen: dict[str, str], classes
     found = sorted(d.name for d in sdir.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not found:
         raise UserError(f"split {name!r} has no class folders under {str(sdir)!r}")
-    split = Split(name, [])
+    split = Split(name, [], [(_rel(d, root), "hidden folder: not a class, ignored") for d in sorted(sdir.iterdir())
+                             if d.is_dir() and d.name.startswith(".")])
     for label, cls in enumerate(classes if classes is not None and found == classes else found):
         n_before = len(split.items)
         _scan_class(root, sdir / cls, label, split, seen)
@@ -71,9 +109,9 @@ def _scan_split(root: Path, sdir: Path, name: str, seen: dict[str, str], classes
     return found, split
 
 
-def _auto_split(root: Path, fractions: tuple[float, float, float]) -> ImageFolderScan:
-    """A plain root/<class>/<image> folder split into train, val and test."""
-    classes, everything = _scan_split(root, root, "all", {})
+def _auto_split(root: Path, base: str, fractions: tuple[float, float, float]) -> ImageFolderScan:
+    """A plain root/<class>/<image> folder (or root/train/<class>/ alone) split into train, val and test."""
+    classes, everything = _scan_split(root, root / base, base or "all", {})
     return split_automatically(root, classes, everything, fractions)
 
 
@@ -139,9 +177,10 @@ def _scan_class(root: Path, cdir: Path, label: int, split: Split, seen: dict[str
             split.items.append(ImageRecord(rel, label, st.st_size, st.st_mtime_ns))
 
 
-def check_classes(labels, classes: list[str], what: str) -> None:
-    """Every class needs usable training images, and there must be two classes at least: a head
-    trained on a subset would silently give its classes' positions to others."""
+def check_classes(labels, classes: list[str], what: str, least: int = 1) -> None:
+    """Every class needs usable training images (`least`: 2 for cross-validation), and there must be
+    two classes at least: a head trained on a subset would silently give its classes' positions to
+    others."""
     import numpy as np
 
     if len(classes) < 2:
@@ -151,5 +190,9 @@ def check_classes(labels, classes: list[str], what: str) -> None:
     if empty:
         raise UserError(f"{what}: class {', '.join(map(repr, empty))} has no usable training images (every file was "
                         "skipped as unreadable); fix or remove the class folder")
+    single = [c for c, n in zip(classes, counts) if n == 1]
+    if least > 1 and single:
+        raise UserError(f"{what}: class {', '.join(map(repr, single))} has a single training image: "
+                        "cross-validation needs at least 2 per class; add images or remove the class folder")
 
 

@@ -1,8 +1,9 @@
 """Which splits a data folder has, and an automatic split for a folder that has none.
 
-`--splits auto` (the default) takes DATA/train and DATA/val, and DATA/test beside them when it is
-there. A plain DATA/<class>/<image> folder, the common shape of a user's photos, and a CSV manifest
-without a split column (scan.split_automatically splits both) are split once into train, val and
+`--splits auto` (the default) takes the split folders shapes.py finds (train, val and test, by name
+or alias). A train/ and test/ without val/ has val carved from train (carve: each class's share
+placed by the same hash). A plain DATA/<class>/<image> folder, the common shape of a user's photos,
+and a CSV manifest without a split column (scan.split_automatically splits both) are split once into train, val and
 test: stratified (each class cut in the same proportions, default 70/15/15), each image placed by a
 hash of (seed, its relative path), so the split is the same on every run and for every stage, and
 adding images leaves the others where they were. The rule is recorded in the
@@ -11,11 +12,10 @@ scan (and so in the features file's fingerprint and every run's inputs).
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+import math
 
 from .. import UserError
 
-AUTO = "auto"
 FRACTIONS = (0.7, 0.15, 0.15)  # train, val, test
 SEED = 0
 
@@ -26,23 +26,10 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
         f = tuple(float(v) for v in str(text).split(","))
     except ValueError:
         f = ()
-    if len(f) != 3 or min(f) <= 0 or abs(sum(f) - 1) > 1e-6:
+    if len(f) != 3 or not all(map(math.isfinite, f)) or min(f) <= 0 or abs(sum(f) - 1) > 1e-6:
         raise UserError(f"--split takes three positive shares of train, val and test that sum to 1, e.g. "
                         f"0.7,0.15,0.15 (got {text!r})")
     return f  # type: ignore[return-value]
-
-
-def folder_layout(root: Path, wanted: tuple[str, ...]) -> tuple[str, ...] | None:
-    """The splits to scan: `wanted` as given, or for `auto` train and val (and test when present);
-    None when the folder has no split folders but class folders: to be split automatically."""
-    if wanted != (AUTO,):
-        return wanted
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        return ("train", "val", "test") if (root / "test").is_dir() else ("train", "val")
-    if (root / "train").is_dir() or (root / "val").is_dir():
-        raise UserError(f"{str(root)!r} has {'train' if (root / 'train').is_dir() else 'val'}/ but not the other: "
-                        "give both split folders, or none (a folder of class folders is split automatically)")
-    return None
 
 
 def assign(paths: list[str], fractions: tuple[float, float, float] = FRACTIONS, seed: int = SEED) -> list[str]:
@@ -59,9 +46,23 @@ def assign(paths: list[str], fractions: tuple[float, float, float] = FRACTIONS, 
     return out
 
 
-def rule_of(fractions: tuple[float, float, float], seed: int = SEED) -> str:
-    """The recorded rule, machine-readable: 'auto 0.7,0.15,0.15 seed 0'."""
-    return f"auto {','.join(f'{f:g}' for f in fractions)} seed {seed}"
+def carve(paths: list[str], share: float, seed: int = SEED) -> list[bool]:
+    """Which paths of ONE class's train images go to val: the first `share` of them by the hash of
+    assign (one at least, and one left in train); a class of fewer than two images gives none."""
+    n = len(paths)
+    if n < 2:
+        return [False] * n
+    order = sorted(range(n), key=lambda i: hashlib.sha256(f"{seed}\0{paths[i]}".encode()).hexdigest())
+    chosen = set(order[:min(max(round(n * share), 1), n - 1)])
+    return [i in chosen for i in range(n)]
+
+
+CARVE = "val-from-train"  # the rule's first word when val was carved from a train/ folder beside test/
+
+
+def rule_of(fractions: tuple[float, float, float], seed: int = SEED, kind: str = "auto") -> str:
+    """The recorded rule, machine-readable: 'auto 0.7,0.15,0.15 seed 0' (or 'val-from-train ...')."""
+    return f"{kind} {','.join(f'{f:g}' for f in fractions)} seed {seed}"
 
 
 def fractions_of(rule: str) -> tuple[float, float, float]:
@@ -72,5 +73,8 @@ def fractions_of(rule: str) -> tuple[float, float, float]:
 def describe(rule: str) -> str:
     """The rule in words, for people."""
     f = fractions_of(rule)
+    if rule.startswith(CARVE):
+        return (f"no val folder: val carved from train: {100 * f[1]:g}% of each class's train images (--split's val "
+                f"share), placed by a hash of ({rule.split()[-2]} {rule.split()[-1]}, its path); test kept as test")
     return (f"split automatically: {' / '.join(f'{100 * x:g}%' for x in f)} train / val / test, stratified by "
             f"class, each image placed by a hash of ({rule.split()[-2]} {rule.split()[-1]}, its path)")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..core.files import csv_unsafe
+from .. import UserError
+from ..core.files import csv_unsafe, read_json
 from ..runs.read import Run
 from .blocks import Block, FigureFile, Table, md_code, md_text
 from .choice import ALPHA, TWIN, recommend, twins
@@ -21,6 +22,29 @@ def _rows(path: Path) -> list[dict]:
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         return [{k: csv_unsafe(v) if isinstance(v, str) else v for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+AUDIT_FILES = ("label_issues.csv", "duplicates.csv", "outliers.csv", "audit.json")
+
+
+def check_audit(audit: Path, dataset: str, classes: list[str]) -> None:
+    """UserError unless `audit` is a whole audit folder of this dataset: a missing or partial folder
+    would read as '0 findings', another dataset's audit would be cited as this one's."""
+    what = f"--audit {str(audit)!r}"
+    if not audit.is_dir():
+        raise UserError(f"{what} is {'a file' if audit.exists() else 'missing'}: give the folder `cnncodes audit "
+                        "--out DIR` wrote")
+    lacking = [f for f in AUDIT_FILES if not (audit / f).is_file()]
+    if lacking:
+        raise UserError(f"{what} is not a whole audit folder (no {', '.join(lacking)}): run `cnncodes audit --out "
+                        f"{audit}` again")
+    about = read_json(audit / "audit.json", "audit record")
+    if not isinstance(about, dict):
+        raise UserError(f"{what}: audit.json is not an audit record")
+    theirs = (about.get("dataset"), about.get("classes"))
+    if theirs[0] is not None and theirs != (dataset, list(classes)):
+        raise UserError(f"{what} audits dataset {theirs[0]!r} {theirs[1]}, not the runs' {dataset!r} {list(classes)}: "
+                        "give the audit of this dataset's features")
 
 
 def your_data(audit: Path | None, data_root: Path | None, figdir: Path,

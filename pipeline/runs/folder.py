@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import UserError
 from ..core.fresh import is_current
-from ..core.files import atomic_write, json_digest, read_json, write_json, write_text
+from ..core.files import atomic_write, exclusive, json_digest, read_json, write_json, write_text
 
 SCHEMA = "cnncodes-metrics/1"
 
@@ -59,6 +59,19 @@ def staged(run_dir: Path | str, resumable: bool = False):
         os.replace(run_dir, old)
     os.replace(work, run_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, what: str):
+    """Hold a run folder while it is checked and written (core.files.exclusive), by a hidden file
+    beside it (a runs folder lists only runs), removed after: a second writer is refused at once
+    (timeout 0), so none waits on the file."""
+    lock = run_dir.with_name(f".{run_dir.name}.lock")
+    with exclusive(run_dir, what, lock):
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # only by its holder: a refused writer leaves the holder's file
 
 
 def up_to_date(run_dir: Path, inputs: dict, force: bool = False) -> dict | None:

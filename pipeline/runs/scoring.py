@@ -88,7 +88,7 @@ def head_scorer(src: Source, spec: dict, device):
     enc = Encoder(backbone_for(spec, src.weights), device, pre.mean, pre.std,
                   precision=precision_for(device.type, src.precision))
     has_proba = hasattr(head, "predict_proba")
-    ref = reject_reference(src, spec)
+    ref = reject_reference(src, spec, head_dim(head))
     # score columns follow the head's own classes_ (label numbers); names come from model.json
     columns = [spec["classes"][int(c)] for c in head[-1].classes_]
 
@@ -102,11 +102,30 @@ def head_scorer(src: Source, spec: dict, device):
     return scores, "probability" if has_proba else "margin", columns
 
 
-def reject_reference(src: Source, spec: dict):
-    """The stored training codes of the head's rejection rule (None without --reject)."""
+def head_dim(head) -> int | None:
+    """The code length a loaded head takes (None when it does not say)."""
+    n = getattr(head, "n_features_in_", None) or getattr(head[-1], "n_features_in_", None)
+    fitted = getattr(head[-1], "_fit_X", None)  # k-NN keeps its training codes
+    return int(n) if n else int(fitted.shape[1]) if getattr(fitted, "ndim", 0) == 2 else None
+
+
+def check_rule(src: Source, spec: dict) -> dict:
+    """The run's rejection rule, validated as model.npz is: its threshold a finite number (a NaN
+    would never reject, a string compares as nothing sensible); a one-line UserError otherwise."""
+    rule = spec.get("reject") or {}
+    t = rule.get("threshold")
+    if rule.get("rule") and (isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t)):
+        raise UserError(f"{str(src.model)!r}: the rejection rule's threshold is {t!r}, not a finite number; run "
+                        "classify or finetune again")
+    return rule
+
+
+def reject_reference(src: Source, spec: dict, dim: int | None = None):
+    """The stored training codes of the head's rejection rule (None without --reject), `dim` wide
+    when given (the head's code length)."""
     if not src.reject:
         return None
-    rule = spec.get("reject") or {}
+    rule = check_rule(src, spec)
     f = Path(src.model) / str(rule.get("file", ""))
     if not rule.get("file") or not f.is_file() or f.parent != Path(src.model):
         raise UserError(f"{str(src.model)!r} records no rejection rule (made before --reject existed, or by the "
@@ -115,8 +134,9 @@ def reject_reference(src: Source, spec: dict):
         ref = np.load(f, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise UserError(f"{str(f)!r} is not readable ({type(e).__name__}); run classify again") from None
-    if ref.ndim != 2 or not np.isfinite(ref).all():
-        raise UserError(f"{str(f)!r} does not hold training codes; run classify again")
+    if ref.ndim != 2 or not len(ref) or not np.isfinite(ref).all() or (dim and ref.shape[1] != dim):
+        raise UserError(f"{str(f)!r} does not hold training codes{f' of {dim} values' if dim else ''} (it holds "
+                        f"an array of shape {ref.shape}); run classify again")
     return ref
 
 
@@ -130,7 +150,7 @@ def finetune_scorer(src: Source, spec: dict, device):
 
     bf16 = precision_for(device.type, src.precision) == BF16
 
-    if src.reject and not (spec.get("reject") or {}).get("rule"):
+    if src.reject and not check_rule(src, spec).get("rule"):
         raise UserError(f"{str(src.model)!r} records no rejection rule (made before --reject existed); "
                         "run finetune again to record one")
     model = classifier(load_backbone(spec["backbone"], "none"), len(spec["classes"]))

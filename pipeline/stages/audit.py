@@ -17,6 +17,7 @@ from .. import UserError
 from ..audit.findings import Audit, Spec, audit_splits, summary, write_audit
 from ..codes.store import read_attrs, read_codes
 from ..core.cli import Settings, at_most_cores, opt, positive
+from ..core.files import check_out_folder
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,11 @@ class Config(Settings):
 def audit(cfg: Config) -> Audit:
     """Read the codes, audit them, write the findings to --out and print a summary."""
     read_attrs(cfg.features)  # a missing, partial or foreign file is a one-line error before anything else
-    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise UserError(f"--out {str(cfg.out)!r} is a file, not a folder")
+    check_out_folder(cfg.out)
     codes = read_codes(cfg.features)
     found = audit_splits(codes.splits, codes.classes, cfg.spec)
-    files = write_audit(found, Path(cfg.out), str(cfg.features))
+    files = write_audit(found, Path(cfg.out), str(cfg.features), {"dataset": codes.header.dataset,
+                                                                  "classes": list(codes.classes)})
     print(summary(found), flush=True)
     print(f"wrote {', '.join(p.name for p in files.values())} to {cfg.out}", flush=True)
     return found

@@ -4,6 +4,7 @@ Usage: python -m pipeline classify --features FILE.h5 --head softmax|linsvc|line
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -216,7 +217,7 @@ def head_record(cfg: Config, codes: Codes, f: Fitted, s: Scored) -> dict:
         cost={"trunk": h.cost or None, "head": head_cost(search.best_estimator_, codes.splits[cfg.val_split].codes)})
 
 
-def classify_streaming(cfg: Config) -> Path:
+def classify_streaming(cfg: Config, held: contextlib.ExitStack) -> Path:
     """The sgd head: train codes streamed from the file in chunks, never loaded whole."""
     if cfg.groups:  # its held-out part is seeded rows, not groups: a group would sit on both sides
         raise UserError("--groups keeps groups apart in the in-memory heads' CV; the out-of-core sgd head holds out "
@@ -229,6 +230,7 @@ def classify_streaming(cfg: Config) -> Path:
     if cfg.data:
         check_fresh(codes, Path(cfg.data))
     where, inputs = run_dir(cfg, codes, "sgd"), head_inputs(cfg, codes, "sgd")
+    held.enter_context(runs.locked(where, "classify run"))
     before = runs.up_to_date(where, inputs, cfg.force)
     if before is not None:
         print(f"sgd      up to date: {where} (val acc {before['val']['accuracy']:.2%}); nothing to do", flush=True)
@@ -248,12 +250,20 @@ def classify_streaming(cfg: Config) -> Path:
 
 
 def classify(cfg: Config) -> list[Path]:
+    """Fit and write each head's run. Its run folder is held under a lock (core.files.exclusive)
+    from the check that it is up to date until it is written: a second classify into the same folder
+    at the same time is refused at once, never silently lost to the other."""
+    with contextlib.ExitStack() as held:
+        return _classify(cfg, held)
+
+
+def _classify(cfg: Config, held: contextlib.ExitStack) -> list[Path]:
     read_attrs(cfg.features)  # a missing, partial or foreign file is a one-line error before anything else
     if cfg.head == "sgd" or (cfg.head == "all" and not fits_in_memory(Path(cfg.features))):
         if cfg.head == "all":
             print(f"{cfg.features}: the codes take more than half the free memory: running the out-of-core sgd head "
                   "only (--head softmax etc. to insist)", flush=True)
-        return [classify_streaming(cfg)]
+        return [classify_streaming(cfg, held)]
     codes = read_codes(cfg.features)
     for split in (cfg.train_split, cfg.val_split):
         if split not in codes.splits:
@@ -263,7 +273,7 @@ def classify(cfg: Config) -> list[Path]:
     if cfg.exclude:
         codes = excluded(codes, cfg.exclude)
     tr: SplitCodes = codes.splits[cfg.train_split]
-    check_classes(tr.labels, codes.classes, f"{cfg.features} ({cfg.train_split})")
+    check_classes(tr.labels, codes.classes, f"{cfg.features} ({cfg.train_split})", least=2)
     v = views_of(codes, cfg.train_split, cfg.val_split, cfg.views, cfg.tta)
     X, y = train_rows(tr, v.k)
     if v.label():
@@ -273,6 +283,7 @@ def classify(cfg: Config) -> list[Path]:
     groups = groups_of(cfg, codes) if cfg.groups else None  # the file read once, for every head
     for name in list(HEADS) if cfg.head == "all" else [cfg.head]:
         where, inputs = run_dir(cfg, codes, name, v), head_inputs(cfg, codes, name, v, groups)
+        held.enter_context(runs.locked(where, "classify run"))
         before = runs.up_to_date(where, inputs, cfg.force)
         if before is not None:
             print(f"{name:8s} up to date: {where} was made from the same codes and settings "

@@ -22,8 +22,10 @@ class Config(Settings):
     data: Path = opt(DEMO_DATA, "ImageFolder root, a folder of class folders, or a CSV manifest; the default path "
                                 "alone is downloaded (hymenoptera) when absent: any other absent path is an error")
     splits: str = opt("auto", "comma-separated split folder names; auto: train and val (and test when present), "
-                              "or a folder of class folders split automatically by --split")
-    split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders: train, val and test shares")
+                              "train/ + test/ with val carved from train, or a folder of class folders split "
+                              "automatically by --split")
+    split: str = opt("0.7,0.15,0.15", "--splits auto on a folder of class folders: train, val and test shares "
+                                      "(beside train/ + test/: the val share carved from train)")
 
 
 def counts_line(s: ImageFolderScan) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import UserError
 from ..core.cli import Settings, opt
-from ..core.files import write_text
+from ..core.files import check_out_folder, write_text
 from ..runs import folder as runs
 
 TOLERANCE = 1e-3  # max |score difference| between onnxruntime and predict before the export is called wrong
@@ -55,8 +55,7 @@ def export(cfg: Config) -> dict:
     """Write DIR/model.onnx and DIR/predict.py; returns what was written and, unless --no-check,
     the timing and comparison (export.check.Check)."""
     spec = read_spec(cfg.model)  # a missing or foreign folder is refused before torch is imported
-    if cfg.out.exists() and not cfg.out.is_dir():
-        raise UserError(f"--out {str(cfg.out)!r} is a file, not a folder")
+    check_out_folder(cfg.out)
     from ..export import check, onnx_file, standalone
     from ..export.model import build
 

@@ -14,6 +14,7 @@ and the data, and hands a Job to the library (`pipeline.finetune`: train.py runs
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -89,8 +90,10 @@ class Config(OnImages):
         if self.resize < 0 or self.crop < 0:
             raise UserError(f"--resize and --crop must be 0 (the weights' own) or sizes (got {self.resize}, "
                             f"{self.crop})")
-        if self.lr <= 0 or not 0 <= self.momentum < 1:
-            raise UserError(f"--lr must be > 0 and 0 <= --momentum < 1 (got {self.lr}, {self.momentum})")
+        if not (math.isfinite(self.lr) and self.lr > 0) or not 0 <= self.momentum < 1:
+            raise UserError(f"--lr must be a finite rate > 0 and 0 <= --momentum < 1 (got {self.lr}, {self.momentum})")
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise UserError(f"--gamma must be a finite factor >= 0 (got {self.gamma})")
         if self.resize and self.crop > self.resize:
             raise UserError(f"--crop {self.crop} is larger than --resize {self.resize}")
         if self.tune_lr and (self.loop == "codes" or not 0 < self.holdout < 0.5 or not self.grid):
@@ -109,7 +112,7 @@ class Config(OnImages):
             g = tuple(float(v) for v in self.lr_grid.split(",") if v.strip())
         except ValueError:
             return ()
-        return g if g and all(v > 0 for v in g) else ()
+        return g if g and all(math.isfinite(v) and v > 0 for v in g) else ()
 
     @property
     def split_names(self) -> tuple[str, str]:

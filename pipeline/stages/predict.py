@@ -101,6 +101,20 @@ def check_csv(path: str) -> None:
         raise UserError(f"--csv {path!r}: the folder {str(where)!r} is not writable")
 
 
+def check_csv_apart(path: str, model: Path, inputs: list[Path], args=()) -> None:
+    """Refuse a --csv inside the model folder (its record would be replaced) or naming one of the
+    inputs (an image, or a manifest, replaced by the rows)."""
+    if not path:
+        return
+    out = os.path.realpath(path)
+    run = os.path.realpath(model)
+    if out == run or out.startswith(run + os.sep):
+        raise UserError(f"--csv {path!r} lies inside the model folder {str(model)!r}: its files are the run's "
+                        "record; write the rows elsewhere")
+    if any(os.path.realpath(p) == out for p in [*inputs, *map(Path, args)]):
+        raise UserError(f"--csv {path!r} is one of the inputs: it would be replaced by the rows; write them elsewhere")
+
+
 _TSV_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
@@ -122,6 +136,7 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
 
     spec = runs.read_model(cfg.model)
     paths = list_images(cfg.images)
+    check_csv_apart(cfg.csv, cfg.model, paths, cfg.images)
     device = resolve_device(cfg.device)
     if device.type == "cuda" and ranks.world > 1:
         device = torch.device("cuda", ranks.local_rank)
@@ -140,7 +155,7 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
     if ranks.main:
         print(f"predict on {device} ({precision_for(device.type, src.precision)}, --precision {cfg.precision})",
               file=sys.stderr)
-    limit = float((spec.get("reject") or {}).get("threshold", np.inf))
+    limit = float(spec["reject"]["threshold"]) if cfg.reject else np.inf  # checked by the scorer (check_rule)
     loader = batches_of(mine)
 
     def rows():

@@ -46,6 +46,10 @@ def run(cfg: Config) -> dict[str, Path]:
         raise UserError(f"--out {str(cfg.out)!r} is a file; give a folder for report.md, report.html and figures/")
     runs = load_runs(cfg.runs)
     dataset = check_one_dataset(runs)
+    if str(cfg.audit) not in ("", "."):
+        from ..report.your_data import check_audit
+
+        check_audit(Path(cfg.audit), dataset, runs[0].m.get("classes") or [])
     options = ReportOptions(source=cfg.runs, title=cfg.title, note=cfg.note, bench=cfg.bench,
                             audit=cfg.audit if str(cfg.audit) not in ("", ".") else None)
     out = Path(cfg.out) if str(cfg.out) not in ("", ".") else default_out(dataset)
