@@ -22,7 +22,7 @@ BENCH_ARGS ?= --quick
 BENCH_OUT ?= reports/benchmarks.json
 REPORT_OUT ?= reports
 
-.PHONY: venv data features classify finetune report audit export demo lint test bench bench-gpu clean
+.PHONY: venv data features classify finetune report audit export sweep demo lint test bench bench-gpu clean
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -52,6 +52,11 @@ audit: venv   # label issues, near-duplicates and leaks, outliers: CSVs and excl
 
 export: venv   # MODEL=reports/runs/<dataset>/<run> [OUT=shipped/<run>]: model.onnx + standalone predict.py
 	$(PY) -m pipeline export --model $(MODEL) --out $(or $(OUT),shipped/$(notdir $(MODEL)))
+
+# BACKBONES="mobilenet_v2=FILE timm/tf_efficientnet_lite0=DEFAULT resnet18=none" [SCREEN=N]: codes, heads, one report
+BACKBONES ?= resnet18=DEFAULT mobilenet_v2=DEFAULT timm/tf_efficientnet_lite0=DEFAULT
+sweep: data
+	$(PY) -m pipeline sweep --data $(DATA) --backbones '$(BACKBONES)' $(COMMON) $(if $(FORCE),--force) $(if $(SCREEN),--screen $(SCREEN)) $(if $(SWEEP_RUNS),--out $(SWEEP_RUNS)) $(if $(SWEEP_REPORT),--report $(SWEEP_REPORT))
 
 demo: features classify   # fine-tuning with the recipe's lr and with its lr tuned like the heads' settings
 	$(MAKE) finetune MODE=full

@@ -282,10 +282,17 @@ def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
     return {"split": "test" if on_test else SPLIT, "compared_on": SPLIT,
             **({"test": {"accuracy": rec["test_accuracy"], "n": rec["n_test"], "correct": rec["test_correct"],
                          "ci95": [rec["test_ci95_lo"], rec["test_ci95_hi"]]}} if on_test else {}),
-            "recommended": rec["name"], "best": best["name"], "alpha": ALPHA,
+            "recommended": rec["name"], "best": best["name"], "use": _what(rec, runs), "alpha": ALPHA,
             "correction": CORRECTION, "power": POWER,
             "min_detectable_difference": det.difference if det and _finite(det.difference) else None,
             "min_detectable_from": det.source if det else None, "methods": methods}
+
+
+def _what(row: dict, runs: list[Run]) -> dict:
+    """The recommended method as parts: its backbone, weights and head (or fine-tuning mode)."""
+    m = next((r.m for r in runs if r.slug == row["run"]), {})
+    return {"backbone": row["backbone"], "weights": row["weights"], "stage": row["stage"],
+            "head": m.get("head") or m.get("mode")}
 
 
 def _repeats(anchor: dict, row: dict) -> dict | None:
