@@ -21,6 +21,8 @@ STAGES = {  # stage -> (module, what it does); the module is imported only when 
     "predict": ("pipeline.stages.predict", "label new images with a saved head or fine-tuned model"),
     "audit": ("pipeline.stages.audit", "check the data from its codes: label issues, near-duplicates and leaks, "
               "outliers"),
+    "sweep": ("pipeline.stages.sweep", "several backbones: codes, heads and one report whose verdict spans backbone x "
+              "head"),
     "export": ("pipeline.stages.export", "one ONNX file + a standalone predict.py (onnxruntime only) of a run"),
 }
 

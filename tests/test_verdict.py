@@ -124,7 +124,7 @@ def test_verdict_json_schema_and_names_match_the_table(runs_dir, tmp_path):
     written = report.run(report.Config(runs=runs_dir.root, out=out, bench=tmp_path / "none.json"))
     assert written["verdict"] == out / "verdict.json"
     doc = json.loads((out / "verdict.json").read_text())
-    assert list(doc) == ["split", "compared_on", "recommended", "run_folder", "reason", "tied_with_best", "best",
+    assert list(doc) == ["split", "compared_on", "recommended", "use", "run_folder", "reason", "tied_with_best", "best",
                          "alpha", "cost_ratio", "correction", "power", "min_detectable_difference",
                          "min_detectable_from", "min_detectable_why", "min_detectable_any_discordance", "methods"]
     assert doc["run_folder"] == (runs_dir.root / "cheap").as_posix()  # what predict --model and export --model take

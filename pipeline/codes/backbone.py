@@ -1,7 +1,9 @@
-"""A torchvision classification model by name, its weights, and the trunk that emits CNN codes.
+"""A backbone by name (a torchvision classification model, or `timm/<name>`: codes.timm_models),
+its weights, and the trunk that emits CNN codes.
 
-The trunk is the whole model with its last nn.Linear (the ImageNet classifier) replaced by
-Identity, so its output is the penultimate "CNN code" (512-d for resnet18, 1280-d for mobilenet_v2).
+A torchvision trunk is the whole model with its last nn.Linear (the ImageNet classifier) replaced
+by Identity, so its output is the penultimate "CNN code" (512-d for resnet18, 1280-d for
+mobilenet_v2); a timm trunk is the model with `reset_classifier(0)`, the pooled pre-logits.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torchvision
 from torch import nn
 
 from .. import UserError
+from ..codes import timm_models
 from ..codes.weights import Weights
 
 
@@ -29,17 +32,25 @@ class Backbone:
     weights_id: str  # "ResNet18_Weights.IMAGENET1K_V1", "none(seed=0)" or "file:<name>"
 
 
-def list_backbones() -> list[str]:
-    return torchvision.models.list_models(module=torchvision.models)
+def list_backbones(pattern: str = "") -> list[str]:
+    """torchvision's classification models, then timm's as timm/<name>; a pattern filters both
+    (fnmatch wildcards; a plain word matches anywhere in the name)."""
+    import fnmatch
+
+    pat = pattern if not pattern or any(c in pattern for c in "*?[") else f"*{pattern}*"
+    tv = [n for n in torchvision.models.list_models(module=torchvision.models) if not pat or fnmatch.fnmatch(n, pat)]
+    return tv + timm_models.names(pattern)
 
 
 def check_name(name: str) -> None:
-    names = list_backbones()
+    if timm_models.is_timm(name):
+        return timm_models.check_name(name)
+    names = torchvision.models.list_models(module=torchvision.models)
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UserError(f"unknown backbone {name!r}{hint}; any torchvision classification model works, "
-                        "e.g. resnet18, mobilenet_v2")
+        raise UserError(f"unknown backbone {name!r}{hint}; any torchvision classification model works, e.g. "
+                        "resnet18, mobilenet_v2, or timm/<name> (`cnncodes features --list-backbones PATTERN`)")
 
 
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -99,6 +110,9 @@ def build_model(name: str, weights: Weights) -> tuple[nn.Module, str]:
 def load_backbone(name: str = "resnet18", weights: Weights | str = "DEFAULT", seed: int = 0) -> Backbone:
     """The frozen trunk of `name` with `weights` (a Weights, or an argument to parse with `seed`)."""
     weights = weights if isinstance(weights, Weights) else Weights.parse(weights, seed)
+    if timm_models.is_timm(name):
+        trunk, wid, dim = timm_models.build(name, weights, _load_state_dict_file)
+        return Backbone(trunk.eval().requires_grad_(False), name, dim, weights, wid)
     model, wid = build_model(name, weights)
     head, linear = _last_linear(model)
     _set_module(model, head, nn.Identity())

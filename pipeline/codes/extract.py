@@ -94,7 +94,8 @@ def fingerprint_inputs(job: Extraction) -> dict:
         "splits": list(job.scan.splits),
         **({"split_rule": job.scan.rule} if job.scan.rule else {}),  # an automatic split (images/splits.py)
         "image_list": job.scan.digest(),
-        "versions": {"torch": version("torch"), "torchvision": version("torchvision"), "pillow": version("pillow")},
+        "versions": {"torch": version("torch"), "torchvision": version("torchvision"), "pillow": version("pillow"),
+                     **({"timm": version("timm")} if job.backbone.startswith("timm/") else {})},
     }
 
 

@@ -16,8 +16,10 @@ class OnImages(Common):
     data: Path = opt(Path("data/hymenoptera_data"), "ImageFolder root (DATA/<split>/<class>/<image>) or a CSV "
                                                     "manifest with columns path,label[,split] (no split column: "
                                                     "split automatically by --split)")
-    backbone: str = opt("resnet18", "torchvision classification model name")
-    weights: str = opt("DEFAULT", "DEFAULT (torchvision download), none (random init), or a state_dict path")
+    backbone: str = opt("resnet18", "torchvision classification model name, or timm/<name> (timm's backbones, each "
+                                    "with its pretrained_cfg's eval transform; `features --list-backbones`)")
+    weights: str = opt("DEFAULT", "DEFAULT (torchvision's or timm's download), none (random init), or a state_dict "
+                                  "path")
     splits: str = opt("auto", "split folders, comma-separated; auto: train and val (test scored too when present; "
                               "valid/, Training/ etc. found too), train/ + test/ with val carved from train, or a "
                               "folder of class folders (or a manifest without a split column) split automatically "

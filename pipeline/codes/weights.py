@@ -88,9 +88,14 @@ class Weights:
     def preprocess(self, backbone: str):
         """The eval transform these weights were trained with: torchvision's enum weights carry it
         (`weights.transforms()`: mobilenet_v2 resizes to 232, efficientnet_b3 uses 320/300
-        bicubic); a file or random weights get the tutorial's 256/224 bilinear."""
+        bicubic); a timm backbone's is its pretrained_cfg's, whatever the weights (codes.timm_models);
+        a torchvision file or random weights get the tutorial's 256/224 bilinear."""
         from ..images.transforms import Preprocess
 
+        if backbone.startswith("timm/"):
+            from .timm_models import preprocess
+
+            return preprocess(backbone, self)
         if self.kind != "enum":
             return Preprocess(source=f"default for {self.kind} weights")
         member = self.resolve(backbone)

@@ -120,6 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kw.update(type=t, choices=meta.get("choices"), metavar=f.name.upper() if not meta.get("choices") else None)
             if meta.get("nargs"):
                 kw["nargs"] = meta["nargs"]
+            if "const" in meta:  # nargs="?": the value of the bare flag
+                kw["const"] = meta["const"]
         if meta.get("required"):
             kw["required"] = True
             kw.pop("default")

@@ -15,6 +15,7 @@ from ..core.files import read_json, write_json, write_text
 from ..runs.read import Run, existing
 from .blocks import Table, md_code, md_text
 from .choice import compare_with_best, recommend
+from .backbones import backbone_blocks
 from .diagnostics import always_wrong, label_curves, label_table, per_class_table, views_table, write_per_class_csv
 from .gallery import calibration_words, curve_figures, make_figures, top_loss_figures
 from .layout import Document, bench_page, build_document
@@ -93,6 +94,7 @@ def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, opti
         confused=_confused(runs, (rec, best), classes), top_losses=top_loss_figures(runs, rows, figdir),
         always_wrong=always_wrong(runs, rows), classes=classes, labels=label_table(label_curves(runs, rows)),
         commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir), views=views_table(runs, rows),
+        backbones=backbone_blocks(options.source, rows, rec, figdir),
         your_data=your_data(Path(options.audit) if options.audit else None,
                             existing(runs[0].m.get("data_root"), runs[0]), figdir, (rows, runs)),
         test_split=test_split_section(rows, runs, rec, figdir))

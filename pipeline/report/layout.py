@@ -41,11 +41,12 @@ class Document:
     your_data: list[Block] = field(default_factory=list)  # the audit's findings (your_data.py)
     curves: list[FigureFile] = field(default_factory=list)  # learning-curve figures
     test_split: list[Block] = field(default_factory=list)  # the test split, after the choice (after_choice.py)
+    backbones: list[Block] = field(default_factory=list)  # a sweep's backbones (backbones.py), else none
 
 
 def build_document(doc: Document) -> list[Block]:
     """The decision, the contents, then the sections (each one short)."""
-    sections = [s for s in _sections(doc) if len(s) > 1]
+    sections = [s for s in [doc.backbones, *_sections(doc)] if len(s) > 1]
     toc = [Block("toc", [s[0].content for s in sections])] if sections else []
     return _decision(doc) + toc + [b for s in sections for b in s]
 

@@ -31,11 +31,18 @@ def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
     on_test = rec.get("test_accuracy") is not None
     return {"split": "test" if on_test else SPLIT, "compared_on": SPLIT,
             **({"test": _test_record(rec)} if on_test else {}),
-            "recommended": rec["name"], "run_folder": run_folder(rec, runs),
+            "recommended": rec["name"], "use": _what(rec, runs), "run_folder": run_folder(rec, runs),
             "reason": "; ".join(choice.why) or "the most accurate on val", "tied_with_best": len(choice.tied),
             "best": best["name"], "alpha": ALPHA, "cost_ratio": COST_RATIO,
             "correction": CORRECTION, "power": POWER,
             **_detectable_record(det, len(comps)), "methods": methods}
+
+
+def _what(row: dict, runs: list[Run]) -> dict:
+    """The recommended method as parts: its backbone, weights and head (or fine-tuning mode)."""
+    m = next((r.m for r in runs if r.slug == row["run"]), {})
+    return {"backbone": row["backbone"], "weights": row["weights"], "stage": row["stage"],
+            "head": m.get("head") or m.get("mode")}
 
 
 def _test_record(rec: dict) -> dict:

@@ -137,7 +137,20 @@ def table_rows(runs: list[Run]) -> list[dict]:
                         r.m["best_val"].get("epoch"))
                    for r in runs if isinstance(r.m.get("best_val"), dict)), key=_rank)
     _use_and_trust(ours, runs)
+    _name_backbones(ours + best)
     return ours + best + reference_rows(runs[0].m.get("dataset") if runs else None)
+
+
+def _name_backbones(rows: list[dict]) -> None:
+    """Runs of several backbones in one folder (a sweep): each name says its backbone ('resnet18 +
+    softmax'), and its weights too where one backbone came with several, so no two rows read alike."""
+    pairs = {(r["backbone"], r["weights"]) for r in rows}
+    if len({b for b, _ in pairs}) < 2 and len(pairs) < 2:
+        return
+    for r in rows:
+        several = sum(b == r["backbone"] for b, _ in pairs) > 1
+        weights = f" ({_short(r['weights'], 24)})" if several else ""
+        r["name"] = f"{r['backbone']}{weights} + {r['name']}"
 
 
 def _use_and_trust(ours: list[dict], runs: list[Run]) -> None:

@@ -1,6 +1,7 @@
 """Extract CNN codes with a frozen backbone and cache them to HDF5 (resumable, validated).
 
 Usage: cnncodes features --data DIR --backbone resnet18 --weights DEFAULT|none|PATH --out FILE.h5
+       cnncodes features --list-backbones [PATTERN]     (torchvision names, then timm/<name>)
 
 The settings become one `codes.extract.Extraction`; the cache is checked first, from its
 fingerprint (names, the weight file's sha256, the transform, precision, library versions, the
@@ -55,6 +56,8 @@ class Config(OnImages):
                            "skipped, and part of the fingerprint")
     views: int = opt(0, "augmented views per train image (RandomResizedCrop + flip, seeded per image and view), "
                         "stored beside the codes; adding views to a file computes only the new ones")
+    list_backbones: str = opt("", "print the backbones --backbone can name (torchvision's, then timm/<name>), "
+                                  "filtered by a pattern (resnet, '*lite*'), and exit", nargs="?", const="*")
     tta: int = opt(1, f"test-time views per val image: 1 = the centre crop only, 5 = five crops, 10 = ten crops, "
                       f"up to {MAX_TTA}")
 
@@ -129,4 +132,10 @@ def _extract(cfg: Config, out: Path, s: ImageFolderScan, ranks: dist.Ranks = dis
 
 
 def run(cfg: Config) -> None:
+    if cfg.list_backbones:
+        from ..codes.backbone import list_backbones
+
+        names = list_backbones("" if cfg.list_backbones == "*" else cfg.list_backbones)
+        print("\n".join(names) if names else f"no backbone matches {cfg.list_backbones!r}")
+        return
     extract(cfg)

@@ -1,0 +1,159 @@
+"""timm's backbones by name: `timm/<name>` (e.g. timm/tf_efficientnet_lite0, timm/convnext_tiny).
+
+Each timm name carries a `pretrained_cfg` (input size, crop_pct, interpolation, mean, std); the
+eval transform comes from it through timm's own `resolve_data_config`, whatever the weights are
+(timm's download, a local state_dict or a random init), so codes are never made with another
+model's normalisation. The trunk is the model with `reset_classifier(0)`: its output is the pooled
+pre-logits vector (`forward_head(pre_logits=True)`), the code.
+
+Weights: DEFAULT (or a tag, e.g. in1k) is timm's pretrained file, fetched once into the Hugging
+Face cache; offline, a cached copy is used and otherwise the error says how to pass a file. A
+local file is a state_dict for the architecture; only the classifier's keys may be missing or
+extra. timm is imported inside the functions: naming a cache file needs none of it.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import socket
+
+from .. import UserError
+
+PREFIX = "timm/"
+HUB = ("huggingface.co", 443)  # where timm's DEFAULT weights come from
+
+
+def is_timm(name: str) -> bool:
+    return str(name).startswith(PREFIX)
+
+
+def arch(name: str) -> str:
+    return name[len(PREFIX):]
+
+
+def names(pattern: str = "") -> list[str]:
+    """Every timm architecture, as `timm/<name>`, filtered by a wildcard pattern (timm's list_models)."""
+    import timm
+
+    pat = pattern.removeprefix(PREFIX) if pattern else ""
+    if pat and not any(c in pat for c in "*?["):
+        pat = f"*{pat}*"
+    return [PREFIX + n for n in timm.list_models(pat or "")]
+
+
+def check_name(name: str) -> None:
+    import timm
+
+    a = arch(name).split(".")[0]
+    if not timm.is_model(a):
+        close = difflib.get_close_matches(a, timm.list_models(), n=3)
+        hint = f" (did you mean {', '.join(PREFIX + c for c in close)}?)" if close else ""
+        raise UserError(f"unknown timm backbone {name!r}{hint}; `cnncodes features --list-backbones PATTERN` "
+                        "lists them")
+
+
+def _cfg_name(name: str, weights) -> str:
+    """The name timm resolves a pretrained_cfg for: arch, or arch.tag for --weights TAG."""
+    a = arch(name)
+    if weights.kind == "enum" and weights.member != "DEFAULT" and "." not in a:
+        return f"{a}.{weights.member}"
+    return a
+
+
+def preprocess(name: str, weights):
+    """The eval transform of the name's pretrained_cfg (timm.data.resolve_data_config): resize to
+    floor(size / crop_pct), centre crop `size`, its interpolation, mean and std."""
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    from ..images.transforms import Preprocess
+
+    check_name(name)
+    cfg_name = _cfg_name(name, weights)
+    cfg = get_pretrained_cfg(cfg_name)
+    data = resolve_data_config(pretrained_cfg=cfg.to_dict() if cfg else {})
+    size = data["input_size"][-1]
+    resize = math.floor(size / data.get("crop_pct", 0.875))  # timm's transforms_factory rounds down too
+    tag = f".{cfg.tag}" if cfg and cfg.tag else ""
+    return Preprocess(resize, size, data.get("interpolation", "bicubic"), tuple(data["mean"]), tuple(data["std"]),
+                      f"timm pretrained_cfg of {arch(name).split('.')[0]}{tag}")
+
+
+def _online(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection(HUB, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cached_file(model) -> str | None:
+    """A copy of the model's pretrained file already in the Hugging Face cache, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hub_id = (model.pretrained_cfg or {}).get("hf_hub_id")
+    for fname in ("model.safetensors", "pytorch_model.bin"):
+        hit = try_to_load_from_cache(hub_id, fname) if hub_id else None
+        if isinstance(hit, str):
+            return hit
+    return None
+
+
+def _pretrained(name: str, weights):
+    import timm
+    from timm.models import load_checkpoint
+
+    cfg_name = _cfg_name(name, weights)
+    model = timm.create_model(cfg_name, pretrained=False)
+    if not _online():  # timm would retry the download for a minute before failing
+        cached = _cached_file(model)
+        if cached is None:
+            raise UserError(f"timm's {cfg_name} weights are not cached and huggingface.co cannot be reached; "
+                            f"offline, pass --weights PATH to a local state_dict of {arch(name)}")
+        load_checkpoint(model, cached)
+        return model
+    try:
+        return timm.create_model(cfg_name, pretrained=True)
+    except Exception as e:  # HTTP, SSL, missing file: all mean the weights could not be fetched
+        raise UserError(f"could not download timm's {cfg_name} weights ({type(e).__name__}); offline, pass "
+                        f"--weights PATH to a local state_dict") from None
+
+
+def _from_file(name: str, weights, load_state_dict_file):
+    import timm
+
+    weights.sha256  # noqa: B018 - a missing file is a UserError here, before the model is built
+    model = timm.create_model(arch(name), pretrained=False)
+    head = (model.pretrained_cfg or {}).get("classifier") or ""
+    heads = head if isinstance(head, (tuple, list)) else (head,)
+    try:
+        missing, unexpected = model.load_state_dict(load_state_dict_file(weights.path), strict=False)
+    except RuntimeError as e:  # a tensor of another shape: weights of another architecture
+        raise UserError(f"weights {weights.path.name!r} do not fit {name}: "
+                        f"{str(e).splitlines()[-1].strip()[:200]}") from None
+    missing = [k for k in missing if not any(k.startswith(h + ".") for h in heads if h)]
+    if missing or unexpected:
+        raise UserError(
+            f"weights {weights.path.name!r} do not fit {name}: {len(missing)} missing keys {missing[:3]}, "
+            f"{len(unexpected)} unexpected {unexpected[:3]} (only the classifier {head!r} may be missing)")
+    return model
+
+
+def build(name: str, weights, load_state_dict_file):
+    """(trunk: the model with its classifier removed, weights id, code dimension)."""
+    import timm
+    import torch
+
+    check_name(name)
+    if weights.kind == "none":
+        torch.manual_seed(weights.seed)  # random init is a function of the seed, recorded in the id
+        model, wid = timm.create_model(arch(name), pretrained=False), weights.key
+    elif weights.kind == "file":
+        model, wid = _from_file(name, weights, load_state_dict_file), weights.key
+    else:
+        model = _pretrained(name, weights)
+        tag = (model.pretrained_cfg or {}).get("tag")
+        wid = f"timm:{model.pretrained_cfg.get('architecture', arch(name))}" + (f".{tag}" if tag else "")
+    model.reset_classifier(0)  # forward() now ends at the pooled pre-logits
+    dim = getattr(model, "head_hidden_size", None) or model.num_features
+    return model, wid, int(dim)

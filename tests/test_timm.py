@@ -1,0 +1,98 @@
+"""timm backbones by name (codes.timm_models): the pooled pre-logits as the code, the eval transform
+of the name's pretrained_cfg whatever the weights, local files, and the later stages on them.
+Random-weight timm test models (test_efficientnet, 160 px) build without the network."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import cli
+from pipeline import UserError
+from pipeline.codes import timm_models
+from pipeline.codes.backbone import load_backbone
+from pipeline.codes.store import read_attrs
+from pipeline.codes.weights import Weights
+
+timm = pytest.importorskip("timm")
+NAME = "timm/test_efficientnet"
+
+
+def test_code_is_the_pooled_pre_logits_vector_of_the_timm_model():
+    bb = load_backbone(NAME, "none", seed=3)
+    torch.manual_seed(3)
+    full = timm.create_model("test_efficientnet", pretrained=False).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = full.forward_head(full.forward_features(x), pre_logits=True)
+        assert torch.allclose(bb.trunk(x), want, atol=1e-5)
+    assert bb.dim == want.shape[1] and bb.weights_id == "none(seed=3)"
+
+
+def test_eval_transform_comes_from_the_pretrained_cfg_for_every_kind_of_weights(tmp_path):
+    for w in ("none", str(tmp_path / "w.pth"), "DEFAULT"):
+        pre = Weights.parse(w).preprocess("timm/tf_efficientnet_lite0")
+        assert (pre.crop, pre.resize, pre.interpolation) == (224, 256, "bicubic")  # 224 / 0.875
+        assert pre.mean == pre.std == (0.5, 0.5, 0.5) and "pretrained_cfg" in pre.source
+    small = Weights.parse("none").preprocess(NAME)
+    assert small.crop == 160 and small.mean[0] == pytest.approx(0.485)  # its own cfg: 160 px, ImageNet stats
+
+
+def test_a_local_file_may_lack_the_classifier_only(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", pretrained=False)
+    sd = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    torch.save(sd, tmp_path / "trunk.pth")
+    bb = load_backbone(NAME, str(tmp_path / "trunk.pth"))
+    assert bb.weights_id == "file:trunk.pth"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(bb.trunk(x), model.eval().forward_head(model.forward_features(x), pre_logits=True),
+                              atol=1e-5)
+    del sd[next(iter(sd))]
+    torch.save(sd, tmp_path / "short.pth")
+    with pytest.raises(UserError, match="missing keys"):
+        load_backbone(NAME, str(tmp_path / "short.pth"))
+    with pytest.raises(UserError, match="do not fit"):  # another architecture: shapes differ
+        load_backbone("timm/test_resnet", str(tmp_path / "trunk.pth"))
+
+
+def test_unknown_names_and_offline_default_weights_are_one_line_errors(monkeypatch):
+    with pytest.raises(UserError, match="did you mean timm/tf_efficientnet_lite0"):
+        load_backbone("timm/tf_efficentnet_lite0", "none")
+    monkeypatch.setattr(timm_models, "_online", lambda timeout=3.0: False)
+    monkeypatch.setattr(timm_models, "_cached_file", lambda model: None)
+    with pytest.raises(UserError, match="offline, pass --weights PATH"):
+        load_backbone(NAME, "DEFAULT")
+
+
+def test_list_backbones_names_torchvision_and_timm_models():
+    r = cli("features", "--list-backbones", "efficientnet_lite")
+    assert r.returncode == 0, r.stderr
+    names = r.stdout.split()
+    assert "timm/tf_efficientnet_lite0" in names and all("efficientnet_lite" in n for n in names)
+    assert "resnet18" in cli("features", "--list-backbones", "resnet1").stdout.split()
+
+
+def test_features_classify_predict_on_a_timm_backbone(folder, tmp_path):
+    from pipeline.stages.classify import Config as CConfig, classify
+    from pipeline.stages.features import Config as FConfig, extract
+    from pipeline.stages.predict import Config as PConfig, predict
+
+    out = extract(FConfig(data=folder, backbone=NAME, weights="none", out=str(tmp_path / "t.h5"), device="cpu",
+                          workers=0, batch_size=8))
+    attrs = read_attrs(out)
+    assert attrs["transform"]["crop"] == 160 and attrs["transform"]["interpolation"] == "bicubic"
+    assert "timm" in attrs["inputs"]["versions"] and attrs["backbone"] == NAME
+    run = classify(CConfig(features=out, head="softmax", out=tmp_path / "runs", label_curve="off", folds=2))[0]
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["backbone"] == NAME and spec["crop"] == 160 and spec["interpolation"] == "bicubic"
+    rows, bad, kind = predict(PConfig(model=run, images=(str(folder / "val"),), device="cpu", workers=0))
+    rows = list(rows)
+    assert len(rows) == 8 and not bad and kind == "probability"
+    got = {Path(p).relative_to(folder).as_posix(): c for p, c, _ in rows}
+    want = {r["path"]: spec["classes"][r["pred"]] if isinstance(r["pred"], int) else r["pred"]
+            for r in json.loads((run / "metrics.json").read_text())["predictions"]}
+    assert got == want  # predict decodes and transforms as features did
