@@ -58,7 +58,7 @@ def test_leaks_into_test_are_flagged_with_the_score_without_them(runs, tmp_path)
     audit = _audit(tmp_path, [["train/ants/a.jpg", "train", TEST[0], "test", 0.97],  # a train↔test copy
                               [TEST[16], "test", "train/bees/b.jpg", "train", 0.95],  # the other way round
                               ["train/ants/c.jpg", "train", VAL[0], "val", 0.99]])  # val: not a test leak
-    assert on_test.leaked_test_paths(audit) == {TEST[0], TEST[16]}
+    assert on_test.leaked_test_paths(audit) == {TEST[0]: {"train/ants/a.jpg"}, TEST[16]: {"train/bees/b.jpg"}}
     out = tmp_path / "out"
     report.run(report.Config(runs=runs, out=out, bench=tmp_path / "none.json", audit=audit))
     doc = json.loads((out / "verdict.json").read_text())
@@ -74,6 +74,18 @@ def test_leaks_into_test_are_flagged_with_the_score_without_them(runs, tmp_path)
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     soft = next(r for r in rows if r["name"] == "softmax")
     assert (soft["test_leaks"], soft["n_test_without_leaks"], soft["test_correct_without_leaks"]) == ("2", "28", "26")
+
+
+def test_a_run_that_left_the_train_copies_out_has_no_leak(runs, tmp_path):
+    audit = _audit(tmp_path, [["train/ants/a.jpg", "train", TEST[0], "test", 0.97],
+                              [TEST[16], "test", "train/bees/b.jpg", "train", 0.95]])
+    f = runs / "softmax" / "metrics.json"
+    m = json.loads(f.read_text())
+    f.write_text(json.dumps({**m, "inputs": {"exclude": ["train/ants/a.jpg"]}}))  # classify --exclude: one copy
+    out = tmp_path / "out"
+    report.run(report.Config(runs=runs, out=out, bench=tmp_path / "none.json", audit=audit))
+    rows = {r["name"]: r for r in csv.DictReader(open(out / "metrics.csv"))}
+    assert (rows["softmax"]["test_leaks"], rows["full FT"]["test_leaks"]) == ("1", "2")
 
 
 def test_no_audit_no_flag(runs, tmp_path):

@@ -160,6 +160,11 @@ def test_repeats_pair_only_draws_of_the_same_pooled_images():
     assert same["test"] == "corrected resampled t (Nadeau-Bengio)" and same["diff_vs_best"] > 0
     assert same["vs"] == "softmax"
     other = _repeats(best, {"repeats": rep([0.8, 0.82, 0.79], "xyz")})  # e.g. classify --exclude left images out
+    from pipeline.report.record import _holm_repeats
+
+    family = [{"p_vs_best": 0.04}, {"p_vs_best": 0.01}]
+    _holm_repeats(family)  # corrected over every re-drawn comparison, as the McNemar ones are
+    assert [f["p_holm_vs_best"] for f in family] == pytest.approx([0.04, 0.02])
     assert "p_vs_best" not in other and other["repeats"] == 3
 
 

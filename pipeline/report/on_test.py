@@ -42,31 +42,38 @@ def short_of_recipe(m: dict) -> str | None:
     return f"{epochs} of the recipe's {RECIPE_EPOCHS} epochs"
 
 
-def leaked_test_paths(audit: Path | str | None, train: str = "train", test: str = "test") -> set[str]:
+def leaked_test_paths(audit: Path | str | None, train: str = "train", test: str = "test") -> dict[str, set[str]]:
     """The test images the audit found a near-copy of in train (duplicates.csv pairs across the two
-    splits; the test side of each)."""
+    splits), each with its copies in train."""
     f = Path(audit) / "duplicates.csv" if audit else None
     if f is None or not f.is_file():
-        return set()
+        return {}
     with open(f, newline="", encoding="utf-8") as fh:
         pairs = [{k: csv_unsafe(v) if isinstance(v, str) else v for k, v in r.items()} for r in csv.DictReader(fh)]
-    return {r["path"] if r["split"] == test else r["other"] for r in pairs
-            if {r.get("split"), r.get("other_split")} == {train, test}}
+    out: dict[str, set[str]] = {}
+    for r in pairs:
+        if {r.get("split"), r.get("other_split")} == {train, test}:
+            t, c = (r["path"], r["other"]) if r["split"] == test else (r["other"], r["path"])
+            out.setdefault(t, set()).add(c)
+    return out
 
 
 def flag_leaks(rows: list[dict], runs: list, audit: Path | str | None) -> int:
     """Add to each row of ours with test predictions how many of its test images leaked (a copy in
-    train) and its test score without them. Returns how many test images leaked (0: no audit, or
-    no leak into test)."""
+    its training images: a run made with --exclude that left every copy out has none) and its test
+    score without them. Returns how many test images the audit found leaked (0: no audit, or none)."""
     leaked = leaked_test_paths(audit)
     if not leaked:
         return 0
     by_slug = {r.slug: r for r in runs}
     for row in rows:
-        preds = by_slug[row["run"]].m.get("test_predictions") if row["kind"] == "ours" else None
+        m = by_slug[row["run"]].m if row["kind"] == "ours" else {}
+        preds = m.get("test_predictions")
         if not preds or row.get("test_accuracy") is None:
             continue
-        kept = [p for p in preds if p["path"] not in leaked]
+        gone = set((m.get("inputs") or {}).get("exclude") or [])
+        mine = {t for t, copies in leaked.items() if copies - gone}
+        kept = [p for p in preds if p["path"] not in mine]
         k, n = sum(p["pred"] == p["true"] for p in kept), len(kept)
         lo, hi = wilson(k, n) if n else (None, None)
         row.update({"test_leaks": len(preds) - n, "n_test_without_leaks": n, "test_correct_without_leaks": k,

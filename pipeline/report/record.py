@@ -4,7 +4,7 @@ paired test against the best, named as the main table names them.
 """
 from __future__ import annotations
 
-from ..runs.metrics import corrected_resampled_t, mcnemar_min_detectable_any
+from ..runs.metrics import corrected_resampled_t, holm, mcnemar_min_detectable_any
 from ..runs.read import Run
 from .choice import ALPHA, COST_RATIO, CORRECTION, Comparison, compare_with_best, recommend
 from .verdict import POWER, SPLIT, Detectable, _finite, min_detectable, run_folder
@@ -28,6 +28,7 @@ def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
                 "comparable": c.comparable, "short_of_recipe": c.row.get("short_of_recipe"),
                 "test_leaks": c.row.get("test_leaks")}
                for c in [Comparison(best, best["n_val"], 0, 0, None, None), *comps]]
+    _holm_repeats([m["repeats"] for m in methods if m["repeats"] and "p_vs_best" in m["repeats"]])
     on_test = rec.get("test_accuracy") is not None
     return {"split": "test" if on_test else SPLIT, "compared_on": SPLIT,
             **({"test": _test_record(rec)} if on_test else {}),
@@ -43,6 +44,12 @@ def _what(row: dict, runs: list[Run]) -> dict:
     m = next((r.m for r in runs if r.slug == row["run"]), {})
     return {"backbone": row["backbone"], "weights": row["weights"], "stage": row["stage"],
             "head": m.get("head") or m.get("mode")}
+
+
+def _holm_repeats(repeats: list[dict]) -> None:
+    """Holm over every re-drawn-splits comparison with the repeated best, as over the McNemar ones."""
+    for r, p in zip(repeats, holm([r["p_vs_best"] for r in repeats])):
+        r["p_holm_vs_best"] = p
 
 
 def _test_record(rec: dict) -> dict:
