@@ -125,7 +125,8 @@ def test_verdict_json_schema_and_names_match_the_table(runs_dir, tmp_path):
     assert written["verdict"] == out / "verdict.json"
     doc = json.loads((out / "verdict.json").read_text())
     assert list(doc) == ["split", "compared_on", "recommended", "best", "alpha", "correction", "power",
-                         "min_detectable_difference", "min_detectable_from", "methods"]
+                         "min_detectable_difference", "min_detectable_from", "methods", "use"]
+    assert doc["use"]["stage"] == "classify" and set(doc["use"]) == {"backbone", "weights", "stage", "head"}
     assert (doc["split"], doc["alpha"], doc["correction"]) == ("val", 0.05, "holm")
     keys = {"name", "accuracy", "n", "correct", "b", "c", "p_vs_best", "p_holm", "separable_from_best"}
     assert all(keys <= set(m) for m in doc["methods"])

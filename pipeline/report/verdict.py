@@ -282,10 +282,11 @@ def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
     return {"split": "test" if on_test else SPLIT, "compared_on": SPLIT,
             **({"test": {"accuracy": rec["test_accuracy"], "n": rec["n_test"], "correct": rec["test_correct"],
                          "ci95": [rec["test_ci95_lo"], rec["test_ci95_hi"]]}} if on_test else {}),
-            "recommended": rec["name"], "best": best["name"], "use": _what(rec, runs), "alpha": ALPHA,
+            "recommended": rec["name"], "best": best["name"], "alpha": ALPHA,
             "correction": CORRECTION, "power": POWER,
             "min_detectable_difference": det.difference if det and _finite(det.difference) else None,
-            "min_detectable_from": det.source if det else None, "methods": methods}
+            "min_detectable_from": det.source if det else None, "methods": methods,
+            "use": _what(rec, runs)}  # the recommended method's backbone, weights and head
 
 
 def _what(row: dict, runs: list[Run]) -> dict:
