@@ -101,9 +101,11 @@ def _screen_words(sweep: dict) -> str:
     gone = "; ".join(f"**{md_text(k)}** at {fmt_pct(v['accuracy'])} (b = {v['b']}, c = {v['c']}, Holm p = "
                      f"{v['p_holm']:.2g})" for k, v in dropped)
     saved = sc.get("saved_seconds")
-    return said + (f"Dropped as worse on the sample, and never coded in full: {gone}." + (
-        f" Not coding them saved about {saved:.0f} s of extraction net of the screening's own cost."
-        if saved is not None else ""))
+    net = "" if saved is None else (
+        f" Not coding them saved about {saved:.0f} s of extraction net of the screening's own cost." if saved >= 0
+        else f" On this few images the screening cost about {-saved:.0f} s more than not coding them saved: the "
+             "sample is a large share of the data.")
+    return said + f"Dropped as worse on the sample, and never coded in full: {gone}." + net
 
 
 def backbone_blocks(source: Path | str | None, rows: list[dict], rec: dict, figdir: Path) -> list[Block]:
