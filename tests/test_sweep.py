@@ -49,7 +49,7 @@ def test_sweep_compares_every_backbone_and_head_on_the_same_images(tmp_path, mon
     data = make_folder(tmp_path / "data", n_train=8, n_val=5)
     monkeypatch.chdir(tmp_path)
     cfg = Config(data=data, backbones="timm/test_efficientnet=none timm/test_resnet=none", head="softmax",
-                 out=tmp_path / "runs", report=tmp_path / "report", device="cpu", workers=0, screen=0)
+                 out=tmp_path / "runs", report=tmp_path / "report", device="cpu", workers=0, screen=4)
     record = sweep(cfg)
     assert [b["backbone"] for b in record["backbones"]] == ["timm/test_efficientnet", "timm/test_resnet"]
     assert all(b["parameters"] > 0 and b["ms_per_image"] > 0 for b in record["backbones"])
@@ -58,6 +58,9 @@ def test_sweep_compares_every_backbone_and_head_on_the_same_images(tmp_path, mon
     assert len(verdict["methods"]) == 2 and all(m["comparable"] for m in verdict["methods"])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "Which backbone" in report and "timm/test_resnet + softmax" in report
+    # screening coded 4 + 4 images per backbone; 4 val images can separate nothing, so none is dropped
+    assert record["screen"]["n"] == 4 and not any(d["dropped"] for d in record["screen"]["decisions"].values())
+    assert "Screening coded a stratified sample of 4 train and 4 val images" in report
 
 
 def test_images_one_backbone_did_not_code_are_named_for_every_other(tmp_path):

@@ -96,3 +96,35 @@ def test_features_classify_predict_on_a_timm_backbone(folder, tmp_path):
     want = {r["path"]: spec["classes"][r["pred"]] if isinstance(r["pred"], int) else r["pred"]
             for r in json.loads((run / "metrics.json").read_text())["predictions"]}
     assert got == want  # predict decodes and transforms as features did
+
+
+def test_finetune_and_export_of_timm_runs_agree_with_predict(folder, tmp_path):
+    """A 1-epoch fine-tune and a head on timm codes, each exported to ONNX with its own transform in
+    the metadata: onnxruntime's labels and scores match predict's (export's own check)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import contextlib
+    import io
+    import re
+
+    import onnx
+
+    from pipeline.stages.classify import Config as CConfig, classify
+    from pipeline.stages.export import Config as EConfig, run as export
+    from pipeline.stages.features import Config as FConfig, extract
+    from pipeline.stages.finetune import Config as TConfig, train
+
+    feats = extract(FConfig(data=folder, backbone=NAME, weights="none", out=str(tmp_path / "t.h5"), device="cpu",
+                            workers=0, resize=72, crop=64))
+    [head] = classify(CConfig(features=feats, head="softmax", out=tmp_path / "runs", label_curve="off", folds=2))
+    tuned, _ = train(TConfig(data=folder, out=tmp_path / "runs", backbone=NAME, weights="none", epochs=1,
+                             batch_size=8, resize=72, crop=64, workers=0, device="cpu"))
+    for run in (head, tuned):
+        buf, out = io.StringIO(), tmp_path / f"shipped-{run.name}"
+        with contextlib.redirect_stdout(buf):
+            assert export(EConfig(model=run, out=out, images=str(folder / "val"))) in (0, None)
+        text = buf.getvalue()
+        assert re.search(r"\b(\d+)/\1 labels agree", text), text
+        assert float(re.search(r"difference\| (\S+)", text).group(1)) < 1e-3
+        meta = {p.key: p.value for p in onnx.load(str(out / "model.onnx"), load_external_data=False).metadata_props}
+        assert NAME in json.dumps(meta) and meta["crop"] == "64" and meta["interpolation"] == "bicubic"

@@ -129,6 +129,7 @@ def test_verdict_json_schema_and_names_match_the_table(runs_dir, tmp_path):
                          "min_detectable_from", "min_detectable_why", "min_detectable_any_discordance", "methods"]
     assert doc["run_folder"] == (runs_dir.root / "cheap").as_posix()  # what predict --model and export --model take
     assert doc["reason"].startswith("it is among the cheapest (within 2×") and doc["min_detectable_why"] is None
+    assert doc["use"]["stage"] == "classify" and set(doc["use"]) == {"backbone", "weights", "stage", "head"}
     assert (doc["split"], doc["alpha"], doc["correction"]) == ("val", 0.05, "holm")
     keys = {"name", "accuracy", "n", "correct", "b", "c", "p_vs_best", "p_holm", "separable_from_best"}
     assert all(keys <= set(m) for m in doc["methods"])

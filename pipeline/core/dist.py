@@ -63,8 +63,13 @@ def barrier(ranks: Ranks) -> None:
         dist.barrier()
 
 
-def close(ranks: Ranks) -> None:
-    if ranks.world > 1:
+# set by a stage that runs several others in one process (sweep): the process group it joined once
+# stays joined across them (a group destroyed and joined again under one torchrun hangs)
+KEEP_GROUP = "CNNCODES_KEEP_PROCESS_GROUP"
+
+
+def close(ranks: Ranks, force: bool = False) -> None:
+    if ranks.world > 1 and (force or not os.environ.get(KEEP_GROUP)):
         import torch.distributed as dist
 
         if dist.is_initialized():

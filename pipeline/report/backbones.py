@@ -48,6 +48,7 @@ def _table(sweep: dict, rows: list[dict], rec: dict) -> Table:
 def _figure(sweep: dict, rows: list[dict], figdir: Path) -> FigureFile | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
 
     from .figures import DPI, WIDE
 
@@ -56,7 +57,7 @@ def _figure(sweep: dict, rows: list[dict], figdir: Path) -> FigureFile | None:
               if r["accuracy"] is not None]
     if not points:
         return None
-    fig = Figure(figsize=(WIDE, 4.0))
+    fig = Figure(figsize=(WIDE, 4.6))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for b in sweep["backbones"]:
@@ -65,14 +66,18 @@ def _figure(sweep: dict, rows: list[dict], figdir: Path) -> FigureFile | None:
             size = 20 + 200 * ((b.get("parameters") or 0) / 25e6) ** 0.5  # area ~ parameters
             ax.scatter([p["seconds"] for p in mine], [100 * p["accuracy"] for p in mine], s=size, alpha=0.6,
                        label=f"{b['label']}, {(b.get('parameters') or 0) / 1e6:.1f} M parameters")
-    front = pareto_front(points)
-    ax.step([p["seconds"] for p in front], [100 * p["accuracy"] for p in front], where="post", color="0.3",
-            linestyle="--", linewidth=1, label="Pareto front: nothing both faster and more accurate")
+    front, right = pareto_front(points), max(p["seconds"] for p in points) * 1.3
+    ys = [100 * p["accuracy"] for p in front]
+    ax.step([*(p["seconds"] for p in front), right], [*ys, ys[-1]], where="post", color="0.3", linestyle="--",
+            linewidth=1, label="Pareto front: nothing both faster and more accurate")
     ax.set_xscale("log")
+    ax.set_xlim(min(p["seconds"] for p in points) / 1.3, right)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("backbone ms per image when its codes were made (log scale)")
     ax.set_ylabel("val accuracy (%), every head")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.tight_layout()
     figdir.mkdir(parents=True, exist_ok=True)
     fig.savefig(figdir / FIGURE, dpi=DPI)
@@ -96,9 +101,11 @@ def _screen_words(sweep: dict) -> str:
     gone = "; ".join(f"**{md_text(k)}** at {fmt_pct(v['accuracy'])} (b = {v['b']}, c = {v['c']}, Holm p = "
                      f"{v['p_holm']:.2g})" for k, v in dropped)
     saved = sc.get("saved_seconds")
-    return said + (f"Dropped as worse on the sample, and never coded in full: {gone}." + (
-        f" Not coding them saved about {saved:.0f} s of extraction net of the screening's own cost."
-        if saved is not None else ""))
+    net = "" if saved is None else (
+        f" Not coding them saved about {saved:.0f} s of extraction net of the screening's own cost." if saved >= 0
+        else f" On this few images the screening cost about {-saved:.0f} s more than not coding them saved: the "
+             "sample is a large share of the data.")
+    return said + f"Dropped as worse on the sample, and never coded in full: {gone}." + net
 
 
 def backbone_blocks(source: Path | str | None, rows: list[dict], rec: dict, figdir: Path) -> list[Block]:

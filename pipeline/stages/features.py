@@ -75,7 +75,9 @@ class Config(OnImages):
         imported for enum weights only when a flag is left to them)."""
         given = {k: v for k, v in (("resize", self.resize), ("crop", self.crop), ("interpolation", self.interpolation))
                  if v}
-        base = Preprocess(source="flags") if len(given) == 3 else weights.preprocess(self.backbone)
+        # a timm backbone keeps its pretrained_cfg's mean and std whatever the flags say of sizes
+        flags = len(given) == 3 and not self.backbone.startswith("timm/")
+        base = Preprocess(source="flags") if flags else weights.preprocess(self.backbone)
         pre = replace(base, **given, source=base.source + (" and flags" if given and len(given) < 3 else ""))
         if pre.crop > pre.resize:
             raise UserError(f"the eval transform would crop {pre.crop} px from images resized to {pre.resize}; "

@@ -126,7 +126,8 @@ class Config(OnImages):
         """The settings the library trains with; the eval transform resolved as `features` resolves it
         (the flags where given, the rest from the weights)."""
         weights = Weights.parse(self.weights, self.seed)
-        base = Preprocess(source="flags") if self.resize and self.crop else weights.preprocess(self.backbone)
+        flags = self.resize and self.crop and not self.backbone.startswith("timm/")  # timm: its cfg's filter
+        base = Preprocess(source="flags") if flags else weights.preprocess(self.backbone)
         pre = replace(base, resize=self.resize or base.resize, crop=self.crop or base.crop)
         if pre.crop > pre.resize:
             raise UserError(f"the eval transform would crop {pre.crop} px from images resized to {pre.resize}; "

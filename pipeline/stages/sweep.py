@@ -168,4 +168,18 @@ def _record(cfg: Config, entries, files: dict, left: dict, screened: dict | None
 
 
 def run(cfg: Config) -> None:
-    sweep(cfg)
+    import os
+
+    from ..core.devices import device_type
+
+    ranks = dist.from_env()
+    if ranks.world == 1:
+        sweep(cfg)
+        return
+    os.environ[dist.KEEP_GROUP] = "1"  # one process group for every stage the sweep runs
+    dist.init(ranks, device_type(cfg.device))
+    try:
+        sweep(cfg)
+    finally:
+        os.environ.pop(dist.KEEP_GROUP, None)
+        dist.close(ranks, force=True)
