@@ -68,17 +68,27 @@ def label_efficiency(curves: list[dict], path: Path) -> Path | None:
     draws = curves[0].get("draws")
     band = Patch(color="grey", alpha=0.25, linewidth=0,  # the legend's one entry for every head's band
                  label=f"band: min–max over {f'{draws} ' if draws else ''}draws (dots: each draw)")
-    if len(curves) <= ONE_PANEL_MOST:
-        fig = Figure(figsize=(WIDE, 4.2), layout="constrained")
-        ax = fig.subplots()
-        for i, c in enumerate(curves):
-            _draw_curve(ax, c, i, 1.04 ** (i - (len(curves) - 1) / 2), 3 + len(curves) - i)  # apart on the log axis
-        _chance_and_grid(ax, curves)
-        ax.set_xlabel(X_LABEL)
-        ax.set_ylabel(Y_LABEL)
-        handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=[*handles, band], loc="lower right")
-        return _save(fig, path)
+    fig = (_one_panel if len(curves) <= ONE_PANEL_MOST else _panels)(curves, band)
+    return _save(fig, path)
+
+
+def _one_panel(curves: list[dict], band) -> Figure:
+    fig = Figure(figsize=(WIDE, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for i, c in enumerate(curves):
+        _draw_curve(ax, c, i, 1.04 ** (i - (len(curves) - 1) / 2), 3 + len(curves) - i)  # apart on the log axis
+    _chance_and_grid(ax, curves)
+    ax.set_xlabel(X_LABEL)
+    ax.set_ylabel(Y_LABEL)
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=[*handles, band], loc="lower right")
+    return fig
+
+
+def _panels(curves: list[dict], band) -> Figure:
+    """A panel per head on shared axes, the other heads' means in light grey behind."""
+    from matplotlib.patches import Patch
+
     rows, cols, _ = _grid(len(curves), 2.6, 4)
     fig = Figure(figsize=(WIDE, rows * 2.5 + 0.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)).ravel()
@@ -98,4 +108,4 @@ def label_efficiency(curves: list[dict], path: Path) -> Path | None:
     chance = [h for h in axes[0].get_legend_handles_labels()[0] if h.get_label().startswith("chance")]
     other = Patch(color="#c8c8c8", label="the other heads' means")
     fig.legend(handles=[*chance, band, other], loc="outside upper center", ncols=3)
-    return _save(fig, path)
+    return fig
