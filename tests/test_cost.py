@@ -78,5 +78,10 @@ def test_identical_models_show_identical_cost_and_heads_add_their_trunk_per_view
     assert use["softmax"]["ms_per_image"] == pytest.approx(10 + 0.6)  # one head pooled: the median of 0.5 and 0.7
     assert use["softmax-tta"]["ms_per_image"] == pytest.approx(3 * 10 + 0.6)
     assert use["old"]["ms_per_image"] == pytest.approx(100.0) and not use["old"]["ms_measured"]
+    # a head on codes made before the harness (no trunk figure): estimated from its own passes, and said so
+    old_codes = run("old-codes", stage="classify", head="softmax", tta=1, seconds={"extract": 2.6, "predict": 0.02},
+                    cost={"trunk": None, "head": _cost("head", 0.5)})
+    got = usage.usage([*runs, old_codes])["old-codes"]
+    assert got["ms_per_image"] == pytest.approx(1000 * (2.6 / 30 + 0.02 / 20)) and not got["ms_measured"]
     other = run("other-device", stage="finetune", mode="full", cost=_cost("model", 9.0, device="cuda:0"))
     assert usage.usage([*runs, other])["other-device"]["ms_per_image"] == 9.0  # another machine: its own figure

@@ -115,9 +115,11 @@ def measured_ms(run: Run, pool: dict[tuple, float]) -> float | None:
 
 def ms_per_image(run: Run, runs: list[Run], pool: dict[tuple, float] | None = None) -> float | None:
     """Milliseconds to classify one new image, at predict time, on the machine that made the run:
-    measured by the harness when the run was (pooled over identical models), else estimated."""
-    if run.m.get("cost"):
-        return measured_ms(run, pooled(runs) if pool is None else pool)
+    measured by the harness when the run was (pooled over identical models), else estimated (a run
+    made before the harness, or a head on a features file made before it)."""
+    measured = measured_ms(run, pooled(runs) if pool is None else pool)
+    if measured is not None:
+        return measured
     m = run.m
     predict, n = (m.get("seconds") or {}).get("predict"), m.get("n_val")
     if not isinstance(predict, (int, float)) or not n:
@@ -169,7 +171,7 @@ def usage(runs: list[Run]) -> dict[str, dict]:
     out, pool = {}, pooled(runs)
     for r in runs:
         params, dim, note = head_numbers(r, runs)
-        out[r.slug] = {"ms_per_image": ms_per_image(r, runs, pool), "ms_measured": bool(r.m.get("cost")),
+        out[r.slug] = {"ms_per_image": ms_per_image(r, runs, pool), "ms_measured": measured_ms(r, pool) is not None,
                        "tta": r.m.get("tta") or 1, "views": r.m.get("views"),
                        "trained_params": params, "code_dim": dim, "params_note": note}
     return out
