@@ -48,3 +48,40 @@ def test_every_run_records_its_cost_from_the_same_harness(tmp_path):
     assert a["part"] == b["part"] == "model" and a["crop"] == b["crop"] == 32 and a["precision"] == "fp32"
     assert {k: v for k, v in a.items() if k not in ("ms_per_image", "low", "high")} == \
         {k: v for k, v in b.items() if k not in ("ms_per_image", "low", "high")}
+
+
+def _cost(part: str, ms: float, **kw) -> dict:
+    return {"ms_per_image": ms, "low": ms, "high": ms, "batch": 32, "repeats": 5, "part": part, "crop": 224,
+            "device": "cpu", "precision": "fp32", **kw}
+
+
+def test_identical_models_show_identical_cost_and_heads_add_their_trunk_per_view(tmp_path):
+    """Two fine-tunes of one network (the recipe's lr and a tuned one) timed 164 and 54 ms get one
+    figure, the median; a head costs its trunk per test-time view plus its head; a run made before
+    the harness is estimated as before and says so."""
+    from pipeline.report import usage
+    from pipeline.runs.read import Run
+
+    def run(slug, **m):
+        base = {"classes": ["a", "b"], "backbone": "mobilenet_v2", "n_train": 10, "n_val": 20}
+        return Run(tmp_path / slug, slug, {**base, **m}, None)
+    trunk = _cost("backbone", 10.0)
+    runs = [run("ft", stage="finetune", mode="full", cost=_cost("model", 164.0)),
+            run("ft-tuned", stage="finetune", mode="full", cost=_cost("model", 54.0)),
+            run("frozen", stage="finetune", mode="frozen", cost=_cost("model", 60.0)),
+            run("softmax", stage="classify", head="softmax", tta=1, cost={"trunk": trunk, "head": _cost("head", 0.5)}),
+            run("softmax-tta", stage="classify", head="softmax", tta=3,
+                cost={"trunk": trunk, "head": _cost("head", 0.7)}),
+            run("old", stage="finetune", mode="full", seconds={"predict": 2.0})]
+    use = usage.usage(runs)
+    assert use["ft"]["ms_per_image"] == use["ft-tuned"]["ms_per_image"] == use["frozen"]["ms_per_image"] == 60.0
+    assert use["softmax"]["ms_per_image"] == pytest.approx(10 + 0.6)  # one head pooled: the median of 0.5 and 0.7
+    assert use["softmax-tta"]["ms_per_image"] == pytest.approx(3 * 10 + 0.6)
+    assert use["old"]["ms_per_image"] == pytest.approx(100.0) and not use["old"]["ms_measured"]
+    # a head on codes made before the harness (no trunk figure): estimated from its own passes, and said so
+    old_codes = run("old-codes", stage="classify", head="softmax", tta=1, seconds={"extract": 2.6, "predict": 0.02},
+                    cost={"trunk": None, "head": _cost("head", 0.5)})
+    got = usage.usage([*runs, old_codes])["old-codes"]
+    assert got["ms_per_image"] == pytest.approx(1000 * (2.6 / 30 + 0.02 / 20)) and not got["ms_measured"]
+    other = run("other-device", stage="finetune", mode="full", cost=_cost("model", 9.0, device="cuda:0"))
+    assert usage.usage([*runs, other])["other-device"]["ms_per_image"] == 9.0  # another machine: its own figure

@@ -167,7 +167,7 @@ def test_predict_that_fails_midway_leaves_the_old_csv_and_no_temporary_file(tmp_
     out.write_text("old\n")
 
     def rows():
-        yield 0, "a.jpg", "ants", 0.9
+        yield 0, "a.jpg", "ants", 0.9, ""
         raise RuntimeError("decoder died")
     with pytest.raises(RuntimeError):
         write_rows(Config(model=tmp_path, images=("a.jpg",), csv=str(out)), "probability", rows())
@@ -233,7 +233,7 @@ def test_only_stale_figures_an_earlier_report_listed_are_removed(tmp_path):
 # --- 2: figures at 0% and 100% ----------------------------------------------------------------
 
 def test_figures_draw_at_0_and_100_percent_for_every_n_up_to_400(tmp_path):
-    from pipeline.report import compute_plot, figures
+    from pipeline.report import compute_plot, figures, label_plot
     from pipeline.runs.metrics import wilson
 
     points = []
@@ -250,6 +250,6 @@ def test_figures_draw_at_0_and_100_percent_for_every_n_up_to_400(tmp_path):
     curves = [{"name": "never", "rows": rows, "full": {"per_class": 10, "accuracy": 0.0}},
               {"name": "always", "rows": [{**r, "mean": 1.0, "accuracy": [1.0] * 3} for r in rows],
                "full": {"per_class": 10, "accuracy": 1.0}}]
-    assert figures.label_efficiency(curves, tmp_path / "labels.png").stat().st_size > 0
+    assert label_plot.label_efficiency(curves, tmp_path / "labels.png").stat().st_size > 0
     panels = [("all right", np.diag([5, 5]).tolist()), ("all wrong", [[0, 5], [5, 0]]), ("empty", [[0, 0], [0, 0]])]
     assert figures.confusion_grid(panels, ["a", "b"], tmp_path / "cm.png").stat().st_size > 0

@@ -22,11 +22,11 @@ from pipeline.report.reproduce import cnncodes_command, project_path, with_views
 from pipeline.runs import folder as runfiles
 from pipeline.runs import read as runread
 from pipeline.stages import report
+from conftest import ROOT
 from test_report import Y, fake_env, wrong_at, write_run
 
-H5 = "/home/someone/cnncodes/features/h/m.h5"
-FEATURES = "/home/someone/cnncodes/.venv/bin/python -m pipeline features --data data/hymenoptera_data --out " \
-           "/home/someone/cnncodes/features/h/m.h5"
+H5 = f"{ROOT}/features/h/m.h5"  # runs made in this project, with absolute paths
+FEATURES = f"{ROOT}/.venv/bin/python -m pipeline features --data data/hymenoptera_data --out {H5}"
 
 
 @pytest.fixture(scope="module")
@@ -134,18 +134,22 @@ def test_commands_reproduce_every_row(page):
     # classify uses every view the file holds unless told: the heads on plain codes say so
     assert "cnncodes classify --features features/h/m.h5 --views 0 --tta 1" in lines
     listed = re.findall(r"\| `([^`]+)` \|", page.md)
-    assert len(listed) == 3 and all(c.startswith("cnncodes ") for c in listed) and "/home/" not in page.md
+    assert len(listed) == 3 and all(c.startswith("cnncodes ") for c in listed) and f"{ROOT}/" not in page.md
 
 
 def test_paths_written_as_the_projects_user_types_them(tmp_path):
     root = tmp_path / "proj"
     assert project_path(str(root / "features" / "a.h5"), root) == "features/a.h5"
-    assert project_path("/srv/x/cnncodes/reports/runs", root) == "reports/runs"
-    assert project_path("/data/images", root) == "/data/images"  # a machine's own folder: as given
-    assert project_path("/tmp/r/runs", root) == "/tmp/r/runs"
+    # outside the project: as given, never guessed into the project's own folders (data/x downloads)
+    assert project_path("/srv/x/cnncodes/reports/runs", root) == "/srv/x/cnncodes/reports/runs"
+    assert project_path("/work/shared/data/hymenoptera_data", root) == "/work/shared/data/hymenoptera_data"
+    assert project_path("/data/images", root) == "/data/images"
     assert project_path("/root/stuff/x.h5", root, home="/root") == "~/stuff/x.h5"  # never this machine's home
     assert cnncodes_command("python3 -m pipeline report --runs=/a/b/c/reports/runs", root) == \
-        "cnncodes report --runs=reports/runs"
+        "cnncodes report --runs=/a/b/c/reports/runs"
+    # ~ stays where a shell expands it: at a word's start, outside the quotes
+    assert cnncodes_command(f"python -m pipeline features --data='/root/my photos' --out {root}/f.h5", root, "/root") \
+        == "cnncodes features --data ~/'my photos' --out f.h5"
     assert with_views("cnncodes features --views 2", 4, 5) == "cnncodes features --views 4 --tta 5"
     assert with_views("cnncodes classify --x y", 4, 5) == "cnncodes classify --x y"
     assert with_views("cnncodes classify --views=9", 0, 1, exact=True) == "cnncodes classify --views 0 --tta 1"

@@ -120,16 +120,18 @@ def views_table(runs: list[Run], rows: list[dict]) -> Table:
     """What cached views buy: for every head run with more than one (views, TTA) setting, val
     accuracy and the compute it cost (the extraction share included) per setting."""
     by_slug = {r.slug: r for r in runs}
-    groups: dict[str, list[tuple[int, int, dict]]] = {}
+    groups: dict[tuple, list[tuple[int, int, dict]]] = {}
     for row in (r for r in rows if r["kind"] == "ours" and r["stage"] == "classify"):
         m = by_slug[row["run"]].m
-        groups.setdefault(m.get("head") or row["name"], []).append((m.get("views", 0), m.get("tta", 1), row))
+        # a head on fewer images (--exclude) is another model: its own group, never a second "linsvc" row
+        key = (m.get("head") or row["name"], tuple((m.get("inputs") or {}).get("exclude") or m.get("exclude") or ()))
+        groups.setdefault(key, []).append((m.get("views", 0), m.get("tta", 1), row))
     groups = {h: sorted(g, key=lambda x: x[:2]) for h, g in groups.items() if len({x[:2] for x in g}) > 1}
     if not groups:
         return Table([], [], "")
-    cells = [[head, str(k), str(t), f"{100 * r['accuracy']:.1f}% [{100 * r['accuracy_ci95_lo']:.1f}, "
+    cells = [[r["name"], str(k), str(t), f"{100 * r['accuracy']:.1f}% [{100 * r['accuracy_ci95_lo']:.1f}, "
               f"{100 * r['accuracy_ci95_hi']:.1f}]", DASH if r["extract_s"] is None else f"{r['extract_s']:.1f}",
               DASH if r["total_s"] is None else f"{r['total_s']:.1f}"]
-             for head, g in groups.items() for k, t, r in g]
-    return Table(["Head", "Train views", "TTA views", "Val accuracy [95% CI]", "Extract s", "Compute s"], cells,
+             for g in groups.values() for k, t, r in g]
+    return Table(["Method", "Train views", "TTA views", "Val accuracy [95% CI]", "Extract s", "Compute s"], cells,
                  "lrrrrr")

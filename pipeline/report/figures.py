@@ -24,6 +24,8 @@ CLASSIFY_COLOR, FINETUNE_COLOR, MISTAKE_COLOR, CORRECT_COLOR = "#1f77b4", "#ff7f
 RC = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
       "legend.fontsize": 9, "figure.titlesize": 11}
 SHOWN_TEXT_PX: dict[str, float] = {}  # figure file name -> its smallest text, in px as the page shows it
+# figure file name -> where its panels and legends landed (display px): what the layout tests check
+LAYOUT: dict[str, dict] = {}
 
 
 def legible(draw):
@@ -55,12 +57,25 @@ def _save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
     from ..core.files import atomic_write
 
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
+    LAYOUT[path.name] = _layout(fig)
     sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
     with Image.open(path) as im:
         width = im.width
     if sizes:
         SHOWN_TEXT_PX[path.name] = min(sizes) * dpi / 72 * PAGE_PX / width
     return path
+
+
+def _layout(fig: Figure) -> dict:
+    """Each drawn panel (its box, whether it shows data, its filled bands) and each legend's box, in
+    display pixels, as last drawn."""
+    from matplotlib.collections import PolyCollection
+
+    box = lambda a: tuple(a.get_window_extent().extents)  # noqa: E731  (as savefig laid it out)
+    legends = [lg for lg in [*fig.legends, *(a.get_legend() for a in fig.axes)] if lg is not None]
+    return {"axes": [{"box": box(a), "data": a.has_data(), "on": a.axison, "colorbar": hasattr(a, "_colorbar"),
+                      "bands": sum(isinstance(c, PolyCollection) for c in a.collections)} for a in fig.axes],
+            "legends": [box(lg) for lg in legends]}
 
 
 def _plain_log_x(ax) -> None:
@@ -96,8 +111,10 @@ def learning_curves(history: list[dict], title: str, path: Path, best_epoch: int
 
 
 def _grid(n: int, side_in: float, cols_most: int) -> tuple[int, int, float]:
-    """(rows, cols, panel side in inches) for n square panels across the page's width."""
-    cols = max(1, min(n, cols_most, int(WIDE // side_in)))
+    """(rows, cols, panel side in inches) for n square panels across the page's width: the most
+    columns that fit and leave the last row at least half full (7 panels: 4 + 3, not 6 + 1)."""
+    most = max(1, min(n, cols_most, int(WIDE // side_in)))
+    cols = next(c for c in range(most, 0, -1) if 2 * (n - (-(-n // c) - 1) * c) >= c)
     return -(-n // cols), cols, WIDE / cols
 
 
@@ -111,7 +128,8 @@ def confusion_grid(panels: list[tuple[str, list[list[int]]]], classes: list[str]
     cms = [np.asarray(cm, dtype=float) for _, cm in panels]
     k = len(classes)
     rows, cols, side = _grid(len(panels), max(1.8, 0.34 * k + 1.0), 6)
-    fig = Figure(figsize=(WIDE, rows * (side + 0.45) + 0.5), layout="constrained")
+    side = min(side, (WIDE - 1.1) / cols)  # the colour bar takes about an inch: rows no taller than their panels
+    fig = Figure(figsize=(WIDE, rows * (side + 0.5) + 0.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     labels = [_literal(c)[:12] for c in classes] if k <= 12 else [""] * k
     norm = PowerNorm(0.45, vmin=0, vmax=1)
@@ -185,51 +203,6 @@ MARKERS, LINES = "osD^vP*X", ("-", "--", "-.", ":")
 
 
 @legible
-def label_efficiency(curves: list[dict], path: Path) -> Path | None:
-    """Val accuracy against training images per class (log x): each head's mean over the draws
-    with a band from the worst to the best draw (min-max, named so in the legend), the draws as
-    dots, and the full train set as the last point of each line; a dashed line at chance (a curve's
-    `chance`: {accuracy, what}, e.g. the majority class's share of val), when known. Heads are drawn
-    a little apart sideways, each with its own marker and line style, so equal curves stay visible."""
-    from matplotlib.patches import Patch
-
-    if not curves:
-        return None
-    fig = Figure(figsize=(WIDE, 4.2), layout="constrained")
-    ax = fig.subplots()
-    for i, c in enumerate(curves):
-        shift = 1.04 ** (i - (len(curves) - 1) / 2)  # side by side on the log axis
-        x = np.array([r["per_class"] for r in c["rows"]], dtype=float)
-        mean = np.array([r["mean"] for r in c["rows"]]) * 100
-        lo = np.array([min(r["accuracy"]) for r in c["rows"]]) * 100
-        hi = np.array([max(r["accuracy"]) for r in c["rows"]]) * 100
-        full = c["full"]
-        if full["per_class"] and full["accuracy"] is not None:
-            x, mean = np.append(x, full["per_class"]), np.append(mean, 100 * full["accuracy"])
-            lo, hi = np.append(lo, mean[-1]), np.append(hi, mean[-1])
-        (line,) = ax.plot(x * shift, mean, marker=MARKERS[i % 8], linestyle=LINES[i % 4], markersize=6,
-                          label=_literal(c["name"]), zorder=3 + len(curves) - i)
-        ax.fill_between(x * shift, lo, hi, color=line.get_color(), alpha=0.12, linewidth=0)
-        for r in c["rows"]:
-            ax.scatter([r["per_class"] * shift] * len(r["accuracy"]), np.array(r["accuracy"]) * 100, s=8,
-                       color=line.get_color(), alpha=0.5)
-    chance = curves[0].get("chance")
-    if chance and chance.get("accuracy") is not None:
-        ax.axhline(100 * chance["accuracy"], color="grey", linestyle=(0, (4, 3)), linewidth=1,
-                   label=f"chance: {_literal(chance['what'])} ({100 * chance['accuracy']:.1f}%)")
-    draws = curves[0].get("draws")
-    handles, _ = ax.get_legend_handles_labels()
-    band = Patch(color="grey", alpha=0.25, linewidth=0,  # the legend's one entry for every head's band
-                 label=f"band: min–max over {f'{draws} ' if draws else ''}draws (dots: each draw)")
-    _plain_log_x(ax)
-    ax.set_xlabel("training images per class (log scale; last point: all of train)")
-    ax.set_ylabel("val accuracy (%)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(handles=[*handles, band], loc="lower right")
-    return _save(fig, path)
-
-
-@legible
 def reliability_diagram(curves: list[dict], path: Path) -> Path | None:
     """Calibration of one or two methods: accuracy against mean confidence per confidence bin (a
     calibrated model sits on the diagonal), and how many val images fall in each bin."""
@@ -252,7 +225,8 @@ def reliability_diagram(curves: list[dict], path: Path) -> Path | None:
     left.set_ylim(min(lo, min(b["accuracy"] for c in curves for b in c["bins"])) - 0.02, 1.02)
     left.set_xlabel("confidence: the predicted class's probability (bin mean)")
     left.set_ylabel("accuracy in the bin")
-    left.legend(loc="upper left")
+    # below the panels, never over a point (a calibrated model's points run along the upper left)
+    fig.legend(handles=left.get_legend_handles_labels()[0], loc="outside lower center", ncols=len(curves) + 1)
     right.set_yscale("log")
     right.set_xlim(lo, 1.01)
     right.set_xlabel("confidence (bin)")

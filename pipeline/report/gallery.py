@@ -140,16 +140,18 @@ def calibration_figure(runs: list[Run], pair: tuple[dict, dict], figdir: Path) -
 
 
 def _labels_figure(runs: list[Run], rows: list[dict], figdir: Path) -> FigureFile | None:
-    from . import figures
+    from .label_plot import ONE_PANEL_MOST, label_efficiency
 
     curves = label_curves(runs, rows)
     if not curves:
         return None
-    return _shown(figures.label_efficiency(curves, figdir / "label-efficiency.png"),
+    return _shown(label_efficiency(curves, figdir / "label-efficiency.png"),
                   "Val accuracy against the number of training images per class, for the heads on cached codes: the "
                   f"line is the mean over {curves[0]['draws']} random draws of that many images per class, the band "
                   "spans the worst to the best draw (min–max, not ± sd; dots: each draw), each draw's settings chosen "
                   "by CV on the drawn images only; the last point is the full train set"
+                  + (f"; past {ONE_PANEL_MOST} heads, a panel each, the other heads' means in grey behind"
+                     if len(curves) > ONE_PANEL_MOST else "")
                   + (f"; dashed: chance, {chance['what']} ({100 * chance['accuracy']:.1f}%)."
                      if (chance := curves[0].get("chance")) else "."))
 

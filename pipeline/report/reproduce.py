@@ -1,12 +1,14 @@
 """The commands that reproduce the table, as a user of this project types them: `cnncodes <stage> ...`
-(not `python -m pipeline`), paths relative to the project, and the `features` command carrying the
+(not `python -m pipeline`), paths kept as given, and the `features` command carrying the
 `--views K --tta T` that the runs on its codes need (a file's recorded command is the one that
 first made it; views are often added by a second call).
 
-A path is rewritten only when it is absolute: under this project, relative to it; under a folder
-holding this project's own folders (`<somewhere>/features/...`, `<somewhere>/reports/...`: the
-project on the machine that made the runs), from that folder on; under this machine's home folder,
-as `~/...`; anything else is written as given.
+The user's paths are kept as given, so that every command runs as printed from the project's
+folder: a relative path as typed; an absolute path under this project relative to it (the same
+file); under this machine's home folder as `~/...` (the same file for the same user, and no home
+folder in a shared report); anything else exactly as given. A folder outside the project is never
+guessed into one of the project's own (`/srv/photos/data/x` stays; `data/x` is the default that
+downloads hymenoptera).
 """
 from __future__ import annotations
 
@@ -19,8 +21,6 @@ from ..runs.read import Run
 from .blocks import Command
 
 ROOT = Path(__file__).resolve().parents[2]  # this project, where the commands are meant to be run
-# the project's own top-level folders: a path through one of them is a path inside a project
-ANCHORS = {"data", "features", "reports", "weights", "bench", "docs", "pipeline", "tests"}
 _PYTHON = re.compile(r"(^|/)python[\d.]*$")
 
 
@@ -33,21 +33,22 @@ def project_path(word: str, root: Path = ROOT, home: str | None = None) -> str:
     for base in (PurePosixPath(root.as_posix()), PurePosixPath(os.path.realpath(root))):
         if p == base or base in p.parents:
             return p.relative_to(base).as_posix() or "."
-    parts = p.parts
-    # at least two folders above the anchor: /data/x is a machine's data folder, not a project's
-    i = next((i for i, part in enumerate(parts) if i >= 3 and part in ANCHORS), None)
-    if i is not None:
-        return PurePosixPath(*parts[i:]).as_posix()
     if home not in ("", "/") and (word == home or word.startswith(home.rstrip("/") + "/")):
         return "~" + word[len(home.rstrip("/")):]
     return word
 
 
-def _word(w: str, root: Path, home: str | None) -> str:
+def _words(w: str, root: Path, home: str | None) -> list[str]:
     flag, eq, value = w.partition("=")
     if eq and flag.startswith("--"):
-        return f"{flag}={project_path(value, root, home)}"
-    return project_path(w, root, home)
+        v = project_path(value, root, home)
+        return [flag, v] if v.startswith("~/") else [f"{flag}={v}"]  # a shell expands ~ at a word's start only
+    return [project_path(w, root, home)]
+
+
+def _quote(w: str) -> str:
+    """shlex.quote, but a leading `~/` left outside the quotes so that the shell still expands it."""
+    return "~/" + shlex.quote(w[2:]) if w.startswith("~/") and len(w) > 2 else shlex.quote(w)
 
 
 def cnncodes_command(line: str, root: Path = ROOT, home: str | None = None) -> str:
@@ -61,7 +62,9 @@ def cnncodes_command(line: str, root: Path = ROOT, home: str | None = None) -> s
         words = ["cnncodes", *words[3:]]
     if words and words[0].endswith("/cnncodes"):
         words[0] = "cnncodes"
-    return shlex.join([words[0], *(_word(w, root, home) for w in words[1:])]) if words else line
+    if not words:
+        return line
+    return " ".join(map(_quote, [words[0], *(x for w in words[1:] for x in _words(w, root, home))]))
 
 
 def _set_flag(words: list[str], flag: str, value: int, at_least: bool) -> None:

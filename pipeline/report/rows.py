@@ -42,8 +42,8 @@ CSV_COLUMNS = ["kind", "is_reference", "run", "name", "method", "stage", "datase
                "macro_f1", "log_loss", "settings", "cv_accuracy", "extract_s", "fit_s", "train_s", "predict_s",
                "total_s", "device", "selection", "epoch", "seed", "command", "ece", "top5_accuracy", "ms_per_image",
                "views", "tta", "trained_params", "code_dim", "short_of_recipe", *TEST_COLUMNS]
-EXTRA = ("ece", "top5_accuracy", "ms_per_image", "views", "tta", "trained_params", "code_dim", "params_note",
-         "score_kind")  # filled in for rows of ours by `_use_and_trust`
+EXTRA = ("ece", "top5_accuracy", "ms_per_image", "ms_measured", "views", "tta", "trained_params", "code_dim",
+         "params_note", "score_kind")  # filled in for rows of ours by `_use_and_trust`
 # how the table writes a head's chosen hyperparameter
 SETTING_NAMES = {"n_neighbors": "k", "weight_decay": "wd"}
 

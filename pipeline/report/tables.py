@@ -22,7 +22,7 @@ def ms_cell(row: dict) -> str:
     if ms is None:
         return "not recorded"
     tta = row.get("tta") or 1
-    return fmt_ms(ms) + (f" ({tta} views)" if tta > 1 else "")
+    return fmt_ms(ms) + (f" ({tta} views)" if tta > 1 else "") + ("" if row.get("ms_measured", True) else " (est.)")
 
 
 def main_table(rows: list[dict], standing: dict[str, str], rec_run: str | None) -> Table:
@@ -101,9 +101,12 @@ COLUMN_NOTES = [
     "compared with the best; *within noise* means these images cannot tell the two apart.",
     "*Compute s*: what making the model cost: extracting the codes (shared by every head on one codes file) and "
     f"fitting with CV, or fine-tuning with its image decoding and per-epoch val pass; {DASH} = not recorded.",
-    "*ms / image*: what using it costs, per new image, on the machine that made the run: for a head, the backbone "
-    "pass that makes the code (the extraction's seconds per image, times the test-time views: TTA with T views costs "
-    "T times) plus the head's predict time; for a fine-tune, its last val pass per image.",
+    "*ms / image*: what using it costs, per new image, on the machine that made the run, measured by one harness "
+    "for every method: the model's pass on a warm batch of 32 decoded crops (2 untimed calls, then the median of 5), "
+    "per image, decoding and resizing left out. A head costs its backbone pass (times the test-time views: TTA with "
+    "T views costs T times) plus its head on the codes; a fine-tune its whole network, as predict runs it. Runs of "
+    "the same network share one figure (the median of their measurements), so identical models cost the same. "
+    "*(est.)*: a run made before the harness, estimated from its own extraction and val pass.",
     "*Chosen by*: CV on train and the last epoch never look at val; the best-epoch rows did, so they stand apart.",
     "*ECE*: expected calibration error, 15 equal-width bins of the predicted class's probability (0 = confidence "
     "matches accuracy); a head that gives margins, not probabilities (LinearSVC), has none.",

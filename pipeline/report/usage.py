@@ -3,6 +3,14 @@ predict time on the machine that made the run, the parameters it trained and the
 Pure functions of the loaded runs; a head's model.npz is read for its array shapes only (no pickle),
 and a fine-tune's final.pt is never opened (that needs torch). What was not recorded stays None.
 
+Runs made with the cost harness (core.timing; a run's `cost`) are measured, not sampled: a head costs
+its trunk's pass (timed by `features`, the same Encoder predict runs) times its test-time views plus
+its head (timed by classify on a batch of codes); a fine-tune its whole network (timed through
+predict's scorer). Identical models get one figure: the median of every measurement of the same
+network (`model_key`: the same backbone and part, crop, device, precision and batch; a head's own
+part by head, code size and classes), so two runs of one model never differ by timing noise.
+
+Older runs (no `cost`) are estimated from the passes they made:
 - A head on codes: each new image needs its code (the backbone pass: the extraction seconds per
   image of the codes file, times T with test-time views) and then the head (its predict seconds per
   val image). The extraction per image comes from a run on the same codes without views (its
@@ -66,8 +74,52 @@ def _header_extract(run: Run, file: str | None = None) -> float | None:
     return h.extract_seconds / _images(run.m) if h.extract_seconds and _images(run.m) else None
 
 
-def ms_per_image(run: Run, runs: list[Run]) -> float | None:
-    """Milliseconds to classify one new image, at predict time, on the machine that made the run."""
+def model_key(cost: dict | None, *more) -> tuple | None:
+    """What makes two measurements ones of the same computation (module docstring); None: none."""
+    if not isinstance(cost, dict) or not isinstance(cost.get("ms_per_image"), (int, float)):
+        return None
+    return (cost.get("part"), cost.get("crop"), cost.get("device"), cost.get("precision"), cost.get("batch"), *more)
+
+
+def _parts(run: Run) -> list[tuple[tuple, float]]:
+    """(key, ms per image) of each measured part of a run: a head's trunk and head, or a network."""
+    m, c = run.m, run.m.get("cost") or {}
+    if m.get("stage") == "classify":
+        trunk, head = c.get("trunk"), c.get("head")
+        knn_rows = m.get("n_train") if m.get("head") == "knn" else None  # a k-NN's cost grows with what it keeps
+        found = [(model_key(trunk, m.get("backbone")), trunk),
+                 (model_key(head, m.get("head"), len(m.get("classes") or []), knn_rows), head)]
+    else:
+        found = [(model_key(c, m.get("backbone"), len(m.get("classes") or [])), c)]
+    return [(k, float(v["ms_per_image"])) for k, v in found if k is not None]
+
+
+def pooled(runs: list[Run]) -> dict[tuple, float]:
+    """key -> the median ms per image over every distinct measurement of that computation."""
+    seen: dict[tuple, set[float]] = {}
+    for r in runs:
+        for k, ms in _parts(r):
+            seen.setdefault(k, set()).add(ms)  # a trunk timed once is carried by every head on its codes
+    return {k: float(np.median(sorted(v))) for k, v in seen.items()}
+
+
+def measured_ms(run: Run, pool: dict[tuple, float]) -> float | None:
+    """The harness's cost of a run (module docstring), or None when it was not measured."""
+    parts = {k[0]: pool[k] for k, _ in _parts(run)}
+    if run.m.get("stage") == "classify":
+        if "backbone" not in parts or "head" not in parts:
+            return None
+        return parts["backbone"] * (run.m.get("tta") or 1) + parts["head"]
+    return parts.get("model")
+
+
+def ms_per_image(run: Run, runs: list[Run], pool: dict[tuple, float] | None = None) -> float | None:
+    """Milliseconds to classify one new image, at predict time, on the machine that made the run:
+    measured by the harness when the run was (pooled over identical models), else estimated (a run
+    made before the harness, or a head on a features file made before it)."""
+    measured = measured_ms(run, pooled(runs) if pool is None else pool)
+    if measured is not None:
+        return measured
     m = run.m
     predict, n = (m.get("seconds") or {}).get("predict"), m.get("n_val")
     if not isinstance(predict, (int, float)) or not n:
@@ -116,10 +168,11 @@ def head_numbers(run: Run, runs: list[Run]) -> tuple[int | None, int | None, str
 
 def usage(runs: list[Run]) -> dict[str, dict]:
     """By run slug: ms_per_image, tta, trained_params, code_dim, params_note."""
-    out = {}
+    out, pool = {}, pooled(runs)
     for r in runs:
         params, dim, note = head_numbers(r, runs)
-        out[r.slug] = {"ms_per_image": ms_per_image(r, runs), "tta": r.m.get("tta") or 1, "views": r.m.get("views"),
+        out[r.slug] = {"ms_per_image": ms_per_image(r, runs, pool), "ms_measured": measured_ms(r, pool) is not None,
+                       "tta": r.m.get("tta") or 1, "views": r.m.get("views"),
                        "trained_params": params, "code_dim": dim, "params_note": note}
     return out
 

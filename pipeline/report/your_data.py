@@ -118,16 +118,24 @@ def exclusion_effect(rows: list[dict], runs: list[Run]) -> list[Block]:
                                   "Only one right (every / without), p → Holm"], cells, "lrlllll"))]
 
 
+def _file_name(path: str, most: int = 26) -> str:
+    """A suspect's file name as its thumbnail's caption: the name, its middle cut when long (a
+    thumbnail is a fifth of the page wide)."""
+    name = Path(str(path)).name
+    return name if len(name) <= most else name[: most // 2 - 1] + "…" + name[-(most // 2):]
+
+
 def _suspects_grid(suspects: list[dict], data_root: Path | None, figdir: Path) -> FigureFile | None:
     """Thumbnails of the top suspects: label issues framed red (label, then what the codes suggest)."""
     if not suspects or data_root is None:
         return None
     from . import figures
 
-    items = [({"path": r["path"], "pred": r["suggested"], "true": r["label"]},
-              f"{r['label']} → {r['suggested']}" if r["label"] != r["suggested"] else f"{r['label']} (outlier)")
+    items = [({"path": r["path"], "pred": r["suggested"], "true": r["label"]}, _file_name(r["path"]) + "\n" + (
+              f"{r['label']} → {r['suggested']}" if r["label"] != r["suggested"] else f"{r['label']} (outlier)"))
              for r in suspects]
     path = figures.image_grid(items, data_root, "The audit's top suspects", figdir / "audit-suspects.png")
-    return FigureFile(path.name, "The audit's top suspects: red, labelled one class and closer to another "
-                                 "(label → what the codes suggest); the rest are outliers, far from every class.") \
+    return FigureFile(path.name, "The audit's top suspects, each under its file name: red, labelled one class and "
+                                 "closer to another (label → what the codes suggest); the rest are outliers, far from "
+                                 "every class.") \
         if path else None
