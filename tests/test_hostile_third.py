@@ -304,6 +304,11 @@ def test_report_audit_must_be_a_whole_audit_of_the_same_dataset(tmp_path):
         check_audit(audit, "hym", ["ants", "bees"])
     (audit / "audit.json").write_text(json.dumps({"dataset": "hym", "classes": ["ants", "bees"]}))
     check_audit(audit, "hym", ["ants", "bees"])
+    (audit / "audit.json").write_text(json.dumps({"source": "f.h5"}))  # an older audit: checked by its images
+    (audit / "outliers.csv").write_text("path,split,label,suggested,score\nval/cats/1.jpg,val,cats,dogs,0.9\n")
+    with pytest.raises(UserError, match="names none of the runs' val images"):
+        check_audit(audit, "hym", ["ants", "bees"], {"val/ants/1.jpg"})
+    check_audit(audit, "hym", ["ants", "bees"], {"val/cats/1.jpg"})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,9 +27,10 @@ def _rows(path: Path) -> list[dict]:
 AUDIT_FILES = ("label_issues.csv", "duplicates.csv", "outliers.csv", "audit.json")
 
 
-def check_audit(audit: Path, dataset: str, classes: list[str]) -> None:
+def check_audit(audit: Path, dataset: str, classes: list[str], val_paths: set[str] = frozenset()) -> None:
     """UserError unless `audit` is a whole audit folder of this dataset: a missing or partial folder
-    would read as '0 findings', another dataset's audit would be cited as this one's."""
+    would read as '0 findings', another dataset's audit would be cited as this one's. An audit too
+    old to record its dataset is checked by its val images: some must be the runs' (`val_paths`)."""
     what = f"--audit {str(audit)!r}"
     if not audit.is_dir():
         raise UserError(f"{what} is {'a file' if audit.exists() else 'missing'}: give the folder `cnncodes audit "
@@ -45,6 +46,10 @@ def check_audit(audit: Path, dataset: str, classes: list[str]) -> None:
     if theirs[0] is not None and theirs != (dataset, list(classes)):
         raise UserError(f"{what} audits dataset {theirs[0]!r} {theirs[1]}, not the runs' {dataset!r} {list(classes)}: "
                         "give the audit of this dataset's features")
+    listed = {r["path"] for f in AUDIT_FILES[:3] for r in _rows(audit / f) if r.get("split") == "val"}
+    if theirs[0] is None and listed and val_paths and not listed & val_paths:
+        raise UserError(f"{what} names none of the runs' val images (e.g. {sorted(listed)[0]!r}): it audits other "
+                        "images; give the audit of this dataset's features")
 
 
 def your_data(audit: Path | None, data_root: Path | None, figdir: Path,

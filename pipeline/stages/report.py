@@ -49,7 +49,8 @@ def run(cfg: Config) -> dict[str, Path]:
     if str(cfg.audit) not in ("", "."):
         from ..report.your_data import check_audit
 
-        check_audit(Path(cfg.audit), dataset, runs[0].m.get("classes") or [])
+        check_audit(Path(cfg.audit), dataset, runs[0].m.get("classes") or [],
+                    {p["path"] for r in runs for p in r.m.get("predictions") or ()})
     options = ReportOptions(source=cfg.runs, title=cfg.title, note=cfg.note, bench=cfg.bench,
                             audit=cfg.audit if str(cfg.audit) not in ("", ".") else None)
     out = Path(cfg.out) if str(cfg.out) not in ("", ".") else default_out(dataset)
