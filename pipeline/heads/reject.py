@@ -26,13 +26,20 @@ def normalised(codes: np.ndarray) -> np.ndarray:
     return codes / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
 
 
-def nearest_distance(reference: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """1 - cosine similarity of each row of `codes` to its nearest row of `reference` (codes.index)."""
-    from ..codes.index import search
+def reference_index(reference: np.ndarray):
+    """The neighbour index over the reference codes (codes.index), built once for many batches."""
+    from ..codes.index import Index
 
+    return Index([np.asarray(reference, dtype=np.float32)])
+
+
+def nearest_distance(reference, codes: np.ndarray) -> np.ndarray:
+    """1 - cosine similarity of each row of `codes` to its nearest row of `reference` (an array of
+    codes, or their `reference_index`)."""
     if not len(codes):
         return np.zeros(0, dtype=np.float32)
-    sims, _, _ = search([np.asarray(reference, dtype=np.float32)], [np.asarray(codes, dtype=np.float32)], 1)
+    index = reference if hasattr(reference, "search") else reference_index(reference)
+    sims, _ = index.search([np.asarray(codes, dtype=np.float32)], 1)
     return 1.0 - np.where(np.isfinite(sims[:, 0]), sims[:, 0], -1.0).astype(np.float32)
 
 
