@@ -24,8 +24,10 @@ Sections (one module each; each section a function returning result rows, see __
   streaming    peak RSS of the out-of-core sgd head at 100,000 and 1,000,000 synthetic 512-d codes
                (quick: 20,000 / 200,000): within 10% of each other
   ranks        `features` on 2 torchrun ranks vs 1 process, same synthetic images (CPU), wall time
-  audit        `audit` on synthetic codes (100,000 x 512; quick: 5,000) in a fresh process: seconds per
-               part and peak RSS; with real weights also the label-issue AUROC with 10% of train labels
+  audit        `audit` on synthetic codes in a fresh process (1,000,000 x 512 through the neighbour index,
+               100,000 x 512 through the exact search; quick: 5,000 each): seconds per part and peak RSS;
+               the index's recall of the pairs exact search flags (100,000 codes, 1,000 planted leaks;
+               target 0.95); with real weights also the label-issue AUROC with 10% of train labels
                flipped and the leak finder's recall/precision on val images copied into train (resized,
                cropped, re-saved)
   export       an exported head (ONNX, reject rule included) against `predict` on the same images:

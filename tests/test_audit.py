@@ -15,7 +15,7 @@ from conftest import ROOT, write_synthetic_codes
 from pipeline import UserError
 from pipeline.audit.duplicates import duplicate_threshold
 from pipeline.audit.findings import PAIR_COLUMNS, ROW_COLUMNS, Spec, audit_splits, write_audit
-from pipeline.audit.neighbours import brute_force, cosine_both, top_k, unit_rows, whitened_rows, whitening
+from pipeline.codes.neighbours import brute_force, cosine_both, top_k, unit_rows, whitened_rows, whitening
 from pipeline.codes.store import SplitCodes, read_codes
 from pipeline.images.exclude import check_exclusions, format_exclusions, read_exclusions
 
@@ -62,7 +62,9 @@ def perturbed(x: np.ndarray, centre: np.ndarray, rng: np.random.Generator) -> np
     return np.maximum(x + rng.uniform(0.25, 0.6) * np.linalg.norm(x - centre) * u / np.linalg.norm(u), 0)
 
 
-def test_leaks_found_with_precision(tmp_path):
+@pytest.mark.parametrize("exact_max", [50_000, 0], ids=["exact", "index"])
+def test_leaks_found_with_precision(tmp_path, exact_max):
+    """The same leaks through the exact search and through the FAISS index (codes.index)."""
     splits = overlapping(tmp_path, n_train=500, n_val=100, dim=64)
     tr, va, rng = splits["train"], splits["val"], np.random.default_rng(2)
     src = rng.choice(len(va.labels), 20, replace=False)
@@ -70,7 +72,9 @@ def test_leaks_found_with_precision(tmp_path):
     paths = [f"train/{CLASSES[va.labels[i]]}/copy{j:02d}.jpg" for j, i in enumerate(src)]
     splits["train"] = SplitCodes(np.concatenate([tr.codes, copies]), np.concatenate([tr.labels, va.labels[src]]),
                                  tr.paths + paths, [])
-    a = audit_splits(splits, list(CLASSES))
+    a = audit_splits(splits, list(CLASSES), Spec(exact_max=exact_max))
+    index = a.rules["neighbour_index"]
+    assert index["kind"] == "exact" if exact_max else index["whitened"]["kind"].startswith("faiss IVF")
     leaks = {(p, o) for p, s, o, os_, _ in a.pair_rows() if s != os_}
     truth = {(va.paths[i], paths[j]) for j, i in enumerate(src)}
     assert len(leaks & truth) >= 0.95 * len(truth), (len(leaks & truth), a.threshold)
@@ -294,3 +298,15 @@ def test_grouped_folds_find_labels_flipped_on_every_copy_of_a_photo():
         lm = fit_label_model(X, y, 2, folds=5, seed=0, groups=g)
         auroc[name] = roc_auc_score(bad, label_issues(lm.oof, y, lm.thresholds).score)
     assert auroc["grouped"] >= 0.9 and auroc["grouped"] > auroc["plain"] + 0.05, auroc
+
+
+def test_label_model_past_its_fit_size_fits_subsamples_and_scores_every_row(tmp_path, monkeypatch):
+    from pipeline.audit import labels
+    from pipeline.audit.labels import fit_label_model
+
+    monkeypatch.setattr(labels, "FIT_MAX", 300)
+    tr = overlapping(tmp_path, n_train=900, n_val=10, sep=0.8)["train"]
+    lm = fit_label_model(tr.codes, tr.labels, len(CLASSES), folds=3)
+    assert "subsample of 300 of 900 train rows" in lm.how, lm.how
+    assert lm.oof.shape == (900, 4) and np.allclose(lm.oof.sum(1), 1)  # every row held out once
+    assert (lm.oof.argmax(1) == tr.labels).mean() > 0.5  # it learned something (4 classes)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .neighbours import robust_z
+from ..codes.neighbours import robust_z
 
 ALPHA = 1.0  # distinct images flagged as near-duplicates, expected, under the nearest-neighbour law
 Z_OUTLIER = 3.5  # Iglewicz and Hoaglin's cut-off for the modified z-score

@@ -22,7 +22,8 @@ from ..images.groups import group_ids, read_groups
 from ..images.scan import check_classes
 from .duplicates import ALPHA, Z_OUTLIER, Pairs, duplicate_pairs, duplicate_threshold, outlier_scores, priority
 from .labels import LabelIssues, fit_label_model, label_issues, probabilities
-from .neighbours import BLOCK, cosine_both, whitened_rows, whitening
+from ..codes.index import EXACT_MAX, IndexSpec, View, search
+from ..codes.neighbours import BLOCK, cosine_both, whitened_rows, whitening
 
 ROW_COLUMNS = ("path", "split", "label", "suggested", "score")
 PAIR_COLUMNS = ("path", "split", "other", "other_split", "similarity")
@@ -42,6 +43,7 @@ class Spec:
     jobs: int = 1
     whiten: int = 0  # principal components of train kept by the whitening; 0: min(d, train rows // 2)
     groups: str = ""  # a groups file (images.groups): the label model's folds keep each group on one side
+    exact_max: int = EXACT_MAX  # images up to which the neighbour search is exact (codes.index)
 
 
 @dataclass
@@ -96,11 +98,9 @@ def audit_splits(splits: dict[str, SplitCodes], classes: list[str], spec: Spec =
     t1 = time.perf_counter()
     split_of = np.concatenate([np.full(len(splits[s].labels), i) for i, s in enumerate(names)])
     paths = [p for s in names for p in splits[s].paths]
-    codes = np.concatenate([splits[s].codes for s in names])
-    k = max(1, min(spec.neighbours, len(codes) - 1))
+    k = max(1, min(spec.neighbours, len(paths) - 1))
     mean, w = whitening(tr.codes, spec.whiten, spec.block)
-    (plain, _), (sims, idx) = cosine_both(codes, whitened_rows(codes, mean, w, spec.block), k, block=spec.block)
-    del codes
+    plain, sims, idx, index = neighbour_lists([splits[s].codes for s in names], mean, w, k, spec)
     t2 = time.perf_counter()
     threshold = spec.threshold or duplicate_threshold(sims[:, 0])
     pairs = duplicate_pairs(sims, idx, threshold, priority(split_of, paths))
@@ -114,10 +114,27 @@ def audit_splits(splits: dict[str, SplitCodes], classes: list[str], spec: Spec =
                             "distinct image expected below (docs/audit.md)",
                             "nearest_similarity_percentiles": dict(zip(
                                 ("50", "90", "99"), np.percentile(sims[:, 0], [50, 90, 99]).round(4).tolist()))},
+             "neighbour_index": index,
              "outliers": {"k": k, "z": Z_OUTLIER,
                           "score": f"modified z of log(cosine distance) to the {k}-th neighbour (plain codes)"}}
     return Audit(list(classes), names, paths, split_of, labels, issues, pairs, outlier, threshold, rules,
                  {"labels": t1 - t0, "neighbours": t2 - t1, "rules": time.perf_counter() - t2})
+
+
+def neighbour_lists(parts: list[np.ndarray], mean: np.ndarray, w: np.ndarray, k: int, spec: Spec):
+    """(each row's k best plain cosines, its k best whitened cosines and their rows, the index's
+    parameters) over the codes of every split read as one (codes.index). Exact: both views in one
+    pass over the tiles. Indexed: one view at a time, each index freed before the next is built, and
+    the codes never concatenated or whitened as a whole (memory: the codes once plus one index)."""
+    n = sum(len(p) for p in parts)
+    if n <= spec.exact_max:
+        codes = np.concatenate(parts)
+        (plain, _), (sims, idx) = cosine_both(codes, whitened_rows(codes, mean, w, spec.block), k, block=spec.block)
+        return plain, sims, idx, {"kind": "exact", "base_rows": n}
+    at = IndexSpec(exact_max=spec.exact_max, seed=spec.seed, block=spec.block)
+    plain, _, plain_index = search(parts, None, k, View(), at)
+    sims, idx, index = search(parts, None, k, View(mean, w), at)
+    return plain, sims, idx, {"plain": plain_index, "whitened": index}
 
 
 def _csv(path: Path, columns: tuple[str, ...], rows: list[tuple], digits: int) -> None:

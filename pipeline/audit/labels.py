@@ -8,6 +8,13 @@ Estimating Uncertainty in Dataset Labels", JAIR 2021) on probabilities no model 
   no label leaks into its own probability).
 - other splits (val, test): the same head refit on all of train, so held-out probabilities.
 
+At scale (more than FIT_MAX = 20,000 train images) every fit sees a seeded, stratified subsample
+of FIT_MAX rows: C is chosen by CV on one, each OOF fold's model is fitted on one drawn from the
+other folds and scores every row of its own fold, and the model for the other splits on one drawn
+from all of train. A linear head on 512-d codes learns little past 20,000 rows, while CV
+of the softmax path on 800,000 would cost hours here; every row still gets a probability from a
+model that never saw its label. The subsample is stated in audit.json (`C_how`).
+
 Per-class thresholds t_j = the mean probability of class j over the train images labelled j
 (the classifier's average self-confidence in that class). Every image is *ranked* by the
 normalised margin on probabilities with the thresholds subtracted (cleanlab's `adjust_pred_probs`,
@@ -36,6 +43,8 @@ from ..heads.cv import cv_folds, fit_head
 from ..heads.registry import HEADS
 
 HEAD = "softmax"
+FIT_MAX = 20_000  # rows per fit of the label model (module docstring)
+BLOCK = 65_536  # rows scored at a time
 
 
 @dataclass
@@ -48,27 +57,46 @@ class LabelModel:
 
 
 def probabilities(model, X: np.ndarray, n_classes: int) -> np.ndarray:
-    """N x K probabilities, columns in class order even when the model saw fewer classes."""
+    """N x K probabilities, columns in class order even when the model saw fewer classes; scored
+    BLOCK rows at a time (the head's scaler copies what it scores)."""
     out = np.zeros((len(X), n_classes))
-    if len(X):
-        out[:, np.asarray(model.classes_, dtype=int)] = model.predict_proba(X)
+    for i in range(0, len(X), BLOCK):
+        out[i:i + BLOCK][:, np.asarray(model.classes_, dtype=int)] = model.predict_proba(X[i:i + BLOCK])
     return out
+
+
+def subsample(y: np.ndarray, rows: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """`rows` itself when it holds at most `size`, else a stratified seeded subsample of `size` of
+    them (sorted)."""
+    if len(rows) <= size:
+        return rows
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(rows, train_size=size, stratify=y[rows], random_state=seed)
+    return np.sort(keep)
 
 
 def fit_label_model(X: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0, c: float = 0.0,
                     jobs: int = 1, groups: np.ndarray | None = None) -> LabelModel:
     """The softmax head on train: C by CV (c=0) or fixed, out-of-fold probabilities, thresholds.
     With `groups` (images.groups: crops or copies of one photo) the folds keep each group on one
-    side, so no image's probability comes from a model that saw its twin's label."""
+    side, so no image's probability comes from a model that saw its twin's label. Above FIT_MAX
+    rows every fit sees a subsample of FIT_MAX (module docstring)."""
+    every = np.arange(len(y))
+    part = subsample(y, every, FIT_MAX, seed)
+    sub = "" if len(part) == len(y) else f" of a stratified subsample of {len(part):,} of {len(y):,} train rows"
     cv = cv_folds(y, folds, seed, 1, groups)
     if c > 0:
-        model, how = HEADS[HEAD].make(seed).set_params(clf__C=c).fit(X, y), f"fixed (--c {c:g})"
+        model = HEADS[HEAD].make(seed).set_params(clf__C=c).fit(X[part], y[part])
+        how = f"fixed (--c {c:g})" + (f"; each fit on a stratified subsample of {len(part):,} rows" if sub else "")
     else:
-        search = fit_head(HEAD, X, y, cv, seed, jobs=jobs)
+        part_cv = cv_folds(y[part], folds, seed, 1, None if groups is None else groups[part]) if sub else cv
+        search = fit_head(HEAD, X[part], y[part], part_cv, seed, jobs=jobs)
         c, model = float(search.best_params_["clf__C"]), search.best_estimator_
-        how = f"chosen by {search.n_splits_}-fold CV on train (CV accuracy {search.best_score_:.1%})"
+        how = f"chosen by {search.n_splits_}-fold CV on train{sub} (CV accuracy {search.best_score_:.1%})"
     oof = np.zeros((len(y), n_classes))
-    for tr, te in cv.split(X, y):
+    for tr, te in cv.split(X, y, groups):
+        tr = subsample(y, tr, FIT_MAX, seed)
         fold = clone(HEADS[HEAD].make(seed)).set_params(clf__C=c).fit(X[tr], y[tr])
         oof[te] = probabilities(fold, X[te], n_classes)
     return LabelModel(model, oof, c, how, confident_thresholds(oof, y, n_classes))

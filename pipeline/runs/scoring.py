@@ -81,7 +81,7 @@ def head_scorer(src: Source, spec: dict, device):
     """(uint8 image batch -> (class scores, outlier scores or None), what the scores are, class
     names) for a classify head on codes; outlier scores (heads.reject) only with --reject."""
     from ..codes.encoder import Encoder
-    from ..heads.reject import nearest_distance
+    from ..heads.reject import nearest_distance, reference_index
 
     head = runs.load_head(src.model, spec, src.trust_pickle)
     pre = Preprocess.from_spec(spec)
@@ -89,6 +89,7 @@ def head_scorer(src: Source, spec: dict, device):
                   precision=precision_for(device.type, src.precision))
     has_proba = hasattr(head, "predict_proba")
     ref = reject_reference(src, spec, head_dim(head))
+    ref = None if ref is None else reference_index(ref)  # built once: exact up to 50,000 codes, FAISS above
     # score columns follow the head's own classes_ (label numbers); names come from model.json
     columns = [spec["classes"][int(c)] for c in head[-1].classes_]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import UserError
 from ..audit.findings import Audit, Spec, audit_splits, summary, write_audit
+from ..codes.index import EXACT_MAX
 from ..codes.store import read_attrs, read_codes
 from ..core.cli import Settings, at_most_cores, opt, positive
 from ..core.files import check_out_folder
@@ -35,12 +36,16 @@ class Config(Settings):
                          "train images / 2) (docs/audit.md)")
     groups: str = opt("", "a CSV of images that belong together (path,group, or path,other pairs): the label model's "
                           "CV folds keep each group on one side, as classify --groups does")
+    exact_max: int = opt(EXACT_MAX, "images up to which the neighbour search is exact; above, the FAISS index "
+                                     "(codes/index.py, docs/audit.md)")
     block: int = opt(4096, "rows per block of the neighbour search: its memory is about 4 x block^2 bytes")
     seed: int = opt(0, "random seed (CV folds)")
     jobs: int = opt(1, "CV fits run in parallel (0 = one per core; each process holds a copy of train)")
 
     def __post_init__(self):
         positive(neighbours=self.neighbours, block=self.block)
+        if self.exact_max < 0:
+            raise UserError(f"--exact-max must be 0 (always the index) or more (got {self.exact_max})")
         if self.folds < 2:
             raise UserError(f"--folds must be at least 2 (got {self.folds})")
         if self.c < 0:
@@ -57,7 +62,7 @@ class Config(Settings):
     @property
     def spec(self) -> Spec:
         return Spec(self.train_split, self.folds, self.seed, self.c, self.neighbours, self.threshold, self.block,
-                    self.jobs or -1, self.whiten, self.groups)
+                    self.jobs or -1, self.whiten, self.groups, self.exact_max)
 
 
 def audit(cfg: Config) -> Audit:
