@@ -51,6 +51,9 @@ def _audit(tmp_path, pairs) -> str:
         w = csv.writer(fh)
         w.writerow(["path", "split", "other", "other_split", "similarity"])
         w.writerows(pairs)
+    for name in ("label_issues.csv", "outliers.csv"):  # a whole audit folder (report --audit checks): no findings
+        (audit / name).write_text("path,split,label,suggested,score\n")
+    (audit / "audit.json").write_text("{}")  # too old to name its dataset: checked by its val images
     return str(audit)
 
 
