@@ -59,17 +59,17 @@ def label_curve(fit: Fit, train: Labelled, val: Labelled, *, sizes: tuple[int, .
     standard deviation over the draws, ddof 1; 0 for one draw), chosen (per draw), chosen_by,
     seconds}. The full train set is not a row: the run itself is that point.
     Every (size, draw) is its own fit; a size's draws run in this process while that is quick, in
-    `jobs` processes once a size takes seconds, like CV's folds (search.Workers; -1: every core);
+    `jobs` processes once the sizes left would take long enough, like CV's folds (search.Workers; -1: every core);
     each draw's images depend on (seed, size, draw) only, so the rows do not depend on `jobs`."""
     from joblib import delayed
 
     from .search import Workers
 
-    rows = []
+    rows, todo = [], sizes_to_run(train.y, sizes)
     with Workers(jobs) as parallel:
-        for size in sizes_to_run(train.y, sizes):
-            rows.append(_row(size, parallel(delayed(_one_draw)(fit, train, val, size, d, seed)
-                                            for d in range(draws))))
+        for i, size in enumerate(todo):
+            rows.append(_row(size, parallel([delayed(_one_draw)(fit, train, val, size, d, seed) for d in range(draws)],
+                                            left=len(todo) - i - 1)))
             if progress is not None:
                 progress(rows[-1])
     return rows
