@@ -65,8 +65,13 @@ class Workers:
     def __call__(self, tasks, left: int = 0) -> list:
         if self.pool is not None:
             return self.pool(tasks)
+        from threadpoolctl import threadpool_limits
+
         t0 = time.perf_counter()
-        out = [f(*args, **kw) for f, args, kw in tasks]
+        # one thread, as in one of joblib's workers: small fits lose more to threads spinning (BLAS's,
+        # and torch's after features in the same process) than they gain
+        with threadpool_limits(limits=1):
+            out = [f(*args, **kw) for f, args, kw in tasks]
         if self.n > 1 and (time.perf_counter() - t0) * left * (1 - 1 / self.n) > POOL_START:
             self.pool = self._stack.enter_context(Parallel(n_jobs=self.n))
         return out
