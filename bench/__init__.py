@@ -12,7 +12,7 @@ Sections (one module each; each section a function returning result rows, see __
                (decoded tensors: the ceiling on this machine): the fraction of it, >= 0.85 wanted; the
                bf16/fp32 ratios of both (ResNet18 on a CPU: >= 1.5x), interleaved, best of 2 rounds
   frozen       extract once + softmax head (classify) vs the tutorial's frozen-backbone scheme
-               (finetune --mode frozen --loop reference, 25 epochs): >= 15x faster at equal accuracy
+               (finetune --mode frozen --loop reference, 25 epochs): >= 30x faster at equal accuracy
   finetune     full fine-tuning, fast path vs reference loop: CPU >= 1.5x per epoch, GPU >= 10x for
                25 epochs (on a GPU also the fast path with --compile, i.e. CUDA graphs)
   memory       peak RSS of `features` at N and 10N small synthetic images: must not grow (within 10%);

@@ -203,3 +203,18 @@ def test_a_pick_at_the_edge_of_its_grid_extends_the_path(peak, grid, bounds, cho
     assert r.best_params_ == {"c": pytest.approx(chosen)} and r.edge == edge
     assert [t["value"] for t in r.cv_scores] == sorted([t["value"] for t in r.cv_scores],
                                                        reverse=grid[0] > grid[-1])  # still in path order
+
+
+def test_cv_work_stays_in_process_until_a_pool_would_pay_for_its_start(monkeypatch):
+    from joblib import delayed
+
+    from pipeline.heads import search
+
+    with search.Workers(2) as w:
+        assert w([delayed(pow)(2, k) for k in range(4)], left=3) == [1, 2, 4, 8] and w.pool is None  # quick: here
+        monkeypatch.setattr(search, "POOL_START", 0.0)  # any work now pays for a pool...
+        assert w([delayed(pow)(2, k) for k in range(3)], left=0) == [1, 2, 4] and w.pool is None  # ...but none is left
+        w([delayed(pow)(2, k) for k in range(3)], left=1)
+        assert w.pool is not None and w([delayed(pow)(3, k) for k in range(3)]) == [1, 3, 9]  # in the pool, in order
+    with search.Workers(1) as one:  # --jobs 1: never a pool
+        assert one([delayed(pow)(2, 3)], left=100) == [8] and one.pool is None

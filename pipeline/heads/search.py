@@ -8,11 +8,13 @@ fold starting from its solution at the previous setting where the estimator supp
 and stops when `patience` settings in a row score clearly below the best: by more than the best's
 standard error over the folds, so a dip of one image on a small set is noise, not a peak. The chosen setting is refit
 from scratch on all of train, so the final model is a plain fit at that setting. Folds are
-StratifiedKFold splits of train only: val is never passed here.
+StratifiedKFold splits of train only: val is never passed here. They run in this process while
+that is quick, in processes once the settings left would take long enough (`Workers`).
 """
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -34,6 +36,45 @@ class PathSearch:
     stopped_early: bool = False
     untried: list = field(default_factory=list)
     edge: str | None = None  # "low" / "high": the pick sits at that edge of the (extended) grid
+
+
+POOL_START = 5.0  # seconds a pool of processes must save to be worth starting (2-13 s measured on 2 loaded cores)
+
+
+class Workers:
+    """Runs batches of joblib tasks (`delayed(f)(...)`) in this process, and in a pool of `jobs`
+    processes once the batches still to come would save more than POOL_START there: a batch took
+    t seconds here and `left` more are expected, so a pool of n saves about t * left * (1 - 1/n).
+
+    Why not always a pool: on small codes every fit takes a fraction of a second, and starting a
+    pool costs more than it saves. On a 2-core machine (hymenoptera, 397 codes) the four heads'
+    CV took 57-62 s with a pool per head and 31 s in this process (the linear head's workers each
+    import torch); work that takes seconds per batch still gets every core."""
+
+    def __init__(self, jobs: int = 1):
+        from joblib import effective_n_jobs
+
+        self.n, self.pool, self._stack = effective_n_jobs(jobs), None, ExitStack()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def __call__(self, tasks, left: int = 0) -> list:
+        if self.pool is not None:
+            return self.pool(tasks)
+        from threadpoolctl import threadpool_limits
+
+        t0 = time.perf_counter()
+        # one thread, as in one of joblib's workers: small fits lose more to threads spinning (BLAS's,
+        # and torch's after features in the same process) than they gain
+        with threadpool_limits(limits=1):
+            out = [f(*args, **kw) for f, args, kw in tasks]
+        if self.n > 1 and (time.perf_counter() - t0) * left * (1 - 1 / self.n) > POOL_START:
+            self.pool = self._stack.enter_context(Parallel(n_jobs=self.n))
+        return out
 
 
 def _fit_fold(est, param: str, value, X, y, train, test):
@@ -69,11 +110,11 @@ def path_search(estimator, path: SearchPath, X: np.ndarray, y: np.ndarray, cv, *
     folds = list(cv.split(X, y))
     fitted = [clone(estimator) for _ in folds]
     tried: list[dict] = []
-    with Parallel(n_jobs=jobs) as parallel:
-        for value in values:
+    with Workers(jobs) as parallel:
+        for i, value in enumerate(values):
             t0 = time.perf_counter()
-            out = parallel(delayed(_fit_fold)(est if warm else clone(estimator), param, value, X, y, tr, te)
-                           for est, (tr, te) in zip(fitted, folds))
+            out = parallel([delayed(_fit_fold)(est if warm else clone(estimator), param, value, X, y, tr, te)
+                            for est, (tr, te) in zip(fitted, folds)], left=len(values) - i - 1)
             fitted = [est for est, _ in out]
             scores = [s for _, s in out]
             tried.append({"value": value, "mean": float(np.mean(scores)), "std": float(np.std(scores)),

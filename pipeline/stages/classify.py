@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -115,20 +114,24 @@ def curve(cfg: Config, codes: Codes, name: str) -> dict:
     return {"sizes": list(cfg.sizes), "draws": cfg.label_draws, "rows": rows, "seconds": time.perf_counter() - t0}
 
 
-def curves_to_run(cfg: Config, codes: Codes, fitted: list[Fitted]) -> list[str]:
+CLASSIFY_FLOOR = 10.0  # seconds classify may take, curves included, however quick the extraction was
+
+
+def curves_to_run(cfg: Config, codes: Codes, fitted: list[Fitted], spent: float = 0.0) -> list[str]:
     """Which heads get a label curve. `auto` shares one budget across the whole command: the
-    extraction time of these codes less the heads' own fitting (so classify, curve included, costs
-    no more than extracting the codes did), and at least 30 s; cheapest curves first."""
+    extraction time of these codes (at least CLASSIFY_FLOOR), less 10% for starting and writing
+    the runs, less what the command has `spent` so far (reading, the heads' fitting), so
+    classify, curves included, costs no more than extracting the codes did; cheapest curves first."""
     tr = codes.splits[cfg.train_split]
     plain = [f for f in fitted if not f.views.label()]  # the curve is drawn on plain codes only
     if cfg.label_curve == "off" or not label_curve.sizes_to_run(tr.labels, cfg.sizes):
         return []
     if cfg.label_curve == "on":
         return [f.name for f in plain]
-    cores = max(1, os.cpu_count() or 1) if cfg.jobs == 0 else cfg.jobs
-    estimates = {f.name: label_curve.estimate_seconds(tr.labels, cfg.sizes, cfg.label_draws, f.fit_s) / cores
-                 for f in plain}
-    budget = max(30.0, (codes.header.extract_seconds or 0.0) - sum(f.fit_s for f in fitted))
+    # in this process (search.Workers pools only work that takes seconds): no division by the cores
+    estimates = {f.name: label_curve.estimate_seconds(tr.labels, cfg.sizes, cfg.label_draws, f.fit_s) for f in plain}
+    allowed = max(CLASSIFY_FLOOR, codes.header.extract_seconds or 0.0)
+    budget = max(0.0, 0.9 * allowed - max(spent, sum(f.fit_s for f in fitted)))  # 10%: starting, writing the runs
     chosen = label_curve.within_budget(estimates, budget)
     for name in sorted(estimates.keys() - set(chosen)):
         print(f"  {name} label curve skipped: about {estimates[name]:.0f}s, over the {budget:.0f}s the curves share "
@@ -258,6 +261,7 @@ def classify(cfg: Config) -> list[Path]:
 
 
 def _classify(cfg: Config, held: contextlib.ExitStack) -> list[Path]:
+    t_start = time.perf_counter()
     read_attrs(cfg.features)  # a missing, partial or foreign file is a one-line error before anything else
     if cfg.head == "sgd" or (cfg.head == "all" and not fits_in_memory(Path(cfg.features))):
         if cfg.head == "all":
@@ -296,7 +300,7 @@ def _classify(cfg: Config, held: contextlib.ExitStack) -> list[Path]:
         fit_s = time.perf_counter() - t0  # the repeats below measure the score's spread: not the head's cost
         again = repeated(cfg, codes, name) if cfg.repeats and not v.label() else None
         fitted.append(Fitted(name, search, fit_s, v, None, again, inputs))
-    with_curve = curves_to_run(cfg, codes, fitted)
+    with_curve = curves_to_run(cfg, codes, fitted, time.perf_counter() - t_start)
     for f in fitted:
         done[f.name] = write_and_say(cfg, codes, replace(f, curve=curve(cfg, codes, f.name))
                                      if f.name in with_curve else f)
