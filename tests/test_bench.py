@@ -120,7 +120,7 @@ def test_gpu_section_skipped_on_cpu(doc):
 def test_quick_rows_say_what_was_projected(doc):
     by = {r["name"]: r for r in doc["results"]}
     frozen = by["frozen backbone end to end: wall time (reference 25 epochs)"]
-    assert "projected" in frozen["note"] and frozen["target"] == 15.0
+    assert "projected" in frozen["note"] and frozen["target"] == 30.0
     acc = by["frozen backbone end to end: val accuracy"]
     assert acc["reference"] is None and acc["met"] is None and acc["ours"] is not None
     ft = by["fine-tuning (full): train time per epoch"]

@@ -63,8 +63,9 @@ def settle(key: str, device_type: str, asked: str, run: Callable[[], dict], file
         cache.remember(key, entry)
         print(cache.describe(entry, True), file=file)
         return entry["choice"]
-    if asked == "auto" and device_type == "cpu" and devices.cpu_bf16():  # through the module: tests pin it there
-        print(cache.describe(cache.recalled(key), False), file=file)
+    remembered = cache.recalled(key) if asked == "auto" and device_type == "cpu" else None
+    if remembered is not None and devices.cpu_bf16():  # (looked up at call time: tests pin it)
+        print(cache.describe(remembered, False), file=file)
     return precision_for(device_type, asked, key)
 
 
