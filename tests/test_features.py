@@ -209,16 +209,21 @@ def test_enum_weights_bring_their_own_eval_transform(tmp_path):
 
 
 def test_compiled_extraction_gives_the_same_codes_cached_apart(folder, tmp_path, capsys):
+    from torch._dynamo.utils import counters
+
     plain = read_codes(extract(cfg(folder, tmp_path / "plain.h5")))
+    counters.clear()
     out = extract(cfg(folder, tmp_path / "compiled.h5", compile=True))
+    graphs = counters["stats"]["unique_graphs"]
     c = read_codes(out)
     assert "torch.compile:" in capsys.readouterr().out
     for split in ("train", "val"):
         np.testing.assert_allclose(c.splits[split].codes, plain.splits[split].codes, rtol=1e-4, atol=1e-5)
     assert c.header.compile_seconds > 0 and plain.header.compile_seconds == 0
     assert c.header.fingerprint != plain.header.fingerprint and "compile" in c.header.inputs
-    # 12 train at batch 4 then 8 val at batch 4: one shape, compiled once; the rest is model time
-    assert c.header.extract_seconds < c.header.compile_seconds
+    # 12 train at batch 4 then 8 val at batch 4: one shape, compiled once (counted, not timed: a timing
+    # comparison fails on a loaded machine)
+    assert graphs == 1, dict(counters["stats"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
