@@ -217,9 +217,10 @@ def compute_shards(job: Extraction, plan: Plan, shards: Shards, ranks: dist.Rank
     say_speed(job, enc, n_done, enc.first_calls.since(mark), ranks)
     from .encoder import trunk_cost
 
-    return {"weights": bb.weights_id, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
+    made = {"weights": bb.weights_id, "dim": bb.dim, "precision": enc.precision, "bn_folded": enc.bn_folded,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "compile_seconds": enc.compile_seconds, "cost": trunk_cost(enc, job.pre.crop) if ranks.main else {}}
+            "compile_seconds": enc.compile_seconds}
+    return made | {"cost": trunk_cost(enc, job.pre.crop) if ranks.main and n_done else {}}  # a resume: not timed
 
 
 def encode_shards(enc, batches, todo: list[Shard], others: list[Shard], shards: Shards, ranks: dist.Ranks) -> int:
