@@ -59,6 +59,7 @@ class View:
 
     mean: np.ndarray | None = None
     w: np.ndarray | None = None
+    unit: bool = True  # False: rows taken as they are (already unit rows: the --reject references, as stored)
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -67,7 +68,7 @@ class View:
         return (x - (0 if self.mean is None else self.mean)) @ self.w
 
     def rows(self, x: np.ndarray) -> np.ndarray:
-        return unit_rows(self.raw(x), inplace=True)
+        return unit_rows(self.raw(x), inplace=True) if self.unit else self.raw(x)
 
 
 def lists_for(n: int) -> int:
@@ -164,8 +165,8 @@ def _ivf(b: Parts, view: View, spec: IndexSpec):
     norms = np.empty(n, dtype=np.float32)
     for start, block in b.blocks(spec.block):
         z = view.raw(block)
-        norms[start:start + len(z)] = np.linalg.norm(z, axis=1)
-        index.add(unit_rows(z, inplace=True))
+        norms[start:start + len(z)] = np.linalg.norm(z, axis=1) if view.unit else 1.0
+        index.add(unit_rows(z, inplace=True) if view.unit else z)
     return index, norms, {"kind": f"faiss {factory} (inner product), exact similarities of its {SHORTLIST} x k "
                                   "candidates", "base_rows": n, "lists": lists, "probes": min(spec.probes, lists),
                           "train_rows": len(sample), "dimensions": d, "faiss": faiss.__version__}

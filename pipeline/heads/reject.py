@@ -28,9 +28,10 @@ def normalised(codes: np.ndarray) -> np.ndarray:
 
 def reference_index(reference: np.ndarray):
     """The neighbour index over the reference codes (codes.index), built once for many batches."""
-    from ..codes.index import Index
+    from ..codes.index import Index, View
 
-    return Index([np.asarray(reference, dtype=np.float32)])
+    # as stored (float16 unit rows), not normalised again: the exported file multiplies by them as they are
+    return Index([np.asarray(reference, dtype=np.float32)], View(unit=False))
 
 
 def nearest_distance(reference, codes: np.ndarray) -> np.ndarray:
@@ -39,7 +40,7 @@ def nearest_distance(reference, codes: np.ndarray) -> np.ndarray:
     if not len(codes):
         return np.zeros(0, dtype=np.float32)
     index = reference if hasattr(reference, "search") else reference_index(reference)
-    sims, _ = index.search([np.asarray(codes, dtype=np.float32)], 1)
+    sims, _ = index.search([normalised(codes)], 1)
     return 1.0 - np.where(np.isfinite(sims[:, 0]), sims[:, 0], -1.0).astype(np.float32)
 
 
