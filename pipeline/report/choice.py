@@ -7,8 +7,10 @@ this order, each step keeping those it cannot separate:
    when it is separably better than the same method on every image (exact McNemar, Holm over every
    such pair).
 2. Usable probabilities: where some give class probabilities, those that give none (a margin, e.g.
-   linsvc) drop; of the rest, those whose per-image log-loss is separably worse than the lowest
-   (Wilcoxon signed-rank on the same val images, Holm over the candidates) drop.
+   linsvc) drop; of the rest, those whose mean log-loss is both separably higher than the lowest
+   (paired t on the per-image losses of the same val images, Holm over the candidates: log-loss is
+   a mean, so the test is on the mean difference) and materially so (at least LOSS_RATIO times the
+   lowest: a consistent gap of a few thousandths of a nat is not a reason to prefer a model) drop.
 3. Re-drawn splits, where there are some: a method separably worse than the best repeated one on
    the same draws (Nadeau and Bengio's corrected resampled t, Holm) drops.
 4. Cost, only where it is real: a method costs less only when its compute is under 1/COST_RATIO of
@@ -31,6 +33,9 @@ CORRECTION = "holm"  # over the family of every method compared with the best (a
 # percent between runs, and the same model made twice (full FT with the lr tuning picking the
 # recipe's lr) took 164 and 54 ms per image; a difference under 2x is no reason to choose.
 COST_RATIO = 2.0
+# Mean log-loss within this factor of the lowest counts as equally usable, however consistent the gap:
+# a method drops for its probabilities only when they are separably AND materially worse.
+LOSS_RATIO = 1.25
 TWIN = "-excluded"  # classify --exclude names its run so, beside the run on every image
 
 
@@ -151,11 +156,12 @@ def _probabilities(left, rows, runs, by_slug):
     lowest = min(scored, key=lambda r: _mean(losses[r["run"]]), default=None)
     others = [r for r in scored if r is not lowest]
     if others:
-        p = holm([_wilcoxon(losses[lowest["run"]], losses[r["run"]]) for r in others])
-        worse = [r for r, q in zip(others, p) if q < ALPHA and _mean(losses[r["run"]]) > _mean(losses[lowest["run"]])]
+        p = holm([_paired_t(losses[lowest["run"]], losses[r["run"]]) for r in others])
+        floor = LOSS_RATIO * _mean(losses[lowest["run"]])
+        worse = [r for r, q in zip(others, p) if q < ALPHA and _mean(losses[r["run"]]) > floor]
         probs = [r for r in probs if r not in worse]
         said += [f"its probabilities are not separably worse than the best ones ({_count(worse, 'method')} with a "
-                 "separably higher per-image log-loss: Wilcoxon signed-rank, Holm)"] if worse else []
+                 f"separably higher mean log-loss, over {LOSS_RATIO:g}× the lowest: paired t, Holm)"] if worse else []
     return probs, "; ".join(said)
 
 
@@ -216,15 +222,18 @@ def _mean(losses: dict[str, float]) -> float:
     return sum(losses.values()) / len(losses)
 
 
-def _wilcoxon(a: dict[str, float], b: dict[str, float]) -> float:
-    """Two-sided Wilcoxon signed-rank p of the per-image losses on the images both scored; 1 when equal."""
-    from scipy.stats import wilcoxon
+def _paired_t(a: dict[str, float], b: dict[str, float]) -> float:
+    """Two-sided paired t p of the per-image losses on the images both scored (the mean difference,
+    which is what a log-loss gap is; a signed-rank test would judge the median); 1 when equal."""
+    from scipy.stats import ttest_rel
 
     common = sorted(a.keys() & b.keys())
     d = [b[k] - a[k] for k in common]
     if not any(d):
         return 1.0
-    return float(wilcoxon(d).pvalue)
+    if len(set(d)) == 1:  # every image the same gap: no spread to test against, the gap is certain
+        return 0.0
+    return float(ttest_rel([b[k] for k in common], [a[k] for k in common]).pvalue)
 
 
 def _count(rows: list[dict], what: str) -> str:
