@@ -165,8 +165,11 @@ def test_the_report_names_the_band_the_spread_and_chance(tmp_path, monkeypatch):
     assert row["std"] == pytest.approx(np.std(row["accuracy"], ddof=1))  # the sd of the draws, as named
     support = [c["support"] for c in m["val"]["per_class"].values()]
     drawn, real_save = {}, figures._save
-    monkeypatch.setattr(figures, "_save", lambda fig, path, *a: (drawn.__setitem__(path.name, fig),
-                                                                  real_save(fig, path, *a))[1])
+    from pipeline.report import label_plot
+
+    for module in (figures, label_plot):  # the label curve is drawn by label_plot, with figures' _save
+        monkeypatch.setattr(module, "_save", lambda fig, path, *a: (drawn.__setitem__(path.name, fig),
+                                                                    real_save(fig, path, *a))[1])
     report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "rep", bench=tmp_path / "none.json"))
     legend = [t.get_text() for t in drawn["label-efficiency.png"].axes[0].get_legend().get_texts()]
     chance = f"chance: always val's majority class ({100 * max(support) / sum(support):.1f}%)"

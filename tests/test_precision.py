@@ -205,7 +205,8 @@ def test_predict_measures_when_undecided_and_reads_the_decision_after(data, tmp_
         got = real(steps, batches, unit)  # both precisions really run on the images' batches
         return {**got, "choice": BF16, "why": "as the test says"}
     monkeypatch.setattr(autoprec, "measure", measure)
-    cfg = PConfig(model=run_dir, images=(str(data / "val"),), device="cpu", workers=0, batch_size=2)
+    cfg = PConfig(model=run_dir, images=(str(data / "val"),), device="cpu", workers=0, batch_size=2,
+                  precision="auto")  # predict defaults to fp32, the exported model's: auto measures
     rows = predict(cfg)[0]
     assert seen == [sorted(["fp32", BF16])] and len(rows) == 8
     err = capsys.readouterr().err

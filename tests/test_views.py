@@ -116,7 +116,7 @@ def test_heads_train_on_views_and_average_tta(tmp_path):
     report.run(report.Config(runs=tmp_path / "runs", out=tmp_path / "rep", bench=tmp_path / "none.json"))
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## What augmented views buy" in md
-    assert "| softmax | 0 | 1 |" in md and "| softmax | 3 | 5 |" in md
+    assert "| softmax | 0 | 1 |" in md and "| softmax (+3 views, TTA 5) | 3 | 5 |" in md  # rows named by run
 
 
 def test_frozen_finetune_from_cached_views_predicts_like_its_record(folder, tmp_path):

@@ -24,7 +24,6 @@ from ..heads.registry import HEADS, SGD_HEAD
 from ..heads.reject import codes_rule
 from ..heads.repeats import repeated_scores
 from ..heads.search import PathSearch
-from ..heads.streaming import fits_in_memory
 from ..heads.views import PLAIN, Views, train_rows, views_cost, views_of
 from ..images.exclude import read_exclusions
 from ..images.groups import group_ids, read_groups
@@ -263,7 +262,7 @@ def classify(cfg: Config) -> list[Path]:
 def _classify(cfg: Config, held: contextlib.ExitStack) -> list[Path]:
     t_start = time.perf_counter()
     read_attrs(cfg.features)  # a missing, partial or foreign file is a one-line error before anything else
-    if cfg.head == "sgd" or (cfg.head == "all" and not fits_in_memory(Path(cfg.features))):
+    if cfg.head == "sgd" or (cfg.head == "all" and not streaming.fits_in_memory(Path(cfg.features))):
         if cfg.head == "all":
             print(f"{cfg.features}: the codes take more than half the free memory: running the out-of-core sgd head "
                   "only (--head softmax etc. to insist)", flush=True)
