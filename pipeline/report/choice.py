@@ -36,6 +36,7 @@ COST_RATIO = 2.0
 # Mean log-loss within this factor of the lowest counts as equally usable, however consistent the gap:
 # a method drops for its probabilities only when they are separably AND materially worse.
 LOSS_RATIO = 1.25
+DRAWS = ("repeats", "seed", "n_test", "pooled")  # what makes two runs' re-drawn splits the same draws
 TWIN = "-excluded"  # classify --exclude names its run so, beside the run on every image
 
 
@@ -165,20 +166,26 @@ def _probabilities(left, rows, runs, by_slug):
     return probs, "; ".join(said)
 
 
+def redrawn_t(a: dict, b: dict) -> dict | None:
+    """Nadeau and Bengio's corrected resampled t of `a`'s re-drawn-split accuracies minus `b`'s (the
+    `repeats` records of two runs), when both are the same draws of the same images (older runs: no
+    pooled) and differ on some; else None."""
+    if [a.get(k) for k in DRAWS] != [b.get(k) for k in DRAWS]:
+        return None
+    diffs = [x - y for x, y in zip(a["accuracy"], b["accuracy"])]
+    return corrected_resampled_t(diffs, a["n_train"], a["n_test"]) if any(diffs) else None
+
+
 def _redrawn(left, rows, runs, by_slug):
     rep = [r for r in left if (r.get("repeats") or {}).get("accuracy")]
     if len(rep) < 2:
         return left, ""
     top = max(rep, key=lambda r: r["repeats"]["mean"])
-    draws = ("repeats", "seed", "n_test", "pooled")
-    same = [r for r in rep if r is not top and [r["repeats"].get(k) for k in draws] ==
-            [top["repeats"].get(k) for k in draws] and any(x != y for x, y in zip(top["repeats"]["accuracy"],
-                                                                                r["repeats"]["accuracy"]))]
+    tests = {r["run"]: redrawn_t(top["repeats"], r["repeats"]) for r in rep if r is not top}
+    same = [r for r in rep if tests.get(r["run"])]
     if not same:
         return left, ""
-    a = top["repeats"]
-    p = holm([corrected_resampled_t([x - y for x, y in zip(a["accuracy"], r["repeats"]["accuracy"])],
-                                    a["n_train"], a["n_test"])["p"] for r in same])
+    p = holm([tests[r["run"]]["p"] for r in same])
     worse = [r for r, q in zip(same, p) if q < ALPHA]
     if not worse:
         return left, ""

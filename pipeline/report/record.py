@@ -4,9 +4,9 @@ paired test against the best, named as the main table names them.
 """
 from __future__ import annotations
 
-from ..runs.metrics import corrected_resampled_t, holm, mcnemar_min_detectable_any
+from ..runs.metrics import holm, mcnemar_min_detectable_any
 from ..runs.read import Run
-from .choice import ALPHA, COST_RATIO, CORRECTION, Comparison, compare_with_best, recommend
+from .choice import ALPHA, COST_RATIO, CORRECTION, Comparison, compare_with_best, recommend, redrawn_t
 from .verdict import POWER, SPLIT, Detectable, _finite, min_detectable, run_folder
 
 
@@ -92,11 +92,8 @@ def _repeats(anchor: dict, row: dict) -> dict | None:
     if not b:
         return None
     out = {"mean": b["mean"], "sd": b["sd"], "repeats": b["repeats"]}
-    draws = ("repeats", "seed", "n_test", "pooled")  # the same draws of the same images (older runs: no pooled)
-    if a and a is not b and [a.get(k) for k in draws] == [b.get(k) for k in draws]:
-        diffs = [x - y for x, y in zip(a["accuracy"], b["accuracy"])]
-        if any(diffs) or len(set(diffs)) > 1:
-            t = corrected_resampled_t(diffs, a["n_train"], a["n_test"])
-            out |= {"vs": anchor["name"], "diff_vs_best": t["mean"], "p_vs_best": t["p"],
-                    "test": "corrected resampled t (Nadeau-Bengio)"}
+    t = redrawn_t(a, b) if a and a is not b else None
+    if t:
+        out |= {"vs": anchor["name"], "diff_vs_best": t["mean"], "p_vs_best": t["p"],
+                "test": "corrected resampled t (Nadeau-Bengio)"}
     return out
