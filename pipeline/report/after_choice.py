@@ -9,7 +9,7 @@ from pathlib import Path
 from ..runs.read import Run, existing
 from .blocks import Block, FigureFile, Table, md_text
 from .diagnostics import per_class_table
-from .gallery import loss_caption
+from .gallery import loss_caption, score_kind
 from .quality import most_confused
 from .rows import DASH, fmt_pct
 from .tables import confused_table, test_cell
@@ -67,7 +67,7 @@ def _mistakes(run: Run | None, rec: dict, classes: list[str], figdir: Path) -> F
         return None
     from . import figures
 
-    kind = run.m.get("score_kind", "probability" if run.m.get("stage") == "finetune" else "score")
+    kind = score_kind(run)
     path = figures.image_grid([(p, loss_caption(p, classes, kind)) for p in wrong[:MISTAKES]], root,
                               f"{rec['name']} (recommended): test mistakes", figdir / f"test-mistakes-{run.slug}.png")
     if path is None:

@@ -24,6 +24,11 @@ def _class(classes: list[str], i: int) -> str:
     return classes[i] if 0 <= i < len(classes) else str(i)
 
 
+def score_kind(run: Run) -> str:
+    """What a run's saved scores are: its record says; older fine-tunes saved probabilities, heads scores."""
+    return run.m.get("score_kind", "probability" if run.m.get("stage") == "finetune" else "score")
+
+
 def loss_caption(p: dict, classes: list[str], kind: str) -> str:
     """'ant_12.jpg / pred bees 0.93 / true ants, loss 2.65': what fastai's plot_top_losses shows."""
     name = Path(p["path"]).name
@@ -48,7 +53,7 @@ def top_loss_figures(runs: list[Run], rows: list[dict], figdir: Path) -> list[Fi
             print(f"  note: no val images of {run.slug} at {run.m.get('data_root')!r} or no predictions; "
                   "skipping its top losses")
             continue
-        kind = run.m.get("score_kind", "probability" if run.m["stage"] == "finetune" else "score")
+        kind = score_kind(run)
         path = figures.image_grid([(p, loss_caption(p, classes, kind)) for p in top], root,
                                   f"{row['name']} ({role}): val images with the highest loss",
                                   figdir / f"losses-{run.slug}.png")

@@ -42,14 +42,18 @@ def short_of_recipe(m: dict) -> str | None:
     return f"{epochs} of the recipe's {RECIPE_EPOCHS} epochs"
 
 
+def read_audit_csv(path: Path) -> list[dict]:
+    """The rows of one of the audit's CSV files, its spreadsheet escapes undone; [] when absent."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{k: csv_unsafe(v) if isinstance(v, str) else v for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
 def leaked_test_paths(audit: Path | str | None, train: str = "train", test: str = "test") -> dict[str, set[str]]:
     """The test images the audit found a near-copy of in train (duplicates.csv pairs across the two
     splits), each with its copies in train."""
-    f = Path(audit) / "duplicates.csv" if audit else None
-    if f is None or not f.is_file():
-        return {}
-    with open(f, newline="", encoding="utf-8") as fh:
-        pairs = [{k: csv_unsafe(v) if isinstance(v, str) else v for k, v in r.items()} for r in csv.DictReader(fh)]
+    pairs = read_audit_csv(Path(audit) / "duplicates.csv") if audit else []
     out: dict[str, set[str]] = {}
     for r in pairs:
         if {r.get("split"), r.get("other_split")} == {train, test}:

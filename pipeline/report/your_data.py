@@ -4,24 +4,17 @@ score, the suspects shown as thumbnails. The audit is read, never recomputed.
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from .. import UserError
-from ..core.files import csv_unsafe, read_json
+from ..core.files import read_json
 from ..runs.read import Run
 from .blocks import Block, FigureFile, Table, md_code, md_text
 from .choice import ALPHA, TWIN, recommend, twins
+from .on_test import read_audit_csv
 from .rows import DASH, fmt_acc, fmt_pct
 
 SHOWN = 5  # suspects listed (and drawn) per finding
-
-
-def _rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: csv_unsafe(v) if isinstance(v, str) else v for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
 AUDIT_FILES = ("label_issues.csv", "duplicates.csv", "outliers.csv", "audit.json")
@@ -46,7 +39,7 @@ def check_audit(audit: Path, dataset: str, classes: list[str], val_paths: set[st
     if theirs[0] is not None and theirs != (dataset, list(classes)):
         raise UserError(f"{what} audits dataset {theirs[0]!r} {theirs[1]}, not the runs' {dataset!r} {list(classes)}: "
                         "give the audit of this dataset's features")
-    listed = {r["path"] for f in AUDIT_FILES[:3] for r in _rows(audit / f) if r.get("split") == "val"}
+    listed = {r["path"] for f in AUDIT_FILES[:3] for r in read_audit_csv(audit / f) if r.get("split") == "val"}
     if theirs[0] is None and listed and val_paths and not listed & val_paths:
         raise UserError(f"{what} names none of the runs' val images (e.g. {sorted(listed)[0]!r}): it audits other "
                         "images; give the audit of this dataset's features")
@@ -59,7 +52,7 @@ def your_data(audit: Path | None, data_root: Path | None, figdir: Path,
     if not audit or not Path(audit).is_dir():
         return []
     audit = Path(audit)
-    issues, dups, odd = (_rows(audit / f) for f in ("label_issues.csv", "duplicates.csv", "outliers.csv"))
+    issues, dups, odd = (read_audit_csv(audit / f) for f in ("label_issues.csv", "duplicates.csv", "outliers.csv"))
     blocks = [Block("h2", "Your data"),
               Block("p", f"From the audit in {md_code(str(audit))} (`cnncodes audit`, on the cached codes): "
                          f"{len(issues)} likely label issue{'s' * (len(issues) != 1)}, {len(dups)} near-duplicate or "
