@@ -18,6 +18,7 @@ from .. import UserError
 from ..codes.extract import Extraction, cache_hit, write_plain
 from ..codes.view_codes import views_wanted, add_views
 from ..codes.settings import OnImages
+from ..codes.timm_models import is_timm
 from ..codes.weights import Weights, features_path
 from ..core import dist
 from ..core.cli import command_line, opt, parse_splits, positive
@@ -76,7 +77,7 @@ class Config(OnImages):
         given = {k: v for k, v in (("resize", self.resize), ("crop", self.crop), ("interpolation", self.interpolation))
                  if v}
         # a timm backbone keeps its pretrained_cfg's mean and std whatever the flags say of sizes
-        flags = len(given) == 3 and not self.backbone.startswith("timm/")
+        flags = len(given) == 3 and not is_timm(self.backbone)
         base = Preprocess(source="flags") if flags else weights.preprocess(self.backbone)
         pre = replace(base, **given, source=base.source + (" and flags" if given and len(given) < 3 else ""))
         if pre.crop > pre.resize:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import UserError, __version__
 from ..codes.settings import OnImages
+from ..codes.timm_models import is_timm
 from ..codes.weights import Weights
 from ..core.cli import command_line, flag_values, opt, parse_splits, path_component, positive
 from ..core.devices import PRECISION_HELP, PRECISIONS, resolve_device, resolve_workers
@@ -126,7 +127,7 @@ class Config(OnImages):
         """The settings the library trains with; the eval transform resolved as `features` resolves it
         (the flags where given, the rest from the weights)."""
         weights = Weights.parse(self.weights, self.seed)
-        flags = self.resize and self.crop and not self.backbone.startswith("timm/")  # timm: its cfg's filter
+        flags = self.resize and self.crop and not is_timm(self.backbone)  # timm: its cfg's filter
         base = Preprocess(source="flags") if flags else weights.preprocess(self.backbone)
         pre = replace(base, resize=self.resize or base.resize, crop=self.crop or base.crop)
         if pre.crop > pre.resize:

@@ -28,6 +28,7 @@ from ..core import dist
 from ..core.cli import Common, opt, parse_splits
 from ..core.files import write_json, write_text
 from ..heads.registry import HEADS
+from ..images.manifest import MANIFEST_COLUMNS
 from ..images.scan import ImageFolderScan, scan
 from ..images.splits import parse_fractions
 from ..runs import screen as screening
@@ -84,23 +85,26 @@ def _sample_manifest(s: ImageFolderScan, n: int, where: Path, seed: int) -> Path
     small = screening.sample(s, n, "train", "val", seed)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "label", "split"])
+    w.writerow(MANIFEST_COLUMNS)
     for name, sp in small.splits.items():
         w.writerows([str((s.root / r.path).resolve()), s.classes[r.label], name] for r in sp.items)
     return write_text(where / f"screen-{n}.csv", buf.getvalue())
+
+
+def _cache(cfg: Config, e: Entry) -> Path:
+    """The features file `features` makes by default for this backbone and weights."""
+    return features_path(cfg.data, e.backbone, _weights(e, cfg))
 
 
 def screen_round(cfg: Config, s: ImageFolderScan, entries: tuple[Entry, ...], n: int, out: Path) -> dict:
     """Code the sample with every backbone, probe it, and decide which to drop (runs.screen)."""
     t0 = time.perf_counter()
     manifest = _sample_manifest(s, n, out / ".screen", cfg.seed)
-    files = {e: _features(cfg, e, manifest, features_path(cfg.data, e.backbone, _weights(e, cfg)).parent
-                          / f"screen-{n}" / features_path(cfg.data, e.backbone, _weights(e, cfg)).name, "train,val")
-             for e in entries}
+    files = {e: _features(cfg, e, manifest, _cache(cfg, e).parent / f"screen-{n}" / _cache(cfg, e).name,
+                          "train,val") for e in entries}
     scored, rates = {}, {}
     for e, f in files.items():
-        scored[e.label], _ = screening.probe_correct(f, "train", "val", cfg.seed)
-        rates[e.label] = read_attrs(f).get("images_per_second") or 0.0
+        scored[e.label], rates[e.label] = screening.probe_correct(f, "train", "val", cfg.seed)
     decisions = screening.decide(scored)
     for e in entries:
         d = decisions[e.label]
@@ -131,7 +135,7 @@ def sweep(cfg: Config) -> dict:
     n = screening.auto_size(cfg.screen, n_images, len(entries))
     screened = screen_round(cfg, s, entries, n, out) if n else None
     kept = [e for e in entries if not (screened and screened["decisions"][e.label]["dropped"])]
-    files = {e: _features(cfg, e, cfg.data, features_path(cfg.data, e.backbone, _weights(e, cfg)), cfg.splits)
+    files = {e: _features(cfg, e, cfg.data, _cache(cfg, e), cfg.splits)
              for e in kept}
     if not dist.from_env().main:  # under torchrun the other ranks helped with the codes only
         return {}
