@@ -339,6 +339,14 @@ def test_a_blank_group_is_a_group_of_one(tmp_path, capsys):
     assert "2 rows without a group" in capsys.readouterr().out
 
 
+def test_a_header_with_spaces_after_the_commas_still_names_the_groups(tmp_path):
+    from pipeline.images.groups import read_groups
+
+    g = tmp_path / "g.csv"
+    g.write_text("path, group\na.jpg, x\nb.jpg, x\n")  # the columns matched stripped: so must the rows' keys
+    assert read_groups(g) == {"a.jpg": "g:x", "b.jpg": "g:x"}
+
+
 # ---------------------------------------------------------------------------------------------
 # 12. learning rates that are not numbers, and a run that diverges
 

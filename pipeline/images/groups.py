@@ -38,7 +38,7 @@ def read_groups(path: Path | str) -> dict[str, str]:
         raise UserError(f"{what} does not exist, is not a file or is over {MAX_BYTES >> 20} MiB")
     try:
         reader = csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
-        rows = [{k: csv_unsafe((v or "").strip()) for k, v in r.items() if k} for r in reader]
+        rows = [{k.strip(): csv_unsafe((v or "").strip()) for k, v in r.items() if k} for r in reader]
     except (UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{what} is not a UTF-8 CSV ({e})") from None
     columns = {c.strip() for c in reader.fieldnames or ()}
