@@ -69,17 +69,13 @@ def settle(key: str, device_type: str, asked: str, run: Callable[[], dict], file
     return precision_for(device_type, asked, key)
 
 
-def extraction_key(job: Extraction) -> str:
-    return cache.decision_key(job.backbone, job.batch_size, "features")
-
-
 def for_extraction(out: Path, job: Extraction, force: bool, ranks: Ranks) -> Extraction:
     """The job with --precision auto decided (rank 0 measures, the others read its decision).
     Undecided with a file already made from the same inputs in either precision: that file's
     precision, so a deleted decision never costs a measurement, nor a cache hit."""
     from ..core import dist
 
-    key = extraction_key(job)
+    key = job.precision_key
     if not undecided(job.device_type, job.precision, key):
         if ranks.main:
             settle(key, job.device_type, job.precision, dict)

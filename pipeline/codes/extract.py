@@ -50,6 +50,11 @@ class Extraction:
     precision: str = "auto"  # the --precision flag; inputs["precision"] is what it resolves to here
 
     @property
+    def precision_key(self) -> str:
+        """Where --precision auto's decision for this backbone and batch size is remembered."""
+        return decision_key(self.backbone, self.batch_size, "features")
+
+    @property
     def decoder(self) -> str:
         """'pil' or 'torchvision' (batched), --decode resolved for the device type."""
         if self.decode == "gpu" and self.device_type != "cuda":
@@ -82,7 +87,7 @@ def fingerprint_inputs(job: Extraction) -> dict:
         "weights_sha256": job.weights.sha256,
         "transform": spec,
         # resolved (auto: as measured, codes.autoprec): bf16 and fp32 codes never mix
-        "precision": precision_for(job.device_type, job.precision, decision_key(job.backbone, job.batch_size)),
+        "precision": precision_for(job.device_type, job.precision, job.precision_key),
         # BN folding is decided by the backbone and the torch version (both recorded): fx either
         # traces the model or not, so the setting, not its outcome, goes in the fingerprint
         "bn_folding": "torch.fx fuse when traceable",

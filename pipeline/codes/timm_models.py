@@ -104,8 +104,8 @@ def _pretrained(name: str, weights):
     from timm.models import load_checkpoint
 
     cfg_name = _cfg_name(name, weights)
-    model = timm.create_model(cfg_name, pretrained=False)
     if not _online():  # timm would retry the download for a minute before failing
+        model = timm.create_model(cfg_name, pretrained=False)
         cached = _cached_file(model)
         if cached is None:
             raise UserError(f"timm's {cfg_name} weights are not cached and huggingface.co cannot be reached; "

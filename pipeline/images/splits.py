@@ -32,11 +32,15 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
     return f  # type: ignore[return-value]
 
 
+def _order(paths: list[str], seed: int) -> list[int]:
+    """The indices of `paths` ordered by a hash of (seed, path): assign and carve place images by it."""
+    return sorted(range(len(paths)), key=lambda i: hashlib.sha256(f"{seed}\0{paths[i]}".encode()).hexdigest())
+
+
 def assign(paths: list[str], fractions: tuple[float, float, float] = FRACTIONS, seed: int = SEED) -> list[str]:
     """The split of each path of ONE class: ordered by a hash of (seed, path), the first share to
     val, the next to test, the rest to train; a class of three or more images has one of each."""
-    order = sorted(range(len(paths)), key=lambda i: hashlib.sha256(f"{seed}\0{paths[i]}".encode()).hexdigest())
-    n = len(paths)
+    order, n = _order(paths, seed), len(paths)
     n_val, n_test = round(n * fractions[1]), round(n * fractions[2])
     if n >= 3:
         n_val, n_test = max(n_val, 1), max(n_test, 1)
@@ -52,7 +56,7 @@ def carve(paths: list[str], share: float, seed: int = SEED) -> list[bool]:
     n = len(paths)
     if n < 2:
         return [False] * n
-    order = sorted(range(n), key=lambda i: hashlib.sha256(f"{seed}\0{paths[i]}".encode()).hexdigest())
+    order = _order(paths, seed)
     chosen = set(order[:min(max(round(n * share), 1), n - 1)])
     return [i in chosen for i in range(n)]
 
