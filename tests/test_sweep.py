@@ -132,6 +132,12 @@ def test_a_label_issue_only_one_backbone_flags_is_counted_as_its_own_and_drawn(t
     assert any(b.kind == "figure" and b.content.name == FIGURE for b in blocks)
     assert (tmp_path / "fig" / FIGURE).stat().st_size > 0
     assert any("weakness" in str(b.content) for b in blocks)
+    # a backbone that flags many images alone (a random one) cannot crowd another's lone finding out of the figure
+    noisy = _audit_folder(tmp_path / "noisy", labels=[f"train/ants/n{i}.jpg" for i in range(60)])
+    many, _ = audited({"left_out": [gone], "backbones": [{"label": "N (none)", "audit": str(noisy)},
+                                                         {"label": "A (none)", "audit": str(a)}]})
+    order = ordered_images(many)
+    assert order[:2] == ["train/ants/n0.jpg", both] and len(order) == 64
     (b / "audit.json").unlink()  # a folder gone or half-written is said, never read as "nothing flagged"
     assert "B (none)" in str(audit_blocks(sweep, tmp_path / "fig2")[0].content)
 

@@ -12,6 +12,7 @@ No torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 
 from ..core.files import read_json
@@ -24,7 +25,7 @@ NAMES = {"label": "Suspected label issues", "outlier": "Outliers", "duplicate": 
 LETTERS = {"label": "L", "outlier": "O", "duplicate": "D", "leak": "X"}
 COLORS = {"label": "#d62728", "outlier": "#9467bd", "duplicate": "#1f77b4", "leak": "#ff7f0e"}
 ONLY_COLOR = "#fff6cc"  # the band behind an image only one backbone flags
-SHOWN = 40  # images drawn at most: the most agreed-on, then the most suspect
+SHOWN = 40  # images drawn at most (ordered_images says which come first)
 FIGURE = "backbones-audit-findings.png"
 
 
@@ -100,13 +101,17 @@ def counts_table(flags: list[Flags]) -> Table:
 
 
 def ordered_images(flags: list[Flags]) -> list[str]:
-    """Every image any backbone flags: the most backbones agreeing first, then the most suspect (its
-    best place in any backbone's findings files, each a share of its file so that a long file and a
-    short one weigh alike), then by path."""
+    """Every image any backbone flags: those several backbones flag first (the most agreeing first,
+    then the most suspect: its best place in any backbone's findings files, each a share of its file
+    so that a long file and a short one weigh alike), then those one backbone alone flags, taken in
+    turn from each backbone, most suspect first, so that a backbone flagging many (a random one)
+    cannot crowd the others' lone findings out of the figure."""
     images = set().union(*(f.kinds for f in flags))
     agree = {p: sum(p in f.kinds for f in flags) for p in images}
     best = {p: min(f.rank[p] for f in flags if p in f.rank) for p in images}
-    return sorted(images, key=lambda p: (-agree[p], best[p], p))
+    shared = sorted((p for p in images if agree[p] > 1), key=lambda p: (-agree[p], best[p], p))
+    alone = [sorted((p for p in f.kinds if agree[p] == 1), key=lambda p: (best[p], p)) for f in flags]
+    return shared + [p for turn in zip_longest(*alone) for p in turn if p is not None]
 
 
 def _short(path: str, split: str, width: int = 34) -> str:
@@ -115,62 +120,80 @@ def _short(path: str, split: str, width: int = 34) -> str:
     return f"{name} [{split}]"
 
 
+def _alone(p: str, flags: list[Flags]) -> bool:
+    return len(flags) > 1 and sum(p in f.kinds for f in flags) == 1
+
+
+def _cells(ax, flags: list[Flags], shown: list[str]) -> None:
+    """A band behind each image one backbone alone flags, and a cell lettered by kind per flag."""
+    from matplotlib.patches import Rectangle
+
+    for y, p in enumerate(shown):
+        if _alone(p, flags):
+            ax.add_patch(Rectangle((-0.5, y - 0.5), len(flags), 1, color=ONLY_COLOR, zorder=0))
+        for x, f in enumerate(flags):
+            kinds = [k for k in KINDS if k in f.kinds.get(p, ())]
+            if kinds:
+                ax.add_patch(Rectangle((x - 0.42, y - 0.38), 0.84, 0.76, color=COLORS[kinds[0]], zorder=1))
+                ax.text(x, y, "·".join(LETTERS[k] for k in kinds), ha="center", va="center", color="white",
+                        fontsize=9, fontweight="bold", zorder=2)
+
+
+def _labels(ax, flags: list[Flags], shown: list[str]) -> None:
+    """Backbones across the top, images down the side (bold: one backbone alone flags it), the legend."""
+    from matplotlib.patches import Patch
+
+    from .figures import _literal
+
+    split = {p: s for f in flags for p, s in f.split.items()}
+    ax.set_xlim(-0.5, len(flags) - 0.5)
+    ax.set_ylim(len(shown) - 0.5, -0.5)
+    # 'backbone (weights)' on two lines: the weights' tags are long and the columns narrow
+    ax.set_xticks(range(len(flags)), [_literal(f.label.replace(" (", "\n(", 1)) for f in flags], fontsize=9)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(shown)), [_literal(_short(p, split.get(p, "?"))) for p in shown], fontsize=9)
+    for tick, p in zip(ax.get_yticklabels(), shown):
+        tick.set_fontweight("bold" if _alone(p, flags) else "normal")
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    handles = [Patch(color=COLORS[k], label=f"{LETTERS[k]}: {NAMES[k].split(' (')[0].lower()}") for k in KINDS]
+    handles += [Patch(color=ONLY_COLOR, label="flagged by one backbone only")] if len(flags) > 1 else []
+    ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(handles),
+              frameon=False)
+
+
 def grid_figure(flags: list[Flags], figdir: Path) -> FigureFile | None:
     """The flagged images (rows, SHOWN at most) by backbone (columns): a filled cell where that
     backbone flags the image, coloured and lettered by kind; an image only one backbone flags sits on
     a yellow band, its name in bold."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch, Rectangle
 
-    from .figures import WIDE, _literal, _save, legible
+    from .figures import WIDE, _save, legible
 
     images = ordered_images(flags)
     if not images:
         return None
     shown = images[:SHOWN]
-    split = {p: s for f in flags for p, s in f.split.items()}
 
     @legible
     def draw() -> Path:
         fig = Figure(figsize=(WIDE, 1.6 + 0.26 * len(shown)))
         FigureCanvasAgg(fig)
         ax = fig.subplots()
-        for y, p in enumerate(shown):
-            alone = len(flags) > 1 and sum(p in f.kinds for f in flags) == 1
-            if alone:
-                ax.add_patch(Rectangle((-0.5, y - 0.5), len(flags), 1, color=ONLY_COLOR, zorder=0))
-            for x, f in enumerate(flags):
-                kinds = [k for k in KINDS if k in f.kinds.get(p, ())]
-                if kinds:
-                    ax.add_patch(Rectangle((x - 0.42, y - 0.38), 0.84, 0.76, color=COLORS[kinds[0]], zorder=1))
-                    ax.text(x, y, "·".join(LETTERS[k] for k in kinds), ha="center", va="center", color="white",
-                            fontsize=9, fontweight="bold", zorder=2)
-        ax.set_xlim(-0.5, len(flags) - 0.5)
-        ax.set_ylim(len(shown) - 0.5, -0.5)
-        # 'backbone (weights)' on two lines: the weights' tags are long and the columns narrow
-        ax.set_xticks(range(len(flags)), [_literal(f.label.replace(" (", "\n(", 1)) for f in flags], fontsize=9)
-        ax.xaxis.tick_top()
-        ax.set_yticks(range(len(shown)), [_literal(_short(p, split.get(p, "?"))) for p in shown], fontsize=9)
-        for tick, p in zip(ax.get_yticklabels(), shown):
-            if len(flags) > 1 and sum(p in f.kinds for f in flags) == 1:
-                tick.set_fontweight("bold")
-        ax.tick_params(length=0)
-        for s in ax.spines.values():
-            s.set_visible(False)
-        handles = [Patch(color=COLORS[k], label=f"{LETTERS[k]}: {NAMES[k].split(' (')[0].lower()}") for k in KINDS]
-        handles += [Patch(color=ONLY_COLOR, label="flagged by one backbone only")] if len(flags) > 1 else []
-        ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.02),
-                  ncol=len(handles), frameon=False)
+        _cells(ax, flags, shown)
+        _labels(ax, flags, shown)
         fig.tight_layout()
         return _save(fig, figdir / FIGURE)
 
     figdir.mkdir(parents=True, exist_ok=True)
     draw()
     more = f" ({len(shown)} of the {len(images)} flagged shown)" if len(images) > len(shown) else ""
-    return FigureFile(FIGURE, f"The images any backbone's audit flags{more}, the most backbones agreeing first, then "
-                              "the most suspect; a filled cell where that backbone's codes flag the image, lettered "
-                              "by kind (a pair's two images are both marked).")
+    return FigureFile(FIGURE, f"The images any backbone's audit flags{more}: those several backbones flag first (the "
+                              "most agreeing, then the most suspect), then those one backbone alone flags (on the "
+                              "yellow band), taken in turn from each backbone; a filled cell where that backbone's "
+                              "codes flag the image, lettered by kind (a pair's two images are both marked).")
 
 
 def audit_blocks(sweep: dict, figdir: Path) -> list[Block]:
@@ -181,11 +204,11 @@ def audit_blocks(sweep: dict, figdir: Path) -> list[Block]:
             if missing else "")
     if not flags:
         return [Block("p", gone.strip())] if gone else []
-    where = ", ".join(md_code(str(Path(b["audit"]).name)) for b in sweep["backbones"] if b.get("audit"))
+    where = ", ".join(md_code(b["audit"]) for b in sweep["backbones"] if b.get("audit"))
     blocks = [Block("p", f"**What each backbone's codes flag.** Each backbone's codes were audited (`cnncodes "
-                         f"audit`: label issues, near-duplicates and leaks, outliers; folders {where} beside this "
-                         "report). Per kind, how many each flags and, in brackets, how many of those no other "
-                         "backbone flags." + gone),
+                         f"audit`: label issues, near-duplicates and leaks, outliers; in {where}). Per kind, how "
+                         "many each flags and, in brackets, how many of those no other backbone flags; images left "
+                         "out of the comparison are left out here too." + gone),
               Block("table", counts_table(flags))]
     fig = grid_figure(flags, figdir)
     if fig:

@@ -154,7 +154,7 @@ def sweep(cfg: Config) -> dict:
                "--views", 0, "--tta", 1, *(["--exclude", exclude] if exclude else []),
                *(["--force"] if cfg.force else []))
     audits = {e: _audit(cfg, f, report) for e, f in files.items()} if cfg.audit else {}
-    record = _record(cfg, entries, files, left, screened, n_images, time.perf_counter() - t0, audits)
+    record = {**_record(cfg, entries, files, left, screened, n_images, audits), "seconds": time.perf_counter() - t0}
     write_json(out / "sweep.json", record)
     _stage("report", "--runs", out, "--out", report)
     return record
@@ -169,7 +169,7 @@ def _audit(cfg: Config, features: Path, report: Path) -> Path:
 
 
 def _record(cfg: Config, entries, files: dict, left: dict, screened: dict | None, n_images: int,
-            seconds: float, audits: dict) -> dict:
+            audits: dict) -> dict:
     rows = []
     for e in entries:
         f = files.get(e)
@@ -185,7 +185,7 @@ def _record(cfg: Config, entries, files: dict, left: dict, screened: dict | None
         gone = [r for r in rows if r["dropped_by_screen"] and r["ms_per_image"]]
         saved = sum(r["ms_per_image"] / 1000.0 * n_images for r in gone) - screened["seconds"]
     return {"schema": SCHEMA, "backbones": rows, "head": cfg.head, "images": n_images,
-            "left_out": sorted({p for r in rows for p in r["left_out"]}), "seconds": seconds,
+            "left_out": sorted({p for r in rows for p in r["left_out"]}),
             "screen": {**screened, "saved_seconds": saved} if screened else None,
             "command": " ".join(cfg.typed) if cfg.typed else None}
 
