@@ -3,6 +3,7 @@ the line-up parsed, images compared only where every backbone coded them, and sc
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -78,6 +79,10 @@ def test_sweep_compares_every_backbone_and_head_on_the_same_images_and_plain_cod
     assert audits == [tmp_path / "report" / "audit" / n for n in names]
     assert all((a / "audit.json").is_file() and (a / "label_issues.csv").is_file() for a in audits)
     assert "What each backbone's codes flag" in report and "Suspected label issues" in report
+    # --no-audit: the same sweep again (codes and heads cached), no audit made, recorded or shown
+    again = sweep(replace(cfg, audit=False, report=tmp_path / "report2", screen=0))
+    assert all(b["audit"] is None for b in again["backbones"]) and not (tmp_path / "report2" / "audit").exists()
+    assert "What each backbone's codes flag" not in (tmp_path / "report2" / "report.md").read_text()
 
 
 def test_a_sweep_without_audits_renders_without_their_part(tmp_path, monkeypatch):
