@@ -44,7 +44,7 @@ def test_sample_is_stratified_and_the_same_every_time(tmp_path):
     assert len(a.splits["val"].items) == 8 and set(a.splits) == {"train", "val"}
 
 
-def test_sweep_compares_every_backbone_and_head_on_the_same_images_and_plain_codes(tmp_path, monkeypatch):
+def test_sweep_compares_every_backbone_and_head_on_the_same_images_and_plain_codes(tmp_path, monkeypatch, capsys):
     from pipeline.__main__ import main
     from pipeline.codes.store import read_attrs
     from pipeline.stages.sweep import Config, sweep
@@ -79,8 +79,13 @@ def test_sweep_compares_every_backbone_and_head_on_the_same_images_and_plain_cod
     assert audits == [tmp_path / "report" / "audit" / n for n in names]
     assert all((a / "audit.json").is_file() and (a / "label_issues.csv").is_file() for a in audits)
     assert "What each backbone's codes flag" in report and "Suspected label issues" in report
+    # a run on views left in the runs folder by another command is named: the report would compare it too
+    assert main(["classify", "--features", str(viewed), "--head", "softmax", "--out", str(tmp_path / "runs"),
+                 "--label-curve", "off", "--folds", "2"]) == 0
+    capsys.readouterr()
     # --no-audit: the same sweep again (codes and heads cached), no audit made, recorded or shown
     again = sweep(replace(cfg, audit=False, report=tmp_path / "report2", screen=0))
+    assert "also holds 1 run on augmented or test-time views" in capsys.readouterr().out
     assert all(b["audit"] is None for b in again["backbones"]) and not (tmp_path / "report2" / "audit").exists()
     assert "What each backbone's codes flag" not in (tmp_path / "report2" / "report.md").read_text()
 

@@ -153,11 +153,32 @@ def sweep(cfg: Config) -> dict:
         _stage("classify", "--features", f, "--head", cfg.head, "--data", cfg.data, "--out", out, "--seed", cfg.seed,
                "--views", 0, "--tta", 1, *(["--exclude", exclude] if exclude else []),
                *(["--force"] if cfg.force else []))
+    _warn_views_runs(out)
     audits = {e: _audit(cfg, f, report) for e, f in files.items()} if cfg.audit else {}
     record = {**_record(cfg, entries, files, left, screened, n_images, audits), "seconds": time.perf_counter() - t0}
     write_json(out / "sweep.json", record)
     _stage("report", "--runs", out, "--out", report)
     return record
+
+
+def _warn_views_runs(out: Path) -> None:
+    """Say so when the runs folder also holds runs on augmented or test-time views (an earlier classify
+    or sweep): the report compares every run in the folder, so they would sit in the verdict beside
+    this sweep's plain-code runs."""
+    import json
+
+    viewed = []
+    for m in sorted(out.glob("*/metrics.json")):
+        try:
+            doc = json.loads(m.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and ((doc.get("views") or 0) > 0 or (doc.get("tta") or 1) > 1):
+            viewed.append(m.parent.name)
+    if viewed:
+        print(f"sweep: {out} also holds {len(viewed)} run{'s' * (len(viewed) != 1)} on augmented or test-time views "
+              f"from an earlier command ({', '.join(viewed[:3])}{', ...' if len(viewed) > 3 else ''}); the report "
+              "compares every run in the folder: remove them or give the sweep another --out", flush=True)
 
 
 def _audit(cfg: Config, features: Path, report: Path) -> Path:
