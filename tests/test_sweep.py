@@ -140,7 +140,11 @@ def test_a_label_issue_only_one_backbone_flags_is_counted_as_its_own_and_drawn(t
     assert set(order[:4]) == {both, mine, "train/ants/x.jpg", "val/ants/y.jpg"} and gone not in order
     blocks = audit_blocks(sweep, tmp_path / "fig")
     assert any(b.kind == "figure" and b.content.name == FIGURE for b in blocks)
-    assert (tmp_path / "fig" / FIGURE).stat().st_size > 0
+    from pipeline.report import figures
+
+    assert figures.SHOWN_TEXT_PX[FIGURE] >= figures.MIN_TEXT_PX  # legible at the page's width
+    [grid], [legend] = figures.LAYOUT[FIGURE]["axes"], figures.LAYOUT[FIGURE]["legends"]
+    assert legend[3] <= grid["box"][1]  # the legend below the grid, not over its cells
     assert any("weakness" in str(b.content) for b in blocks)
     # a backbone that flags many images alone (a random one) cannot crowd another's lone finding out of the figure
     noisy = _audit_folder(tmp_path / "noisy", labels=[f"train/ants/n{i}.jpg" for i in range(60)])
