@@ -27,6 +27,7 @@ COLORS = {"label": "#d62728", "outlier": "#9467bd", "duplicate": "#1f77b4", "lea
 ONLY_COLOR = "#fff6cc"  # the band behind an image only one backbone flags
 SHOWN = 40  # images drawn at most (ordered_images says which come first)
 FIGURE = "backbones-audit-findings.png"
+FILES = ("label_issues.csv", "outliers.csv", "duplicates.csv", "audit.json")  # audit.json is written last
 
 
 @dataclass
@@ -77,7 +78,7 @@ def audited(sweep: dict) -> tuple[list[Flags], list[str]]:
         if not b.get("audit"):
             continue
         where = Path(b["audit"])
-        if (where / "audit.json").is_file():
+        if all((where / n).is_file() for n in FILES):
             found.append(read_flags(b["label"], where, left))
         else:
             missing.append(b["label"])
@@ -90,11 +91,13 @@ def only(flags: list[Flags], kind: str) -> dict[str, set]:
 
 
 def counts_table(flags: list[Flags]) -> Table:
-    """Per kind (rows) and backbone (columns): how many it flags, and how many of those only it."""
+    """Per kind (rows) and backbone (columns): how many it flags, and how many of those only it (when
+    there are others to compare with)."""
     rows = []
     for kind in KINDS:
         alone = only(flags, kind)
-        rows.append([NAMES[kind], *(f"{len(f.keys[kind])} ({len(alone[f.label])} only here)" for f in flags)])
+        rows.append([NAMES[kind], *(f"{len(f.keys[kind])}" + (f" ({len(alone[f.label])} only here)"
+                                                               if len(flags) > 1 else "") for f in flags)])
     rows.append(["Duplicate threshold (cosine, read off its codes)",
                  *(f"{f.threshold:.3f}" if f.threshold is not None else "–" for f in flags)])
     return Table(["Finding", *(md_text(f.label) for f in flags)], rows, "l" + "r" * len(flags))
@@ -207,8 +210,9 @@ def audit_blocks(sweep: dict, figdir: Path) -> list[Block]:
     where = ", ".join(md_code(b["audit"]) for b in sweep["backbones"] if b.get("audit"))
     blocks = [Block("p", f"**What each backbone's codes flag.** Each backbone's codes were audited (`cnncodes "
                          f"audit`: label issues, near-duplicates and leaks, outliers; in {where}). Per kind, how "
-                         "many each flags and, in brackets, how many of those no other backbone flags; images left "
-                         "out of the comparison are left out here too." + gone),
+                         "many each flags" + (", and in brackets how many of those no other backbone flags"
+                                              if len(flags) > 1 else "")
+                         + "; images left out of the comparison are left out here too." + gone),
               Block("table", counts_table(flags))]
     fig = grid_figure(flags, figdir)
     if fig:
