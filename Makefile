@@ -61,10 +61,11 @@ audit: venv   # label issues, near-duplicates and leaks, outliers: CSVs and excl
 export: venv   # MODEL=reports/runs/<dataset>/<run> [OUT=shipped/<run>]: model.onnx + standalone predict.py
 	$(PY) -m pipeline export --model $(MODEL) --out $(or $(OUT),shipped/$(notdir $(MODEL)))
 
-# BACKBONES="mobilenet_v2=FILE timm/tf_efficientnet_lite0=DEFAULT resnet18=none" [SCREEN=N]: codes, heads, one report
+# BACKBONES="mobilenet_v2=FILE timm/tf_efficientnet_lite0=DEFAULT resnet18=none" [SCREEN=N] [AUDIT=0]: codes, heads,
+# each backbone's audit (AUDIT=0 skips it), one report
 BACKBONES ?= resnet18=DEFAULT mobilenet_v2=DEFAULT timm/tf_efficientnet_lite0=DEFAULT
 sweep: data
-	$(PY) -m pipeline sweep --data $(DATA) --backbones '$(BACKBONES)' $(COMMON) $(if $(FORCE),--force) $(if $(SCREEN),--screen $(SCREEN)) $(if $(SWEEP_RUNS),--out $(SWEEP_RUNS)) $(if $(SWEEP_REPORT),--report $(SWEEP_REPORT))
+	$(PY) -m pipeline sweep --data $(DATA) --backbones '$(BACKBONES)' $(COMMON) $(if $(FORCE),--force) $(if $(SCREEN),--screen $(SCREEN)) $(if $(filter 0,$(AUDIT)),--no-audit) $(if $(SWEEP_RUNS),--out $(SWEEP_RUNS)) $(if $(SWEEP_REPORT),--report $(SWEEP_REPORT))
 
 # fine-tuning with the recipe's lr, and TUNE=1 adds it with its lr tuned like the heads' settings (the slowest part:
 # 11 of 19 minutes at EPOCHS=2 on a 2-core CPU). The report goes to reports/<dataset>/ (REPORT_OUT), never over the

@@ -221,6 +221,26 @@ def test_config_checked_and_audit_imports_only_lower_floors():
             assert target.split(".")[0] in allowed | {"UserError"}, (path, line)
 
 
+def test_an_audit_of_the_same_codes_and_settings_is_not_redone(tmp_path, capsys):
+    """A sweep re-run audits every backbone again: the same codes with the same settings is a hit (at a
+    million codes the audit costs minutes); other settings, or --force, audit again into the folder."""
+    import json
+
+    from pipeline.stages.audit import Config, audit
+
+    feats, out = write_synthetic_codes(tmp_path / "c.h5", n_train=40, n_val=20, dim=8), tmp_path / "out"
+    assert audit(Config(features=feats, out=out, folds=3)) is not None
+    first = json.loads((out / "audit.json").read_text())
+    assert first["inputs"]["folds"] == 3 and first["inputs"]["features"]
+    assert audit(Config(features=feats, out=out, folds=3, jobs=2)) is None  # --jobs changes no finding
+    assert "up to date" in capsys.readouterr().out
+    assert audit(Config(features=feats, out=out, folds=4)) is not None
+    assert json.loads((out / "audit.json").read_text())["inputs"]["folds"] == 4
+    assert audit(Config(features=feats, out=out, folds=4, force=True)) is not None
+    (out / "audit.json").write_text(json.dumps({k: v for k, v in first.items() if k != "inputs"}))
+    assert audit(Config(features=feats, out=out, folds=3)) is not None  # an older audit records no inputs: redone
+
+
 def test_acting_on_an_exclusion_list_is_one_step_and_recorded(tmp_path):
     import json
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from .. import UserError
 from ..codes.store import SplitCodes
-from ..core.files import atomic_write, csv_safe, write_json, write_text
+from ..core.files import atomic_write, csv_safe, json_digest, write_json, write_text
 from ..images.exclude import format_exclusions
 from ..images.groups import group_ids, read_groups
 from ..images.scan import check_classes
@@ -148,10 +149,13 @@ def _csv(path: Path, columns: tuple[str, ...], rows: list[tuple], digits: int) -
 
 def write_audit(a: Audit, out: Path, source: str = "", about: dict | None = None) -> dict[str, Path]:
     """The four findings files and audit.json in `out` (`about`: the dataset and classes of the codes,
-    which `report --audit` checks against its runs); returns {name: path}."""
+    which `report --audit` checks against its runs, and the stage's inputs); returns {name: path}."""
     out = Path(out)
     files = {name: out / name for name in ("label_issues.csv", "outliers.csv", "duplicates.csv", "exclude.txt",
                                            "audit.json")}
+    # audit.json goes first and comes back last: an audit killed half-way leaves no record, so it is
+    # neither taken as up to date nor read by `report --audit` as a whole audit
+    files["audit.json"].unlink(missing_ok=True)
     _csv(files["label_issues.csv"], ROW_COLUMNS, a.label_rows(), 4)
     _csv(files["outliers.csv"], ROW_COLUMNS, a.outlier_rows(), 2)
     _csv(files["duplicates.csv"], PAIR_COLUMNS, a.pair_rows(), 4)
@@ -162,6 +166,19 @@ def write_audit(a: Audit, out: Path, source: str = "", about: dict | None = None
     write_json(files["audit.json"], {"source": source, **(about or {}), "counts": counts(a), "rules": a.rules,
                                      "seconds": a.seconds})
     return files
+
+
+def is_up_to_date(out: Path, inputs: dict) -> bool:
+    """True when `out` holds every file of an audit whose audit.json records these inputs (the
+    stage then redoes nothing); an older audit, which records none, is never up to date."""
+    names = ("label_issues.csv", "outliers.csv", "duplicates.csv", "exclude.txt", "audit.json")
+    if not all((out / n).is_file() for n in names):
+        return False
+    try:
+        recorded = json.loads((out / "audit.json").read_text()).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(recorded, dict) and json_digest(recorded) == json_digest(inputs)
 
 
 def counts(a: Audit) -> dict:

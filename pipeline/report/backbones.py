@@ -2,13 +2,15 @@
 report shows, from it and the table rows, what each backbone costs (parameters, ms per image on
 the device that coded it) beside its best head, a figure of val accuracy against ms per image with
 the Pareto front, what screening dropped (at what sample score, and the time saved) and which
-images were left out so that every backbone is compared on the same ones. No torch.
+images were left out so that every backbone is compared on the same ones; and, where the sweep audited
+each backbone's codes, which findings each flags (backbone_audits). No torch.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..core.files import read_json
+from .backbone_audits import audit_blocks
 from .compute_plot import pareto_front
 from .blocks import Block, FigureFile, Table, md_text
 from .rows import fmt_pct
@@ -125,4 +127,4 @@ def backbone_blocks(source: Path | str | None, rows: list[dict], rec: dict, figd
     if fig:
         blocks.append(Block("figure", fig))
     words = _screen_words(sweep)
-    return blocks + ([Block("p", words)] if words else [])
+    return blocks + ([Block("p", words)] if words else []) + audit_blocks(sweep, figdir)

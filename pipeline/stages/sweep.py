@@ -8,10 +8,14 @@ cached and skipped when unchanged, under torchrun too), then `report` over the o
 the verdict's paired tests and Holm correction already span every run there, so the cheapest
 (backbone, head) that val cannot tell from the best is its answer. Before that, an image that one
 backbone coded and another skipped is left out of every backbone's runs (`--exclude`), so every
-comparison is on the same images. `--screen N` first codes a stratified sample of N train and N
+comparison is on the same images; and every head is fitted and scored on the plain codes (`classify
+--views 0 --tta 1`), so a file that also holds augmented views is not compared on other terms than
+the rest. Each fully coded backbone's codes are audited (`audit`, cached like the rest; --no-audit
+skips it) into <report>/audit/<features file's name>, so the report shows which findings each
+backbone's codes flag. `--screen N` first codes a stratified sample of N train and N
 val images per backbone and drops those the sample already separates as worse (runs.screen).
-sweep.json in the runs folder records the line-up, each backbone's parameters and ms per image,
-what was left out and what screening dropped; the report's backbone section reads it.
+sweep.json in the runs folder records the line-up, each backbone's parameters, ms per image and
+audit folder, what was left out and what screening dropped; the report's backbone section reads it.
 """
 from __future__ import annotations
 
@@ -50,7 +54,9 @@ class Config(Common):
                           f"{screening.AUTO_N} when the data holds {screening.AUTO_FROM} images or more")
     splits: str = opt("auto", "split folders, as `features --splits`")
     split: str = opt("0.7,0.15,0.15", "automatic split shares, as `features --split`")
-    force: bool = opt(False, "recompute codes and refit heads made from other inputs")
+    audit: bool = opt(True, "audit each backbone's codes (label issues, duplicates and leaks, outliers) for the "
+                            "report's comparison of what each flags; --no-audit skips it (minutes at a million codes)")
+    force: bool = opt(False, "recompute codes, refit heads and redo audits made from other inputs")
 
     def __post_init__(self):
         super().__post_init__()
@@ -142,16 +148,49 @@ def sweep(cfg: Config) -> dict:
     left = not_in_all(list(files.values()), list(s.splits))
     for e, f in files.items():
         exclude = write_text(out / ".screen" / f"left-out-{f.stem}.txt", "\n".join(left[f]) + "\n") if left[f] else ""
+        # plain codes only: a file coded with views by an earlier `features --views` must not be compared
+        # on other terms than its rivals (their cost and accuracy would not be like for like)
         _stage("classify", "--features", f, "--head", cfg.head, "--data", cfg.data, "--out", out, "--seed", cfg.seed,
-               *(["--exclude", exclude] if exclude else []), *(["--force"] if cfg.force else []))
-    record = _record(cfg, entries, files, left, screened, n_images, time.perf_counter() - t0)
+               "--views", 0, "--tta", 1, *(["--exclude", exclude] if exclude else []),
+               *(["--force"] if cfg.force else []))
+    _warn_views_runs(out)
+    audits = {e: _audit(cfg, f, report) for e, f in files.items()} if cfg.audit else {}
+    record = {**_record(cfg, entries, files, left, screened, n_images, audits), "seconds": time.perf_counter() - t0}
     write_json(out / "sweep.json", record)
     _stage("report", "--runs", out, "--out", report)
     return record
 
 
+def _warn_views_runs(out: Path) -> None:
+    """Say so when the runs folder also holds runs on augmented or test-time views (an earlier classify
+    or sweep): the report compares every run in the folder, so they would sit in the verdict beside
+    this sweep's plain-code runs."""
+    import json
+
+    viewed = []
+    for m in sorted(out.glob("*/metrics.json")):
+        try:
+            doc = json.loads(m.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and ((doc.get("views") or 0) > 0 or (doc.get("tta") or 1) > 1):
+            viewed.append(m.parent.name)
+    if viewed:
+        print(f"sweep: {out} also holds {len(viewed)} run{'s' * (len(viewed) != 1)} on augmented or test-time views "
+              f"from an earlier command ({', '.join(viewed[:3])}{', ...' if len(viewed) > 3 else ''}); the report "
+              "compares every run in the folder: remove them or give the sweep another --out", flush=True)
+
+
+def _audit(cfg: Config, features: Path, report: Path) -> Path:
+    """The audit of one backbone's codes, into <report>/audit/<features file's name> (the audit stage
+    redoes nothing when that folder holds the audit of the same codes with the same settings)."""
+    where = report / "audit" / features.stem
+    _stage("audit", "--features", features, "--out", where, "--seed", cfg.seed, *(["--force"] if cfg.force else []))
+    return where
+
+
 def _record(cfg: Config, entries, files: dict, left: dict, screened: dict | None, n_images: int,
-            seconds: float) -> dict:
+            audits: dict) -> dict:
     rows = []
     for e in entries:
         f = files.get(e)
@@ -160,13 +199,14 @@ def _record(cfg: Config, entries, files: dict, left: dict, screened: dict | None
         rows.append({"backbone": e.backbone, "weights": e.weights, "label": e.label, "weights_id": a.get("weights"),
                      "features": str(f) if f else None, "dim": a.get("dim"), "parameters": parameters(e, cfg.seed),
                      "ms_per_image": 1000.0 / ips if ips else None, "extract_seconds": a.get("extract_seconds"),
-                     "dropped_by_screen": f is None, "left_out": left.get(f, []) if f else []})
+                     "dropped_by_screen": f is None, "left_out": left.get(f, []) if f else [],
+                     "audit": str(audits[e]) if e in audits else None})
     saved = None
     if screened:
         gone = [r for r in rows if r["dropped_by_screen"] and r["ms_per_image"]]
         saved = sum(r["ms_per_image"] / 1000.0 * n_images for r in gone) - screened["seconds"]
     return {"schema": SCHEMA, "backbones": rows, "head": cfg.head, "images": n_images,
-            "left_out": sorted({p for r in rows for p in r["left_out"]}), "seconds": seconds,
+            "left_out": sorted({p for r in rows for p in r["left_out"]}),
             "screen": {**screened, "saved_seconds": saved} if screened else None,
             "command": " ".join(cfg.typed) if cfg.typed else None}
 
