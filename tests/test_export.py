@@ -319,3 +319,8 @@ def test_a_knn_head_past_the_cap_is_refused_in_one_line_before_anything_is_writt
     with contextlib.redirect_stdout(io.StringIO()):
         assert run(Config(model=runs["softmax"], out=tmp_path / "softmax", check=False, reject=False)) == 0
     assert (tmp_path / "softmax" / "model.onnx").is_file()
+    # at the cap itself the head is exported, every training code in its vote
+    stored = int(re.search(r"among (\d+)", msg).group(1))
+    monkeypatch.setattr(model, "CODES_MAX", stored)
+    built = model.build(runs["knn"], json.loads((runs["knn"] / "model.json").read_text()))
+    assert built.module.head.stored.shape[0] == stored and built.reference_shape[0] == stored
