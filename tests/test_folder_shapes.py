@@ -97,3 +97,25 @@ def test_other_folders_beside_the_splits_are_named_as_not_read(tmp_path, capsys)
     _touch(root / "__MACOSX" / "train" / "._x.jpg")
     scan(root)
     assert "'__MACOSX/ ignored: not a split folder" in capsys.readouterr().out.replace(f"{str(root)!r}: ", "'")
+
+
+def test_codes_of_kaggles_nested_layout_stay_fresh_for_classify(tmp_path, capsys):
+    """features on seg_train/seg_train + seg_test/seg_test (+ seg_pred), then classify's re-scan: the same images."""
+    from conftest import make_image
+    from pipeline.codes.matching import check_fresh
+    from pipeline.codes.store import read_codes
+    from pipeline.stages.features import Config, extract
+
+    root = tmp_path / "intel"
+    for folder, n in (("seg_train/seg_train", 6), ("seg_test/seg_test", 2)):
+        for c, col in (("buildings", (200, 40, 40)), ("forest", (40, 160, 40))):
+            for i in range(n):
+                make_image(root / folder / c / f"{i}.jpg", col, size=(36, 32), seed=i)
+    make_image(root / "seg_pred" / "seg_pred" / "0.jpg", (90, 90, 90), size=(36, 32))
+    out = extract(Config(data=root, backbone="resnet18", weights="none", workers=0, device="cpu",
+                         out=str(tmp_path / "f.h5"), resize=32, crop=32))
+    codes = read_codes(out)
+    assert codes.classes == ["buildings", "forest"] and list(codes.splits) == ["train", "val", "test"]
+    assert sum(len(s.labels) for s in codes.splits.values()) == 16
+    check_fresh(codes, root)
+    assert "seg_pred/ ignored" in capsys.readouterr().out
