@@ -119,3 +119,19 @@ def test_codes_of_kaggles_nested_layout_stay_fresh_for_classify(tmp_path, capsys
     assert sum(len(s.labels) for s in codes.splits.values()) == 16
     check_fresh(codes, root)
     assert "seg_pred/ ignored" in capsys.readouterr().out
+
+
+def test_a_data_folder_holding_only_a_folder_of_its_own_name_is_entered(tmp_path):
+    flowers = _tree(tmp_path / "flowers" / "flowers", ("",), ("daisy", "rose"))  # plain class folders, one level in
+    s = scan(tmp_path / "flowers")
+    assert s.classes == ["daisy", "rose"] and s.rule.startswith("auto")
+    assert all(r.path.startswith("flowers/") for sp in s.splits.values() for r in sp.items)
+    assert flowers.is_dir()
+    nested = _tree(tmp_path / "hymenoptera_data" / "hymenoptera_data", ("train", "val"))
+    for splits in (("auto",), ("train", "val")):  # as features finds them, and as classify re-scans them
+        s = scan(nested.parent, splits)
+        assert list(s.splits) == ["train", "val"] and s.splits["val"].items[0].path.startswith("hymenoptera_data/val/")
+    # another name one level in is still the one-line error naming the folder to give
+    _tree(tmp_path / "d" / "other", ("train", "val"))
+    with pytest.raises(UserError, match="give --data .*other"):
+        scan(tmp_path / "d")

@@ -5,7 +5,8 @@ usual aliases (Roboflow's `valid/`, `Training/` and `Testing/` of many Kaggle se
 known prefix (`seg_`) and one known suffix (`_set`, `_images`): Kaggle's `seg_train/`,
 `training_set/`, `train_images/`. Only a whole name matches, so a class folder `test_tube/` or
 `testing_kit/` is never a split. A split folder that holds exactly one folder of its own name and
-nothing else (Kaggle's `seg_train/seg_train/<class>/`) is entered. Beside split folders, a folder
+nothing else (Kaggle's `seg_train/seg_train/<class>/`) is entered, and so is a data folder that
+holds only a folder of its own name (`flowers/flowers/<class>/`). Beside split folders, a folder
 of unlabelled images named for prediction (`seg_pred/`, `pred/`, `predict/`, `prediction/`) is
 ignored with one printed line, as is any other folder that is not a split (`Layout.ignored`).
 
@@ -83,8 +84,8 @@ def entered(root: Path, folder: str) -> str:
     if not here.is_dir():
         return folder
     inside = [e for e in here.iterdir() if not e.name.startswith(".")]
-    if len(inside) == 1 and inside[0].is_dir() and inside[0].name.lower() == here.name.lower():
-        return f"{folder}/{inside[0].name}"
+    if len(inside) == 1 and inside[0].is_dir() and inside[0].name.lower() == here.resolve().name.lower():
+        return f"{folder}/{inside[0].name}" if folder else inside[0].name
     return folder
 
 
@@ -113,6 +114,9 @@ def _ignored(root: Path, found: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 def folder_layout(root: Path, wanted: tuple[str, ...]) -> Layout:
     """Which folders hold which split (see the module docstring), or a UserError with the fix."""
+    inner = entered(root, "") if root.is_dir() else ""
+    if inner:  # the data folder holds only a folder of its own name (flowers/flowers/): the same shape inside
+        return _prefixed(folder_layout(root / inner, wanted), inner)
     if wanted != (AUTO,):
         folders = {n: resolve(root, n) for n in wanted}
         return Layout(folders, listed=all((root / f / "_classes.csv").is_file() for f in folders.values()))
@@ -128,6 +132,13 @@ def folder_layout(root: Path, wanted: tuple[str, ...]) -> Layout:
         return _with_splits(root, found)
     _check_plain(root)
     return Layout()
+
+
+def _prefixed(layout: Layout, inner: str) -> Layout:
+    """`layout` of root/inner as seen from root."""
+    return Layout({k: f"{inner}/{v}" for k, v in layout.folders.items()}, layout.carve, layout.listed,
+                  f"{inner}/{layout.base}" if layout.base else inner,
+                  tuple((f"{inner}/{d}", why) for d, why in layout.ignored))
 
 
 def _with_splits(root: Path, found: dict[str, str]) -> Layout:
