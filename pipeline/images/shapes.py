@@ -79,12 +79,13 @@ def split_of(name: str) -> str | None:
 
 def entered(root: Path, folder: str) -> str:
     """`folder`, or folder/<same name> when it holds that one folder and nothing else (Kaggle's
-    seg_train/seg_train/<class>/: an archive inside the split folder)."""
+    seg_train/seg_train/<class>/: an archive inside the split folder); `folder` "" is root itself."""
     here = root / folder
     if not here.is_dir():
         return folder
+    name = here.name if folder else here.resolve().name  # the data folder itself may be given as "."
     inside = [e for e in here.iterdir() if not e.name.startswith(".")]
-    if len(inside) == 1 and inside[0].is_dir() and inside[0].name.lower() == here.resolve().name.lower():
+    if len(inside) == 1 and inside[0].is_dir() and inside[0].name.lower() == name.lower():
         return f"{folder}/{inside[0].name}" if folder else inside[0].name
     return folder
 
