@@ -330,3 +330,14 @@ def test_label_model_past_its_fit_size_fits_subsamples_and_scores_every_row(tmp_
     assert "subsample of 300 of 900 train rows" in lm.how, lm.how
     assert lm.oof.shape == (900, 4) and np.allclose(lm.oof.sum(1), 1)  # every row held out once
     assert (lm.oof.argmax(1) == tr.labels).mean() > 0.5  # it learned something (4 classes)
+
+
+def test_a_groups_file_leaving_a_class_in_one_group_is_named_before_any_fit(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 6)
+    paths = [f"train/{'ab'[c]}/{i}.jpg" for i, c in enumerate(y)]
+    tr = SplitCodes(rng.normal(0, 1, (12, 8)).astype(np.float32) + y[:, None], y, paths, [])
+    (tmp_path / "g.csv").write_text("path,group\n" + "".join(f"{p},one\n" for p, c in zip(paths, y) if c == 0))
+    with pytest.raises(UserError, match=r"'ants' \(6 images, 1 group\).*--groups") as e:
+        audit_splits({"train": tr}, ["ants", "bees"], Spec(groups=str(tmp_path / "g.csv"), folds=3))
+    assert "bees" not in str(e.value)

@@ -282,6 +282,18 @@ def test_grouped_folds_never_put_one_group_on_both_sides():
         cv_folds(y, 5, 0, groups=np.where(y == 0, 0, groups))  # class 0 in one group
 
 
+def test_the_grouped_cv_error_names_each_class_in_one_group_and_the_fix():
+    from pipeline.heads.cv import cv_folds
+
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    groups = np.array([7, 7, 7, 1, 2, 3, 3, 3, 3])  # 'ants' and 'wasps' each in one group, 'bees' in two
+    with pytest.raises(UserError) as e:
+        cv_folds(y, 5, 0, groups=groups, classes=["ants", "bees", "wasps"])
+    msg = str(e.value)
+    assert "'ants' (3 images, 1 group)" in msg and "'wasps' (4 images, 1 group)" in msg and "bees" not in msg
+    assert "2 classes have" in msg and "--groups" in msg and "\n" not in msg
+
+
 def test_near_copies_make_cv_optimistic_and_grouped_cv_is_not():
     """Five near-copies of each photo: ungrouped CV lets 1-NN find each image's twin and scores far
     above what new photos get; grouped CV scores close to new photos, and picks more neighbours."""

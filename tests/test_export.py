@@ -292,3 +292,35 @@ def test_a_file_without_the_rule_refuses_reject_in_one_line(runs, shipped, tmp_p
     plain = subprocess.run([sys.executable, "-I", str(script), str(tmp_path / "a.jpg"), "--model",
                             str(tmp_path / "old.onnx")], capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0 and plain.stdout.splitlines()[1].split("\t")[1] in ("ants", "bees")
+
+
+def test_a_knn_head_past_the_cap_is_refused_in_one_line_before_anything_is_written(runs, tmp_path, monkeypatch):
+    from pipeline.export import model
+
+    n = len(np.load(runs["knn"] / "reject.npy")) if (runs["knn"] / "reject.npy").exists() else None
+    monkeypatch.setattr(model, "CODES_MAX", 3)  # the cap lowered: the tiny run's k-NN votes among more
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    for out in (tmp_path / "new", kept):
+        with pytest.raises(UserError) as e:
+            run(Config(model=runs["knn"], out=out, check=False))
+        msg = str(e.value)
+        assert "\n" not in msg and "over the 3 an exported file holds" in msg and "softmax or linear head" in msg
+        assert re.search(r"among (\d+) training codes \(\1 x 512 float32", msg)
+        assert n is None or f"among {n} training codes" in msg
+    assert not (tmp_path / "new").exists() and [p.name for p in kept.iterdir()] == ["notes.txt"]
+    # one rule for the --reject references too (a run's reject.npy past the cap: made before classify subsampled)
+    with pytest.raises(UserError, match=r"measures distance to \d+ training codes, over the 3 .*; or export "
+                                        "without the rule: --no-reject"):
+        run(Config(model=runs["softmax"], out=tmp_path / "softmax", check=False))
+    assert not (tmp_path / "softmax").exists()
+    # a linear head holds no training codes for its vote: without the rule it is exported under the lowered cap
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run(Config(model=runs["softmax"], out=tmp_path / "softmax", check=False, reject=False)) == 0
+    assert (tmp_path / "softmax" / "model.onnx").is_file()
+    # at the cap itself the head is exported, every training code in its vote
+    stored = int(re.search(r"among (\d+)", msg).group(1))
+    monkeypatch.setattr(model, "CODES_MAX", stored)
+    built = model.build(runs["knn"], json.loads((runs["knn"] / "model.json").read_text()))
+    assert built.module.head.stored.shape[0] == stored and built.reference_shape[0] == stored

@@ -21,6 +21,7 @@ from ..core.files import atomic_write, csv_safe, json_digest, write_json, write_
 from ..images.exclude import format_exclusions
 from ..images.groups import group_ids, read_groups
 from ..images.scan import check_classes
+from ..heads.cv import check_groups
 from .duplicates import ALPHA, Z_OUTLIER, Pairs, duplicate_pairs, duplicate_threshold, outlier_scores, priority
 from .labels import LabelIssues, fit_label_model, label_issues, probabilities
 from ..codes.index import EXACT_MAX, IndexSpec, View, search
@@ -91,6 +92,8 @@ def audit_splits(splits: dict[str, SplitCodes], classes: list[str], spec: Spec =
     tr, names, t0 = splits[spec.train_split], list(splits), time.perf_counter()
     check_classes(tr.labels, classes, f"{spec.train_split} split")
     groups = group_ids(tr.paths, read_groups(spec.groups), f"--groups {spec.groups!r}") if spec.groups else None
+    if groups is not None:
+        check_groups(tr.labels, groups, classes)  # the class named before any fit
     lm = fit_label_model(tr.codes, tr.labels, len(classes), spec.folds, spec.seed, spec.c, spec.jobs, groups)
     proba = np.concatenate([lm.oof if s == spec.train_split else probabilities(lm.model, splits[s].codes, len(classes))
                             for s in names])

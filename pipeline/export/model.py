@@ -7,7 +7,8 @@ StandardScaler folded in (W' = W / scale, b' = b - W @ (mean / scale), in float6
 then its link: softmax (multinomial; a binary LogisticRegression is softmax over [0, d], i.e. the
 sigmoid), one-vs-rest sigmoids normalised (SGDClassifier's log loss, as scikit-learn's
 predict_proba), or none (decision values, "margin": a binary LinearSVC scores [-d, d], as predict).
-k-NN is a matrix product against the stored L2-normalised codes, top-k and a vote.
+k-NN is a matrix product against the stored L2-normalised codes (float32, predict's numbers), top-k
+and a vote; a k-NN head on more than CODES_MAX training codes is refused before anything is written.
 
 With the run's --reject rule (heads.reject) the module has a third output, `distance`: for a head
 on codes the cosine distance to the nearest stored training code (the run's reject.npy, float16,
@@ -26,7 +27,17 @@ from .. import UserError
 from ..runs.scoring import Source, backbone_for, check_rule, head_dim, reject_reference  # the checks predict makes
 from ..codes.backbone import classifier, fold_batchnorm, load_backbone
 from ..images.transforms import Preprocess
+from ..heads.reject import REFERENCE_MAX
 from ..runs import folder as runs
+
+# One rule for every export: the file holds at most this many training codes, for a k-NN vote and
+# for the --reject rule each. The rule's references are a subsample of this size since classify
+# keeps one (heads.reject, its rate on val kept; an older run's bigger set is refused); a k-NN
+# vote cannot be subsampled without changing its answers, so a bigger k-NN head is refused. At
+# 10,000 x 512 float32 the codes add 20 MB and x1.00-1.25 to a resnet18 file's ms per image at
+# batch 1; 100,000 would add 206 MB and x1.6-1.7 (bench/knn_export.py, docs/export.md). Predict's
+# own k-NN is exact up to codes.index.EXACT_MAX (50,000): under this cap the file's vote is predict's.
+CODES_MAX = REFERENCE_MAX
 
 
 class Normalise(nn.Module):
@@ -157,6 +168,17 @@ def _linear_head(pre: list, clf) -> tuple[nn.Module, str]:
     return nn.Sequential(linear, Link(link)).requires_grad_(False), "probability" if proba else "margin"
 
 
+def check_knn_size(shape: tuple[int, int]) -> None:
+    """UserError (one line: the size, the cap, what to do instead) for a k-NN head on more than
+    CODES_MAX training codes."""
+    n, d = shape
+    if n > CODES_MAX:
+        raise UserError(f"cannot export this k-NN head: it votes among {n:,} training codes ({n:,} x {d} float32 = "
+                        f"{n * d * 4 / 1e6:.0f} MB in the file), over the {CODES_MAX:,} an exported file holds (the "
+                        "--reject rule keeps as many); export a softmax or linear head of the same codes instead "
+                        "(classify --head softmax), and keep k-NN for evaluation (classify --head knn, predict)")
+
+
 def head_module(head) -> tuple[nn.Module, str]:
     """(codes -> scores module, "probability" or "margin") of a fitted head Pipeline; UserError
     with the reason for a head of another shape."""
@@ -165,6 +187,7 @@ def head_module(head) -> tuple[nn.Module, str]:
     if names[-1] == "CachedKNN":
         if names[:-1] != ["Normalizer"] or pre[0].norm != "l2":
             raise UserError(f"cannot export a k-NN head after {names[:-1]}: only after an L2 Normalizer")
+        check_knn_size(clf._fit_X.shape)
         k = min(int(clf.n_neighbors), len(clf._fit_X))
         return KnnVote(clf._fit_X, clf._y, k, len(clf.classes_)), "probability"
     if not hasattr(clf, "coef_") or names[:-1] not in ([], ["StandardScaler"]):
@@ -193,7 +216,12 @@ def rejection(run_dir, spec: dict, dim: int | None = None) -> tuple[nn.Module | 
             return None, None
         if spec["kind"] != "head":
             return LowConfidence(), rule
-        return NearestDistance(reject_reference(Source(run_dir, reject=True), spec, dim)), rule
+        reference = reject_reference(Source(run_dir, reject=True), spec, dim)
+        if len(reference) > CODES_MAX:  # a run made before the rule kept a subsample
+            raise UserError(f"the run's --reject rule measures distance to {len(reference):,} training codes, over "
+                            f"the {CODES_MAX:,} an exported file holds: refit it with this version's classify (which "
+                            f"keeps a {REFERENCE_MAX:,}-code subsample)")
+        return NearestDistance(reference), rule
     except UserError as e:
         raise UserError(f"{e}; or export without the rule: --no-reject") from None
 

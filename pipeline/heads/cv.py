@@ -17,22 +17,20 @@ from .search import PathSearch, SearchPath, path_search
 
 
 def cv_folds(y: np.ndarray, folds: int, seed: int, per_image: int = 1,
-             groups: np.ndarray | None = None) -> StratifiedKFold | PredefinedSplit:
+             groups: np.ndarray | None = None, classes: list[str] | None = None) -> StratifiedKFold | PredefinedSplit:
     """Stratified folds of the training images. With `per_image` rows per image (its code and its
     augmented views, image-major) the images are split and each image's rows follow it, so no
     image has views on both sides of a fold. With `groups` (one id per image, images.groups) whole
-    groups are split (scikit-learn's StratifiedGroupKFold: stratified as far as the groups allow)."""
+    groups are split (scikit-learn's StratifiedGroupKFold: stratified as far as the groups allow).
+    `classes`: the name of each label, for the errors."""
     images = y[::per_image]
     counts = np.bincount(images)
     smallest = int(counts[counts > 0].min())
     if smallest < 2:
-        raise UserError(f"class {int(np.flatnonzero(counts == smallest)[0])} has a single training image: "
-                        "cross-validation needs at least 2 per class")
+        raise UserError(f"class {_name(int(np.flatnonzero(counts == smallest)[0]), classes)} has a single training "
+                        "image: cross-validation needs at least 2 per class")
     if groups is not None:
-        smallest = min(len(np.unique(groups[images == c])) for c in np.unique(images))
-        if smallest < 2:
-            raise UserError("a class has all its training images in one group: grouped cross-validation needs "
-                            "at least 2 groups per class")
+        smallest = check_groups(images, groups, classes)
         cv = StratifiedGroupKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
     else:
         cv = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
@@ -42,6 +40,23 @@ def cv_folds(y: np.ndarray, folds: int, seed: int, per_image: int = 1,
     for k, (_, test) in enumerate(cv.split(np.zeros(len(images)), images, groups)):
         fold_of_image[test] = k
     return PredefinedSplit(np.repeat(fold_of_image, per_image))
+
+
+def _name(label: int, classes: list[str] | None) -> str:
+    return repr(classes[label]) if classes is not None and 0 <= label < len(classes) else str(label)
+
+
+def check_groups(images: np.ndarray, groups: np.ndarray, classes: list[str] | None) -> int:
+    """The fewest groups any class's training images fall in; UserError naming every class whose
+    images all sit in one group (no fold could hold that class out)."""
+    per_class = {int(c): len(np.unique(groups[images == c])) for c in np.unique(images)}
+    one = [c for c, n in per_class.items() if n < 2]
+    if one:
+        names = ", ".join(f"{_name(c, classes)} ({int((images == c).sum())} images, 1 group)" for c in one)
+        raise UserError(f"grouped cross-validation needs at least 2 groups per class, and {len(one)} class"
+                        f"{'es have' if len(one) > 1 else ' has'} all its training images in one: {names}; give "
+                        "those images more than one group in the --groups file, or leave --groups out")
+    return min(per_class.values())
 
 
 def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds, seed: int, jobs: int = 1,

@@ -38,6 +38,8 @@ def scan(root: Path | str, splits: tuple[str, ...] = ("train", "val"),
             f"data directory {str(root)!r} does not exist (set DATA=/path/to/imagefolder or run `make data`)"
         )
     layout = folder_layout(root, splits)
+    for folder, why in layout.ignored:
+        print(f"{str(root)!r}: {folder}/ ignored: {why}")
     if layout.automatic:
         return _auto_split(root, layout.base, fractions or FRACTIONS)
     classes, out = (_scan_listed if layout.listed else _scan_folders)(root, layout.folders)

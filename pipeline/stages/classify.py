@@ -294,7 +294,7 @@ def _classify(cfg: Config, held: contextlib.ExitStack) -> list[Path]:
             done[name] = where
             continue
         t0 = time.perf_counter()
-        folds = cv_folds(y, cfg.folds, cfg.seed, v.k + 1, groups) if groups is not None else cfg.folds
+        folds = cv_folds(y, cfg.folds, cfg.seed, v.k + 1, groups, codes.classes) if groups is not None else cfg.folds
         search = fit_head(name, X, y, folds, cfg.seed, cfg.jobs, progress=True, per_image=v.k + 1)
         fit_s = time.perf_counter() - t0  # the repeats below measure the score's spread: not the head's cost
         again = repeated(cfg, codes, name) if cfg.repeats and not v.label() else None

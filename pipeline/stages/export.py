@@ -9,7 +9,9 @@ CPU ms per image in onnxruntime (batch 1 and 32) beside predict's on the same im
 random pixels), and how far apart their scores are. With the run's --reject rule (the default when
 it records one; --no-reject leaves it out) the file also outputs the rule's score, the threshold is
 in its metadata, `predict.py --reject` labels far images "unknown", and the check compares those
-decisions with `predict --reject`'s. Exit code 1 when they disagree. docs/export.md.
+decisions with `predict --reject`'s. Exit code 1 when they disagree. The file holds at most
+10,000 training codes (export.model.CODES_MAX): a k-NN head on more is refused in one line before
+anything is written. docs/export.md.
 """
 from __future__ import annotations
 
