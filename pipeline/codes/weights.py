@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import UserError
-from ..core.files import sha256_file
+from ..core.files import plain_name, sha256_file
 
 FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
@@ -120,7 +120,7 @@ def features_path(data: Path | str, backbone: str, weights: Weights) -> Path:
     called: a manifest named `...csv` (stem '..') must not send the cache to features/../."""
     data = Path(data)
     name = data.stem if data.suffix.lower() == ".csv" else data.resolve().name
-    name, file = (re.sub(r"[\x00-\x1f\x7f/\\]", "_", s) for s in (name, f"{backbone}-{weights.tag}"))
+    name, file = plain_name(name), plain_name(f"{backbone}-{weights.tag}")
     return Path("features") / (name if name.strip(".") else "dataset") / f"{file}.h5"
 
 

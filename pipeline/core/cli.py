@@ -43,10 +43,16 @@ class Common(Settings):
     batch_size: int = opt(32, "images per batch")
 
     def __post_init__(self):
-        positive(batch_size=self.batch_size)
-        if self.workers < -1:
-            raise UserError(f"--workers must be -1 (automatic), 0 or more (got {self.workers})")
-        at_most_cores(self, "workers", 2)
+        check_loading(self)
+
+
+def check_loading(cfg) -> None:
+    """The checks of a Config that decodes images: --batch-size positive, --workers -1 or more and
+    clamped to 2 per core (Common's, and predict's, which is not a Common)."""
+    positive(batch_size=cfg.batch_size)
+    if cfg.workers < -1:
+        raise UserError(f"--workers must be -1 (automatic), 0 or more (got {cfg.workers})")
+    at_most_cores(cfg, "workers", 2)
 
 
 def at_most_cores(cfg, name: str, per_core: int = 1) -> None:

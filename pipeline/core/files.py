@@ -132,3 +132,9 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def plain_name(name: str) -> str:
+    """`name` as one plain file or folder name: control characters and path separators become _
+    (a dataset called 'a/b' must not make a folder inside another)."""
+    return re.sub(r"[\x00-\x1f\x7f/\\]", "_", str(name or ""))

@@ -54,8 +54,8 @@ def check_groups(images: np.ndarray, groups: np.ndarray, classes: list[str] | No
     if one:
         names = ", ".join(f"{_name(c, classes)} ({int((images == c).sum())} images, 1 group)" for c in one)
         raise UserError(f"grouped cross-validation needs at least 2 groups per class, and {len(one)} class"
-                        f"{'es have all their' if len(one) > 1 else ' has all its'} training images in one group: {names}; give "
-                        "those images more than one group in the --groups file, or leave --groups out")
+                        f"{'es have all their' if len(one) > 1 else ' has all its'} training images in one group: "
+                        f"{names}; give those images more than one group in the --groups file, or leave --groups out")
     return min(per_class.values())
 
 

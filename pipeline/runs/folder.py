@@ -29,6 +29,7 @@ import numpy as np
 from .. import UserError
 from ..core.fresh import is_current
 from ..core.files import atomic_write, exclusive, json_digest, read_json, write_json, write_text
+from ..core.precision import processor
 
 SCHEMA = "cnncodes-metrics/1"
 
@@ -199,17 +200,6 @@ def write_predictions(run_dir: Path, preds: list[dict], classes: list[str], scor
     return write_text(Path(run_dir) / PREDICTIONS_CSV, buf.getvalue())
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (platform.processor() is often empty or just the architecture)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict:
     """Where a run ran. Names the GPU only when torch is already loaded: a run of a head on codes
     must not import torch just to say it had none."""
@@ -219,7 +209,7 @@ def environment() -> dict:
         torch_version = version("torch")
     except PackageNotFoundError:
         torch_version = None
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
+    return {"cpu": processor(), "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
             "torch": torch_version}
 
 

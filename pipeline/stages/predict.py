@@ -32,7 +32,7 @@ from .. import UserError
 from ..core import dist
 from ..runs import folder as runs
 from ..runs.scoring import KNOWN, UNKNOWN, Source, measured_precision, scorer_for
-from ..core.cli import Settings, DEVICES, at_most_cores, opt, positive
+from ..core.cli import Settings, DEVICES, check_loading, opt
 from ..core.devices import PRECISION_HELP, PRECISIONS
 from ..images.scan import IMG_EXTENSIONS, ImageRecord
 from ..images.transforms import Preprocess
@@ -57,10 +57,7 @@ class Config(Settings):
                                     "made yourself, since loading a pickle can run any code")
 
     def __post_init__(self):
-        positive(batch_size=self.batch_size)
-        if self.workers < -1:
-            raise UserError(f"--workers must be -1 (automatic), 0 or more (got {self.workers})")
-        at_most_cores(self, "workers", 2)
+        check_loading(self)
 
 
 def list_images(args) -> list[Path]:

@@ -14,12 +14,12 @@ diagnostics, figures -> blocks -> Markdown, HTML and the CSVs).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import UserError
 from ..core.cli import Settings, opt
+from ..core.files import plain_name
 from ..report.build import ReportOptions, read_bench, write_report
 from ..runs.read import check_one_dataset, load_runs
 
@@ -62,5 +62,5 @@ def run(cfg: Config) -> dict[str, Path]:
 def default_out(dataset: str) -> Path:
     """reports/<dataset>: one plain folder name, whatever the dataset is called (as the features
     cache names its folder)."""
-    name = re.sub(r"[\x00-\x1f\x7f/\\]", "_", str(dataset or ""))
+    name = plain_name(dataset)
     return Path("reports") / (name if name.strip(".") else "dataset")
