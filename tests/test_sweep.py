@@ -165,3 +165,5 @@ def test_images_one_backbone_did_not_code_are_named_for_every_other(tmp_path):
     left = not_in_all([a, b], ["train", "val"])
     assert left[b] == [] and len(left[a]) == 2
     assert set(left[a]) == coded_paths(a, ["val"]) - coded_paths(b, ["val"])
+    from pipeline.codes.store import read_split  # the paths alone, as the whole split holds them
+    assert coded_paths(a, ["train", "val"]) == {p for s in ("train", "val") for p in read_split(a, s).paths}

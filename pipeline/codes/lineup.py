@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import UserError
-from .store import read_attrs, read_split
+from .store import read_attrs, read_paths
 from .weights import Weights
 
 
@@ -47,7 +47,7 @@ def parse_lineup(text: str, seed: int = 0) -> tuple[Entry, ...]:
 def coded_paths(path: Path, splits: list[str]) -> set[str]:
     """The images a features file holds codes of, in the given splits."""
     have = read_attrs(path)["splits"]
-    return {p for s in splits if s in have for p in read_split(path, s).paths}
+    return {p for s in splits if s in have for p in read_paths(path, s)}
 
 
 def not_in_all(files: list[Path], splits: list[str]) -> dict[Path, list[str]]:

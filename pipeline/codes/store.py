@@ -185,6 +185,19 @@ def read_split(path: Path | str, name: str, labels_only: bool = False) -> SplitC
         raise UserError(f"{str(path)!r} is damaged ({type(e).__name__}: {e}); re-run `features --force`") from None
 
 
+def read_paths(path: Path | str, name: str) -> list[str]:
+    """The image paths of one split of a complete file, its codes left on disk (a sweep compares
+    which images each backbone coded: a million 2,048-d codes are 8 GB, their paths a few MB)."""
+    attrs = read_attrs(path)
+    if name not in attrs["splits"]:
+        raise UserError(f"{str(path)!r} has no split {name!r} (it has {attrs['splits']})")
+    try:
+        with h5py.File(path, "r") as f:
+            return list(f[name]["paths"].asstr()[...])
+    except (KeyError, OSError, ValueError, TypeError) as e:
+        raise UserError(f"{str(path)!r} is damaged ({type(e).__name__}: {e}); re-run `features --force`") from None
+
+
 def _read_split(g: h5py.Group, dim: int) -> SplitCodes:
     s = SplitCodes(codes=g["codes"][...], labels=g["labels"][...].astype(np.int64),
                    paths=[p.decode() if isinstance(p, bytes) else p for p in g["paths"][...]],
