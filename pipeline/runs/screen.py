@@ -17,6 +17,7 @@ from ..images.scan import ImageFolderScan
 from .metrics import holm, mcnemar_exact
 
 ALPHA = 0.05  # as the report's verdict (report.verdict.ALPHA)
+FOLDS = 5  # the probe's CV folds on the sample's train, as classify's --folds
 PROBE = "softmax"  # the linear probe: the usual measure of how well codes transfer (Kornblith et al. 2019)
 # A sample of N train + N val images costs 2N / (all images) of a full extraction per backbone. At
 # 200 per split the exact test on 200 val images separates a backbone 10 points worse than the best
@@ -60,8 +61,7 @@ def probe_correct(path, train: str, val: str, seed: int) -> tuple[dict[str, bool
     (images per second, 0 when not recorded)."""
     codes = read_codes(path)
     tr, va = codes.splits[train], codes.splits[val]
-    folds = int(min(5, np.bincount(tr.labels).min()))
-    search = fit_head(PROBE, tr.codes, tr.labels, max(2, folds), seed, 1)
+    search = fit_head(PROBE, tr.codes, tr.labels, FOLDS, seed, 1)  # fewer when a class has fewer (heads.cv)
     right = search.best_estimator_.predict(va.codes) == va.labels
     return dict(zip(va.paths, map(bool, right))), codes.header.images_per_second or 0.0
 
