@@ -133,10 +133,8 @@ class Config(OnImages):
         if pre.crop > pre.resize:
             raise UserError(f"the eval transform would crop {pre.crop} px from images resized to {pre.resize}; "
                             "give --crop no larger than --resize")
-        return Recipe(splits=self.split_names, resize=pre.resize, crop=pre.crop, interpolation=pre.interpolation,
-                      transform_source=pre.source, **{f.name: getattr(self, f.name) for f in fields(Recipe)
-                                                     if f.name not in ("splits", "resize", "crop", "interpolation",
-                                                                       "transform_source")})
+        return Recipe(splits=self.split_names, pre=pre, **{f.name: getattr(self, f.name) for f in fields(Recipe)
+                                                           if f.name not in ("splits", "pre")})
 
 
 def train(cfg: Config) -> tuple[Path, dict]:
