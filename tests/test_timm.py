@@ -206,3 +206,28 @@ def test_predict_and_export_of_a_timm_finetune_agree_with_its_val_probabilities(
         meta = {p.key: p.value for p in onnx.load(str(tmp_path / "shipped" / "model.onnx"),
                                                   load_external_data=False).metadata_props}
         assert json.loads(meta["mean"]) == json.loads(meta["std"]) == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "test_resnet", "tf_efficientnet_lite0"])
+def test_batchnorm_of_timm_models_folds_and_the_codes_stay_the_same(name):
+    """BatchNormAct2d (EfficientNet family), plain BatchNorm2d (ResNet) and tf_ "same" padding
+    (Conv2dSame, lite0) all fold: no BatchNorm is left and the codes match the plain trunk's within
+    1e-4, activations after each BatchNormAct2d kept (lite0's ReLU6 would show if dropped)."""
+    from pipeline.codes.backbone import classifier, fold_batchnorm
+
+    bb = load_backbone(f"timm/{name}", "none", seed=0)
+    g = torch.Generator().manual_seed(0)
+    for m in bb.trunk.modules():  # statistics unlike the init's, so folding changes every weight
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.4 + 0.8)
+    x = torch.randn(2, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        plain = bb.trunk.eval()(x)
+        folded, ok = fold_batchnorm(bb.trunk)
+        assert ok and not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+        assert "batch_norm" not in folded.code  # folded, not merely traced into F.batch_norm calls
+        assert torch.allclose(folded(x), plain, atol=1e-4, rtol=1e-4)
+        model = classifier(bb, 2).eval()  # what export folds: a classifier around the timm trunk
+        assert torch.allclose(fold_batchnorm(model)[0](x), model(x), atol=1e-4, rtol=1e-4)
