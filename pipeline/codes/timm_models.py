@@ -177,23 +177,11 @@ def fold_batchnorm(trunk):
     over the graph is written here because `fuse` matches exact types (nn.Conv2d, nn.BatchNorm2d)
     and timm's layers are subclasses of them; timm has no generic fold. A BatchNormAct2d keeps its
     dropout and activation (both run after the normalisation)."""
-    import copy
-
-    from timm.layers import get_notrace_functions, get_notrace_modules
     from torch import fx, nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    leaves = tuple(get_notrace_modules())
-
-    class Tracer(fx.Tracer):
-        def is_leaf_module(self, m, name):
-            return isinstance(m, leaves) or super().is_leaf_module(m, name)
-
-    model = copy.deepcopy(trunk.eval())
-    try:
-        tracer = Tracer(autowrap_functions=tuple(f for f in get_notrace_functions() if callable(f)))
-        gm = fx.GraphModule(model, tracer.trace(model))
-    except Exception:  # untraceable control flow: keep the plain trunk
+    gm = _traced(trunk.eval())
+    if gm is None:  # untraceable control flow: keep the plain trunk
         return trunk, False
     mods = dict(gm.named_modules())
     calls = [n.target for n in gm.graph.nodes if n.op == "call_module"]
@@ -206,7 +194,30 @@ def fold_batchnorm(trunk):
                 and {node.target, src.target} <= once and len(src.users) == 1):
             gm.add_submodule(src.target, fuse_conv_bn_eval(conv, bn))
             act = getattr(bn, "act", None)  # BatchNormAct2d: normalise, then drop, then act
-            gm.add_submodule(node.target, nn.Sequential(bn.drop, act) if isinstance(act, nn.Module) else nn.Identity())
+            gm.add_submodule(node.target, nn.Sequential(getattr(bn, "drop", nn.Identity()), act)
+                             if isinstance(act, nn.Module) else nn.Identity())
             folded += 1
     left = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gm.modules())
     return (gm if folded else trunk), not left
+
+
+def _traced(trunk):
+    """A GraphModule of a copy of `trunk`, traced as timm's feature extraction traces (timm's leaf
+    modules stay whole, its no-trace functions wrapped), or None when fx cannot trace it."""
+    import copy
+
+    from timm.layers import get_notrace_functions, get_notrace_modules
+    from torch import fx
+
+    leaves = tuple(get_notrace_modules())
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m, name):
+            return isinstance(m, leaves) or super().is_leaf_module(m, name)
+
+    model = copy.deepcopy(trunk)
+    try:
+        tracer = Tracer(autowrap_functions=tuple(f for f in get_notrace_functions() if callable(f)))
+        return fx.GraphModule(model, tracer.trace(model))
+    except Exception:  # control flow on traced values, or anything else fx refuses
+        return None
