@@ -162,17 +162,25 @@ def assert_normalised_with(batches: list, mean, std) -> None:
 @pytest.mark.parametrize("loop", ["fast", "reference"])
 def test_finetune_of_a_timm_model_normalises_with_and_records_its_pretrained_cfg(folder, tmp_path, monkeypatch,
                                                                                  loop):
-    """Both loops (train, val and the test-free record) feed the model batches normalised with
-    the name's pretrained_cfg mean/std, and the run records them where predict and export read."""
+    """Both loops (train, val, and for the fast loop the steps --precision auto times) feed the
+    model batches normalised with the name's pretrained_cfg mean/std, and the run records them
+    where predict and export read."""
     from timm.models import get_pretrained_cfg
 
+    from pipeline.core import devices
+    from pipeline.core.precision import CACHE_ENV
     from pipeline.stages.finetune import Config as TConfig, train
 
     cfg = get_pretrained_cfg("test_resnet")
     assert cfg.mean == cfg.std == (0.5, 0.5, 0.5)  # not ImageNet's: the point of the test
     seen = seen_batches(monkeypatch)
+    if loop == "fast":  # undecided and bf16-capable: the fast loop times its steps first (step_timing)
+        monkeypatch.setattr(devices, "cpu_bf16", lambda: True)
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path / "prec.json"))
     run, doc = train(TConfig(data=folder, out=tmp_path / "runs", backbone=OWN_STATS, weights="none", epochs=1,
-                             batch_size=8, resize=72, crop=64, workers=0, device="cpu", precision="fp32", loop=loop))
+                             batch_size=8, resize=72, crop=64, workers=0, device="cpu", loop=loop,
+                             precision="auto" if loop == "fast" else "fp32"))
+    assert (tmp_path / "prec.json").is_file() == (loop == "fast")
     assert_normalised_with(seen, cfg.mean, cfg.std)
     assert sum(len(x) for x in seen) >= 12 + 8  # 12 train images trained, 8 val images scored (and cost timed)
     spec = json.loads((run / "model.json").read_text())
