@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -162,8 +163,8 @@ def assert_normalised_with(batches: list, mean, std) -> None:
 @pytest.mark.parametrize("loop", ["fast", "reference"])
 def test_finetune_of_a_timm_model_normalises_with_and_records_its_pretrained_cfg(folder, tmp_path, monkeypatch,
                                                                                  loop):
-    """Both loops (train, val, and for the fast loop the steps --precision auto times) feed the
-    model batches normalised with the name's pretrained_cfg mean/std, and the run records them
+    """Both loops (train, val, and for the fast loop the steps --precision auto times and the test
+    split) feed the model batches normalised with the name's pretrained_cfg mean/std, and the run records them
     where predict and export read."""
     from timm.models import get_pretrained_cfg
 
@@ -177,10 +178,11 @@ def test_finetune_of_a_timm_model_normalises_with_and_records_its_pretrained_cfg
     if loop == "fast":  # undecided and bf16-capable: the fast loop times its steps first (step_timing)
         monkeypatch.setattr(devices, "cpu_bf16", lambda: True)
         monkeypatch.setenv(CACHE_ENV, str(tmp_path / "prec.json"))
+        shutil.copytree(folder / "val", folder / "test")  # and the finished model scores a test split
     run, doc = train(TConfig(data=folder, out=tmp_path / "runs", backbone=OWN_STATS, weights="none", epochs=1,
                              batch_size=8, resize=72, crop=64, workers=0, device="cpu", loop=loop,
                              precision="auto" if loop == "fast" else "fp32"))
-    assert (tmp_path / "prec.json").is_file() == (loop == "fast")
+    assert (tmp_path / "prec.json").is_file() == ("test" in doc) == (loop == "fast")
     assert_normalised_with(seen, cfg.mean, cfg.std)
     assert sum(len(x) for x in seen) >= 12 + 8  # 12 train images trained, 8 val images scored (and cost timed)
     spec = json.loads((run / "model.json").read_text())
