@@ -15,6 +15,7 @@ from pipeline.core.devices import resolve_device, resolve_workers
 from pipeline.core.files import read_json
 from pipeline.finetune import reference
 from pipeline.images.scan import scan
+from pipeline.images.transforms import Preprocess
 from pipeline.stages import finetune
 from pipeline.stages.features import Config as FeaturesConfig, extract
 
@@ -72,7 +73,7 @@ def extract_reference(
     device = resolve_device(s.device)
     t0 = time.perf_counter()
     model = load_backbone(s.backbone, s.weights, s.seed).trunk.to(device).eval()
-    tf = reference.reference_transforms(s.resize, s.crop)[1]
+    tf = reference.reference_transforms(Preprocess(s.resize, s.crop))[1]
     loader = torch.utils.data.DataLoader(reference.image_folder(data, records, tf), batch_size=16,
                                          num_workers=workers)
     return reference.eval_pass(model, loader, device), time.perf_counter() - t0

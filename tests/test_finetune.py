@@ -17,7 +17,7 @@ from pipeline import UserError
 from pipeline.codes.backbone import classifier, load_backbone
 from pipeline.images.decode import load_rgb
 from pipeline.images.augment import augment, crop_params
-from pipeline.images.transforms import eval_transform, normalize
+from pipeline.images.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, normalize
 from pipeline.finetune.train import build
 from pipeline.stages.finetune import Config, train
 
@@ -93,6 +93,19 @@ def test_full_run_outputs(full_run, data):
     by_path = {p["path"]: p for p in doc["predictions"]}
     assert float(worst[4]) == pytest.approx(max(p["loss"] for p in doc["predictions"]), rel=1e-5)
     assert float(worst[3]) == pytest.approx(by_path[worst[0]]["score"], rel=1e-5)
+
+
+def test_a_torchvision_run_normalises_and_records_imagenet_mean_and_std_as_before(full_run):
+    """A torchvision backbone's run keeps the tutorial's normalisation: in its fingerprint (so a
+    rerun of an existing run is still a hit), in model.json (what predict and export read) and in
+    the recorded hyperparameters."""
+    run_dir, doc = full_run
+    imagenet = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    spec = json.loads((run_dir / "model.json").read_text())
+    assert {k: doc["inputs"]["transform"][k] for k in ("resize", "crop", "interpolation", "mean", "std")} == {
+        "resize": 40, "crop": 32, "interpolation": "bilinear", **imagenet}
+    assert {k: spec[k] for k in imagenet} == imagenet
+    assert {k: list(doc["hyperparameters"][k]) for k in imagenet} == imagenet
 
 
 def test_final_reloads_to_same_predictions(full_run, data):
@@ -309,9 +322,11 @@ def test_held_out_part_comes_from_train_only_and_is_stratified(data):
 
 def test_eval_transform_follows_the_weights_as_features_does():
     r = Config(backbone="mobilenet_v2", weights="IMAGENET1K_V2").recipe
-    assert (r.resize, r.crop) == (232, 224) and "transforms()" in r.transform_source
+    assert (r.pre.resize, r.pre.crop) == (232, 224) and "transforms()" in r.pre.source
+    assert (r.pre.mean, r.pre.std) == (IMAGENET_MEAN, IMAGENET_STD)
     r = Config(backbone="mobilenet_v2", weights="none").recipe
-    assert (r.resize, r.crop, r.interpolation) == (256, 224, "bilinear")
+    assert (r.pre.resize, r.pre.crop, r.pre.interpolation) == (256, 224, "bilinear")
+    assert (r.pre.mean, r.pre.std) == (IMAGENET_MEAN, IMAGENET_STD)
     assert Config(weights="none", resize=40, crop=32).recipe.pre.resize == 40
 
 

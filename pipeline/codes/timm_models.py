@@ -10,6 +10,9 @@ Weights: DEFAULT (or a tag, e.g. in1k) is timm's pretrained file, fetched once i
 Face cache; offline, a cached copy is used and otherwise the error says how to pass a file. A
 local file is a state_dict for the architecture; only the classifier's keys may be missing or
 extra. timm is imported inside the functions: naming a cache file needs none of it.
+
+BatchNorm folding (`fold_batchnorm`) traces a timm model with timm's own fx settings (its leaf
+modules and functions), so the EfficientNet family (BatchNormAct2d, tf_ "same" padding) folds too.
 """
 from __future__ import annotations
 
@@ -157,3 +160,64 @@ def build(name: str, weights, load_state_dict_file):
     model.reset_classifier(0)  # forward() now ends at the pooled pre-logits
     dim = getattr(model, "head_hidden_size", None) or model.num_features
     return model, wid, int(dim)
+
+
+def uses_timm(module) -> bool:
+    """Whether any part of `module` is a timm layer (a timm trunk, or a classifier around one)."""
+    return any(type(m).__module__.startswith("timm.") for m in module.modules())
+
+
+def fold_batchnorm(trunk):
+    """(a copy of the eval-mode trunk with each BatchNorm folded into the convolution before it,
+    whether every BatchNorm was folded); (trunk, False) when fx cannot trace it.
+
+    Traced with timm's fx settings (`timm.layers.get_notrace_modules/functions`, what timm's own
+    feature extraction uses), so its "same"-padded Conv2dSame and its BatchNormAct2d stay whole
+    modules; each pair is folded by torch's `fuse_conv_bn_eval`, as torch.fx's `fuse` does. The walk
+    over the graph is written here because `fuse` matches exact types (nn.Conv2d, nn.BatchNorm2d)
+    and timm's layers are subclasses of them; timm has no generic fold. A BatchNormAct2d keeps its
+    dropout and activation (both run after the normalisation)."""
+    from torch import fx, nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    gm = _traced(trunk.eval())
+    if gm is None:  # untraceable control flow: keep the plain trunk
+        return trunk, False
+    mods = dict(gm.named_modules())
+    calls = [n.target for n in gm.graph.nodes if n.op == "call_module"]
+    once = {t for t in calls if calls.count(t) == 1}  # a module called twice cannot change for one call
+    folded = 0
+    for node in gm.graph.nodes:
+        bn, src = mods.get(node.target) if node.op == "call_module" else None, node.args[0] if node.args else None
+        conv = mods.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        if (isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None and isinstance(conv, nn.Conv2d)
+                and {node.target, src.target} <= once and len(src.users) == 1):
+            gm.add_submodule(src.target, fuse_conv_bn_eval(conv, bn))
+            act = getattr(bn, "act", None)  # BatchNormAct2d: normalise, then drop, then act
+            gm.add_submodule(node.target, nn.Sequential(getattr(bn, "drop", nn.Identity()), act)
+                             if isinstance(act, nn.Module) else nn.Identity())
+            folded += 1
+    left = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gm.modules())
+    return (gm if folded else trunk), not left
+
+
+def _traced(trunk):
+    """A GraphModule of a copy of `trunk`, traced as timm's feature extraction traces (timm's leaf
+    modules stay whole, its no-trace functions wrapped), or None when fx cannot trace it."""
+    import copy
+
+    from timm.layers import get_notrace_functions, get_notrace_modules
+    from torch import fx
+
+    leaves = tuple(get_notrace_modules())
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m, name):
+            return isinstance(m, leaves) or super().is_leaf_module(m, name)
+
+    model = copy.deepcopy(trunk)
+    try:
+        tracer = Tracer(autowrap_functions=tuple(f for f in get_notrace_functions() if callable(f)))
+        return fx.GraphModule(model, tracer.trace(model))
+    except Exception:  # control flow on traced values, or anything else fx refuses
+        return None

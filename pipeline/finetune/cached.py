@@ -61,5 +61,5 @@ def codes_phases(job: Job, training: Training) -> Phases:
         return loss_sum.item() / n, correct.item() / n
 
     def val_phase():
-        return evaluate(model.head, val_x, yv, batch_size, images=False)
+        return evaluate(model.head, val_x, yv, batch_size, pre=None)  # codes: nothing to normalise
     return Phases(train_phase, val_phase, g)

@@ -11,9 +11,9 @@ import torch
 
 from ..core.devices import resolve_workers
 from ..images.datasets import eval_images
-from ..images.transforms import normalize
 from ..runs import folder as runs
 from ..runs import metrics
+from .fast import normalized
 
 if TYPE_CHECKING:
     from .job import Job
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 @torch.inference_mode()
 def test_probabilities(job: Job, model: torch.nn.Module) -> tuple[list, np.ndarray]:
-    """(the usable test records, their softmax probabilities) under the eval transform."""
+    """(the usable test records, their softmax probabilities) under the eval transform and the
+    weights' own normalisation, as val was scored."""
     r, device = job.recipe, job.device
     loader = torch.utils.data.DataLoader(eval_images(job.data.root, job.test, r.pre), batch_size=r.batch_size,
                                          num_workers=resolve_workers(r.workers))
@@ -33,7 +34,7 @@ def test_probabilities(job: Job, model: torch.nn.Module) -> tuple[list, np.ndarr
         i += len(why)
         if ok:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.bf16):  # as the run trained
-                out = model(normalize(x[ok].to(device), channels_last=True))
+                out = model(normalized(x[ok].to(device), r.pre))
             probs.append(out.float().softmax(1).cpu().numpy())
     return kept, np.concatenate(probs) if probs else np.zeros((0, len(job.data.classes)), np.float32)
 

@@ -20,6 +20,7 @@ from ..images.transforms import normalize
 from .loop import Phases
 
 if TYPE_CHECKING:
+    from ..images.transforms import Preprocess
     from .job import Job
     from .loop import Training
 
@@ -29,14 +30,22 @@ class Learner:
     """What the fast loop's train step runs: the model and its optimizer; `net`, what runs the model
     (the model itself or a compiled wrapper sharing its parameters); `frozen_trunk`, an eval-mode,
     BN-folded copy of model.trunk when only model.head learns (None: the whole model learns);
-    `clock`, the compile clock timing first calls; `bf16`, forward and loss under bf16 autocast."""
+    `clock`, the compile clock timing first calls; `pre`, the weights' own preprocessing, whose
+    mean/std normalise each batch; `bf16`, forward and loss under bf16 autocast."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     net: torch.nn.Module
     frozen_trunk: torch.nn.Module | None
     clock: FirstCalls
+    pre: Preprocess
     bf16: bool = False
+
+
+def normalized(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """uint8 NCHW on the device -> float, channels_last, normalised with the weights' own mean/std
+    (ImageNet's for torchvision's weights, the pretrained_cfg's for timm's)."""
+    return normalize(x, True, pre.mean, pre.std)
 
 
 def train_one_epoch(learner: Learner, crops: Crops, labels: torch.Tensor, g: torch.Generator, batch_size: int,
@@ -51,7 +60,7 @@ def train_one_epoch(learner: Learner, crops: Crops, labels: torch.Tensor, g: tor
     order = torch.randperm(len(labels), generator=g)
     for b in range(0, len(order), batch_size):
         idx = order[b:b + batch_size]
-        x = normalize(crops(idx.tolist(), g), channels_last=True)
+        x = normalized(crops(idx.tolist(), g), learner.pre)
         y = labels[idx.to(device, non_blocking=True)]
         with clock(("train", len(idx))):  # forward and backward compile at the first step of each size
             out, loss = train_step(learner, x, y)
@@ -80,24 +89,25 @@ def train_step(learner: Learner, x: torch.Tensor, y: torch.Tensor) -> tuple[torc
 
 
 @torch.no_grad()
-def forward(net, x: torch.Tensor, batch_size: int, images: bool, clock: FirstCalls | None = None,
+def forward(net, x: torch.Tensor, batch_size: int, pre: Preprocess | None, clock: FirstCalls | None = None,
             bf16: bool = False) -> torch.Tensor:
-    """net over x in batches, eval mode, float32 out (bf16 autocast with `bf16`); `images` means x is
-    uint8 to normalise."""
+    """net over x in batches, eval mode, float32 out (bf16 autocast with `bf16`); with `pre`, x is
+    uint8 images to normalise with its mean/std, without, codes."""
     net.eval()
     clock = clock or FirstCalls(False, x.device.type)
     outs = []
     for b in range(0, len(x), batch_size):
-        xb = normalize(x[b:b + batch_size], channels_last=True) if images else x[b:b + batch_size]
+        xb = x[b:b + batch_size] if pre is None else normalized(x[b:b + batch_size], pre)
         with clock(("eval", len(xb))), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             outs.append(net(xb).float().clone())  # clone: a compiled net's output is overwritten next call
     return torch.cat(outs)
 
 
-def evaluate(net, x: torch.Tensor, labels: torch.Tensor, batch_size: int, images: bool = True, clock=None,
+def evaluate(net, x: torch.Tensor, labels: torch.Tensor, batch_size: int, pre: Preprocess | None, clock=None,
              bf16: bool = False):
-    """Val loss and softmax probabilities (numpy) of net on cached val tensors or codes."""
-    logits = forward(net, x, batch_size, images, clock, bf16)
+    """Val loss and softmax probabilities (numpy) of net on cached val tensors (uint8 images
+    normalised as `pre` says) or codes (pre None)."""
+    logits = forward(net, x, batch_size, pre, clock, bf16)
     return F.cross_entropy(logits, labels).item(), logits.softmax(1).cpu().numpy()
 
 
@@ -112,7 +122,7 @@ def fast_phases(job: Job, training: Training) -> Phases:
     val_labels = torch.tensor([x.label for x in data.val], device=device)
     clock = FirstCalls(r.compile, device.type)
     mark = clock.mark()
-    crops = Crops(data.train_images, r.crop, r.batched)
+    crops = Crops(data.train_images, r.pre.crop, r.batched)
     if r.batched and not crops.batched:
         print("augmentation per image: the train images' shapes differ too much to pad them into one batch tensor")
     # Frozen: the trunk never changes, so fold its BatchNorms once (faster, same function), and
@@ -121,14 +131,15 @@ def fast_phases(job: Job, training: Training) -> Phases:
     if r.frozen and r.compile:
         frozen_trunk = compiled(frozen_trunk, device.type)
     net = compiled(model, device.type) if r.compile and not r.frozen else model  # shares model's parameters
-    val_x = forward(frozen_trunk, data.val_images, r.batch_size, True, clock, job.bf16) if r.frozen else data.val_images
+    val_x = data.val_images if not r.frozen else forward(frozen_trunk, data.val_images, r.batch_size, r.pre, clock,
+                                                         job.bf16)
     data.seconds += clock.since(mark)
-    learner = Learner(model, training.optimizer, net, frozen_trunk, clock, job.bf16)
+    learner = Learner(model, training.optimizer, net, frozen_trunk, clock, r.pre, job.bf16)
 
     def train_phase(bar):
         return train_one_epoch(learner, crops, train_labels, g, r.batch_size, bar)
 
     def val_phase():
-        return evaluate(model.head if r.frozen else net, val_x, val_labels, r.batch_size, not r.frozen, clock,
-                        job.bf16)
+        return evaluate(model.head if r.frozen else net, val_x, val_labels, r.batch_size, None if r.frozen else r.pre,
+                        clock, job.bf16)
     return Phases(train_phase, val_phase, g, clock)

@@ -23,35 +23,29 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Recipe:
-    """The settings of a fine-tuning run (the stage's flags of the same names)."""
+    """The settings of a fine-tuning run (the stage's flags of the same names); `pre`, the one object
+    that says how images are seen: the eval transform, the size train images are kept at and
+    RandomResizedCrop's size (its crop), and the mean/std every loop normalises with."""
 
     backbone: str
     weights: str  # DEFAULT, none or a state_dict path, as given
     mode: str  # full | frozen
     loop: str  # fast | reference | codes
     splits: tuple[str, str]  # train, val
+    pre: Preprocess  # the weights' own eval transform and normalisation (flags may set its sizes)
     epochs: int
     batch_size: int
     lr: float
     momentum: float
     step_size: int
     gamma: float
-    resize: int
-    crop: int
     augment: str  # auto | per-image | batched
     compile: bool
     features: str  # --loop codes: the features file with cached views
     seed: int
     workers: int
     device: str  # as given (auto, cpu, cuda...)
-    interpolation: str = "bilinear"  # the eval resize filter (the weights' own for torchvision's weights)
-    transform_source: str = "flags"  # where resize, crop and interpolation came from
     precision: str = "auto"  # the --precision flag (the fast loop's; the reference loop is fp32)
-
-    @property
-    def pre(self) -> Preprocess:
-        """The eval transform (and the size train images are kept at by the fast loop)."""
-        return Preprocess(self.resize, self.crop, self.interpolation, source=self.transform_source)
 
     @property
     def fast(self) -> bool:

@@ -12,7 +12,6 @@ import numpy as np
 
 from ..heads.reject import confidence_rule
 from ..images.augment import describe
-from ..images.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..core.devices import BF16
 from ..runs import folder as runs
 from ..runs import metrics
@@ -55,10 +54,11 @@ def write_record(job: Job, progress: Progress, run_dir: Path, test: dict | None 
 
 
 def model_spec(job: Job) -> dict:
-    """model.json: the classifier and the transform its predictions are made from."""
+    """model.json: the classifier and the transform its predictions are made from, normalisation
+    included (predict and export read it back with Preprocess.from_spec)."""
     r, bb, codes = job.recipe, job.bb, job.codes
     # a head trained on cached codes predicts from images transformed as those codes were
-    tf = codes.header.transform if codes else {"resize": r.resize, "crop": r.crop, "interpolation": r.interpolation}
+    tf = codes.header.transform if codes else r.pre.spec(r.fast)
     return {"kind": "finetune", "backbone": bb.name, "weights": bb.weights_id, "weights_arg": r.weights,
             "weights_sha256": bb.weights.sha256, "seed": r.seed, "classes": job.data.classes,
             **{k: tf[k] for k in ("resize", "crop", "interpolation", "mean", "std") if k in tf},
@@ -104,12 +104,14 @@ def run_hyperparameters(job: Job) -> dict:
     r, codes = job.recipe, job.codes
     if not codes:
         return hyperparameters(r, job.precision)
-    return hyperparameters(r, job.precision) | {
+    tf = codes.header.transform  # the codes' normalisation, which the head trained on
+    return hyperparameters(r, job.precision) | {k: tuple(tf[k]) for k in ("mean", "std") if k in tf} | {
         "train_source": f"{codes.header.views[r.splits[0]]['n']} cached augmented views per image "
                         "(one drawn per image per epoch)", "trunk_mode": "eval", "features_file": r.features}
 
 
 def hyperparameters(r: Recipe, precision: str) -> dict:
+    pre = r.pre
     return {
         "optimizer": "SGD",
         "lr": r.lr,
@@ -121,11 +123,11 @@ def hyperparameters(r: Recipe, precision: str) -> dict:
         "batch_size": r.batch_size,
         "epochs": r.epochs,
         "loss": "cross-entropy",
-        "train_transform": describe(r.crop),
-        "val_transform": f"Resize({r.resize}, {r.interpolation}) + CenterCrop({r.crop}) ({r.transform_source})",
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-        "train_source": f"decoded once, shorter side {r.resize} (PIL draft)" if r.fast
+        "train_transform": describe(pre.crop),
+        "val_transform": f"Resize({pre.resize}, {pre.interpolation}) + CenterCrop({pre.crop}) ({pre.source})",
+        "mean": pre.mean,  # the weights' own: ImageNet's for torchvision's, the pretrained_cfg's for timm's
+        "std": pre.std,
+        "train_source": f"decoded once, shorter side {pre.resize} (PIL draft)" if r.fast
         else "full PIL decode every epoch",
         "precision": precision,
         "channels_last": r.fast,

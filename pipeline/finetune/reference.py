@@ -17,7 +17,7 @@ import torchvision.transforms as T
 from ..core.devices import resolve_workers
 from ..images.datasets import ImageFiles
 from ..images.scan import ImageRecord
-from ..images.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from ..images.transforms import Preprocess
 from .loop import Phases
 
 if TYPE_CHECKING:
@@ -25,14 +25,15 @@ if TYPE_CHECKING:
     from .loop import Training
 
 
-def reference_transforms(resize: int = 256, crop: int = 224, interpolation: str = "bilinear"
-                         ) -> tuple[T.Compose, T.Compose]:
-    """The tutorial's PIL transforms: (train, val); val resizes with the weights' own filter
-    (bilinear, the tutorial's, for ResNet18's)."""
-    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    mode = T.InterpolationMode(interpolation)
-    return (T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.ToTensor(), norm]),
-            T.Compose([T.Resize(resize, interpolation=mode), T.CenterCrop(crop), T.ToTensor(), norm]))
+def reference_transforms(pre: Preprocess = Preprocess()) -> tuple[T.Compose, T.Compose]:
+    """The tutorial's PIL transforms for the weights' own preprocessing `pre`: (train, val).
+    Train: RandomResizedCrop(its crop) + flip; val: Resize(its resize, its filter) + CenterCrop(its
+    crop); both normalised with its mean/std. The default is the tutorial's own: 256/224, bilinear,
+    ImageNet mean/std (ResNet18's)."""
+    norm = T.Normalize(pre.mean, pre.std)
+    mode = T.InterpolationMode(pre.interpolation)
+    return (T.Compose([T.RandomResizedCrop(pre.crop), T.RandomHorizontalFlip(), T.ToTensor(), norm]),
+            T.Compose([T.Resize(pre.resize, interpolation=mode), T.CenterCrop(pre.crop), T.ToTensor(), norm]))
 
 
 def image_folder(root: Path | str, records: list[ImageRecord], transform) -> ImageFiles:
@@ -46,7 +47,7 @@ def load_data(root: Path | str, train: list[ImageRecord], val: list[ImageRecord]
 
     The tutorial shuffles val too; we keep file order so per-image predictions line up (eval mode
     makes the order irrelevant to the numbers)."""
-    train_tf, val_tf = reference_transforms(pre.resize, pre.crop, pre.interpolation)
+    train_tf, val_tf = reference_transforms(pre)
     g = torch.Generator().manual_seed(seed)  # shuffling and the workers' augmentation seeds
     return (torch.utils.data.DataLoader(image_folder(root, train, train_tf), batch_size, shuffle=True,
                                         num_workers=workers, generator=g),

@@ -50,10 +50,10 @@ def _pool_images(job: Job) -> list[torch.Tensor]:
     from ..core.devices import resolve_workers
     from ..images.datasets import ImageFiles
 
-    r, data = job.recipe, job.data
-    kept = v2.Compose([v2.Resize(r.resize, interpolation=v2.InterpolationMode(r.interpolation), antialias=True),
+    r, data, pre = job.recipe, job.data, job.recipe.pre
+    kept = v2.Compose([v2.Resize(pre.resize, interpolation=v2.InterpolationMode(pre.interpolation), antialias=True),
                        v2.PILToTensor()])  # the train view decode_once keeps, for val's images
-    loader = torch.utils.data.DataLoader(ImageFiles(data.root, data.val, kept, r.resize), batch_size=None,
+    loader = torch.utils.data.DataLoader(ImageFiles(data.root, data.val, kept, pre.resize), batch_size=None,
                                          num_workers=resolve_workers(r.workers))
     return [*data.train_images, *(x.to(job.device) for x, _ in loader)]
 
@@ -84,7 +84,7 @@ def repeated_scores(job: Job, repeats: int, grid: tuple[float, ...] = (), holdou
     images = _pool_images(job) if data.train_images is not None else None
     accs, lrs = [], []
     for k, (tr, te) in enumerate(draws(data, repeats, r.seed)):
-        part = redrawn(data, images, tr, te, r.crop)
+        part = redrawn(data, images, tr, te, r.pre.crop)
         one = replace(job, data=part, test=None, tuning=None, inputs={**job.inputs, "repeat": k})
         if grid:
             one = replace(one, recipe=replace(r, lr=tune_lr(one, grid, holdout)["chosen"]))

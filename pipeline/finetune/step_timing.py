@@ -13,8 +13,7 @@ from ..codes.autoprec import BATCHES, measure
 from ..codes.backbone import FirstCalls, fold_batchnorm
 from ..core.devices import BF16
 from ..images.augment import Crops
-from ..images.transforms import normalize
-from .fast import Learner, train_step
+from .fast import Learner, normalized, train_step
 from .train import build, sgd
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ def time_steps(job: Job) -> dict:
     r, device = job.recipe, job.device
     print(f"precision auto: timing fp32 and bf16 fine-tuning steps on {BATCHES} batches of {r.batch_size} (once on "
           "this processor, for this backbone, mode and batch size)")
-    crops = Crops(job.data.train_images, r.crop, r.batched)
+    crops = Crops(job.data.train_images, r.pre.crop, r.batched)
     labels = torch.tensor([x.label for x in job.data.train], device=device)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(r.seed)).tolist()
     flat = [order[b:b + r.batch_size] for b in range(0, len(order), r.batch_size)]
@@ -39,11 +38,12 @@ def time_steps(job: Job) -> dict:
         if r.frozen:
             model.trunk.eval()  # as train_one_epoch runs it
         trunk = fold_batchnorm(model.trunk)[0].to(memory_format=torch.channels_last) if r.frozen else None
-        learner = Learner(model, sgd(r, model, device).optimizer, model, trunk, FirstCalls(False, device.type), bf16)
+        learner = Learner(model, sgd(r, model, device).optimizer, model, trunk, FirstCalls(False, device.type), r.pre,
+                          bf16)
         g = torch.Generator().manual_seed(r.seed)
 
         def run(idx):
-            x = normalize(crops(idx, g), channels_last=True)
+            x = normalized(crops(idx, g), r.pre)
             return train_step(learner, x, labels[torch.tensor(idx, device=device)])[0].detach().float().cpu().numpy()
         return run
     batches = ((flat[i % len(flat)], len(flat[i % len(flat)])) for i in range(BATCHES))

@@ -49,7 +49,7 @@ def tune_lr(job: Job, grid: tuple[float, ...], fraction: float) -> dict:
     from .train import build, loop_phases, sgd
 
     r = job.recipe
-    part = held_out(job.data, fraction, r.seed, r.crop)
+    part = held_out(job.data, fraction, r.seed, r.pre.crop)
     trials, t0 = [], time.perf_counter()
     for lr in grid:
         recipe = replace(r, lr=lr)

@@ -143,13 +143,15 @@ def reject_reference(src: Source, spec: dict, dim: int | None = None):
 
 def finetune_scorer(src: Source, spec: dict, device):
     """(uint8 image batch -> (class probabilities, 1 - top probability or None), "probability",
-    class names) for a fine-tuned checkpoint."""
+    class names) for a fine-tuned checkpoint, its batches normalised with the mean/std the run
+    recorded (the weights' own; ImageNet's for runs that recorded none)."""
     import torch
 
     from ..codes.backbone import classifier, load_backbone
     from ..images.transforms import normalize
 
     bf16 = precision_for(device.type, src.precision) == BF16
+    pre = Preprocess.from_spec(spec)
 
     if src.reject and not check_rule(src, spec).get("rule"):
         raise UserError(f"{str(src.model)!r} records no rejection rule (made before --reject existed); "
@@ -166,7 +168,7 @@ def finetune_scorer(src: Source, spec: dict, device):
     @torch.inference_mode()
     def scores(x):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(normalize(x.to(device), channels_last=True))
+            logits = model(normalize(x.to(device), True, pre.mean, pre.std))
         p = logits.float().softmax(1).cpu().numpy()
         return p, (1.0 - p.max(1)) if src.reject else None
     return scores, "probability", list(spec["classes"])

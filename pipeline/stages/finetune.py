@@ -5,7 +5,9 @@ Usage: python -m pipeline finetune --data DIR --backbone resnet18 --weights DEFA
 
 The recipe is the PyTorch transfer-learning tutorial's: SGD(lr 0.001, momentum 0.9), StepLR(7, 0.1),
 25 epochs, RandomResizedCrop(224) + RandomHorizontalFlip for train, Resize(256) + CenterCrop(224)
-for val, ImageNet mean/std. `--loop reference` runs it the way the tutorial does (`reference.py`)
+for val, ImageNet mean/std; where the weights carry their own preprocessing (torchvision's enum
+weights, a timm name's pretrained_cfg) its sizes, filter and mean/std are used instead, as `features`
+uses them (one Preprocess, `Recipe.pre`). `--loop reference` runs it the way the tutorial does (`reference.py`)
 and is the baseline; `--loop fast` (default) decodes each image once, keeps uint8 tensors on the
 device and augments there (airbench style).
 
@@ -133,10 +135,8 @@ class Config(OnImages):
         if pre.crop > pre.resize:
             raise UserError(f"the eval transform would crop {pre.crop} px from images resized to {pre.resize}; "
                             "give --crop no larger than --resize")
-        return Recipe(splits=self.split_names, resize=pre.resize, crop=pre.crop, interpolation=pre.interpolation,
-                      transform_source=pre.source, **{f.name: getattr(self, f.name) for f in fields(Recipe)
-                                                     if f.name not in ("splits", "resize", "crop", "interpolation",
-                                                                       "transform_source")})
+        return Recipe(splits=self.split_names, pre=pre, **{f.name: getattr(self, f.name) for f in fields(Recipe)
+                                                           if f.name not in ("splits", "pre")})
 
 
 def train(cfg: Config) -> tuple[Path, dict]:
