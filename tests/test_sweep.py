@@ -156,6 +156,22 @@ def test_a_label_issue_only_one_backbone_flags_is_counted_as_its_own_and_drawn(t
     assert "B (none)" in str(audit_blocks(sweep, tmp_path / "fig2")[0].content)
 
 
+def test_agreed_findings_cannot_fill_every_row_of_the_grid_when_lone_ones_exist(tmp_path):
+    from pipeline.report.backbone_audits import SHOWN, audited, ordered_images, shown_images
+
+    agreed = [f"train/ants/a{i}.jpg" for i in range(100)]  # thousands of crops: both backbones flag many
+    a = _audit_folder(tmp_path / "a", labels=agreed + ["val/bees/only_a.jpg"])
+    b = _audit_folder(tmp_path / "b", labels=agreed + [f"val/ants/b{i}.jpg" for i in range(50)])
+    flags, _ = audited({"left_out": [], "backbones": [{"label": "A (none)", "audit": str(a)},
+                                                      {"label": "B (none)", "audit": str(b)}]})
+    images = ordered_images(flags)
+    shown = shown_images(flags, images)
+    assert len(shown) == SHOWN and "val/bees/only_a.jpg" in shown  # A's one lone finding is drawn
+    assert sum(p in agreed for p in shown) == SHOWN // 2 and shown[:SHOWN // 2] == images[:SHOWN // 2]
+    few = shown_images(flags, images[:10] + images[-3:])  # no more than fit: all of them, in order
+    assert few == images[:10] + images[-3:]
+
+
 def test_images_one_backbone_did_not_code_are_named_for_every_other(tmp_path):
     from conftest import write_synthetic_codes
     from pipeline.codes.lineup import coded_paths, not_in_all

@@ -117,6 +117,18 @@ def ordered_images(flags: list[Flags]) -> list[str]:
     return shared + [p for turn in zip_longest(*alone) for p in turn if p is not None]
 
 
+def shown_images(flags: list[Flags], images: list[str], n: int = SHOWN) -> list[str]:
+    """The first n of `images` (ordered_images), except that when there are more, up to half the
+    rows go to images one backbone alone flags: on thousands of images the agreed ones would
+    otherwise fill every row and hide what the figure is for."""
+    if len(images) <= n:
+        return images
+    alone = [p for p in images if _alone(p, flags)]
+    shared = [p for p in images if not _alone(p, flags)]
+    k = min(len(alone), max(n // 2, n - len(shared)))
+    return shared[:n - k] + alone[:k]
+
+
 def _short(path: str, split: str, width: int = 34) -> str:
     name = Path(path).name
     name = name if len(name) <= width else name[:width - 1] + "…"
@@ -178,7 +190,7 @@ def grid_figure(flags: list[Flags], figdir: Path) -> FigureFile | None:
     images = ordered_images(flags)
     if not images:
         return None
-    shown = images[:SHOWN]
+    shown = shown_images(flags, images)
 
     @legible
     def draw() -> Path:
@@ -195,7 +207,7 @@ def grid_figure(flags: list[Flags], figdir: Path) -> FigureFile | None:
     more = f" ({len(shown)} of the {len(images)} flagged shown)" if len(images) > len(shown) else ""
     return FigureFile(FIGURE, f"The images any backbone's audit flags{more}: those several backbones flag first (the "
                               "most agreeing, then the most suspect), then those one backbone alone flags (on the "
-                              "yellow band), taken in turn from each backbone; a filled cell where that backbone's "
+                              "yellow band; up to half the rows when not all fit), taken in turn from each backbone; a filled cell where that backbone's "
                               "codes flag the image, lettered by kind (a pair's two images are both marked).")
 
 
