@@ -207,8 +207,9 @@ def grid_figure(flags: list[Flags], figdir: Path) -> FigureFile | None:
     more = f" ({len(shown)} of the {len(images)} flagged shown)" if len(images) > len(shown) else ""
     return FigureFile(FIGURE, f"The images any backbone's audit flags{more}: those several backbones flag first (the "
                               "most agreeing, then the most suspect), then those one backbone alone flags (on the "
-                              "yellow band; up to half the rows when not all fit), taken in turn from each backbone; a filled cell where that backbone's "
-                              "codes flag the image, lettered by kind (a pair's two images are both marked).")
+                              "yellow band; up to half the rows when not all fit), taken in turn from each "
+                              "backbone; a filled cell where that backbone's codes flag the image, lettered by kind "
+                              "(a pair's two images are both marked).")
 
 
 def audit_blocks(sweep: dict, figdir: Path) -> list[Block]:
