@@ -218,3 +218,21 @@ def test_cv_work_stays_in_process_until_a_pool_would_pay_for_its_start(monkeypat
         assert w.pool is not None and w([delayed(pow)(3, k) for k in range(3)]) == [1, 3, 9]  # in the pool, in order
     with search.Workers(1) as one:  # --jobs 1: never a pool
         assert one([delayed(pow)(2, 3)], left=100) == [8] and one.pool is None
+
+
+def test_knn_cv_one_fold_at_a_time_scores_every_k_as_value_major_order_does():
+    from dataclasses import replace
+
+    from pipeline.heads.registry import HEADS
+
+    X, y = overlapping(n=400, d=16, k=3)
+    X = np.maximum(X, 0)  # post-ReLU, like codes
+    head, cv = HEADS["knn"], StratifiedKFold(5, shuffle=True, random_state=0)
+    assert head.fold_major  # the registered k-NN head holds one fold's codes at a time
+    one_fold = path_search(head.make(0), head.path(head.values), X, y, cv)
+    every_fold = path_search(head.make(0), replace(head, fold_major=False).path(head.values), X, y, cv, jobs=1)
+    assert [(t["value"], t["mean"], t["std"]) for t in one_fold.cv_scores] == \
+        [(t["value"], t["mean"], t["std"]) for t in every_fold.cv_scores]
+    assert one_fold.best_params_ == every_fold.best_params_ and len(one_fold.cv_scores) == len(head.values)
+    with pytest.raises(ValueError, match="scored whole"):  # a path that may stop early needs value-major order
+        path_search(head.make(0), SearchPath(head.param, list(head.values), True, 2, True), X, y, cv)

@@ -70,8 +70,8 @@ def fit_head(name: str, X: np.ndarray, y: np.ndarray, folds, seed: int, jobs: in
 
     def say(t: dict):
         print(f"  {name} {short}={t['value']:g}: CV {t['mean']:.2%} ± {t['std']:.1%} ({t['seconds']:.1f}s)", flush=True)
-    search = path_search(head.make(seed), SearchPath(head.param, values, head.warm, head.patience), X, y, cv,
-                         jobs=jobs or -1, progress=say if progress else None)
+    search = path_search(head.make(seed), head.path(values), X, y, cv, jobs=jobs or -1,
+                         progress=say if progress else None)
     return past_the_edges(search, head, (X, y, cv), jobs or -1, say if progress else None)
 
 
@@ -128,8 +128,8 @@ def subset_fit(name: str, folds: int, unlabelled: np.ndarray | None = None) -> l
     def fit(X: np.ndarray, y: np.ndarray, seed: int):
         if np.bincount(y)[np.unique(y)].min() >= 2:
             cv = cv_folds(y, folds, seed)
-            s = path_search(make(seed), SearchPath(head.param, _values(head, X, y, cv), head.warm, head.patience),
-                            X, y, cv, jobs=1)  # tiny fits: worker processes cost more than they save
+            s = path_search(make(seed), head.path(_values(head, X, y, cv)), X, y, cv,
+                            jobs=1)  # tiny fits: worker processes cost more than they save
             return s.best_estimator_, s.best_params_[head.param], f"CV on the drawn subset only ({s.n_splits_}-fold)"
         values = [v for v in head.values if head.param != "clf__n_neighbors" or v <= len(y)]
         value = values[len(values) // 2]

@@ -18,6 +18,7 @@ from sklearn.preprocessing import Normalizer, StandardScaler
 from ..codes.shards import npz_header
 from .knn import CachedKNN
 from .linear_svm import LinearSVM
+from .search import SearchPath
 from .streaming import ALPHAS
 
 
@@ -32,10 +33,15 @@ class Head:
     # a pick at an edge of `values` extends the path a step past it (x10 on this log-spaced grid)
     # while inside these bounds; None: the grid is the whole range (k-NN scores every k it can)
     bounds: tuple[float, float] | None = None
+    fold_major: bool = False  # CV scores every value on one fold before the next (search.fold_major_scores)
 
     @property
     def grid(self) -> dict:
         return {self.param: list(self.values)}
+
+    def path(self, values) -> SearchPath:
+        """The search along `values` (its own values, or as many as the data allows) as this head runs it."""
+        return SearchPath(self.param, list(values), self.warm, self.patience, self.fold_major)
 
 
 def _torch_linear(seed: int):
@@ -56,7 +62,8 @@ HEADS: dict[str, Head] = {
         "clf__weight_decay", (1e-1, 1e-2, 1e-3, 0.0), bounds=(0.0, 10.0)),
     # L2-normalised + euclidean ranks as cosine; neighbour lists searched once per fold, reused for every k
     "knn": Head("cosine k-NN", lambda seed: Pipeline([("l2", Normalizer()), ("clf", CachedKNN(max_neighbors=15))]),
-                "clf__n_neighbors", (1, 3, 5, 9, 15), warm=True, patience=0),  # not a path: every k is scored
+                "clf__n_neighbors", (1, 3, 5, 9, 15), warm=True, patience=0,  # not a path: every k is scored
+                fold_major=True),  # one fold's training codes in memory at a time
 }
 
 # the out-of-core head (streaming.py): not in HEADS, whose heads fit in memory; `classify --head sgd`
