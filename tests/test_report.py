@@ -358,7 +358,7 @@ def test_verdict_recommends_a_method_within_noise_that_costs_under_half_and_name
               selection="CV")
     runs = runread.load_runs(tmp_path)
     rows = table_rows(runs)
-    rec, best, tied, why = verdict.recommend(rows, runs)
+    rec, best, tied, why = choice.recommend(rows, runs)
     assert (rec["name"], best["name"], [t["name"] for t in tied]) == ("softmax", "full FT", ["softmax"])
     text = verdict.verdict(rows, runs)
     assert text.startswith(

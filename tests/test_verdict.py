@@ -99,7 +99,7 @@ def test_holm_across_three_methods(runs_dir):
     assert [m[k]["p_holm"] for k in "abc"] == pytest.approx([3 * 2 / 2 ** 8, 0.0625, 0.21875])
     # b's raw p is below 0.05, but not once corrected for the three comparisons
     assert [m[k]["separable_from_best"] for k in "abc"] == [True, False, False]
-    rec, best, tied, _ = verdict.recommend(rows, runs)
+    rec, best, tied, _ = choice.recommend(rows, runs)
     assert best["name"] == "best" and sorted(t["name"] for t in tied) == ["b", "c"]
 
 
@@ -190,7 +190,7 @@ def test_a_tied_head_without_probabilities_loses_to_one_with_good_probabilities(
     _with_probabilities(runs_dir.root, "softmax", [0.02 + 0.001 * i for i in range(N)])
     _with_probabilities(runs_dir.root, "overconfident", [0.6 + 0.001 * i for i in range(N)])
     rows, runs = load(runs_dir.root)
-    rec = verdict.recommend(rows, runs)
+    rec = choice.recommend(rows, runs)
     assert (rec.best["name"], len(rec.tied), rec.use["name"]) == ("linsvc", 2, "softmax")
     assert rec.why[0] == ("it gives probabilities, which 1 method does not; its probabilities are not separably worse "
                           "than the best ones (1 method with a separably higher mean log-loss, over 1.25× the lowest: "
@@ -207,7 +207,7 @@ def test_a_consistent_but_tiny_log_loss_gap_does_not_drop_the_more_accurate_meth
     _with_probabilities(runs_dir.root, "accurate", [0.101 + 0.001 * i for i in range(N)], loss_wrong=1.0)
     _with_probabilities(runs_dir.root, "dear", [0.100 + 0.001 * i for i in range(N)], loss_wrong=0.8)
     rows, runs = load(runs_dir.root)
-    rec = verdict.recommend(rows, runs)
+    rec = choice.recommend(rows, runs)
     assert rec.use["name"] == "accurate" and not any("log-loss" in w for w in rec.why), rec.why
 
 
@@ -215,7 +215,7 @@ def test_cost_counts_only_past_twice_the_cheapest(runs_dir):
     runs_dir("a", BEST_WRONG, seconds=5.54)  # the best by table order (tied accuracy, cheaper first)...
     runs_dir("b", [0, 1, 2, 3, 5], seconds=5.32)  # ...4% apart: timing noise, no reason to choose
     rows, runs = load(runs_dir.root)
-    rec = verdict.recommend(rows, runs)
+    rec = choice.recommend(rows, runs)
     assert len(rec.tied) == 1 and rec.why == ["2 are equally accurate on val and alike on these: it is the first "
                                               "in the table"]
     assert not any("cheapest" in w for w in rec.why)
@@ -225,7 +225,7 @@ def test_cost_decides_when_one_is_more_than_twice_as_cheap(runs_dir):
     runs_dir("slow", BEST_WRONG, seconds=12.0)
     runs_dir("fast", [0, 1, 2, 3, 5], seconds=5.0)
     rows, runs = load(runs_dir.root)
-    rec = verdict.recommend(rows, runs)
+    rec = choice.recommend(rows, runs)
     assert rec.use["name"] == "fast" and rec.why[0].startswith("it is among the cheapest (within 2×")
 
 
@@ -240,13 +240,13 @@ def test_a_run_on_fewer_images_is_chosen_only_when_separably_better_after_holm(r
     pairs = {t.full["name"]: t for t in choice.twins(rows, runs)}
     assert pairs["knn"].test["p_value"] == pytest.approx(2 / 2 ** 6) and pairs["knn"].p_holm == pytest.approx(0.0625)
     assert not pairs["knn"].fewer_better
-    rec = verdict.recommend(rows, runs)
+    rec = choice.recommend(rows, runs)
     assert rec.use["name"] == "softmax"  # every image; the excluded runs drop
     assert rec.why[0].startswith("it is trained on every image (2 runs with --exclude not separably better")
     # one pair only: 0.031 stands, and the run without the 2 images is the one to use
     (runs_dir.root / "softmax-excluded" / "metrics.json").unlink()
     rows, runs = load(runs_dir.root)
-    assert verdict.recommend(rows, runs).use["name"] == "knn-excluded"
+    assert choice.recommend(rows, runs).use["name"] == "knn-excluded"
 
 
 def test_a_method_separably_worse_on_redrawn_splits_drops(runs_dir):
@@ -259,7 +259,7 @@ def test_a_method_separably_worse_on_redrawn_splits_drops(runs_dir):
         f = runs_dir.root / name / "metrics.json"
         f.write_text(json.dumps({**json.loads(f.read_text()), "repeats": rep(accs)}))
     rows, runs = load(runs_dir.root)
-    rec = verdict.recommend(rows, runs)
+    rec = choice.recommend(rows, runs)
     assert rec.use["name"] == "strong" and rec.why[0].startswith("its re-drawn splits are not separably worse")
 
 

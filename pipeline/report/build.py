@@ -14,7 +14,7 @@ from .. import UserError
 from ..core.files import read_json, write_json, write_text
 from ..runs.read import Run, existing
 from .blocks import Table, md_code, md_text
-from .choice import compare_with_best, recommend
+from .choice import Judged, judge
 from .backbones import backbone_blocks
 from .diagnostics import always_wrong, label_curves, label_table, per_class_table, views_table, write_per_class_csv
 from .gallery import calibration_words, curve_figures, make_figures, top_loss_figures
@@ -73,25 +73,27 @@ def remove_stale(figdir: Path, keep: set[str]) -> list[str]:
     return stale
 
 
-def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, options: ReportOptions) -> Document:
-    """Everything the report says, from the runs and their table rows; draws the figures."""
+def document(runs: list[Run], rows: list[dict], dataset: str, figdir: Path, options: ReportOptions,
+             judged: Judged | None = None) -> Document:
+    """Everything the report says, from the runs and their table rows (and their judgement: the
+    paired tests and the recommendation, computed once); draws the figures."""
     classes = list(runs[0].m.get("classes") or [])
     bench = " · [Benchmarks of this code](benchmarks.md)" if read_bench(options.bench) else ""
     head = (f"Dataset **{md_text(dataset)}** ({len(classes)} classes: {', '.join(map(md_text, classes[:12]))}"
             f"{', ...' if len(classes) > 12 else ''}), {len(runs)} run{'s' * (len(runs) != 1)} from "
             f"{md_code(options.source)}, generated {time.strftime('%Y-%m-%d %H:%M %Z')}.{bench}")
     ours = [r for r in rows if r["kind"] == "ours"]
-    comps = compare_with_best(rows, runs)
-    rec, best, *_ = recommend(rows, runs, comps)
+    judged = judged or judge(rows, runs)
+    comps, (rec, best, *_) = judged
     quality = table(ours)
     return Document(
-        title=options.title or f"cnncodes report: {dataset}", verdict=verdict(rows, runs), head=head,
+        title=options.title or f"cnncodes report: {dataset}", verdict=verdict(rows, runs, judged), head=head,
         note=options.note, shared=quality.shared, main=main_table(rows, standing(rows, runs, comps), rec["run"]),
-        epochs=epoch_table(rows), epoch_note=protocol_note(rows), summary=summary_paragraphs(rows, runs),
+        epochs=epoch_table(rows), epoch_note=protocol_note(rows), summary=summary_paragraphs(rows, runs, judged),
         quality=Table(quality.headers, quality.cells, quality.align), cost=cost_table(rows),
-        legend=legend_table(legend(rows)), figures=make_figures(runs, rows, figdir),
-        calibration=calibration_words(runs, rows), per_class=per_class_table(rows, classes),
-        confused=_confused(runs, (rec, best), classes), top_losses=top_loss_figures(runs, rows, figdir),
+        legend=legend_table(legend(rows)), figures=make_figures(runs, rows, figdir, judged),
+        calibration=calibration_words(runs, rows, judged), per_class=per_class_table(rows, classes),
+        confused=_confused(runs, (rec, best), classes), top_losses=top_loss_figures(runs, rows, figdir, judged),
         always_wrong=always_wrong(runs, rows), classes=classes, labels=label_table(label_curves(runs, rows)),
         commands=commands(runs, ours), curves=curve_figures(runs, rows, figdir), views=views_table(runs, rows),
         backbones=backbone_blocks(options.source, rows, rec, figdir),
@@ -117,14 +119,15 @@ def write_report(runs: list[Run], dataset: str, out: Path, options: ReportOption
     figdir = out / "figures"
     rows = table_rows(runs)
     flag_leaks(rows, runs, options.audit)  # after the choice's numbers: test is never used to choose
-    doc = document(runs, rows, dataset, figdir, options)
+    judged = judge(rows, runs)  # the paired tests and the choice, once for every part of the report
+    doc = document(runs, rows, dataset, figdir, options, judged)
     blocks = build_document(doc)
     shown = {b.content.name for b in blocks if b.kind == "figure"}
     written = {"md": write_text(out / "report.md", render_markdown(blocks)),
                "html": write_text(out / "report.html", render_html(blocks, figdir)),
                "csv": write_csv(rows, out / "metrics.csv"),
                "per_class": write_per_class_csv(rows, out / "per_class.csv"),
-               "verdict": write_json(out / "verdict.json", verdict_record(rows, runs))}
+               "verdict": write_json(out / "verdict.json", verdict_record(rows, runs, judged))}
     bench = read_bench(options.bench)
     if bench:
         page = bench_page(bench)

@@ -114,6 +114,19 @@ class Recommendation(NamedTuple):
     why: list[str] = []  # the tie-break steps that decided, as clauses of one sentence
 
 
+class Judged(NamedTuple):
+    """The paired tests against the best and the recommendation made from them: computed once per
+    report (`judge`) and handed to every part that says or draws them."""
+
+    comparisons: list[Comparison]
+    choice: Recommendation
+
+
+def judge(rows: list[dict], runs: list[Run]) -> Judged:
+    comparisons = compare_with_best(rows, runs)
+    return Judged(comparisons, recommend(rows, runs, comparisons))
+
+
 def recommend(rows: list[dict], runs: list[Run], comparisons: list[Comparison] | None = None) -> Recommendation:
     """The method to use, the best, those not separable from the best, and why (the module's rule)."""
     comparisons = compare_with_best(rows, runs) if comparisons is None else comparisons

@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import UserError
 from ..runs.read import Run, existing
 from .blocks import FigureFile, md_text
-from .choice import recommend
+from .choice import Judged, judge
 from .diagnostics import label_curves, top_losses
 from .quality import has_probabilities, reliability
 from .rows import fmt_acc
@@ -38,11 +38,11 @@ def loss_caption(p: dict, classes: list[str], kind: str) -> str:
     return f"{name}\npred {_class(classes, p['pred'])} {conf}\ntrue {_class(classes, p['true'])}{loss}"
 
 
-def top_loss_figures(runs: list[Run], rows: list[dict], figdir: Path) -> list[FigureFile]:
+def top_loss_figures(runs: list[Run], rows: list[dict], figdir: Path, judged: Judged | None = None) -> list[FigureFile]:
     """Top-loss grids of the recommended method and of the best (one grid when they are the same)."""
     from . import figures
 
-    rec, best, *_ = recommend(rows, runs)
+    rec, best, *_ = (judged or judge(rows, runs)).choice
     by_slug, classes, made = {r.slug: r for r in runs}, list(runs[0].m.get("classes") or []), []
     for row, role in ((rec, "recommended"), (best, "best on val")):
         run = by_slug[row["run"]]
@@ -67,10 +67,11 @@ def top_loss_figures(runs: list[Run], rows: list[dict], figdir: Path) -> list[Fi
     return made
 
 
-def make_figures(runs: list[Run], rows: list[dict], figdir: Path) -> dict[str, FigureFile]:
+def make_figures(runs: list[Run], rows: list[dict], figdir: Path, judged: Judged | None = None
+                 ) -> dict[str, FigureFile]:
     """The figures the saved runs allow, by role: compute, confusion, calibration, labels, pca."""
     classes = list(runs[0].m.get("classes") or [])
-    rec, best, *_ = recommend(rows, runs)
+    rec, best, *_ = (judged or judge(rows, runs)).choice
     made = {"compute": _compute_figure(rows, rec, figdir),
             "confusion": _confusion_figure(runs, rows, (rec, best), classes, figdir),
             "calibration": calibration_figure(runs, (rec, best), figdir),
@@ -120,9 +121,9 @@ def _probabilistic(runs: list[Run], pair: tuple[dict, dict]) -> tuple[list[dict]
             [r for r in chosen if not has_probabilities(by_slug[r["run"]])])
 
 
-def calibration_words(runs: list[Run], rows: list[dict]) -> str:
+def calibration_words(runs: list[Run], rows: list[dict], judged: Judged | None = None) -> str:
     """What the reliability diagram leaves out: a method without probabilities."""
-    rec, best, *_ = recommend(rows, runs)
+    rec, best, *_ = (judged or judge(rows, runs)).choice
     margins = _probabilistic(runs, (rec, best))[1]
     return " ".join(f"**{md_text(r['name'])}** gives margins, not probabilities, so it has no calibration to show "
                     "(a probabilistic head, e.g. softmax, does where a confidence is needed)." for r in margins)

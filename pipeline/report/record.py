@@ -6,16 +6,15 @@ from __future__ import annotations
 
 from ..runs.metrics import holm, mcnemar_min_detectable_any
 from ..runs.read import Run
-from .choice import ALPHA, COST_RATIO, CORRECTION, Comparison, compare_with_best, recommend, redrawn_t
+from .choice import ALPHA, COST_RATIO, CORRECTION, Comparison, Judged, judge, redrawn_t
 from .verdict import POWER, SPLIT, Detectable, _finite, min_detectable, run_folder
 
 
-def verdict_record(rows: list[dict], runs: list[Run]) -> dict:
+def verdict_record(rows: list[dict], runs: list[Run], judged: Judged | None = None) -> dict:
     """verdict.json: the recommendation, the best, the detectable difference and every method's paired
     test against the best (the best itself: b = c = 0, no p), named as the main table names them.
     separable_from_best is None (null) for a method that could not be paired with the best."""
-    comps = compare_with_best(rows, runs)
-    choice = recommend(rows, runs, comps)
+    comps, choice = judged or judge(rows, runs)
     rec, best = choice.use, choice.best
     det = min_detectable(comps, rec)
     # over repeats, each method is paired with the best of those that were repeated (the best on val

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from ..runs.metrics import mcnemar_min_detectable_any, mcnemar_power_min_difference
 from ..runs.read import Run
 from .blocks import md_code
-from .choice import ALPHA, Comparison, compare_with_best, recommend
+from .choice import ALPHA, Comparison, Judged, compare_with_best, judge
 from .notes import frozen_note
 from .rows import fmt_pct, fmt_seconds
 
@@ -52,13 +52,12 @@ def min_detectable(comparisons: list[Comparison], rec: dict) -> Detectable | Non
     return Detectable(mcnemar_power_min_difference(n, d, ALPHA, POWER), n, d, source)
 
 
-def verdict(rows: list[dict], runs: list[Run]) -> str:
+def verdict(rows: list[dict], runs: list[Run], judged: Judged | None = None) -> str:
     """The report's first paragraph: which method to use and why, its accuracy with its interval and
     cost, the smallest difference these val images can detect, which methods they cannot tell apart
     or cannot compare, the test score (or that val chose the winner it scores), and the run folder to
     pass to predict and export."""
-    comps = compare_with_best(rows, runs)
-    rec = recommend(rows, runs, comps)
+    comps, rec = judged or judge(rows, runs)
     use = rec.use
     what = f"**Use {use['name']}** ({use['method']}): {_acc_words(use)}"
     if not comps:
@@ -182,7 +181,7 @@ def _acc_words(row: dict) -> str:
     return f"{fmt_pct(row['accuracy'])}{k}, 95% interval [{lo:.1f}, {hi:.1f}]"
 
 
-def summary_paragraphs(rows: list[dict], runs: list[Run]) -> list[str]:
+def summary_paragraphs(rows: list[dict], runs: list[Run], judged: Judged | None = None) -> list[str]:
     """'What this shows', written from the numbers: the best method, the gap to the runner-up in val
     images, the paired test of every method against the best, and the notes."""
     ours = [r for r in rows if r["kind"] == "ours"]
@@ -191,7 +190,7 @@ def summary_paragraphs(rows: list[dict], runs: list[Run]) -> list[str]:
     if len(ours) == 1:
         out[0] += " Only one method was run, so there is nothing to compare it with."
     else:
-        comps = compare_with_best(rows, runs)
+        comps = judged.comparisons if judged else compare_with_best(rows, runs)
         out += [_runner_up(best, comps[0], sum(c.comparable for c in comps)), _tests_text(comps)]
     out.append(frozen_note(runs))
     return [p for p in out if p]
