@@ -138,3 +138,21 @@ def test_predict_on_two_ranks_writes_rows_in_input_order(images, single, tmp_pat
     assert rows[0] == "path,class,probability" and len(rows) == 1 + 16 + 40  # val first, as given; broken left out
     assert [r.split(",")[0] for r in rows[1:17]] == sorted(r.split(",")[0] for r in rows[1:17])
     assert not list(tmp_path.glob("two.csv.rank*"))
+
+
+def test_predict_on_two_ranks_measures_precision_auto_once(images, single, tmp_path):
+    """Rank 0 times fp32 against bf16; rank 1 waits and reads its decision (two ranks timing at once
+    would slow each other and could decide apart). A processor without bf16 measures nothing."""
+    from pipeline.stages.classify import Config, classify
+
+    [run] = classify(Config(features=single, head="softmax", out=tmp_path / "runs", folds=2, label_curve="off"))
+    cache = tmp_path / "precision.json"
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "pipeline", "predict", "--model", str(run), str(images / "train"), "--device", "cpu",
+                          "--workers", "0", "--batch-size", "3", "--precision", "auto",
+                          "--csv", str(tmp_path / "p.csv")],
+                         cwd=ROOT, env={**ENV, "CNNCODES_PRECISION_CACHE": str(cache)}, capture_output=True, text=True,
+                         timeout=600)
+    said = two.stdout + two.stderr
+    assert two.returncode in (0, 1) and (tmp_path / "p.csv").is_file(), said  # exit 1: the broken file
+    assert said.count("measured now") == (1 if cache.is_file() else 0), said

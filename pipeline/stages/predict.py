@@ -145,9 +145,16 @@ def stream(cfg: Config, ranks: dist.Ranks = dist.Ranks()):
     def batches_of(order):
         return torch.utils.data.DataLoader(ds, batch_sampler=order, num_workers=dist.workers_per_rank(cfg.workers,
                                                                                                          ranks))
-    src = measured_precision(Source(Path(cfg.model), cfg.weights, cfg.trust_pickle, cfg.reject, cfg.precision),
-                             spec, device, lambda n: iter(batches_of([mine[i % len(mine)] for i in range(n)])),
-                             cfg.batch_size, bool(mine) and len(mine[0]) == cfg.batch_size)
+    def resolved(src: Source) -> Source:
+        first = lambda n: iter(batches_of([mine[i % len(mine)] for i in range(n)]))  # noqa: E731
+        return measured_precision(src, spec, device, first, cfg.batch_size,
+                                  bool(mine) and len(mine[0]) == cfg.batch_size)
+    asked = Source(Path(cfg.model), cfg.weights, cfg.trust_pickle, cfg.reject, cfg.precision)
+    # --precision auto: rank 0 measures (ranks timing at once would slow each other and could decide
+    # apart); the others then read its decision from the precision file, as features' ranks do
+    src = resolved(asked) if ranks.main else None
+    dist.barrier(ranks)
+    src = src or resolved(asked)
     scorer, kind, columns = scorer_for(src, spec, device)
     if ranks.main:
         print(f"predict on {device} ({precision_for(device.type, src.precision)}, --precision {cfg.precision})",
