@@ -200,6 +200,14 @@ def test_bad_settings_are_user_errors(data, tmp_path):
         train(replace(cfg_for(data, tmp_path), splits="train"))
 
 
+def test_finetune_under_torchrun_is_refused_in_one_line_before_any_work(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: each rank would train the whole run alone
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(UserError, match="runs in one process: under torchrun"):
+        train(cfg_for(data, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("args", [["--mode", "bogus"], ["--data", "/nonexistent/dir", "--weights", "none"]])
 def test_cli_errors(args, tmp_path):
     r = subprocess.run([sys.executable, "-m", "pipeline", "finetune", *args, "--out", str(tmp_path)],

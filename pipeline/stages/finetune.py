@@ -25,6 +25,7 @@ from .. import UserError, __version__
 from ..codes.settings import OnImages
 from ..codes.timm_models import is_timm
 from ..codes.weights import Weights
+from ..core import dist
 from ..core.cli import command_line, flag_values, opt, parse_splits, path_component, positive
 from ..core.devices import PRECISION_HELP, PRECISIONS, resolve_device, resolve_workers
 from ..core.files import exclusive
@@ -146,6 +147,9 @@ def train(cfg: Config) -> tuple[Path, dict]:
     from ..finetune.train import build, finetune
     from ..images.datasets import decode_once
 
+    if dist.from_env().world > 1:  # no DistributedDataParallel here: each rank would train the whole run alone
+        raise UserError("finetune runs in one process: under torchrun every rank would train the same model into the "
+                        "same run folder; run it without torchrun (features, sweep and predict share the ranks)")
     device, recipe = resolve_device(cfg.device), cfg.recipe
     # cheap checks first: a missing folder is reported before any download
     s = scan(cfg.data, ("auto",) if cfg.splits == "auto" else cfg.split_names, parse_fractions(cfg.split))
