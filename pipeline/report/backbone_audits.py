@@ -25,7 +25,7 @@ NAMES = {"label": "Suspected label issues", "outlier": "Outliers", "duplicate": 
 LETTERS = {"label": "L", "outlier": "O", "duplicate": "D", "leak": "X"}
 COLORS = {"label": "#d62728", "outlier": "#9467bd", "duplicate": "#1f77b4", "leak": "#ff7f0e"}
 ONLY_COLOR = "#fff6cc"  # the band behind an image only one backbone flags
-SHOWN = 40  # images drawn at most (ordered_images says which come first)
+SHOWN = 40  # images drawn at most (ordered_images says in what order, shown_images which)
 FIGURE = "backbones-audit-findings.png"
 FILES = ("label_issues.csv", "outliers.csv", "duplicates.csv", "audit.json")  # audit.json is written last
 
