@@ -27,13 +27,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import h5py
 import numpy as np
 
 from .. import UserError
 from ..core.files import replacing
+
+T = TypeVar("T")
 
 FORMAT = "cnncodes-features/1"
 _STR = h5py.string_dtype("utf-8")
@@ -171,29 +173,29 @@ def read_codes(path: Path | str) -> Codes:
 def read_split(path: Path | str, name: str, labels_only: bool = False) -> SplitCodes:
     """One split of a complete file, checked like `read_codes`; `labels_only` leaves its codes
     (and views) on disk: for heads that stream the codes in chunks."""
-    attrs = read_attrs(path)
-    if name not in attrs["splits"]:
-        raise UserError(f"{str(path)!r} has no split {name!r} (it has {attrs['splits']})")
-    try:
-        with h5py.File(path, "r") as f:
-            if labels_only:
-                g = f[name]
-                return SplitCodes(np.empty((0, g["codes"].shape[1]), np.float32), g["labels"][...].astype(np.int64),
-                                  [], list(zip(g["skipped_paths"].asstr()[...], g["skipped_reasons"].asstr()[...])))
-            return _read_split(f[name], Header.from_attrs(attrs).dim)
-    except (KeyError, OSError, ValueError, TypeError) as e:
-        raise UserError(f"{str(path)!r} is damaged ({type(e).__name__}: {e}); re-run `features --force`") from None
+    def read(g: h5py.Group, attrs: dict) -> SplitCodes:
+        if labels_only:
+            return SplitCodes(np.empty((0, g["codes"].shape[1]), np.float32), g["labels"][...].astype(np.int64),
+                              [], list(zip(g["skipped_paths"].asstr()[...], g["skipped_reasons"].asstr()[...])))
+        return _read_split(g, Header.from_attrs(attrs).dim)
+    return _from_split(path, name, read)
 
 
 def read_paths(path: Path | str, name: str) -> list[str]:
     """The image paths of one split of a complete file, its codes left on disk (a sweep compares
     which images each backbone coded: a million 2,048-d codes are 8 GB, their paths a few MB)."""
+    return _from_split(path, name, lambda g, attrs: list(g["paths"].asstr()[...]))
+
+
+def _from_split(path: Path | str, name: str, read: Callable[[h5py.Group, dict], T]) -> T:
+    """`read(the split's group, the file's attributes)` on a complete file that holds split `name`;
+    a one-line UserError for a missing split or a damaged file."""
     attrs = read_attrs(path)
     if name not in attrs["splits"]:
         raise UserError(f"{str(path)!r} has no split {name!r} (it has {attrs['splits']})")
     try:
         with h5py.File(path, "r") as f:
-            return list(f[name]["paths"].asstr()[...])
+            return read(f[name], attrs)
     except (KeyError, OSError, ValueError, TypeError) as e:
         raise UserError(f"{str(path)!r} is damaged ({type(e).__name__}: {e}); re-run `features --force`") from None
 
