@@ -66,6 +66,22 @@ def make_image(path: Path, color, size=(64, 48), mode="RGB", seed=0):
     return path
 
 
+def touch(path: Path, data=b"x") -> Path:
+    """A file the scan lists (it stats, never decodes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def file_tree(root: Path, folders, classes=("ants", "bees"), n=6) -> Path:
+    """root/<folder>/<class>/<class>NN.jpg, n placeholder files per class: a folder's shape, no images."""
+    for folder in folders:
+        for c in classes:
+            for i in range(n):
+                touch(root / folder / c / f"{c}{i:02d}.jpg")
+    return root
+
+
 def make_folder(root: Path, n_train=6, n_val=4, classes=("ants", "bees"), size=(64, 48)) -> Path:
     colors = [(200, 40, 40), (40, 40, 200), (40, 200, 40)]
     for split, n in (("train", n_train), ("val", n_val)):

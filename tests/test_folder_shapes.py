@@ -3,8 +3,11 @@ Kaggle's seg_train/seg_train/, training_set/, Training/, train_images/, an unlab
 beside them; and class folders whose names only start like a split stay classes."""
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
+from conftest import file_tree, touch
 from pipeline import UserError
 from pipeline.images.scan import scan as scan_folder
 from pipeline.images.shapes import bare, resolve, split_of
@@ -14,19 +17,7 @@ def scan(root, splits=("auto",)):
     return scan_folder(root, splits)
 
 
-def _touch(path, data=b"x"):
-    """A file the scan lists (it stats, never decodes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
-
-def _tree(root, folders, classes=("ants", "bees"), n=10):
-    for folder in folders:
-        for c in classes:
-            for i in range(n):
-                _touch(root / folder / c / f"{c}{i:02d}.jpg")
-    return root
+_tree = partial(file_tree, n=10)
 
 
 def test_a_split_name_is_a_whole_alias_after_one_known_prefix_and_suffix():
@@ -41,7 +32,7 @@ def test_a_split_name_is_a_whole_alias_after_one_known_prefix_and_suffix():
 def test_kaggles_intel_layout_is_entered_and_its_prediction_folder_ignored_in_one_line(tmp_path, capsys):
     root = _tree(tmp_path / "intel", ("seg_train/seg_train", "seg_test/seg_test"), ("buildings", "forest"))
     for i in range(3):
-        _touch(root / "seg_pred" / "seg_pred" / f"{i}.jpg")
+        touch(root / "seg_pred" / "seg_pred" / f"{i}.jpg")
     s = scan(root)
     out = capsys.readouterr().out.splitlines()
     assert s.classes == ["buildings", "forest"] and list(s.splits) == ["train", "val", "test"]
@@ -81,7 +72,7 @@ def test_a_class_named_like_a_split_stays_a_class(tmp_path, capsys):
 
 def test_a_double_nesting_is_entered_only_when_the_inner_folder_is_alone_and_of_the_same_name(tmp_path):
     root = _tree(tmp_path / "d", ("train/train", "val"))
-    _touch(root / "train" / "notes.txt")  # something beside it: train/ is read as it is, train/train as a class
+    touch(root / "train" / "notes.txt")  # something beside it: train/ is read as it is, train/train as a class
     with pytest.raises(UserError, match="class folders differ between splits"):
         scan(root)
 
@@ -94,7 +85,7 @@ def test_two_folders_for_one_split_under_other_names_is_still_a_question(tmp_pat
 
 def test_other_folders_beside_the_splits_are_named_as_not_read(tmp_path, capsys):
     root = _tree(tmp_path / "d", ("train", "val"))
-    _touch(root / "__MACOSX" / "train" / "._x.jpg")
+    touch(root / "__MACOSX" / "train" / "._x.jpg")
     scan(root)
     assert "'__MACOSX/ ignored: not a split folder" in capsys.readouterr().out.replace(f"{str(root)!r}: ", "'")
 

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import cli, make_image, write_synthetic_codes
+from conftest import cli, file_tree, make_image, touch, write_synthetic_codes
 from pipeline import UserError
 from pipeline.images.scan import scan as scan_folder
 
@@ -24,21 +24,6 @@ def scan(root, splits=("auto",), fractions=None):
 def one_line_error(r, says: str) -> None:
     assert r.returncode == 2, r.stdout + r.stderr
     assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-
-
-def _touch(path, data=b"x"):
-    """A file the scan lists (it stats, never decodes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
-
-def _tree(root, splits, classes=("ants", "bees"), n=6):
-    for split in splits:
-        for c in classes:
-            for i in range(n):
-                _touch(root / split / c / f"{c}{i:02d}.jpg")
-    return root
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +140,7 @@ def test_features_exclude_of_a_whole_class_and_nan_shares_are_refused_at_once(tm
     from pipeline.images.exclude import apply_exclusions
     from pipeline.images.splits import parse_fractions
 
-    root = _tree(tmp_path / "d", ("train", "val"), n=3)
+    root = file_tree(tmp_path / "d", ("train", "val"), n=3)
     lst = tmp_path / "x.txt"
     lst.write_text("".join(f"train/bees/bees{i:02d}.jpg\n" for i in range(3)))
     with pytest.raises(UserError, match="leaves class 'bees' no train image"):
@@ -177,8 +162,8 @@ def test_a_class_with_one_training_image_is_named(tmp_path):
 
 
 def test_a_hidden_class_folder_is_listed_as_ignored(tmp_path):
-    root = _tree(tmp_path / "d", ("train", "val"), n=2)
-    _touch(root / "train" / ".x" / "a.jpg")
+    root = file_tree(tmp_path / "d", ("train", "val"), n=2)
+    touch(root / "train" / ".x" / "a.jpg")
     s = scan(root)
     assert s.classes == ["ants", "bees"]
     assert ("train/.x", "hidden folder: not a class, ignored") in s.splits["train"].skipped
@@ -194,13 +179,13 @@ def test_a_hidden_class_folder_is_listed_as_ignored(tmp_path):
     (("Training", "Validation"), ["train", "val"]),  # capitalised, as many Kaggle sets
 ])
 def test_split_folders_are_found_by_name_case_and_alias(tmp_path, folders, splits):
-    s = scan(_tree(tmp_path / "d", folders))
+    s = scan(file_tree(tmp_path / "d", folders))
     assert list(s.splits) == splits and not s.rule
     assert all({r.label for r in sp.items} == {0, 1} for sp in s.splits.values())
 
 
 def test_train_and_test_without_val_carve_val_from_train_and_keep_test(tmp_path):
-    root = _tree(tmp_path / "kaggle", ("train", "test"), n=20)
+    root = file_tree(tmp_path / "kaggle", ("train", "test"), n=20)
     s = scan(root)
     assert list(s.splits) == ["train", "val", "test"] and s.rule.startswith("val-from-train")
     val = {r.path for r in s.splits["val"].items}
@@ -212,39 +197,39 @@ def test_train_and_test_without_val_carve_val_from_train_and_keep_test(tmp_path)
     assert scan(root).digest() == s.digest()  # the same every time: the stages agree on it
     assert scan(root, ("auto",), (0.6, 0.3, 0.1)).digest() != s.digest()  # --split's val share is recorded
     assert "val carved from train" in s.split_note()
-    _touch(root / "train" / "bees" / "new.jpg")
+    touch(root / "train" / "bees" / "new.jpg")
     assert len(val ^ {r.path for r in scan(root).splits["val"].items}) <= 2  # a new image moves (almost) nothing
 
 
 def test_train_alone_is_split_automatically(tmp_path):
-    s = scan(_tree(tmp_path / "d", ("train",), n=10))
+    s = scan(file_tree(tmp_path / "d", ("train",), n=10))
     assert list(s.splits) == ["train", "val", "test"] and s.rule.startswith("auto")
     assert sum(len(sp.items) for sp in s.splits.values()) == 20
 
 
 def _camera(root):
-    _touch(root / "DCIM" / "100APPLE" / "IMG_0001.JPG")
+    touch(root / "DCIM" / "100APPLE" / "IMG_0001.JPG")
     return root
 
 
 def _loose(root, folder):
-    _touch(root / "train" / "ants" / "a.jpg")
-    _touch(root / "train" / "bees" / "b.jpg")
+    touch(root / "train" / "ants" / "a.jpg")
+    touch(root / "train" / "bees" / "b.jpg")
     for i in range(3):
-        _touch(root / folder / f"cat.{i}.jpg")
+        touch(root / folder / f"cat.{i}.jpg")
     return root
 
 
 @pytest.mark.parametrize("make,says", [
-    (lambda r: _tree(r, ("val", "test")), "but no train/"),
-    (lambda r: _tree(r, ("train", "val", "valid")), "which is val?"),
+    (lambda r: file_tree(r, ("val", "test")), "but no train/"),
+    (lambda r: file_tree(r, ("train", "val", "valid")), "which is val?"),
     (lambda r: _loose(r, "test"), "an unlabelled test set"),
-    (lambda r: (_touch(r / "train" / "cat.1.jpg"), _touch(r / "train" / "dog.1.jpg")), "labels in file names"),
-    (lambda r: (_touch(r / "train" / "_classes.csv", b"filename, ants, bees\n"), _touch(r / "train" / "a.jpg")),
+    (lambda r: (touch(r / "train" / "cat.1.jpg"), touch(r / "train" / "dog.1.jpg")), "labels in file names"),
+    (lambda r: (touch(r / "train" / "_classes.csv", b"filename, ants, bees\n"), touch(r / "train" / "a.jpg")),
      "Roboflow's CSV export"),
     (_camera, "a camera's or phone's export"),
-    (lambda r: _touch(r / "100APPLE" / "IMG_0001.JPG"), "a camera's or phone's export"),
-    (lambda r: [_touch(r / f"IMG_{i}.jpg") for i in range(3)], "holds images but no class folders"),
+    (lambda r: touch(r / "100APPLE" / "IMG_0001.JPG"), "a camera's or phone's export"),
+    (lambda r: [touch(r / f"IMG_{i}.jpg") for i in range(3)], "holds images but no class folders"),
 ])
 def test_shapes_without_unambiguous_labels_are_one_line_errors_with_the_fix(tmp_path, make, says):
     root = tmp_path / "d"
@@ -256,10 +241,10 @@ def test_shapes_without_unambiguous_labels_are_one_line_errors_with_the_fix(tmp_
 
 
 def test_a_carved_class_needs_two_train_images_and_is_named(tmp_path):
-    root = _tree(tmp_path / "d", ("test",), n=2)
-    _touch(root / "train" / "ants" / "a.jpg")
-    _touch(root / "train" / "bees" / "b1.jpg")
-    _touch(root / "train" / "bees" / "b2.jpg")
+    root = file_tree(tmp_path / "d", ("test",), n=2)
+    touch(root / "train" / "ants" / "a.jpg")
+    touch(root / "train" / "bees" / "b1.jpg")
+    touch(root / "train" / "bees" / "b2.jpg")
     with pytest.raises(UserError, match="class 'ants' has 1 usable train image"):
         scan(root)
 
@@ -291,14 +276,14 @@ def test_report_audit_must_be_a_whole_audit_of_the_same_dataset(tmp_path):
     from pipeline.report.your_data import AUDIT_FILES, check_audit
 
     audit = tmp_path / "audit"
-    for where, says in ((tmp_path / "missing", "is missing"), (_touch(tmp_path / "file"), "is a file")):
+    for where, says in ((tmp_path / "missing", "is missing"), (touch(tmp_path / "file"), "is a file")):
         with pytest.raises(UserError, match=says):
             check_audit(where, "hym", ["ants", "bees"])
     audit.mkdir()
     with pytest.raises(UserError, match="not a whole audit folder"):  # never "0 label issues" from no files
         check_audit(audit, "hym", ["ants", "bees"])
     for f in AUDIT_FILES:
-        _touch(audit / f, b"path\n")
+        touch(audit / f, b"path\n")
     (audit / "audit.json").write_text(json.dumps({"dataset": "flowers", "classes": ["daisy", "rose"]}))
     with pytest.raises(UserError, match="audits dataset 'flowers'"):
         check_audit(audit, "hym", ["ants", "bees"])
@@ -408,7 +393,7 @@ def test_an_out_folder_that_is_a_dangling_link_is_one_line(tmp_path):
 
 
 def test_a_manifest_of_train_and_test_rows_carves_val_as_the_folder_does(tmp_path):
-    root = _tree(tmp_path / "d", ("train", "test"), n=10)
+    root = file_tree(tmp_path / "d", ("train", "test"), n=10)
     rows = [f"{p.relative_to(root).as_posix()},{p.parent.name},{'Training' if p.parts[-3] == 'train' else 'test'}"
             for p in sorted(root.rglob("*.jpg"))]
     (root / "list.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
@@ -439,7 +424,7 @@ def _roboflow(root, splits=("train", "valid", "test"), extra=""):
         rows = ["filename, ants, bees"]
         for i in range(6):
             name = f"{i}_jpg.rf.{split}.jpg"
-            _touch(root / split / name)
+            touch(root / split / name)
             rows.append(f"{name},{int(i % 2 == 0)},{int(i % 2 == 1)}")
         (root / split / "_classes.csv").write_text("\n".join(rows) + "\n" + (extra if split == "train" else ""))
     return root
@@ -463,7 +448,7 @@ def test_a_roboflow_row_that_is_not_one_label_of_one_file_names_its_line(tmp_pat
 
 
 def test_an_archive_unpacked_one_level_deep_names_the_folder_to_give(tmp_path):
-    _tree(tmp_path / "d" / "hymenoptera_data", ("train", "val"), n=2)
+    file_tree(tmp_path / "d" / "hymenoptera_data", ("train", "val"), n=2)
     with pytest.raises(UserError, match="give --data .*hymenoptera_data"):
         scan(tmp_path / "d")
 
