@@ -164,17 +164,10 @@ def sweep(cfg: Config) -> dict:
 def _warn_views_runs(out: Path) -> None:
     """Say so when the runs folder also holds runs on augmented or test-time views (an earlier classify
     or sweep): the report compares every run in the folder, so they would sit in the verdict beside
-    this sweep's plain-code runs."""
-    import json
+    this sweep's plain-code runs (read as the report reads them, runs.read.load_runs)."""
+    from ..runs.read import load_runs
 
-    viewed = []
-    for m in sorted(out.glob("*/metrics.json")):
-        try:
-            doc = json.loads(m.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and ((doc.get("views") or 0) > 0 or (doc.get("tta") or 1) > 1):
-            viewed.append(m.parent.name)
+    viewed = [r.dir.name for r in load_runs(out) if (r.m.get("views") or 0) > 0 or (r.m.get("tta") or 1) > 1]
     if viewed:
         print(f"sweep: {out} also holds {len(viewed)} run{'s' * (len(viewed) != 1)} on augmented or test-time views "
               f"from an earlier command ({', '.join(viewed[:3])}{', ...' if len(viewed) > 3 else ''}); the report "
