@@ -29,6 +29,7 @@ from ..codes.neighbours import BLOCK, cosine_both, whitened_rows, whitening
 
 ROW_COLUMNS = ("path", "split", "label", "suggested", "score")
 PAIR_COLUMNS = ("path", "split", "other", "other_split", "similarity")
+FILES = ("label_issues.csv", "outliers.csv", "duplicates.csv", "exclude.txt", "audit.json")  # what an audit writes
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,7 @@ def write_audit(a: Audit, out: Path, source: str = "", about: dict | None = None
     """The four findings files and audit.json in `out` (`about`: the dataset and classes of the codes,
     which `report --audit` checks against its runs, and the stage's inputs); returns {name: path}."""
     out = Path(out)
-    files = {name: out / name for name in ("label_issues.csv", "outliers.csv", "duplicates.csv", "exclude.txt",
-                                           "audit.json")}
+    files = {name: out / name for name in FILES}
     # audit.json goes first and comes back last: an audit killed half-way leaves no record, so it is
     # neither taken as up to date nor read by `report --audit` as a whole audit
     files["audit.json"].unlink(missing_ok=True)
@@ -174,8 +174,7 @@ def write_audit(a: Audit, out: Path, source: str = "", about: dict | None = None
 def is_up_to_date(out: Path, inputs: dict) -> bool:
     """True when `out` holds every file of an audit whose audit.json records these inputs (the
     stage then redoes nothing); an older audit, which records none, is never up to date."""
-    names = ("label_issues.csv", "outliers.csv", "duplicates.csv", "exclude.txt", "audit.json")
-    if not all((out / n).is_file() for n in names):
+    if not all((out / n).is_file() for n in FILES):
         return False
     try:
         recorded = json.loads((out / "audit.json").read_text()).get("inputs")

@@ -136,8 +136,9 @@ def fold_major_scores(estimator, path: SearchPath, X: np.ndarray, y: np.ndarray,
         del est
     tried = [{"value": v, "mean": float(scores[i].mean()), "std": float(scores[i].std()), "seconds": float(seconds[i])}
              for i, v in enumerate(values)]
-    for t in tried if progress is not None else ():
-        progress(t)
+    if progress is not None:
+        for t in tried:
+            progress(t)
     return tried
 
 
