@@ -122,8 +122,9 @@ def folder_layout(root: Path, wanted: tuple[str, ...]) -> Layout:
         folders = {n: resolve(root, n) for n in wanted}
         return Layout(folders, listed=all((root / f / "_classes.csv").is_file() for f in folders.values()))
     found: dict[str, str] = {}
+    named = {d: split_of(d) for d in _dirs(root)}  # the root listed once, each name read once
     for canon in CANONICAL:
-        hits = [d for d in _dirs(root) if split_of(d) == canon]
+        hits = [d for d, split in named.items() if split == canon]
         if len(hits) > 1:
             raise UserError(f"{str(root)!r} has {' and '.join(h + '/' for h in hits)}: which is {canon}? keep one, "
                             f"or name them with --splits")
